@@ -1,0 +1,754 @@
+//! The configuration tree: one TOML file, typed with serde, overridable by
+//! `SUBCAR_<SECTION>__<KEY>` environment variables.
+//!
+//! [`Config::parse`] is a pure function of the file text and an environment
+//! snapshot, so tests never touch the process environment. Problems are
+//! reported with the dotted key, the offending value and what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SUBCAR_";
+
+/// The whole configuration, defaults filled in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Format version of the file; only `1` exists.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+    pub schema: SchemaConfig,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+    #[serde(default)]
+    pub heartbeat: HeartbeatConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub bus: BusConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener: GraphQL proxy, WebSocket subscriptions, probes.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    pub graphql_path: String,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are trusted and extended rather than replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Origins allowed by CORS; `["*"]` allows any, empty disables CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted on the public listener, in bytes.
+    pub max_request_bytes: usize,
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 4000).into(),
+            graphql_path: "/graphql".into(),
+            drain_timeout: Duration::from_secs(15),
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            max_request_bytes: 10 * 1024 * 1024,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 9464).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The upstream GraphQL endpoint (`http://` or `https://`).
+    pub url: UpstreamUrl,
+    /// Time allowed for the upstream to answer with response headers.
+    #[serde(default = "default_upstream_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Whether the upstream accepts JSON-array batches (used by enrichment).
+    #[serde(default)]
+    pub batching: bool,
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// An absolute `http`/`https` URL, checked at parse time.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl(pub http::Uri);
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        let uri: http::Uri = raw.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid URL {raw:?}: expected an absolute URL like \"http://127.0.0.1:8080/graphql\""
+            ))
+        })?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http" | "https"), Some(_)) => Ok(Self(uri)),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid URL {raw:?}: expected an absolute http:// or https:// URL"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaConfig {
+    /// SDL file holding `type Subscription` (or `extend type Subscription`).
+    pub path: PathBuf,
+    /// Learn the upstream schema by introspection at start-up.
+    #[serde(default = "yes")]
+    pub introspect_upstream: bool,
+    /// The upstream schema as an SDL file, instead of introspection.
+    #[serde(default)]
+    pub upstream_sdl: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// A field of the `Subscription` root type.
+    pub field: String,
+    /// The webhook topic feeding it; defaults to the field name.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// CEL over `event`, `args`, `claims`: which events reach a subscription.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// CEL over `claims`, `args`: who may subscribe.
+    #[serde(default)]
+    pub allow: Option<String>,
+}
+
+impl SubscriptionConfig {
+    pub fn topic(&self) -> &str {
+        self.topic.as_deref().unwrap_or(&self.field)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Internal listener for events; loopback because the upstream shares the pod.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    pub path: String,
+    /// Standard Webhooks secret (`whsec_…`); unset means unsigned requests are accepted.
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
+    #[serde(deserialize_with = "duration")]
+    pub dedup_window: Duration,
+    pub unknown_topics: UnknownTopics,
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 4001).into(),
+            path: "/webhook".into(),
+            secret: None,
+            secret_file: None,
+            dedup_window: Duration::from_secs(600),
+            unknown_topics: UnknownTopics::Reject,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownTopics {
+    /// `422 UNKNOWN_TOPIC`.
+    Reject,
+    /// Accepted and dropped.
+    Accept,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub init_timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+            init_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_message_bytes: usize,
+    /// Messages queued for one connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_subscriptions_per_connection: 100,
+            max_message_bytes: 64 * 1024,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub kind: BusKind,
+    /// Events kept per topic for resume.
+    pub history: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            kind: BusKind::Memory,
+            history: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `RUST_LOG`-style directives; the `RUST_LOG` variable wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret value; never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// An IP network in CIDR form (`10.0.0.0/8`), or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map(V4).unwrap_or(V6(v6)),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (V4(net), V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (V6(net), V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected =
+            || format!("invalid network {s:?}: expected an IP address or CIDR like \"10.0.0.0/8\"");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| expected())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(expected)?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let raw = String::deserialize(d)?;
+    raw.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid listen address {raw:?}: expected IP:PORT like \"0.0.0.0:4000\" or \"[::]:4000\""
+        ))
+    })
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let raw = String::deserialize(d)?;
+    humantime::parse_duration(&raw).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid duration {raw:?}: expected a number with a unit, like \"500ms\", \"15s\" or \"10m\""
+        ))
+    })
+}
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads `path`, applies `env` overrides, and validates. Relative paths in
+    /// the file are resolved against the file's directory.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, env)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; pure.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        apply_env_overrides(&mut table, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let inner = e.into_inner().message().to_string();
+                if key == "." {
+                    ConfigError::Invalid(vec![inner])
+                } else {
+                    ConfigError::Invalid(vec![format!("{key}: {inner}")])
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.version != 1 {
+            problems.push(format!(
+                "version: {} is not supported: expected 1",
+                self.version
+            ));
+        }
+        for (key, path) in [
+            ("server.graphql_path", &self.server.graphql_path),
+            ("webhook.path", &self.webhook.path),
+        ] {
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                problems.push(format!(
+                    "{key}: {path:?} is not a path: expected something like \"/graphql\""
+                ));
+            }
+        }
+        if self.webhook.secret.is_some() && self.webhook.secret_file.is_some() {
+            problems.push("webhook.secret_file: cannot be set together with webhook.secret: expected one of them".into());
+        }
+        for (key, value) in [
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.max_subscriptions_per_connection",
+                self.limits.max_subscriptions_per_connection,
+            ),
+            ("limits.max_message_bytes", self.limits.max_message_bytes),
+            ("limits.outbound_queue", self.limits.outbound_queue),
+            ("server.max_request_bytes", self.server.max_request_bytes),
+            ("webhook.max_body_bytes", self.webhook.max_body_bytes),
+        ] {
+            if value == 0 {
+                problems.push(format!(
+                    "{key}: 0 is not allowed: expected a positive number"
+                ));
+            }
+        }
+        for (key, value) in [
+            ("heartbeat.interval", self.heartbeat.interval),
+            ("heartbeat.timeout", self.heartbeat.timeout),
+            ("heartbeat.init_timeout", self.heartbeat.init_timeout),
+            ("upstream.timeout", self.upstream.timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(format!(
+                    "{key}: \"0s\" is not allowed: expected a positive duration"
+                ));
+            }
+        }
+        let mut fields = BTreeMap::new();
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            if let Some(first) = fields.insert(sub.field.as_str(), i) {
+                problems.push(format!(
+                    "subscriptions[{i}].field: {:?} is already configured by subscriptions[{first}]: expected each field once",
+                    sub.field
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            problems.push(format!(
+                "log.filter: {:?} is invalid ({e}): expected directives like \"info,subcar=debug\"",
+                self.log.filter
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) -> Result<(), ConfigError> {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.schema.path);
+        if let Some(p) = &mut self.schema.upstream_sdl {
+            resolve(p);
+        }
+        if let Some(tls) = &mut self.server.tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+        }
+        if let Some(p) = &mut self.webhook.secret_file {
+            resolve(p);
+            let secret = std::fs::read_to_string(&*p).map_err(|e| {
+                ConfigError::Invalid(vec![format!(
+                    "webhook.secret_file: cannot read {}: {e}",
+                    p.display()
+                )])
+            })?;
+            self.webhook.secret = Some(Secret(secret.trim().to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// Applies `SUBCAR_<SECTION>__<KEY>=value` overrides to the parsed table.
+/// Values are read as TOML when they parse as a TOML value (numbers, booleans,
+/// arrays), otherwise as plain strings.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            // SUBCAR_CONFIG and other process-level variables, not keys.
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let value = parse_env_value(&raw);
+        if let Err(key) = insert_at(table, &path, value) {
+            problems.push(format!(
+                "{name}: {key} is not a section: expected SUBCAR_<SECTION>__<KEY>"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+fn insert_at(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [section, rest @ ..] => match table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => insert_at(t, rest, value),
+            _ => Err(section.clone()),
+        },
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [upstream]
+        url = "http://127.0.0.1:8080/graphql"
+        [schema]
+        path = "schema.graphql"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, std::iter::empty())
+    }
+
+    fn problems(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:4000");
+        assert_eq!(c.server.graphql_path, "/graphql");
+        assert_eq!(c.webhook.listen.to_string(), "127.0.0.1:4001");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.heartbeat.interval, Duration::from_secs(15));
+        assert_eq!(c.heartbeat.init_timeout, Duration::from_secs(3));
+        assert_eq!(c.webhook.dedup_window, Duration::from_secs(600));
+        assert_eq!(c.bus.kind, BusKind::Memory);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let c = Config::load(&path, std::iter::empty()).unwrap();
+        let defaults = parse(MINIMAL).unwrap();
+        // The example documents defaults: it must not silently differ from them.
+        assert_eq!(c.server.drain_timeout, defaults.server.drain_timeout);
+        assert_eq!(c.limits.outbound_queue, defaults.limits.outbound_queue);
+        assert_eq!(c.webhook.max_body_bytes, defaults.webhook.max_body_bytes);
+        assert!(c.schema.path.is_absolute() || c.schema.path.exists());
+    }
+
+    #[test]
+    fn unknown_key_names_section_and_key() {
+        let msg = problems(&format!("{MINIMAL}\n[server]\nlisten_addr = \"x\""));
+        assert!(msg.contains("server"), "{msg}");
+        assert!(msg.contains("listen_addr"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_value_and_expectation() {
+        let msg = problems(&format!(
+            "{MINIMAL}\n[heartbeat]\ninterval = \"15 parsecs\""
+        ));
+        assert!(msg.contains("heartbeat.interval"), "{msg}");
+        assert!(msg.contains("15 parsecs"), "{msg}");
+        assert!(msg.contains("\"15s\""), "{msg}");
+    }
+
+    #[test]
+    fn bad_url_is_rejected() {
+        let msg = problems("[upstream]\nurl = \"localhost\"\n[schema]\npath = \"s\"");
+        assert!(msg.contains("upstream.url"), "{msg}");
+        assert!(msg.contains("localhost"), "{msg}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let msg = problems("[schema]\npath = \"s\"");
+        assert!(msg.contains("upstream"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported_at_once() {
+        let msg = problems(&format!(
+            "{MINIMAL}\n[limits]\noutbound_queue = 0\n[server]\ngraphql_path = \"graphql\""
+        ));
+        assert!(msg.contains("limits.outbound_queue"), "{msg}");
+        assert!(msg.contains("server.graphql_path"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_keys_with_typed_values() {
+        let env = [
+            (
+                "SUBCAR_SERVER__LISTEN".to_string(),
+                "127.0.0.1:5000".to_string(),
+            ),
+            (
+                "SUBCAR_LIMITS__MAX_CONNECTIONS".to_string(),
+                "7".to_string(),
+            ),
+            ("SUBCAR_UPSTREAM__TIMEOUT".to_string(), "2s".to_string()),
+            ("SUBCAR_CONFIG".to_string(), "ignored.toml".to_string()),
+            ("OTHER__THING".to_string(), "x".to_string()),
+        ];
+        let c = Config::parse(MINIMAL, env).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:5000");
+        assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.upstream.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn env_override_with_bad_value_names_key() {
+        let env = [(
+            "SUBCAR_LIMITS__MAX_CONNECTIONS".to_string(),
+            "lots".to_string(),
+        )];
+        let msg = Config::parse(MINIMAL, env).unwrap_err().to_string();
+        assert!(msg.contains("limits.max_connections"), "{msg}");
+        assert!(msg.contains("lots"), "{msg}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[webhook]\nsecret = \"whsec_c2VjcmV0\""
+        ))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let net: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let one: IpNet = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+}

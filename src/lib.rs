@@ -1,0 +1,13 @@
+//! subcar: a sidecar that adds GraphQL subscriptions to an existing GraphQL API.
+//!
+//! ```text
+//! client ─HTTP─▶ server/ ─▶ router ─┬─ query/mutation ─▶ [layers] ─▶ proxy/ ──────────▶ upstream
+//!                                    ├─ WebSocket upgrade ─▶ [layers] ─▶ transport/ ◀── deliveries ──┐
+//! upstream ─POST─▶ ingest/ ─▶ bus/ ─▶ subscriptions/dispatcher ─▶ subscriptions/registry ─────────────┘
+//!                                         └── graphql/ (validate, project, filter; pure)
+//! ```
+//!
+//! [`app`] is the composition root; everything else is one stage of the flow.
+
+pub mod config;
+pub mod graphql;
