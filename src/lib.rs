@@ -9,5 +9,7 @@
 //!
 //! [`app`] is the composition root; everything else is one stage of the flow.
 
+pub mod bus;
 pub mod config;
 pub mod graphql;
+pub mod ingest;

@@ -1,0 +1,309 @@
+//! The webhook: events POSTed by the upstream (SPEC section 4), verified,
+//! validated as a whole batch, deduplicated and published to the bus.
+//!
+//! [`Webhook::handle`] is a plain function of a request, callable without a
+//! socket; [`serve`] runs it on the internal `webhook.listen` listener.
+//! Every refusal is a response with `{"error":{"code","message","index"?}}`,
+//! and any 4xx/5xx means nothing of the request reached the bus.
+
+pub mod dedup;
+pub mod parse;
+pub mod signature;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{Bus, BusError};
+use crate::config::{UnknownTopics, WebhookConfig};
+use dedup::Dedup;
+use parse::{Format, InvalidEvent};
+use signature::{BadSecret, SignatureError, Verifier};
+
+/// Why a webhook request was refused; each maps to one status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    InvalidEvent(#[from] InvalidEvent),
+    #[error("invalid signature: {0}")]
+    InvalidSignature(#[from] SignatureError),
+    #[error("body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("Content-Type must be application/json or application/x-ndjson")]
+    UnsupportedMediaType,
+    #[error("no subscription field is fed by topic {topic:?}")]
+    UnknownTopic { topic: String, index: Option<usize> },
+    #[error("the event bus is unavailable")]
+    BusUnavailable(#[source] BusError),
+    #[error("not found")]
+    NotFound,
+    #[error("only POST is allowed")]
+    MethodNotAllowed,
+    #[error("cannot read the request body")]
+    BodyRead,
+}
+
+impl WebhookError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidEvent(_) | Self::BodyRead => (StatusCode::BAD_REQUEST, "INVALID_EVENT"),
+            Self::InvalidSignature(_) => (StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE"),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            Self::UnknownTopic { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_TOPIC"),
+            Self::BusUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "BUS_UNAVAILABLE"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+        }
+    }
+
+    fn index(&self) -> Option<usize> {
+        match self {
+            Self::InvalidEvent(e) => e.index,
+            Self::UnknownTopic { index, .. } => *index,
+            _ => None,
+        }
+    }
+
+    /// The refusal as the response SPEC section 4 describes.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, code) = self.status_and_code();
+        let mut error = json!({ "code": code, "message": self.to_string() });
+        if let Some(i) = self.index() {
+            error["index"] = json!(i);
+        }
+        let mut resp = json_response(status, &json!({ "error": error }));
+        match self {
+            Self::BusUnavailable(_) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::MethodNotAllowed => {
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Counters for `/metrics` and `/status`.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    pub events_published: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dropped_unknown_topic: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// The webhook endpoint, built once by the composition root.
+pub struct Webhook {
+    path: String,
+    bus: Arc<dyn Bus>,
+    dedup: Dedup,
+    verifier: Option<Verifier>,
+    /// Topics some subscription field maps to.
+    topics: HashSet<String>,
+    unknown_topics: UnknownTopics,
+    max_body_bytes: usize,
+    pub stats: WebhookStats,
+}
+
+impl Webhook {
+    /// `topics` are the topics that feed subscription fields.
+    pub fn new(
+        config: &WebhookConfig,
+        topics: impl IntoIterator<Item = String>,
+        bus: Arc<dyn Bus>,
+    ) -> Result<Self, BadSecret> {
+        Ok(Self {
+            path: config.path.clone(),
+            bus,
+            dedup: Dedup::new(config.dedup_window, dedup::DEFAULT_CAPACITY),
+            verifier: config
+                .secret
+                .as_ref()
+                .map(|s| Verifier::new(&s.0))
+                .transpose()?,
+            topics: topics.into_iter().collect(),
+            unknown_topics: config.unknown_topics,
+            max_body_bytes: config.max_body_bytes,
+            stats: WebhookStats::default(),
+        })
+    }
+
+    /// Answers one request; never fails (refusals are responses).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self.try_handle(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "webhook request refused");
+                e.into_response()
+            }
+        }
+    }
+
+    async fn try_handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, WebhookError>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if req.uri().path() != self.path {
+            return Err(WebhookError::NotFound);
+        }
+        if req.method() != Method::POST {
+            return Err(WebhookError::MethodNotAllowed);
+        }
+        let format = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Format::from_content_type)
+            .ok_or(WebhookError::UnsupportedMediaType)?;
+        let too_large = WebhookError::PayloadTooLarge {
+            limit: self.max_body_bytes,
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(too_large);
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.max_body_bytes).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
+            Err(_) => return Err(WebhookError::BodyRead),
+        };
+        if let Some(v) = &self.verifier {
+            v.verify(&parts.headers, &body, unix_now())?;
+        }
+        let header_id = parts
+            .headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok());
+        let mut events = parse::parse(&body, format, header_id)?;
+        let batch = events.len() > 1
+            || body.trim_ascii_start().first() == Some(&b'[')
+            || format == Format::Ndjson;
+        let total = events.len();
+        let known = |t: &str| self.topics.contains(t);
+        if self.unknown_topics == UnknownTopics::Reject {
+            if let Some(i) = events.iter().position(|e| !known(&e.topic)) {
+                return Err(WebhookError::UnknownTopic {
+                    topic: events[i].topic.to_string(),
+                    index: batch.then_some(i),
+                });
+            }
+        } else {
+            let before = events.len();
+            events.retain(|e| known(&e.topic));
+            self.stats
+                .dropped_unknown_topic
+                .fetch_add((before - events.len()) as u64, Ordering::Relaxed);
+        }
+        let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+        let fresh = self.dedup.reserve(&ids);
+        let duplicates = fresh.iter().filter(|f| !**f).count();
+        let mut keep = fresh.iter();
+        events.retain(|_| *keep.next().expect("one flag per event"));
+        if !events.is_empty() {
+            let published = events.len() as u64;
+            if let Err(e) = self.bus.publish(events).await {
+                self.dedup.release(
+                    ids.iter()
+                        .zip(&fresh)
+                        .filter(|(_, f)| **f)
+                        .filter_map(|(id, _)| id.as_ref()),
+                );
+                return Err(WebhookError::BusUnavailable(e));
+            }
+            self.stats
+                .events_published
+                .fetch_add(published, Ordering::Relaxed);
+        }
+        self.stats
+            .duplicates
+            .fetch_add(duplicates as u64, Ordering::Relaxed);
+        Ok(json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "accepted": total, "duplicates": duplicates }),
+        ))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Serves the webhook on `listener` until `cancel`; requests in flight finish.
+pub async fn serve(listener: TcpListener, webhook: Arc<Webhook>, cancel: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let webhook = webhook.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let webhook = webhook.clone();
+                async move { Ok::<_, Infallible>(webhook.handle(req).await) }
+            });
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
