@@ -13,3 +13,4 @@ pub mod bus;
 pub mod config;
 pub mod graphql;
 pub mod ingest;
+pub mod subscriptions;

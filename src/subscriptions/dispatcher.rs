@@ -1,0 +1,224 @@
+//! The dispatcher: bus events to connection outboxes.
+//!
+//! One planner task reads the bus in batches and, per event and per group,
+//! evaluates the filter once and projects the payload once. The resulting
+//! `(group, bytes)` list goes, in order, to one worker task per registry
+//! shard, which only wraps the shared bytes into each member's envelope and
+//! offers it to the member's outbox. Events of a topic therefore reach each
+//! connection in publish order, and the per-subscriber work runs on every
+//! worker thread.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::registry::{Group, Registry};
+use crate::bus::{BusItem, BusSubscription};
+
+/// Events taken from the bus at once; bounds the latency added by batching
+/// to one batch of work.
+const MAX_BATCH: usize = 256;
+/// Batches queued per worker before the planner waits (and the bus buffers).
+const WORKER_QUEUE: usize = 64;
+
+/// One group's share of one event.
+struct Job {
+    group: Arc<Group>,
+    payload: Bytes,
+}
+
+/// Handle to the running dispatcher.
+#[derive(Debug, Clone)]
+pub struct Dispatcher;
+
+impl Dispatcher {
+    /// Starts the planner and one worker per registry shard on `tracker`;
+    /// they stop when `cancel` fires or the bus closes.
+    pub fn spawn(
+        registry: Arc<Registry>,
+        bus: Box<dyn BusSubscription>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        let mut workers = Vec::with_capacity(registry.shards());
+        for shard in 0..registry.shards() {
+            let (tx, rx) = mpsc::channel::<Arc<Vec<Job>>>(WORKER_QUEUE);
+            workers.push(tx);
+            tracker.spawn(worker(shard, registry.clone(), rx));
+        }
+        tracker.spawn(plan(registry, bus, workers, cancel));
+        Self
+    }
+}
+
+async fn plan(
+    registry: Arc<Registry>,
+    mut bus: Box<dyn BusSubscription>,
+    workers: Vec<mpsc::Sender<Arc<Vec<Job>>>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => break,
+            item = bus.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let mut jobs = Vec::new();
+        plan_item(&registry, first, &mut jobs);
+        for _ in 1..MAX_BATCH {
+            match bus.try_recv() {
+                Some(item) => plan_item(&registry, item, &mut jobs),
+                None => break,
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        let jobs = Arc::new(jobs);
+        for w in &workers {
+            // A worker only fails to receive when it is gone (shutdown).
+            let _ = w.send(jobs.clone()).await;
+        }
+    }
+}
+
+fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
+    let event = match item {
+        BusItem::Event(e) => e,
+        BusItem::Lagged(n) => {
+            tracing::warn!(missed = n, "dispatcher fell behind the bus; events lost");
+            return;
+        }
+    };
+    for group in registry.groups(&event.topic) {
+        if !group.matches(&event.payload) {
+            continue;
+        }
+        let payload = group.prepared.project(&event.payload);
+        // Validated once per group here so that frames can be sent as text
+        // without re-checking them per subscriber.
+        if std::str::from_utf8(&payload).is_err() {
+            tracing::error!(topic = %event.topic, "projection is not UTF-8; event skipped");
+            continue;
+        }
+        jobs.push(Job { group, payload });
+    }
+}
+
+async fn worker(shard: usize, registry: Arc<Registry>, mut rx: mpsc::Receiver<Arc<Vec<Job>>>) {
+    while let Some(jobs) = rx.recv().await {
+        for job in jobs.iter() {
+            job.group.deliver(shard, &job.payload, &registry.stats);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{Bus, Event, MemoryBus};
+    use crate::graphql::{Prepared, Schema};
+    use crate::subscriptions::{Routes, outbox::outbox};
+    use serde_json::{Map, json};
+
+    fn prepare(schema: &Schema, q: &str) -> Arc<crate::graphql::PreparedSubscription> {
+        match schema.prepare(q, None, &Map::new()).unwrap() {
+            Prepared::Subscription(p) => p,
+            Prepared::Passthrough(_) => unreachable!(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fans_out_in_order_and_cleans_up() {
+        let schema = Schema::build("type Subscription { a: Int b: Int }", None).unwrap();
+        let routes = Routes::new(&[], ["a".to_string(), "b".to_string()]).unwrap();
+        let registry = Registry::new(2);
+        let bus = MemoryBus::new(0);
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        Dispatcher::spawn(registry.clone(), bus.subscribe(), &tracker, cancel.clone());
+
+        let pa = prepare(&schema, "subscription { a }");
+        let pb = prepare(&schema, "subscription { b }");
+        let mut conns = Vec::new();
+        for i in 0..10 {
+            let slot = registry.connect();
+            let (out, inbox) = outbox(1000);
+            let p = if i % 2 == 0 { &pa } else { &pb };
+            let h = registry.register(
+                &slot,
+                p.clone(),
+                routes.route(p.field()),
+                Arc::new(json!({})),
+                &format!("op{i}"),
+                7,
+                out,
+            );
+            conns.push((slot, h, inbox, p.field().to_owned()));
+        }
+        assert_eq!(registry.sizes().groups, 2);
+        let events = (0..100)
+            .map(|n| Event {
+                topic: if n % 2 == 0 { "a" } else { "b" }.into(),
+                id: None,
+                payload: json!(n),
+            })
+            .collect();
+        bus.publish(events).await.unwrap();
+        for (i, (_, _, inbox, field)) in conns.iter_mut().enumerate() {
+            let start = if field == "a" { 0 } else { 1 };
+            for n in (start..100).step_by(2) {
+                let d = inbox.rx.recv().await.unwrap();
+                assert_eq!(d.serial, 7);
+                let v: serde_json::Value = serde_json::from_slice(&d.frame).unwrap();
+                assert_eq!(
+                    v,
+                    json!({"id": format!("op{i}"), "type": "next", "payload": {"data": {field.clone(): n}}})
+                );
+            }
+        }
+        drop(conns);
+        let s = registry.sizes();
+        assert_eq!(
+            (s.topics, s.groups, s.subscriptions, s.connections),
+            (0, 0, 0, 0)
+        );
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn overflow_marks_slow_consumer_once() {
+        let schema = Schema::build("type Subscription { a: Int }", None).unwrap();
+        let routes = Routes::new(&[], ["a".to_string()]).unwrap();
+        let registry = Registry::new(1);
+        let p = prepare(&schema, "subscription { a }");
+        let slot = registry.connect();
+        let (out, inbox) = outbox(2);
+        let _h = registry.register(
+            &slot,
+            p.clone(),
+            routes.route("a"),
+            Arc::new(json!({})),
+            "1",
+            1,
+            out,
+        );
+        let group = registry.groups("a").pop().unwrap();
+        for _ in 0..5 {
+            group.deliver(0, &Bytes::from_static(b"{}"), &registry.stats);
+        }
+        assert!(inbox.slow.is_cancelled());
+        assert_eq!(
+            registry
+                .stats
+                .slow_consumers
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! The registry: every live subscription, grouped by topic and then by the
+//! engine's [`GroupKey`] (plus the claims, when the field's filter reads
+//! them), so that the dispatcher filters and projects once per group.
+//!
+//! It is the single owner of subscription lifetime: [`Registry::register`]
+//! returns a [`SubscriptionHandle`] and dropping that handle is the one way
+//! a subscription ends. Members are split into shards by connection so that
+//! dispatch work spreads over worker threads while each connection still
+//! sees one topic's events in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+
+use super::Route;
+use super::outbox::{Delivery, Offer, Outbox};
+use crate::graphql::{GroupKey, PreparedSubscription};
+
+/// Identical subscriptions: same engine key, and the same claims when the
+/// filter depends on them (canonical JSON of the claims).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GroupId {
+    key: GroupKey,
+    claims: Option<String>,
+}
+
+/// Counters for `/metrics` and `/status`.
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    pub connections: AtomicUsize,
+    pub subscriptions: AtomicUsize,
+    pub deliveries: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Live subscriptions, grouped for dispatch.
+#[derive(Debug)]
+pub struct Registry {
+    shards: usize,
+    /// Structural changes (a group appearing or disappearing) take the write
+    /// lock; dispatch only clones a topic's group list under the read lock.
+    topics: RwLock<HashMap<Arc<str>, HashMap<GroupId, Arc<Group>>>>,
+    next_member: AtomicU64,
+    next_connection: AtomicU64,
+    pub stats: RegistryStats,
+}
+
+/// Identical subscriptions of one topic.
+#[derive(Debug)]
+pub struct Group {
+    id: GroupId,
+    topic: Arc<str>,
+    pub(crate) prepared: Arc<PreparedSubscription>,
+    pub(crate) route: Route,
+    pub(crate) claims: Arc<Value>,
+    /// Only changed under the registry's write lock.
+    len: AtomicUsize,
+    /// One member table per shard; a std-style mutex because nothing async
+    /// happens while it is held.
+    members: Box<[Mutex<HashMap<u64, Member>>]>,
+}
+
+#[derive(Debug)]
+struct Member {
+    /// `{"id":"<op id>","type":"next","payload":` — all of the envelope but
+    /// the shared payload and the closing brace.
+    prefix: Bytes,
+    serial: u64,
+    outbox: Outbox,
+}
+
+/// Registration of one connection: which shard its subscriptions live in.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    registry: Arc<Registry>,
+    shard: usize,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.registry
+            .stats
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ConnectionSlot {
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
+/// A live subscription; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct SubscriptionHandle {
+    registry: Arc<Registry>,
+    group: Arc<Group>,
+    shard: usize,
+    member: u64,
+}
+
+impl Drop for SubscriptionHandle {
+    fn drop(&mut self) {
+        self.group.members[self.shard].lock().remove(&self.member);
+        let mut topics = self.registry.topics.write();
+        if self.group.len.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if let Some(groups) = topics.get_mut(&self.group.topic) {
+                groups.remove(&self.group.id);
+                if groups.is_empty() {
+                    topics.remove(&self.group.topic);
+                }
+            }
+        }
+        drop(topics);
+        self.registry
+            .stats
+            .subscriptions
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sizes, for tests and `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    pub topics: usize,
+    pub groups: usize,
+    pub subscriptions: usize,
+    pub connections: usize,
+}
+
+impl Registry {
+    /// `shards` is how many dispatch workers there are (at least one).
+    pub fn new(shards: usize) -> Arc<Self> {
+        Arc::new(Self {
+            shards: shards.max(1),
+            topics: RwLock::new(HashMap::new()),
+            next_member: AtomicU64::new(0),
+            next_connection: AtomicU64::new(0),
+            stats: RegistryStats::default(),
+        })
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Counts a connection and assigns it a shard.
+    pub fn connect(self: &Arc<Self>) -> ConnectionSlot {
+        let n = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionSlot {
+            registry: self.clone(),
+            shard: (n % self.shards as u64) as usize,
+        }
+    }
+
+    /// Adds subscription `op_id` of a connection; deliveries go to `outbox`
+    /// tagged with `serial`.
+    pub fn register(
+        self: &Arc<Self>,
+        slot: &ConnectionSlot,
+        prepared: Arc<PreparedSubscription>,
+        route: Route,
+        claims: Arc<Value>,
+        op_id: &str,
+        serial: u64,
+        outbox: Outbox,
+    ) -> SubscriptionHandle {
+        let id = GroupId {
+            key: prepared.group_key().clone(),
+            claims: route.rules.uses_claims().then(|| claims.to_string()),
+        };
+        let member = Member {
+            prefix: envelope_prefix(op_id),
+            serial,
+            outbox,
+        };
+        let key = self.next_member.fetch_add(1, Ordering::Relaxed);
+        let mut topics = self.topics.write();
+        let groups = topics.entry(route.topic.clone()).or_default();
+        let group = groups
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Group {
+                    id,
+                    topic: route.topic.clone(),
+                    prepared,
+                    route,
+                    claims,
+                    len: AtomicUsize::new(0),
+                    members: (0..self.shards).map(|_| Mutex::default()).collect(),
+                })
+            })
+            .clone();
+        group.len.fetch_add(1, Ordering::Relaxed);
+        group.members[slot.shard].lock().insert(key, member);
+        drop(topics);
+        self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+        SubscriptionHandle {
+            registry: self.clone(),
+            group,
+            shard: slot.shard,
+            member: key,
+        }
+    }
+
+    /// The groups listening to `topic` right now.
+    pub fn groups(&self, topic: &str) -> Vec<Arc<Group>> {
+        self.topics
+            .read()
+            .get(topic)
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        let topics = self.topics.read();
+        Sizes {
+            topics: topics.len(),
+            groups: topics.values().map(HashMap::len).sum(),
+            subscriptions: self.stats.subscriptions.load(Ordering::Relaxed),
+            connections: self.stats.connections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Subscriptions per Subscription field, for `/status`.
+    pub fn subscriptions_per_field(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for groups in self.topics.read().values() {
+            for g in groups.values() {
+                *out.entry(g.prepared.field().to_owned()).or_default() +=
+                    g.len.load(Ordering::Relaxed);
+            }
+        }
+        out
+    }
+}
+
+impl Group {
+    /// Whether `event` passes this group's filter (evaluated once per group).
+    pub fn matches(&self, event: &Value) -> bool {
+        self.route
+            .rules
+            .matches(event, self.prepared.args(), &self.claims)
+    }
+
+    /// Wraps the shared `payload` into each member's envelope, for the
+    /// members of one shard. Never waits.
+    pub(crate) fn deliver(&self, shard: usize, payload: &Bytes, stats: &RegistryStats) {
+        let members = self.members[shard].lock();
+        let (mut delivered, mut dropped) = (0, 0);
+        for m in members.values() {
+            let mut frame = BytesMut::with_capacity(m.prefix.len() + payload.len() + 1);
+            frame.put_slice(&m.prefix);
+            frame.put_slice(payload);
+            frame.put_u8(b'}');
+            let delivery = Delivery {
+                serial: m.serial,
+                frame: frame.freeze(),
+            };
+            match m.outbox.offer(delivery) {
+                Offer::Queued => delivered += 1,
+                Offer::Overflowed => {
+                    stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    dropped += 1;
+                }
+                Offer::Dropped => dropped += 1,
+            }
+        }
+        drop(members);
+        stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        if dropped > 0 {
+            stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+}
+
+fn envelope_prefix(op_id: &str) -> Bytes {
+    let id = serde_json::to_string(op_id).expect("strings serialise");
+    Bytes::from(format!(r#"{{"id":{id},"type":"next","payload":"#))
+}
