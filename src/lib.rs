@@ -9,5 +9,14 @@
 //!
 //! [`app`] is the composition root; everything else is one stage of the flow.
 
+pub mod app;
+pub mod body;
+pub mod cli;
 pub mod config;
+pub mod error;
 pub mod graphql;
+pub mod health;
+pub mod proxy;
+pub mod schema;
+pub mod server;
+pub mod shutdown;
