@@ -9,8 +9,18 @@
 //!
 //! [`app`] is the composition root; everything else is one stage of the flow.
 
+
+pub mod app;
+pub mod body;
 pub mod bus;
+pub mod cli;
 pub mod config;
+pub mod error;
 pub mod graphql;
+pub mod health;
 pub mod ingest;
+pub mod proxy;
+pub mod schema;
+pub mod server;
+pub mod shutdown;
 pub mod subscriptions;

@@ -1,0 +1,229 @@
+//! The composition root: builds the upstream client, the schema and every
+//! tower stack once, binds the listeners, and owns shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Request, Response};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::health::{self, Health};
+use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
+use crate::schema::{self, LiveSchema, SchemaLoadError};
+use crate::server::router::{AdminRouter, GraphqlService, PublicRouter};
+use crate::server::{self, tls};
+use crate::shutdown::Shutdown;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Schema(#[from] SchemaLoadError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamBuildError),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything built from the configuration, not yet listening.
+pub struct App {
+    config: Arc<Config>,
+    health: Arc<Health>,
+    upstream: Upstream,
+    schema: LiveSchema,
+    tls: Option<TlsAcceptor>,
+}
+
+impl App {
+    /// Builds every part; fails on anything that would fail at the first
+    /// request (unreadable schema, bad TLS files).
+    pub fn build(config: Config) -> Result<Self, AppError> {
+        let schema = LiveSchema::new(schema::load(&config.schema)?);
+        let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
+        let upstream = Upstream::new(&config.upstream)?;
+        Ok(Self {
+            config: Arc::new(config),
+            health: Arc::new(Health::default()),
+            upstream,
+            schema,
+            tls,
+        })
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub fn schema(&self) -> &LiveSchema {
+        &self.schema
+    }
+
+    /// Binds every listener; addresses with port 0 get an ephemeral port.
+    pub async fn bind(self) -> Result<Bound, AppError> {
+        let public = bind("server.listen", self.config.server.listen).await?;
+        let admin = bind("admin.listen", self.config.admin.listen).await?;
+        Ok(Bound {
+            app: self,
+            public,
+            admin,
+        })
+    }
+
+    /// The public listener's stack, outermost first.
+    fn public_service(
+        &self,
+    ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
+        let server = &self.config.server;
+        let router = PublicRouter::new(
+            &server.graphql_path,
+            self.graphql_service(),
+            self.health.clone(),
+            self.schema.clone(),
+        );
+        let service = ServiceBuilder::new()
+            // Bodies are boxed once at this stage boundary.
+            .map_response(|res: Response<_>| res.map(body::boxed))
+            // First, so every log line and the upstream see the same id.
+            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+            // Spans carry the request id set above.
+            .layer(TraceLayer::new_for_http())
+            // Echo the id to the client for support requests.
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+            // Preflights are answered here, before they cost an upstream call.
+            .layer(cors_layer(&server.cors_origins))
+            // CORS answers preflights with an empty body of the inner type.
+            .map_response(|res: Response<_>| res.map(body::boxed))
+            // Refuses oversized bodies by Content-Length before any work, and
+            // caps streamed ones.
+            .layer(RequestBodyLimitLayer::new(server.max_request_bytes))
+            .map_request(|req: Request<_>| req.map(body::boxed))
+            .service(router);
+        BoxCloneSyncService::new(service)
+    }
+
+    /// Queries and mutations: the proxy with the upstream timeout. The router
+    /// rescues its errors into GraphQL-shaped responses.
+    fn graphql_service(&self) -> GraphqlService {
+        let proxy = Proxy::new(
+            self.upstream.clone(),
+            self.config.server.trusted_proxies.clone(),
+            self.config.server.max_request_bytes,
+        );
+        let service = ServiceBuilder::new()
+            // Covers the wait for the upstream's response headers only: a
+            // streaming response may then take as long as it needs.
+            .timeout(self.config.upstream.timeout)
+            .service(proxy);
+        BoxCloneSyncService::new(service)
+    }
+}
+
+fn cors_layer(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    use tower::util::Either;
+    if origins.is_empty() {
+        return Either::Right(tower::layer::util::Identity::new());
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    Either::Left(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([http::Method::GET, http::Method::POST, http::Method::OPTIONS])
+            .allow_headers(tower_http::cors::Any)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { key, addr, source })
+}
+
+/// An app whose listeners are bound.
+pub struct Bound {
+    app: App,
+    public: TcpListener,
+    admin: TcpListener,
+}
+
+impl Bound {
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.app.health.clone()
+    }
+
+    /// Serves until `shutdown` is triggered, then drains: readiness turns
+    /// false, listeners stop accepting, and requests in flight get
+    /// `server.drain_timeout` to finish.
+    pub async fn run(self, shutdown: Shutdown) {
+        let app = self.app;
+        tracing::info!(
+            public = %self.public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            admin = %self.admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            upstream = %app.config.upstream.url,
+            "subcar listening"
+        );
+        shutdown.spawn(health::probe_upstream(
+            app.health.clone(),
+            app.upstream.clone(),
+            shutdown.clone(),
+        ));
+        shutdown.spawn(server::serve(
+            self.public,
+            app.tls.clone(),
+            app.public_service(),
+            shutdown.clone(),
+        ));
+        shutdown.spawn(server::serve(
+            self.admin,
+            None,
+            AdminRouter::new(app.health.clone()),
+            shutdown.clone(),
+        ));
+        shutdown.triggered().await;
+        app.health.set_draining();
+        let grace = app.config.server.drain_timeout;
+        if shutdown.drained(grace).await {
+            tracing::info!("drained; exiting");
+        } else {
+            tracing::warn!(
+                ?grace,
+                "drain timeout passed with requests still in flight; exiting"
+            );
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// subcar adds GraphQL subscriptions to an existing GraphQL API.
+///
+/// It runs beside the API: queries and mutations are proxied to the API
+/// unchanged, subscriptions (graphql-ws over WebSocket) are served by subcar,
+/// and the API feeds them by POSTing events to subcar's webhook.
+#[derive(Debug, Parser)]
+#[command(name = "subcar", version, propagate_version = true)]
+pub struct Cli {
+    /// The TOML configuration file (see config.example.toml).
+    #[arg(
+        long,
+        short = 'c',
+        env = "SUBCAR_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run subcar (the default when no command is given).
+    Run,
+    /// Validate the configuration and schema, then check that the upstream
+    /// answers. Exit code 0: all good; 1: configuration or schema invalid;
+    /// 2: valid, but the upstream did not answer.
+    Check,
+    /// Print the merged schema (upstream types plus subcar's Subscription
+    /// root) as SDL.
+    Schema,
+}
+
+impl Cli {
+    pub fn config_path(&self) -> Result<&PathBuf, &'static str> {
+        self.config
+            .as_ref()
+            .ok_or("no configuration file: pass --config FILE or set SUBCAR_CONFIG")
+    }
+}

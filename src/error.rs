@@ -1,0 +1,61 @@
+//! The one place where error causes become HTTP responses ("rescue").
+//!
+//! Every refusal subcar answers over HTTP on the GraphQL path is
+//! GraphQL-shaped: `{"errors":[{"message":…,"extensions":{"code":…}}]}`,
+//! so GraphQL clients surface it like any other error.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::body::{self, Body};
+use crate::proxy::ProxyError;
+
+/// A GraphQL-shaped error response.
+pub fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let mut res = Response::new(body::full(body.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Maps a failed proxy call to the response the client sees.
+pub fn rescue_proxy(error: &ProxyError) -> Response<Body> {
+    use ProxyError::*;
+    let (status, code) = match error {
+        Timeout => (StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_UNAVAILABLE"),
+        Unreachable(_) | BadResponse(_) => (StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE"),
+        RequestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        ReadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        SubscriptionOverHttp => (StatusCode::BAD_REQUEST, "SUBSCRIPTION_REQUIRES_WEBSOCKET"),
+    };
+    graphql_error(status, code, &error.to_string())
+}
+
+/// Maps an error from the proxy stack (a [`ProxyError`] or the stack's
+/// timeout) to a response.
+pub fn rescue_boxed(error: tower::BoxError) -> Response<Body> {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        return rescue_proxy(&ProxyError::Timeout);
+    }
+    match error.downcast::<ProxyError>() {
+        Ok(e) => {
+            if matches!(*e, ProxyError::Unreachable(_) | ProxyError::BadResponse(_)) {
+                tracing::warn!(error = %crate::health::error_chain(&*e), "upstream request failed");
+            }
+            rescue_proxy(&e)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "unexpected error in the proxy stack");
+            graphql_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                "internal error",
+            )
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! What `/healthz` and `/readyz` report: whether the process drains, and
+//! whether the upstream answered the last probe.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::proxy::Upstream;
+use crate::shutdown::Shutdown;
+
+/// How often the upstream is probed for `/readyz`.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Shared readiness state.
+#[derive(Default)]
+pub struct Health {
+    draining: AtomicBool,
+    upstream: Mutex<UpstreamStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpstreamStatus {
+    /// `None` until the first probe finished.
+    pub reachable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_opt")]
+    pub checked_at: Option<SystemTime>,
+}
+
+/// The `/readyz` body.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub draining: bool,
+    pub upstream: UpstreamStatus,
+    pub bus: BusStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BusStatus {
+    pub kind: &'static str,
+    pub connected: bool,
+}
+
+impl Health {
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn record_probe(&self, result: Result<(), String>) {
+        let mut status = self.upstream.lock();
+        status.reachable = Some(result.is_ok());
+        status.error = result.err();
+        status.checked_at = Some(SystemTime::now());
+    }
+
+    /// Ready while not draining. An unreachable upstream is reported but does
+    /// not make subcar unready: subscriptions and the webhook still work, and
+    /// the upstream's own probe decides whether the pod gets its traffic.
+    pub fn readiness(&self) -> Readiness {
+        let draining = self.is_draining();
+        Readiness {
+            ready: !draining,
+            draining,
+            upstream: self.upstream.lock().clone(),
+            bus: BusStatus {
+                kind: "memory",
+                connected: true,
+            },
+        }
+    }
+}
+
+/// Probes the upstream now and every [`PROBE_INTERVAL`] until shutdown.
+pub async fn probe_upstream(
+    health: std::sync::Arc<Health>,
+    upstream: Upstream,
+    shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.triggered() => return,
+            _ = tick.tick() => {}
+        }
+        let result = upstream.probe().await.map_err(|e| error_chain(&e));
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "upstream probe failed");
+        }
+        health.record_probe(result);
+    }
+}
+
+/// `error: cause: cause` in one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+mod humantime_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_seconds(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Header rewriting between client and upstream: hop-by-hop headers dropped
+//! (RFC 9110 §7.6.1), `X-Forwarded-*` added.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use crate::config::IpNet;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+/// What subcar knows about the client's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConnection {
+    pub remote: SocketAddr,
+    pub tls: bool,
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` for a request from `client`. Headers a
+/// trusted proxy already set are extended; from anyone else they are replaced,
+/// so a client cannot forge its address.
+pub fn set_forwarded(headers: &mut HeaderMap, client: ClientConnection, trusted: &[IpNet]) {
+    let peer = client.remote.ip();
+    let from_trusted = trusted.iter().any(|net| net.contains(peer));
+    let proto = if client.tls { "https" } else { "http" };
+
+    let prior_for = from_trusted
+        .then(|| joined(headers, &X_FORWARDED_FOR))
+        .flatten();
+    let for_value = match prior_for {
+        Some(prior) => format!("{prior}, {}", format_ip(peer)),
+        None => format_ip(peer),
+    };
+    set(headers, &X_FORWARDED_FOR, &for_value);
+
+    if !(from_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        set(headers, &X_FORWARDED_PROTO, proto);
+    }
+    if !(from_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match headers.get(header::HOST).cloned() {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+fn format_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_else(|| v6.to_string()),
+        v4 => v4.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(ip: &str) -> ClientConnection {
+        ClientConnection {
+            remote: SocketAddr::new(ip.parse().unwrap(), 5555),
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn untrusted_forwarded_for_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
+        set_forwarded(&mut h, client("192.0.2.1"), &[]);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+    }
+
+    #[test]
+    fn trusted_forwarded_for_is_extended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(&mut h, client("10.1.1.1"), &["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.1.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}

@@ -1,0 +1,176 @@
+//! The query/mutation path: every request on the GraphQL path that is not a
+//! subscription goes to the upstream with method, query string, body and
+//! end-to-end headers kept, and its response streams back as it arrives.
+
+mod headers;
+pub mod operation;
+mod upstream;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, header};
+use http_body_util::BodyExt;
+
+pub use headers::{ClientConnection, remove_hop_by_hop};
+pub use upstream::{Upstream, UpstreamBuildError};
+
+use crate::body::{self, Body, BoxError};
+use crate::config::IpNet;
+
+/// Why a request could not be proxied; [`crate::error::rescue_proxy`] turns
+/// each into the response the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the upstream did not answer within upstream.timeout")]
+    Timeout,
+    #[error("the upstream is unreachable")]
+    Unreachable(#[source] BoxError),
+    #[error("the upstream sent an invalid response")]
+    BadResponse(#[source] BoxError),
+    #[error("the request body is larger than {limit} bytes")]
+    RequestTooLarge { limit: usize },
+    #[error("cannot read the request body")]
+    ReadRequest(#[source] BoxError),
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    #[error(
+        "subscriptions are served over WebSocket (subprotocol graphql-transport-ws) on this path, not over plain HTTP"
+    )]
+    SubscriptionOverHttp,
+}
+
+/// Forwards requests to the upstream. Cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    upstream: Upstream,
+    trusted_proxies: Vec<IpNet>,
+    max_request_bytes: usize,
+}
+
+impl Proxy {
+    pub fn new(upstream: Upstream, trusted_proxies: Vec<IpNet>, max_request_bytes: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                upstream,
+                trusted_proxies,
+                max_request_bytes,
+            }),
+        }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+}
+
+impl tower::Service<Request<Body>> for Proxy {
+    type Response = Response<Body>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.forward(request).await })
+    }
+}
+
+/// How the request body travels, decided by its content type.
+enum BodyKind {
+    /// JSON or `application/graphql`: small, read whole to check the operation.
+    Inspect { json: bool },
+    /// Anything else (uploads, …): streamed untouched.
+    Stream,
+}
+
+impl Inner {
+    async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let body = match (&parts.method, body_kind(&parts.headers)) {
+            (&Method::GET, _) => {
+                if parts
+                    .uri
+                    .query()
+                    .is_some_and(operation::query_string_is_subscription)
+                {
+                    return Err(ProxyError::SubscriptionOverHttp);
+                }
+                body
+            }
+            (_, BodyKind::Inspect { json }) => {
+                let bytes = self.read_body(body).await?;
+                let subscription = if json {
+                    operation::json_body_is_subscription(&bytes)
+                } else {
+                    operation::selects_subscription(std::str::from_utf8(&bytes).ok(), None)
+                };
+                if subscription {
+                    return Err(ProxyError::SubscriptionOverHttp);
+                }
+                body::full(bytes)
+            }
+            (_, BodyKind::Stream) => body,
+        };
+
+        let client = parts.extensions.get::<ClientConnection>().copied().ok_or(
+            ProxyError::InvalidRequest("no client connection information"),
+        )?;
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::set_forwarded(&mut parts.headers, client, &self.trusted_proxies);
+        // The upstream's authority comes from its URL; the client's Host travels
+        // in X-Forwarded-Host.
+        parts.headers.remove(header::HOST);
+        let mut upstream_request = Request::new(body);
+        *upstream_request.method_mut() = parts.method;
+        *upstream_request.uri_mut() = self.upstream.url_with_query(parts.uri.query());
+        *upstream_request.headers_mut() = parts.headers;
+
+        let response = self.upstream.send(upstream_request).await?;
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::boxed(body)))
+    }
+
+    /// Reads a request body whole, refusing it past `max_request_bytes`.
+    async fn read_body(&self, mut body: Body) -> Result<Bytes, ProxyError> {
+        let limit = self.max_request_bytes;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(ProxyError::ReadRequest)?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(ProxyError::RequestTooLarge { limit });
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf.freeze())
+    }
+}
+
+fn body_kind(headers: &http::HeaderMap) -> BodyKind {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim_start()
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/json") {
+        BodyKind::Inspect { json: true }
+    } else if content_type.starts_with("application/graphql") {
+        BodyKind::Inspect { json: false }
+    } else {
+        BodyKind::Stream
+    }
+}

@@ -1,0 +1,130 @@
+//! Path routing of the public and admin listeners.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use either::Either;
+use futures_util::FutureExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use super::probes;
+use crate::body::{self, Body};
+use crate::error;
+use crate::health::Health;
+use crate::schema::LiveSchema;
+
+/// The GraphQL path's handler for queries and mutations (the proxy stack).
+pub type GraphqlService = BoxCloneSyncService<Request<Body>, Response<Body>, tower::BoxError>;
+
+/// Routes of the public listener.
+#[derive(Clone)]
+pub struct PublicRouter {
+    routes: Arc<PublicRoutes>,
+}
+
+struct PublicRoutes {
+    graphql_path: String,
+    schema_path: String,
+    graphql: GraphqlService,
+    health: Arc<Health>,
+    schema: LiveSchema,
+}
+
+impl PublicRouter {
+    pub fn new(
+        graphql_path: &str,
+        graphql: GraphqlService,
+        health: Arc<Health>,
+        schema: LiveSchema,
+    ) -> Self {
+        let graphql_path = graphql_path.trim_end_matches('/').to_owned();
+        Self {
+            routes: Arc::new(PublicRoutes {
+                schema_path: format!("{graphql_path}/schema.graphql"),
+                graphql_path,
+                graphql,
+                health,
+                schema,
+            }),
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl Service<Request<Body>> for PublicRouter {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<BoxFuture, Ready<Result<Response<Body>, Infallible>>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let routes = &self.routes;
+        let path = request.uri().path();
+        if path == routes.graphql_path || path.strip_suffix('/') == Some(&routes.graphql_path) {
+            // The proxy stack is always ready; a clone keeps this router shareable.
+            let graphql = routes.graphql.clone().oneshot(request);
+            return Either::Left(Box::pin(
+                graphql.map(|result| Ok(result.unwrap_or_else(error::rescue_boxed))),
+            ));
+        }
+        let response = match (request.method(), path) {
+            (&Method::GET | &Method::HEAD, "/healthz") => probes::healthz(),
+            (&Method::GET | &Method::HEAD, "/readyz") => probes::readyz(&routes.health),
+            (&Method::GET, p) if p == routes.schema_path => {
+                sdl_response(&routes.schema.current().sdl())
+            }
+            _ => probes::not_found(),
+        };
+        Either::Right(ready(Ok(response)))
+    }
+}
+
+fn sdl_response(sdl: &str) -> Response<Body> {
+    let mut res = Response::new(body::full(sdl.to_owned()));
+    *res.status_mut() = StatusCode::OK;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/graphql; charset=utf-8"),
+    );
+    res
+}
+
+/// Routes of the admin listener.
+#[derive(Clone)]
+pub struct AdminRouter {
+    health: Arc<Health>,
+}
+
+impl AdminRouter {
+    pub fn new(health: Arc<Health>) -> Self {
+        Self { health }
+    }
+}
+
+impl<B> Service<Request<B>> for AdminRouter {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let response = match (request.method(), request.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => probes::healthz(),
+            (&Method::GET | &Method::HEAD, "/readyz") => probes::readyz(&self.health),
+            _ => probes::not_found(),
+        };
+        ready(Ok(response))
+    }
+}
