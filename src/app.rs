@@ -17,13 +17,19 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::body::{self, Body};
+use crate::bus::{Bus, MemoryBus};
 use crate::config::Config;
+use crate::graphql::filter::FilterError;
 use crate::health::{self, Health};
+use crate::ingest::Webhook;
+use crate::ingest::signature::BadSecret;
 use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
 use crate::schema::{self, LiveSchema, SchemaLoadError};
 use crate::server::router::{AdminRouter, GraphqlService, PublicRouter};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
+use crate::subscriptions::{Dispatcher, Registry, Routes};
+use crate::transport::{AllowAll, SessionLimits, Shared, WsEndpoint};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -35,6 +41,10 @@ pub enum AppError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Upstream(#[from] UpstreamBuildError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    WebhookSecret(#[from] BadSecret),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -51,6 +61,11 @@ pub struct App {
     upstream: Upstream,
     schema: LiveSchema,
     tls: Option<TlsAcceptor>,
+    // The realtime path (issue 4): bus → dispatcher → registry ← sessions.
+    bus: Arc<dyn Bus>,
+    registry: Arc<Registry>,
+    routes: Arc<Routes>,
+    webhook: Arc<Webhook>,
 }
 
 impl App {
@@ -60,12 +75,23 @@ impl App {
         let schema = LiveSchema::new(schema::load(&config.schema)?);
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let upstream = Upstream::new(&config.upstream)?;
+        let fields = crate::subscriptions::subscription_fields(&schema.current().sdl());
+        let routes = Arc::new(Routes::new(&config.subscriptions, fields)?);
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(config.bus.history));
+        // One shard per worker thread: dispatch fan-out runs on all of them.
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let registry = Registry::new(shards);
+        let webhook = Arc::new(Webhook::new(&config.webhook, routes.topics(), bus.clone())?);
         Ok(Self {
             config: Arc::new(config),
             health: Arc::new(Health::default()),
             upstream,
             schema,
             tls,
+            bus,
+            registry,
+            routes,
+            webhook,
         })
     }
 
@@ -77,20 +103,31 @@ impl App {
         &self.schema
     }
 
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn webhook(&self) -> &Arc<Webhook> {
+        &self.webhook
+    }
+
     /// Binds every listener; addresses with port 0 get an ephemeral port.
     pub async fn bind(self) -> Result<Bound, AppError> {
         let public = bind("server.listen", self.config.server.listen).await?;
         let admin = bind("admin.listen", self.config.admin.listen).await?;
+        let webhook = bind("webhook.listen", self.config.webhook.listen).await?;
         Ok(Bound {
             app: self,
             public,
             admin,
+            webhook,
         })
     }
 
     /// The public listener's stack, outermost first.
     fn public_service(
         &self,
+        shutdown: &Shutdown,
     ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
         let server = &self.config.server;
         let router = PublicRouter::new(
@@ -98,7 +135,8 @@ impl App {
             self.graphql_service(),
             self.health.clone(),
             self.schema.clone(),
-        );
+        )
+        .with_websocket(self.ws_endpoint(shutdown));
         let service = ServiceBuilder::new()
             // Bodies are boxed once at this stage boundary.
             .map_response(|res: Response<_>| res.map(body::boxed))
@@ -118,6 +156,20 @@ impl App {
             .map_request(|req: Request<_>| req.map(body::boxed))
             .service(router);
         BoxCloneSyncService::new(service)
+    }
+
+    /// WebSocket upgrades on the GraphQL path: sessions share the schema,
+    /// the registry and the upstream client (for queries over the socket).
+    fn ws_endpoint(&self, shutdown: &Shutdown) -> WsEndpoint {
+        let shared = Shared {
+            schema: self.schema.clone(),
+            routes: self.routes.clone(),
+            registry: self.registry.clone(),
+            executor: Arc::new(self.upstream.clone()),
+            authenticator: Arc::new(AllowAll),
+            limits: SessionLimits::from_config(&self.config),
+        };
+        WsEndpoint::new(Arc::new(shared), shutdown.clone())
     }
 
     /// Queries and mutations: the proxy with the upstream timeout. The router
@@ -167,6 +219,7 @@ pub struct Bound {
     app: App,
     public: TcpListener,
     admin: TcpListener,
+    webhook: TcpListener,
 }
 
 impl Bound {
@@ -180,6 +233,16 @@ impl Bound {
         self.admin
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.app.registry.clone()
     }
 
     pub fn health(&self) -> Arc<Health> {
@@ -202,10 +265,25 @@ impl Bound {
             app.upstream.clone(),
             shutdown.clone(),
         ));
+        // The realtime path: bus → dispatcher → connection outboxes.
+        Dispatcher::spawn(app.registry.clone(), app.bus.subscribe(), &shutdown);
         shutdown.spawn(server::serve(
             self.public,
             app.tls.clone(),
-            app.public_service(),
+            app.public_service(&shutdown),
+            shutdown.clone(),
+        ));
+        // Events from the upstream on the internal listener; requests in
+        // flight finish on drain like any other.
+        let webhook = app.webhook.clone();
+        let webhook_service = tower::service_fn(move |request| {
+            let webhook = webhook.clone();
+            async move { Ok::<_, Infallible>(webhook.handle(request).await) }
+        });
+        shutdown.spawn(server::serve(
+            self.webhook,
+            None,
+            webhook_service,
             shutdown.clone(),
         ));
         shutdown.spawn(server::serve(

@@ -9,7 +9,6 @@
 //!
 //! [`app`] is the composition root; everything else is one stage of the flow.
 
-
 pub mod app;
 pub mod body;
 pub mod bus;
@@ -24,3 +23,4 @@ pub mod schema;
 pub mod server;
 pub mod shutdown;
 pub mod subscriptions;
+pub mod transport;

@@ -2,7 +2,8 @@
 //! validated as a whole batch, deduplicated and published to the bus.
 //!
 //! [`Webhook::handle`] is a plain function of a request, callable without a
-//! socket; [`serve`] runs it on the internal `webhook.listen` listener.
+//! socket; the composition root serves it on the internal `webhook.listen`
+//! listener.
 //! Every refusal is a response with `{"error":{"code","message","index"?}}`,
 //! and any 4xx/5xx means nothing of the request reached the bus.
 
@@ -11,7 +12,6 @@ pub mod parse;
 pub mod signature;
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,9 +21,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, BusError};
 use crate::config::{UnknownTopics, WebhookConfig};
@@ -267,43 +264,4 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Serves the webhook on `listener` until `cancel`; requests in flight finish.
-pub async fn serve(listener: TcpListener, webhook: Arc<Webhook>, cancel: CancellationToken) {
-    let tracker = TaskTracker::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook accept failed");
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let webhook = webhook.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let webhook = webhook.clone();
-                async move { Ok::<_, Infallible>(webhook.handle(req).await) }
-            });
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-    tracker.close();
-    tracker.wait().await;
 }

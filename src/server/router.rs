@@ -17,6 +17,7 @@ use crate::body::{self, Body};
 use crate::error;
 use crate::health::Health;
 use crate::schema::LiveSchema;
+use crate::transport::WsEndpoint;
 
 /// The GraphQL path's handler for queries and mutations (the proxy stack).
 pub type GraphqlService = BoxCloneSyncService<Request<Body>, Response<Body>, tower::BoxError>;
@@ -33,6 +34,8 @@ struct PublicRoutes {
     graphql: GraphqlService,
     health: Arc<Health>,
     schema: LiveSchema,
+    /// WebSocket upgrades on the GraphQL path (subscriptions).
+    websocket: Option<WsEndpoint>,
 }
 
 impl PublicRouter {
@@ -50,8 +53,17 @@ impl PublicRouter {
                 graphql,
                 health,
                 schema,
+                websocket: None,
             }),
         }
+    }
+
+    /// Serves WebSocket upgrades on the GraphQL path with `endpoint`.
+    pub fn with_websocket(mut self, endpoint: WsEndpoint) -> Self {
+        if let Some(routes) = Arc::get_mut(&mut self.routes) {
+            routes.websocket = Some(endpoint);
+        }
+        self
     }
 }
 
@@ -70,6 +82,12 @@ impl Service<Request<Body>> for PublicRouter {
         let routes = &self.routes;
         let path = request.uri().path();
         if path == routes.graphql_path || path.strip_suffix('/') == Some(&routes.graphql_path) {
+            // Upgrades are answered here, never proxied: subcar terminates subscriptions.
+            if let Some(ws) = &routes.websocket {
+                if WsEndpoint::is_upgrade(request.headers()) {
+                    return Either::Right(ready(Ok(ws.upgrade(request))));
+                }
+            }
             // The proxy stack is always ready; a clone keeps this router shareable.
             let graphql = routes.graphql.clone().oneshot(request);
             return Either::Left(Box::pin(

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use crate::shutdown::Shutdown;
 
 use super::registry::{Group, Registry};
 use crate::bus::{BusItem, BusSubscription};
@@ -40,16 +41,15 @@ impl Dispatcher {
     pub fn spawn(
         registry: Arc<Registry>,
         bus: Box<dyn BusSubscription>,
-        tracker: &TaskTracker,
-        cancel: CancellationToken,
+        shutdown: &Shutdown,
     ) -> Self {
         let mut workers = Vec::with_capacity(registry.shards());
         for shard in 0..registry.shards() {
             let (tx, rx) = mpsc::channel::<Arc<Vec<Job>>>(WORKER_QUEUE);
             workers.push(tx);
-            tracker.spawn(worker(shard, registry.clone(), rx));
+            shutdown.spawn(worker(shard, registry.clone(), rx));
         }
-        tracker.spawn(plan(registry, bus, workers, cancel));
+        shutdown.spawn(plan(registry, bus, workers, shutdown.token().clone()));
         Self
     }
 }
@@ -123,7 +123,7 @@ mod tests {
     use super::*;
     use crate::bus::{Bus, Event, MemoryBus};
     use crate::graphql::{Prepared, Schema};
-    use crate::subscriptions::{Routes, outbox::outbox};
+    use crate::subscriptions::{Routes, outbox::outbox, registry::Subscriber};
     use serde_json::{Map, json};
 
     fn prepare(schema: &Schema, q: &str) -> Arc<crate::graphql::PreparedSubscription> {
@@ -139,9 +139,8 @@ mod tests {
         let routes = Routes::new(&[], ["a".to_string(), "b".to_string()]).unwrap();
         let registry = Registry::new(2);
         let bus = MemoryBus::new(0);
-        let tracker = TaskTracker::new();
-        let cancel = CancellationToken::new();
-        Dispatcher::spawn(registry.clone(), bus.subscribe(), &tracker, cancel.clone());
+        let shutdown = Shutdown::new();
+        Dispatcher::spawn(registry.clone(), bus.subscribe(), &shutdown);
 
         let pa = prepare(&schema, "subscription { a }");
         let pb = prepare(&schema, "subscription { b }");
@@ -188,7 +187,7 @@ mod tests {
             (s.topics, s.groups, s.subscriptions, s.connections),
             (0, 0, 0, 0)
         );
-        cancel.cancel();
+        shutdown.trigger();
     }
 
     #[tokio::test]

@@ -74,6 +74,20 @@ struct Member {
     outbox: Outbox,
 }
 
+/// One subscription to register.
+#[derive(Debug)]
+pub struct Subscriber<'a> {
+    pub prepared: Arc<PreparedSubscription>,
+    pub route: Route,
+    /// The connection's identity, for filters that read `claims`.
+    pub claims: Arc<Value>,
+    /// The client's operation id, echoed in every `next`.
+    pub op_id: &'a str,
+    /// Tags this subscription's deliveries in the connection's outbox.
+    pub serial: u64,
+    pub outbox: Outbox,
+}
+
 /// Registration of one connection: which shard its subscriptions live in.
 #[derive(Debug)]
 pub struct ConnectionSlot {
@@ -160,18 +174,20 @@ impl Registry {
         }
     }
 
-    /// Adds subscription `op_id` of a connection; deliveries go to `outbox`
-    /// tagged with `serial`.
+    /// Adds a subscription of the connection holding `slot`.
     pub fn register(
         self: &Arc<Self>,
         slot: &ConnectionSlot,
-        prepared: Arc<PreparedSubscription>,
-        route: Route,
-        claims: Arc<Value>,
-        op_id: &str,
-        serial: u64,
-        outbox: Outbox,
+        sub: Subscriber<'_>,
     ) -> SubscriptionHandle {
+        let Subscriber {
+            prepared,
+            route,
+            claims,
+            op_id,
+            serial,
+            outbox,
+        } = sub;
         let id = GroupId {
             key: prepared.group_key().clone(),
             claims: route.rules.uses_claims().then(|| claims.to_string()),

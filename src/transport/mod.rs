@@ -1,0 +1,124 @@
+//! WebSocket termination: the upgrade on the GraphQL path ([`upgrade`]),
+//! the graphql-transport-ws messages ([`protocol`]) and one session per
+//! socket ([`session`]), which registers subscriptions with the registry and
+//! runs queries and mutations through an [`Executor`].
+
+pub mod protocol;
+pub mod session;
+pub mod upgrade;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::schema::LiveSchema;
+use crate::subscriptions::{Registry, Routes};
+
+pub use session::Session;
+pub use upgrade::WsEndpoint;
+
+/// Why an operation sent over the socket could not be run by the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error("the upstream is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Runs queries and mutations received over a socket (the upstream client).
+pub trait Executor: Send + Sync + 'static {
+    /// POSTs a GraphQL request body with the connection's `headers`; returns
+    /// the response body.
+    fn execute(
+        &self,
+        body: Bytes,
+        headers: HeaderMap,
+    ) -> BoxFuture<'static, Result<Bytes, ExecuteError>>;
+}
+
+/// Queries and mutations over a socket go through the proxy's pooled client.
+impl Executor for crate::proxy::Upstream {
+    fn execute(
+        &self,
+        body: Bytes,
+        headers: HeaderMap,
+    ) -> BoxFuture<'static, Result<Bytes, ExecuteError>> {
+        let upstream = self.clone();
+        Box::pin(async move {
+            upstream
+                .post_graphql(body, &headers)
+                .await
+                .map(|(_, body)| body)
+                .map_err(|e| ExecuteError::Unavailable(e.to_string()))
+        })
+    }
+}
+
+/// Why `connection_init` was refused (close `4403`).
+#[derive(Debug, thiserror::Error)]
+#[error("forbidden")]
+pub struct Refused;
+
+/// Decides who may connect, from the upgrade headers (with credentials of
+/// `connection_init.payload` merged in) and the payload; returns the claims.
+pub trait Authenticator: Send + Sync + 'static {
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        payload: Option<&Map<String, Value>>,
+    ) -> BoxFuture<'static, Result<Value, Refused>>;
+}
+
+/// `auth.mode = "none"`: everyone, with empty claims.
+#[derive(Debug, Default)]
+pub struct AllowAll;
+
+impl Authenticator for AllowAll {
+    fn authenticate(
+        &self,
+        _: &HeaderMap,
+        _: Option<&Map<String, Value>>,
+    ) -> BoxFuture<'static, Result<Value, Refused>> {
+        Box::pin(std::future::ready(Ok(Value::Object(Map::new()))))
+    }
+}
+
+/// Per-connection limits and timers, from `heartbeat` and `limits`.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub init_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub max_subscriptions: usize,
+    pub outbound_queue: usize,
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl SessionLimits {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            init_timeout: config.heartbeat.init_timeout,
+            heartbeat_interval: config.heartbeat.interval,
+            heartbeat_timeout: config.heartbeat.timeout,
+            max_subscriptions: config.limits.max_subscriptions_per_connection,
+            outbound_queue: config.limits.outbound_queue,
+            max_message_bytes: config.limits.max_message_bytes,
+            max_connections: config.limits.max_connections,
+        }
+    }
+}
+
+/// What every session of the process shares; built once by the composition root.
+pub struct Shared {
+    pub schema: LiveSchema,
+    pub routes: Arc<Routes>,
+    pub registry: Arc<Registry>,
+    pub executor: Arc<dyn Executor>,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub limits: SessionLimits,
+}

@@ -1,0 +1,330 @@
+//! The graphql-transport-ws protocol at the edge: WebSocket frames become
+//! [`ClientMessage`]s and [`Outbound`] values become frames. This is the only
+//! file that sees `tungstenite::Message`.
+//!
+//! Protocol: <https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md>.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_util::{Sink, Stream};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+use crate::graphql::GraphQLError;
+
+/// The subprotocol this module speaks.
+pub const SUBPROTOCOL: &str = "graphql-transport-ws";
+
+/// Close reasons must fit a control frame (125 bytes, 2 of them the code).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// A message from the client.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Map<String, Value>>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Subscribe {
+        id: String,
+        payload: SubscribePayload,
+    },
+    Complete {
+        id: String,
+    },
+}
+
+/// The operation of a `subscribe` message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribePayload {
+    pub query: String,
+    #[serde(default)]
+    pub operation_name: Option<String>,
+    #[serde(default)]
+    pub variables: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub extensions: Option<Map<String, Value>>,
+}
+
+impl ClientMessage {
+    /// Parses one text frame; the error is the reason for a `4400` close.
+    pub fn parse(text: &[u8]) -> Result<Self, String> {
+        let msg: Self =
+            serde_json::from_slice(text).map_err(|e| format!("Invalid message: {e}"))?;
+        match &msg {
+            Self::Subscribe { id, .. } | Self::Complete { id } if id.is_empty() => {
+                Err("Invalid message: \"id\" must be a non-empty string".into())
+            }
+            _ => Ok(msg),
+        }
+    }
+}
+
+/// A serialised server message: valid UTF-8 JSON text, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    /// Wraps bytes that the caller guarantees to be UTF-8 JSON (the
+    /// dispatcher validates each shared payload once).
+    pub fn from_trusted(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn json(value: &Value) -> Self {
+        Self(Bytes::from(value.to_string()))
+    }
+
+    pub fn connection_ack(payload: Option<&Value>) -> Self {
+        match payload {
+            Some(p) => Self::json(&serde_json::json!({"type": "connection_ack", "payload": p})),
+            None => Self(Bytes::from_static(br#"{"type":"connection_ack"}"#)),
+        }
+    }
+
+    pub fn pong(payload: Option<&Value>) -> Self {
+        match payload {
+            Some(p) => Self::json(&serde_json::json!({"type": "pong", "payload": p})),
+            None => Self(Bytes::from_static(br#"{"type":"pong"}"#)),
+        }
+    }
+
+    /// `next` around an already serialised execution result.
+    pub fn next(id: &str, result: &[u8]) -> Self {
+        let id = Value::from(id).to_string();
+        let mut out = Vec::with_capacity(id.len() + result.len() + 32);
+        out.extend_from_slice(br#"{"id":"#);
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(br#","type":"next","payload":"#);
+        out.extend_from_slice(result);
+        out.push(b'}');
+        Self(Bytes::from(out))
+    }
+
+    pub fn error(id: &str, errors: &[GraphQLError]) -> Self {
+        Self::json(&serde_json::json!({"id": id, "type": "error", "payload": errors}))
+    }
+
+    pub fn complete(id: &str) -> Self {
+        Self::json(&serde_json::json!({"id": id, "type": "complete"}))
+    }
+}
+
+/// Close codes subcar sends. Codes a client should retry on are the ones
+/// the reference graphql-ws client retries (`1001`, `1013`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum CloseCode {
+    Normal = 1000,
+    /// Server draining or a heartbeat that went unanswered: reconnect.
+    GoingAway = 1001,
+    /// A frame over `limits.max_message_bytes`.
+    MessageTooBig = 1009,
+    /// Slow consumer: reconnect later.
+    TryAgainLater = 1013,
+    BadRequest = 4400,
+    Unauthorized = 4401,
+    Forbidden = 4403,
+    ConnectionInitTimeout = 4408,
+    SubscriberAlreadyExists = 4409,
+    TooManyInitRequests = 4429,
+    InternalServerError = 4500,
+}
+
+/// What the session sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    Text(Frame),
+    /// A WebSocket-level ping (the heartbeat); every RFC 6455 client answers it.
+    Ping,
+    /// The reason is cut to [`MAX_CLOSE_REASON`] bytes on a char boundary.
+    Close(CloseCode, String),
+}
+
+impl Outbound {
+    pub fn close(code: CloseCode, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > MAX_CLOSE_REASON {
+            let mut cut = MAX_CLOSE_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        Self::Close(code, reason)
+    }
+}
+
+/// What the session receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Message(ClientMessage),
+    /// Not a protocol message: close `4400` with this reason.
+    Invalid(String),
+    /// A frame over the size limit: close `1009`.
+    TooBig,
+    /// A WebSocket ping or pong: the client is alive.
+    Alive,
+    /// The client closed the socket.
+    Closed,
+}
+
+/// tokio-tungstenite buffers sized for many mostly idle connections: the
+/// default 128 KiB read buffer would cost 128 KiB per connection, touched on
+/// every read. Frames queued together are written with one flush.
+pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
+    let write_buffer = 16 * 1024;
+    WebSocketConfig::default()
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer + 2 * max_message_bytes + 64 * 1024)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// A WebSocket as a typed [`Stream`] of [`Inbound`] and [`Sink`] of [`Outbound`].
+pub struct WsTransport<S> {
+    inner: WebSocketStream<S>,
+}
+
+impl<S> WsTransport<S> {
+    pub fn new(inner: WebSocketStream<S>) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsTransport<S> {
+    type Item = Inbound;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        loop {
+            let item = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok(Message::Text(t))) => Inbound::from_text(t.as_bytes()),
+                Some(Ok(Message::Binary(b))) => Inbound::from_text(&b),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Alive,
+                Some(Ok(Message::Close(_))) => Inbound::Closed,
+                Some(Ok(Message::Frame(_))) => continue,
+                Some(Err(tungstenite::Error::Capacity(_))) => Inbound::TooBig,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    return Poll::Ready(None);
+                }
+            };
+            return Poll::Ready(Some(item));
+        }
+    }
+}
+
+impl Inbound {
+    fn from_text(text: &[u8]) -> Self {
+        match ClientMessage::parse(text) {
+            Ok(m) => Self::Message(m),
+            Err(reason) => Self::Invalid(reason),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Outbound> for WsTransport<S> {
+    type Error = tungstenite::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Outbound) -> Result<(), Self::Error> {
+        let msg = match item {
+            // SAFETY: a Frame is UTF-8 by construction (serde_json output, or
+            // bytes the dispatcher validated once per group).
+            Outbound::Text(Frame(b)) => {
+                Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(b) })
+            }
+            Outbound::Ping => Message::Ping(Bytes::new()),
+            Outbound::Close(code, reason) => Message::Close(Some(CloseFrame {
+                code: WsCloseCode::from(code as u16),
+                reason: reason.into(),
+            })),
+        };
+        Pin::new(&mut self.inner).start_send(msg)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_client_messages() {
+        assert_eq!(
+            ClientMessage::parse(br#"{"type":"connection_init"}"#),
+            Ok(ClientMessage::ConnectionInit { payload: None })
+        );
+        let sub = ClientMessage::parse(
+            br#"{"id":"1","type":"subscribe","payload":{"query":"subscription{a}","operationName":null,"variables":{"x":1}}}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(sub, ClientMessage::Subscribe { ref id, ref payload } if id == "1" && payload.variables.is_some())
+        );
+        for bad in [
+            &br#"{"type":"next","id":"1","payload":{}}"#[..],
+            br#"{"type":"subscribe","id":"","payload":{"query":"x"}}"#,
+            br#"{"type":"subscribe","id":"1"}"#,
+            br#"{"type":"connection_init","payload":5}"#,
+            b"not json",
+        ] {
+            assert!(
+                ClientMessage::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let Outbound::Close(_, r) = Outbound::close(CloseCode::BadRequest, "é".repeat(100)) else {
+            unreachable!()
+        };
+        assert!(r.len() <= MAX_CLOSE_REASON);
+    }
+
+    #[test]
+    fn frames_are_json() {
+        let f = Frame::next("a\"b", br#"{"data":{"x":1}}"#);
+        let v: Value = serde_json::from_slice(f.as_bytes()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "a\"b", "type": "next", "payload": {"data": {"x": 1}}})
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! One graphql-transport-ws session: the protocol state machine of a socket.
+//!
+//! Generic over any `Stream<Item = Inbound> + Sink<Outbound>`, so tests
+//! drive it with channels. The loop is a `select!` whose arms await only
+//! cancel-safe futures (`next`, `recv`, `cancelled`, `tick`, a pinned
+//! `Sleep`); writes happen in arm bodies, guarded so that a client that
+//! stops reading cannot pin the session forever.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use serde_json::{Map, Value, json};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{ClientMessage, CloseCode, Frame, Inbound, Outbound, SubscribePayload};
+use super::{ExecuteError, Shared};
+use crate::graphql::{GraphQLError, Prepared};
+use crate::subscriptions::outbox::{Inbox, Outbox, outbox};
+use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
+use crate::subscriptions::{Delivery, SubscriptionHandle};
+
+/// Deliveries written per flush at most, so that one busy connection
+/// still yields to its own inbound messages.
+const MAX_WRITE_BATCH: usize = 512;
+
+/// A running operation of this connection.
+enum Op {
+    /// Dropping the handle unsubscribes.
+    Subscription {
+        serial: u64,
+        _handle: SubscriptionHandle,
+    },
+    /// A query or mutation in flight at the upstream.
+    Single { serial: u64 },
+}
+
+impl Op {
+    fn serial(&self) -> u64 {
+        match self {
+            Op::Subscription { serial, .. } | Op::Single { serial } => *serial,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    Off,
+    /// `connection_init` must arrive before it (close 4408).
+    Init,
+    /// Something must arrive after a heartbeat ping before it.
+    Heartbeat,
+}
+
+/// How the loop goes on after one event.
+enum Flow {
+    Continue,
+    Close(CloseCode, String),
+    /// The socket is gone or unusable: just drop it.
+    Stop,
+}
+
+type Single = BoxFuture<'static, (String, u64, Result<Bytes, ExecuteError>)>;
+
+/// The state of one connection.
+pub struct Session<T> {
+    io: T,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    slot: ConnectionSlot,
+    outbox: Outbox,
+    inbox: Inbox,
+    /// Credentials forwarded with queries and mutations.
+    headers: HeaderMap,
+    claims: Arc<Value>,
+    init_received: bool,
+    acked: bool,
+    ops: HashMap<String, Op>,
+    /// Serials of live subscriptions: deliveries queued before a client
+    /// `complete` are dropped, not sent.
+    live: HashSet<u64>,
+    next_serial: u64,
+    singles: FuturesUnordered<Single>,
+    deadline: Pin<Box<Sleep>>,
+    deadline_kind: Deadline,
+    heartbeat: Option<Interval>,
+}
+
+impl<T, E> Session<T>
+where
+    T: Stream<Item = Inbound> + Sink<Outbound, Error = E> + Unpin,
+    E: std::fmt::Display,
+{
+    /// A session for a socket just upgraded with request `headers`.
+    pub fn new(io: T, shared: Arc<Shared>, headers: HeaderMap, cancel: CancellationToken) -> Self {
+        let (outbox, inbox) = outbox(shared.limits.outbound_queue);
+        let slot = shared.registry.connect();
+        let deadline = Box::pin(tokio::time::sleep(shared.limits.init_timeout));
+        Self {
+            io,
+            cancel,
+            slot,
+            outbox,
+            inbox,
+            headers: forwardable(headers),
+            claims: Arc::new(Value::Object(Map::new())),
+            init_received: false,
+            acked: false,
+            ops: HashMap::new(),
+            live: HashSet::new(),
+            next_serial: 0,
+            singles: FuturesUnordered::new(),
+            deadline,
+            deadline_kind: Deadline::Init,
+            heartbeat: None,
+            shared,
+        }
+    }
+
+    /// Runs until either side closes; everything the session held is
+    /// released when it returns.
+    pub async fn run(mut self) {
+        let end = loop {
+            let flow = tokio::select! {
+                _ = self.cancel.cancelled() => Flow::Close(CloseCode::GoingAway, "server shutting down".into()),
+                _ = self.inbox.slow.cancelled() => {
+                    Flow::Close(CloseCode::TryAgainLater, "slow consumer: too many undelivered messages".into())
+                }
+                _ = &mut self.deadline, if self.deadline_kind != Deadline::Off => self.on_deadline(),
+                Some(d) = self.inbox.rx.recv() => self.on_delivery(d).await,
+                Some(r) = self.singles.next(), if !self.singles.is_empty() => self.on_single(r).await,
+                _ = async { self.heartbeat.as_mut().expect("guarded").tick().await }, if self.heartbeat.is_some() => {
+                    self.on_heartbeat().await
+                }
+                m = self.io.next() => self.on_inbound(m).await,
+            };
+            match flow {
+                Flow::Continue => continue,
+                end => break end,
+            }
+        };
+        if let Flow::Close(code, reason) = end {
+            tracing::debug!(code = code as u16, %reason, "closing websocket");
+            // The client may not read at all (slow consumer): bounded.
+            let _ = tokio::time::timeout(
+                self.shared
+                    .limits
+                    .heartbeat_timeout
+                    .min(std::time::Duration::from_secs(1)),
+                self.io.send(Outbound::close(code, reason)),
+            )
+            .await;
+        }
+        // Dropping `ops` here unsubscribes everything this socket held.
+    }
+
+    fn on_deadline(&mut self) -> Flow {
+        match std::mem::replace(&mut self.deadline_kind, Deadline::Off) {
+            Deadline::Init => Flow::Close(
+                CloseCode::ConnectionInitTimeout,
+                "Connection initialisation timeout".into(),
+            ),
+            Deadline::Heartbeat => Flow::Close(CloseCode::GoingAway, "heartbeat timeout".into()),
+            Deadline::Off => Flow::Continue,
+        }
+    }
+
+    async fn on_heartbeat(&mut self) -> Flow {
+        if self.deadline_kind == Deadline::Off {
+            let at = Instant::now() + self.shared.limits.heartbeat_timeout;
+            self.deadline.as_mut().reset(at);
+            self.deadline_kind = Deadline::Heartbeat;
+        }
+        self.write([Outbound::Ping]).await
+    }
+
+    fn alive(&mut self) {
+        if self.deadline_kind == Deadline::Heartbeat {
+            self.deadline_kind = Deadline::Off;
+        }
+    }
+
+    async fn on_delivery(&mut self, first: Delivery) -> Flow {
+        let mut frames = Vec::with_capacity(16);
+        let mut next = Some(first);
+        while let Some(d) = next.take() {
+            if self.live.contains(&d.serial) {
+                frames.push(Outbound::Text(Frame::from_trusted(d.frame)));
+            }
+            if frames.len() < MAX_WRITE_BATCH {
+                next = self.inbox.rx.try_recv().ok();
+            }
+        }
+        self.write(frames).await
+    }
+
+    async fn on_inbound(&mut self, inbound: Option<Inbound>) -> Flow {
+        let msg = match inbound {
+            None => return Flow::Stop,
+            Some(Inbound::Closed) => {
+                // Lets tungstenite send its reply to the client's close.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), self.io.flush()).await;
+                return Flow::Stop;
+            }
+            Some(Inbound::TooBig) => {
+                return Flow::Close(CloseCode::MessageTooBig, "message too big".into());
+            }
+            Some(Inbound::Invalid(reason)) => return Flow::Close(CloseCode::BadRequest, reason),
+            Some(Inbound::Alive) => {
+                self.alive();
+                return Flow::Continue;
+            }
+            Some(Inbound::Message(m)) => m,
+        };
+        self.alive();
+        match msg {
+            ClientMessage::ConnectionInit { payload } => self.on_init(payload).await,
+            // Answered in any state, like the reference server does.
+            ClientMessage::Ping { payload } => {
+                self.write([Outbound::Text(Frame::pong(payload.as_ref()))])
+                    .await
+            }
+            ClientMessage::Pong { .. } => Flow::Continue,
+            ClientMessage::Subscribe { id, payload } => self.on_subscribe(id, payload).await,
+            ClientMessage::Complete { id } => {
+                // Not echoed; unknown or finished ids are ignored.
+                if let Some(op) = self.ops.remove(&id) {
+                    self.live.remove(&op.serial());
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_init(&mut self, payload: Option<Map<String, Value>>) -> Flow {
+        if self.init_received {
+            return Flow::Close(
+                CloseCode::TooManyInitRequests,
+                "Too many initialisation requests".into(),
+            );
+        }
+        self.init_received = true;
+        self.deadline_kind = Deadline::Off;
+        if let Some(p) = &payload {
+            merge_init_credentials(&mut self.headers, p);
+        }
+        let auth = self
+            .shared
+            .authenticator
+            .authenticate(&self.headers, payload.as_ref());
+        match auth.await {
+            Ok(claims) => self.claims = Arc::new(claims),
+            Err(_) => return Flow::Close(CloseCode::Forbidden, "Forbidden".into()),
+        }
+        // Acknowledged before the ack is written: a subscribe right behind
+        // the ack is valid.
+        self.acked = true;
+        let period = self.shared.limits.heartbeat_interval;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        self.heartbeat = Some(heartbeat);
+        self.write([Outbound::Text(Frame::connection_ack(None))])
+            .await
+    }
+
+    async fn on_subscribe(&mut self, id: String, payload: SubscribePayload) -> Flow {
+        if !self.acked {
+            return Flow::Close(CloseCode::Unauthorized, "Unauthorized".into());
+        }
+        if self.ops.contains_key(&id) {
+            return Flow::Close(
+                CloseCode::SubscriberAlreadyExists,
+                format!("Subscriber for {id} already exists"),
+            );
+        }
+        let variables = payload.variables.clone().unwrap_or_default();
+        let schema = self.shared.schema.current();
+        let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            schema.prepare(
+                &payload.query,
+                payload.operation_name.as_deref(),
+                &variables,
+            )
+        }));
+        let prepared = match prepared {
+            Ok(Ok(p)) => p,
+            Ok(Err(errors)) => {
+                return self
+                    .write([Outbound::Text(Frame::error(&id, &errors))])
+                    .await;
+            }
+            Err(_) => {
+                tracing::error!("the engine panicked preparing an operation");
+                return Flow::Close(
+                    CloseCode::InternalServerError,
+                    "Internal server error".into(),
+                );
+            }
+        };
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        match prepared {
+            Prepared::Subscription(p) => {
+                let route = self.shared.routes.route(p.field());
+                if !route.rules.allows(&self.claims, p.args()) {
+                    let e = coded_error("Forbidden: not allowed to subscribe", "FORBIDDEN");
+                    return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
+                }
+                let count = self
+                    .ops
+                    .values()
+                    .filter(|o| matches!(o, Op::Subscription { .. }))
+                    .count();
+                if count >= self.shared.limits.max_subscriptions {
+                    let e =
+                        coded_error("Too many subscriptions on this connection", "RATE_LIMITED");
+                    return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
+                }
+                let handle = self.shared.registry.register(
+                    &self.slot,
+                    Subscriber {
+                        prepared: p,
+                        route,
+                        claims: self.claims.clone(),
+                        op_id: &id,
+                        serial,
+                        outbox: self.outbox.clone(),
+                    },
+                );
+                self.live.insert(serial);
+                self.ops.insert(
+                    id,
+                    Op::Subscription {
+                        serial,
+                        _handle: handle,
+                    },
+                );
+            }
+            Prepared::Passthrough(_) => {
+                let body = json!({
+                    "query": payload.query,
+                    "operationName": payload.operation_name,
+                    "variables": payload.variables,
+                    "extensions": payload.extensions,
+                });
+                let run = self
+                    .shared
+                    .executor
+                    .execute(Bytes::from(body.to_string()), self.headers.clone());
+                let op_id = id.clone();
+                self.singles
+                    .push(Box::pin(async move { (op_id, serial, run.await) }));
+                self.ops.insert(id, Op::Single { serial });
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_single(
+        &mut self,
+        (id, serial, result): (String, u64, Result<Bytes, ExecuteError>),
+    ) -> Flow {
+        // Completed by the client meanwhile, or the id was reused: drop it.
+        match self.ops.get(&id) {
+            Some(Op::Single { serial: s }) if *s == serial => {
+                self.ops.remove(&id);
+            }
+            _ => return Flow::Continue,
+        }
+        let frames = match result {
+            Ok(body) => match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Object(o)) if o.contains_key("data") => vec![
+                    // Valid JSON parsed from these bytes, hence UTF-8.
+                    Outbound::Text(Frame::next(&id, &body)),
+                    Outbound::Text(Frame::complete(&id)),
+                ],
+                Ok(Value::Object(mut o)) if matches!(o.get("errors"), Some(Value::Array(_))) => {
+                    let errors: Vec<GraphQLError> = match o.remove("errors") {
+                        Some(Value::Array(list)) => list.into_iter().map(upstream_error).collect(),
+                        _ => Vec::new(),
+                    };
+                    vec![Outbound::Text(Frame::error(&id, &errors))]
+                }
+                _ => vec![Outbound::Text(Frame::error(
+                    &id,
+                    &[coded_error(
+                        "the upstream sent an invalid response",
+                        "UPSTREAM_UNAVAILABLE",
+                    )],
+                ))],
+            },
+            Err(e) => vec![Outbound::Text(Frame::error(
+                &id,
+                &[coded_error(&e.to_string(), "UPSTREAM_UNAVAILABLE")],
+            ))],
+        };
+        self.write(frames).await
+    }
+
+    /// Writes frames with one flush. A client that does not take them
+    /// within the heartbeat timeout, or a slow-consumer mark or shutdown
+    /// meanwhile, ends the session.
+    async fn write(&mut self, frames: impl IntoIterator<Item = Outbound>) -> Flow {
+        let io = &mut self.io;
+        let send = async move {
+            for f in frames {
+                io.feed(f).await?;
+            }
+            io.flush().await
+        };
+        tokio::select! {
+            r = tokio::time::timeout(self.shared.limits.heartbeat_timeout, send) => match r {
+                Ok(Ok(())) => Flow::Continue,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket write failed");
+                    Flow::Stop
+                }
+                Err(_) => Flow::Stop,
+            },
+            _ = self.inbox.slow.cancelled() => Flow::Close(CloseCode::TryAgainLater, "slow consumer: too many undelivered messages".into()),
+            _ = self.cancel.cancelled() => Flow::Stop,
+        }
+    }
+}
+
+fn coded_error(message: &str, code: &str) -> GraphQLError {
+    let mut e = GraphQLError::new(message);
+    let mut ext = Map::new();
+    ext.insert("code".into(), Value::from(code));
+    e.extensions = Some(ext);
+    e
+}
+
+/// An upstream error entry, kept as close to what it sent as the type allows.
+fn upstream_error(v: Value) -> GraphQLError {
+    let message = v
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("upstream error")
+        .to_owned();
+    let mut e = GraphQLError::new(message);
+    if let Some(Value::Object(ext)) = v.get("extensions") {
+        e.extensions = Some(ext.clone());
+    }
+    if let Some(Value::Array(path)) = v.get("path") {
+        e.path = path.clone();
+    }
+    e
+}
+
+/// Upgrade request headers worth forwarding to the upstream with queries:
+/// end-to-end ones only, without the WebSocket handshake's.
+fn forwardable(mut headers: HeaderMap) -> HeaderMap {
+    crate::proxy::remove_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::ORIGIN);
+    let ws: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("sec-websocket-"))
+        .cloned()
+        .collect();
+    for k in ws {
+        headers.remove(k);
+    }
+    headers
+}
+
+/// Credentials from `connection_init.payload`: `Authorization`,
+/// `authorization`, or any entry of `headers`.
+fn merge_init_credentials(headers: &mut HeaderMap, payload: &Map<String, Value>) {
+    let mut set = |name: &str, value: &Value| {
+        if let (Ok(n), Some(Ok(v))) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            value.as_str().map(HeaderValue::from_str),
+        ) {
+            headers.insert(n, v);
+        }
+    };
+    if let Some(Value::Object(h)) = payload.get("headers") {
+        for (k, v) in h {
+            set(k, v);
+        }
+    }
+    for key in ["Authorization", "authorization"] {
+        if let Some(v) = payload.get(key) {
+            set("authorization", v);
+        }
+    }
+}

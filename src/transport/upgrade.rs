@@ -1,0 +1,170 @@
+//! The WebSocket upgrade on the GraphQL path (hyper's upgrade model): the
+//! handshake is checked and answered here, then the upgraded socket becomes
+//! a tokio-tungstenite stream with deliberately small buffers and a
+//! [`Session`] runs on it as a tracked task.
+//!
+//! Only `graphql-transport-ws` is spoken; the subprotocol choice is one
+//! match so the legacy `graphql-ws` can be added beside it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::protocol::{SUBPROTOCOL, WsTransport, websocket_config};
+use super::{Session, Shared};
+use crate::body::{self, Body};
+use crate::shutdown::Shutdown;
+
+/// The legacy subscriptions-transport-ws subprotocol (not served yet).
+const LEGACY_SUBPROTOCOL: &str = "graphql-ws";
+
+/// Accepts WebSocket upgrades; cheap to clone.
+#[derive(Clone)]
+pub struct WsEndpoint {
+    shared: Arc<Shared>,
+    config: WebSocketConfig,
+    shutdown: Shutdown,
+}
+
+impl WsEndpoint {
+    pub fn new(shared: Arc<Shared>, shutdown: Shutdown) -> Self {
+        let config = websocket_config(shared.limits.max_message_bytes);
+        Self {
+            shared,
+            config,
+            shutdown,
+        }
+    }
+
+    /// Whether `headers` ask for a WebSocket upgrade (then [`Self::upgrade`]
+    /// answers the request, not the proxy).
+    pub fn is_upgrade(headers: &HeaderMap) -> bool {
+        headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    }
+
+    /// Answers an upgrade request: `101` and a session, or a refusal.
+    pub fn upgrade<B>(&self, mut request: Request<B>) -> Response<Body> {
+        let headers = request.headers();
+        if request.method() != Method::GET {
+            return refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "a WebSocket upgrade must be a GET request",
+            );
+        }
+        let connection_upgrade = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        let Some(key) = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .filter(|_| connection_upgrade)
+        else {
+            return refuse(StatusCode::BAD_REQUEST, "not a valid WebSocket handshake");
+        };
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            let mut res = refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "WebSocket version 13 is required",
+            );
+            res.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return res;
+        }
+        let offered: Vec<&str> = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        if !offered.contains(&SUBPROTOCOL) {
+            let message = if offered.contains(&LEGACY_SUBPROTOCOL) {
+                "the legacy graphql-ws subprotocol is not supported: use graphql-transport-ws"
+            } else {
+                "the WebSocket subprotocol graphql-transport-ws is required"
+            };
+            return refuse(StatusCode::BAD_REQUEST, message);
+        }
+        let limits = &self.shared.limits;
+        if self
+            .shared
+            .registry
+            .stats
+            .connections
+            .load(Ordering::Relaxed)
+            >= limits.max_connections
+        {
+            let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
+        if self.shutdown.is_triggered() {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+        }
+        let accept = derive_accept_key(key.as_bytes());
+        let forwarded = request.headers().clone();
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        let (shared, config, cancel) = (
+            self.shared.clone(),
+            self.config,
+            self.shutdown.token().clone(),
+        );
+        self.shutdown.spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    return;
+                }
+            };
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            Session::new(WsTransport::new(ws), shared, forwarded, cancel)
+                .run()
+                .await;
+        });
+        let mut res = Response::new(body::empty());
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = res.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        res
+    }
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response<Body> {
+    let code = match status {
+        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+        _ => "BAD_REQUEST",
+    };
+    crate::error::graphql_error(status, code, message)
+}
