@@ -265,3 +265,80 @@ fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{BusState, BusSubscription, Event, MemoryBus};
+    use futures_util::future::BoxFuture;
+    use std::sync::atomic::AtomicBool;
+
+    /// A bus that is down until told otherwise.
+    struct FlakyBus {
+        down: AtomicBool,
+        inner: MemoryBus,
+    }
+
+    impl Bus for FlakyBus {
+        fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), BusError>> {
+            if self.down.load(Ordering::Relaxed) {
+                return Box::pin(std::future::ready(Err(BusError::Unavailable {
+                    reason: "test".into(),
+                })));
+            }
+            self.inner.publish(events)
+        }
+        fn subscribe(&self) -> Box<dyn BusSubscription> {
+            self.inner.subscribe()
+        }
+        fn state(&self) -> BusState {
+            BusState::Connected
+        }
+    }
+
+    fn request(body: &str) -> Request<Full<Bytes>> {
+        Request::post("/webhook")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bus_outage_is_503_with_retry_after_and_ids_stay_deliverable() {
+        let bus = Arc::new(FlakyBus {
+            down: AtomicBool::new(true),
+            inner: MemoryBus::new(0),
+        });
+        let mut sub = bus.subscribe();
+        let webhook =
+            Webhook::new(&WebhookConfig::default(), ["t".to_string()], bus.clone()).unwrap();
+        let body = r#"{"topic":"t","id":"e1","payload":1}"#;
+        let res = webhook.handle(request(body)).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["error"]["code"], "BUS_UNAVAILABLE");
+        assert!(sub.try_recv().is_none());
+        bus.down.store(false, Ordering::Relaxed);
+        // The retry is not mistaken for a duplicate.
+        let res = webhook.handle(request(body)).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        assert!(sub.try_recv().is_some());
+    }
+
+    #[tokio::test]
+    async fn wrong_path_and_method() {
+        let bus = Arc::new(MemoryBus::new(0));
+        let webhook = Webhook::new(&WebhookConfig::default(), ["t".to_string()], bus).unwrap();
+        let mut req = request("{}");
+        *req.uri_mut() = "/other".parse().unwrap();
+        assert_eq!(webhook.handle(req).await.status(), StatusCode::NOT_FOUND);
+        let mut req = request("{}");
+        *req.method_mut() = Method::GET;
+        assert_eq!(
+            webhook.handle(req).await.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

@@ -149,15 +149,16 @@ mod tests {
             let slot = registry.connect();
             let (out, inbox) = outbox(1000);
             let p = if i % 2 == 0 { &pa } else { &pb };
-            let h = registry.register(
-                &slot,
-                p.clone(),
-                routes.route(p.field()),
-                Arc::new(json!({})),
-                &format!("op{i}"),
-                7,
-                out,
-            );
+            let op_id = format!("op{i}");
+            let sub = Subscriber {
+                prepared: p.clone(),
+                route: routes.route(p.field()),
+                claims: Arc::new(json!({})),
+                op_id: &op_id,
+                serial: 7,
+                outbox: out,
+            };
+            let h = registry.register(&slot, sub);
             conns.push((slot, h, inbox, p.field().to_owned()));
         }
         assert_eq!(registry.sizes().groups, 2);
@@ -200,12 +201,14 @@ mod tests {
         let (out, inbox) = outbox(2);
         let _h = registry.register(
             &slot,
-            p.clone(),
-            routes.route("a"),
-            Arc::new(json!({})),
-            "1",
-            1,
-            out,
+            Subscriber {
+                prepared: p.clone(),
+                route: routes.route("a"),
+                claims: Arc::new(json!({})),
+                op_id: "1",
+                serial: 1,
+                outbox: out,
+            },
         );
         let group = registry.groups("a").pop().unwrap();
         for _ in 0..5 {
