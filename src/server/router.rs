@@ -83,10 +83,10 @@ impl Service<Request<Body>> for PublicRouter {
         let path = request.uri().path();
         if path == routes.graphql_path || path.strip_suffix('/') == Some(&routes.graphql_path) {
             // Upgrades are answered here, never proxied: subcar terminates subscriptions.
-            if let Some(ws) = &routes.websocket {
-                if WsEndpoint::is_upgrade(request.headers()) {
-                    return Either::Right(ready(Ok(ws.upgrade(request))));
-                }
+            if let Some(ws) = &routes.websocket
+                && WsEndpoint::is_upgrade(request.headers())
+            {
+                return Either::Right(ready(Ok(ws.upgrade(request))));
             }
             // The proxy stack is always ready; a clone keeps this router shareable.
             let graphql = routes.graphql.clone().oneshot(request);

@@ -28,6 +28,9 @@ struct GroupId {
     claims: Option<String>,
 }
 
+/// The groups of one topic.
+type Groups = HashMap<GroupId, Arc<Group>>;
+
 /// Counters for `/metrics` and `/status`.
 #[derive(Debug, Default)]
 pub struct RegistryStats {
@@ -44,7 +47,7 @@ pub struct Registry {
     shards: usize,
     /// Structural changes (a group appearing or disappearing) take the write
     /// lock; dispatch only clones a topic's group list under the read lock.
-    topics: RwLock<HashMap<Arc<str>, HashMap<GroupId, Arc<Group>>>>,
+    topics: RwLock<HashMap<Arc<str>, Groups>>,
     next_member: AtomicU64,
     next_connection: AtomicU64,
     pub stats: RegistryStats,
@@ -123,12 +126,12 @@ impl Drop for SubscriptionHandle {
     fn drop(&mut self) {
         self.group.members[self.shard].lock().remove(&self.member);
         let mut topics = self.registry.topics.write();
-        if self.group.len.fetch_sub(1, Ordering::Relaxed) == 1 {
-            if let Some(groups) = topics.get_mut(&self.group.topic) {
-                groups.remove(&self.group.id);
-                if groups.is_empty() {
-                    topics.remove(&self.group.topic);
-                }
+        if self.group.len.fetch_sub(1, Ordering::Relaxed) == 1
+            && let Some(groups) = topics.get_mut(&self.group.topic)
+        {
+            groups.remove(&self.group.id);
+            if groups.is_empty() {
+                topics.remove(&self.group.topic);
             }
         }
         drop(topics);
