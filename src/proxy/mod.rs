@@ -16,7 +16,7 @@ use http::{Method, Request, Response, header};
 use http_body_util::BodyExt;
 
 pub use headers::{ClientConnection, remove_hop_by_hop};
-pub use upstream::{Upstream, UpstreamBuildError};
+pub use upstream::{PROBE_USER_AGENT, Upstream, UpstreamBuildError};
 
 use crate::body::{self, Body, BoxError};
 use crate::config::IpNet;

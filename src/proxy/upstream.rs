@@ -20,6 +20,9 @@ use crate::config::UpstreamConfig;
 /// sends on a connection the upstream is about to drop.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `User-Agent` of subcar's own reachability probes.
+pub const PROBE_USER_AGENT: &str = concat!("subcar/", env!("CARGO_PKG_VERSION"), " (probe)");
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {
     #[error("cannot load TLS root certificates for the upstream client: {0}")]
@@ -128,13 +131,16 @@ impl Upstream {
             .map_err(|_| ProxyError::Timeout)?
     }
 
-    /// Whether the upstream answers HTTP at all (any status counts).
+    /// Whether the upstream answers HTTP at all (any status counts). The
+    /// request names itself in `User-Agent` so upstream logs can tell probes
+    /// from client traffic.
     pub async fn probe(&self) -> Result<(), ProxyError> {
-        self.post_graphql(
-            Bytes::from_static(br#"{"query":"{__typename}"}"#),
-            &HeaderMap::new(),
-        )
-        .await
-        .map(|_| ())
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(PROBE_USER_AGENT),
+        );
+        let body = Bytes::from_static(br#"{"query":"{__typename}"}"#);
+        self.post_graphql(body, &headers).await.map(|_| ())
     }
 }
