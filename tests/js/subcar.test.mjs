@@ -1,0 +1,202 @@
+// subcar through the reference npm clients: the graphql-ws client
+// (createClient over the `ws` package) subscribes, events are signed with
+// the `standardwebhooks` package and POSTed to the webhook, and arrive.
+//
+// Needs a built subcar binary: SUBCAR_BIN=/path/to/subcar node --test
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient } from 'graphql-ws';
+import { Webhook } from 'standardwebhooks';
+import WebSocket from 'ws';
+
+const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+const SCHEMA = `
+type Query { hello: String }
+type Incident { id: ID! title: String severity: String }
+type Subscription {
+  incidentUpdated(severity: String): Incident
+  counter: Int
+}
+`;
+
+let subcar;
+let upstream;
+let publicPort;
+let webhookPort;
+
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+before(async () => {
+  const bin = process.env.SUBCAR_BIN;
+  assert.ok(bin, 'set SUBCAR_BIN to the subcar binary');
+  // A tiny upstream for queries sent over the socket.
+  upstream = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ data: { hello: 'world' } }));
+    });
+  });
+  await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  publicPort = await freePort();
+  webhookPort = await freePort();
+  const adminPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'subcar-js-'));
+  writeFileSync(join(dir, 'schema.graphql'), SCHEMA);
+  writeFileSync(
+    join(dir, 'subcar.toml'),
+    `
+[server]
+listen = "127.0.0.1:${publicPort}"
+[admin]
+listen = "127.0.0.1:${adminPort}"
+[upstream]
+url = "http://127.0.0.1:${upstream.address().port}/graphql"
+[schema]
+path = "schema.graphql"
+introspect_upstream = false
+[[subscriptions]]
+field = "incidentUpdated"
+topic = "incident.updated"
+[webhook]
+listen = "127.0.0.1:${webhookPort}"
+secret = "${SECRET}"
+`,
+  );
+  subcar = spawn(bin, ['run', '--config', join(dir, 'subcar.toml')], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  for (let i = 0; ; i++) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${publicPort}/healthz`);
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    assert.ok(i < 200, 'subcar started');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+});
+
+after(async () => {
+  subcar?.kill('SIGTERM');
+  upstream?.close();
+});
+
+function client() {
+  return createClient({
+    url: `ws://127.0.0.1:${publicPort}/graphql`,
+    webSocketImpl: WebSocket,
+    retryAttempts: 0,
+    lazy: false,
+  });
+}
+
+/** Subscribes and returns an async iterator of results. */
+function subscribe(c, query) {
+  return c.iterate({ query });
+}
+
+/** Runs a query over the socket; the session answers in order, so once
+ * it returns, earlier subscriptions are registered. */
+async function query(c, q) {
+  for await (const r of c.iterate({ query: q })) return r;
+}
+
+async function post(events, { sign = true, tamper = false } = {}) {
+  const body = JSON.stringify(events);
+  const id = `msg_${Math.random().toString(36).slice(2)}`;
+  const now = new Date();
+  const headers = { 'content-type': 'application/json' };
+  if (sign) {
+    let signature = new Webhook(SECRET).sign(id, now, body);
+    if (tamper) signature = new Webhook('whsec_c2VjcmV0MTIz').sign(id, now, body);
+    headers['webhook-id'] = id;
+    headers['webhook-timestamp'] = Math.floor(now.getTime() / 1000).toString();
+    headers['webhook-signature'] = signature;
+  }
+  const res = await fetch(`http://127.0.0.1:${webhookPort}/webhook`, { method: 'POST', headers, body });
+  return { status: res.status, body: await res.json() };
+}
+
+test('queries over the socket are answered with next + complete', async () => {
+  const c = client();
+  try {
+    assert.deepEqual(await query(c, '{ hello }'), { data: { hello: 'world' } });
+  } finally {
+    await c.dispose();
+  }
+});
+
+test('events signed with standardwebhooks reach graphql-ws subscribers in order', async () => {
+  const c = client();
+  try {
+    const incidents = subscribe(c, 'subscription { incidentUpdated { id title severity } }');
+    const counters = subscribe(c, 'subscription { counter }');
+    const firstIncident = incidents.next();
+    const firstCounter = counters.next();
+    await query(c, '{ hello }');
+    const accepted = await post([
+      { topic: 'incident.updated', id: 'evt_1', payload: { id: '42', title: 'db down', severity: 'P1' } },
+      { topic: 'counter', payload: 1 },
+      { topic: 'counter', payload: 2 },
+    ]);
+    assert.equal(accepted.status, 202);
+    assert.deepEqual(accepted.body, { accepted: 3, duplicates: 0 });
+    assert.deepEqual((await firstIncident).value, {
+      data: { incidentUpdated: { id: '42', title: 'db down', severity: 'P1' } },
+    });
+    assert.deepEqual((await firstCounter).value, { data: { counter: 1 } });
+    assert.deepEqual((await counters.next()).value, { data: { counter: 2 } });
+    // Completing from the client side ends the iterator cleanly.
+    await counters.return();
+    await incidents.return();
+  } finally {
+    await c.dispose();
+  }
+});
+
+test('a bad signature is 401 and nothing is delivered', async () => {
+  const c = client();
+  try {
+    const counters = subscribe(c, 'subscription { counter }');
+    const first = counters.next();
+    await query(c, '{ hello }');
+    const refused = await post({ topic: 'counter', payload: 666 }, { tamper: true });
+    assert.equal(refused.status, 401);
+    assert.equal(refused.body.error.code, 'INVALID_SIGNATURE');
+    const unsigned = await post({ topic: 'counter', payload: 667 }, { sign: false });
+    assert.equal(unsigned.status, 401);
+    assert.equal((await post({ topic: 'counter', payload: 7 })).status, 202);
+    assert.deepEqual((await first).value, { data: { counter: 7 } });
+    await counters.return();
+  } finally {
+    await c.dispose();
+  }
+});
+
+test('validation errors reach the client as errors', async () => {
+  const c = client();
+  try {
+    await assert.rejects(async () => {
+      for await (const _ of c.iterate({ query: 'subscription { counter' })) {
+        // never reached
+      }
+    });
+  } finally {
+    await c.dispose();
+  }
+});
