@@ -1,0 +1,521 @@
+//! Realtime load generator: subcar (a release child process) against a bare
+//! tokio-tungstenite broadcast of pre-serialised frames (a child process of
+//! this binary), on loopback, with the clients in this process.
+//!
+//! `cargo bench --bench realtime` measures:
+//! (a) one event to 10,000 subscribers: time until the last one has it, p50/p99;
+//! (b) sustained deliveries/s to 1,000 subscribers, batched and unbatched;
+//! (c) resident memory per idle connection (one subscription each) at 10,000;
+//! (d) webhook → subscriber latency p50/p99 at 1,000 events/s to 100 subscribers.
+//! `REALTIME_BENCH_SCALE=0.1` shrinks every count for a quick run.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+const SCHEMA: &str = "type Query { hello: String }\ntype Subscription { counter: Int }\n";
+
+fn scale(n: usize) -> usize {
+    let s: f64 = std::env::var("REALTIME_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    ((n as f64 * s) as usize).max(1)
+}
+
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+/// Per-phase receive bookkeeping shared by every client task.
+struct Phase {
+    origin: Instant,
+    count: Box<[AtomicU32]>,
+    last_ns: Box<[AtomicU64]>,
+    sent_ns: Box<[AtomicU64]>,
+    received: Box<[AtomicU64]>,
+    latencies: Mutex<Vec<u64>>,
+    record_latency: bool,
+}
+
+impl Phase {
+    fn new(events: usize, clients: usize, record_latency: bool) -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            count: (0..events).map(|_| AtomicU32::new(0)).collect(),
+            last_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
+            sent_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
+            received: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            latencies: Mutex::new(Vec::new()),
+            record_latency,
+        })
+    }
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+    fn total(&self) -> u64 {
+        self.received.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// The event number at the end of `…{"counter":N}}}`.
+fn seq_of(frame: &[u8]) -> Option<usize> {
+    let end = frame.len().checked_sub(3)?;
+    let start = frame[..end].iter().rposition(|b| !b.is_ascii_digit())? + 1;
+    std::str::from_utf8(&frame[start..end]).ok()?.parse().ok()
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+async fn connect(addr: SocketAddr, graphql: bool) -> Ws {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let mut req = format!("ws://{addr}/graphql").into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(client_config()))
+        .await
+        .expect("handshake");
+    if graphql {
+        ws.send(Message::text(r#"{"type":"connection_init"}"#)).await.unwrap();
+        expect_type(&mut ws, "connection_ack").await;
+        ws.send(Message::text(r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { counter }"}}"#))
+            .await
+            .unwrap();
+        // Messages are handled in order: the pong means the subscription is live.
+        ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+        expect_type(&mut ws, "pong").await;
+    } else {
+        ws.send(Message::text("subscriber")).await.unwrap();
+        expect_type(&mut ws, "ready").await;
+    }
+    ws
+}
+
+async fn expect_type(ws: &mut Ws, ty: &str) {
+    while let Some(m) = ws.next().await {
+        if let Message::Text(t) = m.unwrap() {
+            assert!(t.contains(ty), "expected {ty}, got {t}");
+            return;
+        }
+    }
+    panic!("closed while waiting for {ty}");
+}
+
+/// Opens `n` subscribers (bounded concurrency) and returns their sockets.
+async fn open(addr: SocketAddr, graphql: bool, n: usize) -> Vec<Ws> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let sem = sem.clone();
+            tokio::spawn(async move {
+                let _p = sem.acquire().await.unwrap();
+                connect(addr, graphql).await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Vec<tokio::task::JoinHandle<Ws>> {
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            let phase = phase.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while let Some(Ok(m)) = ws.next().await {
+                    let Message::Text(t) = m else { continue };
+                    let now = phase.now_ns();
+                    let Some(seq) = seq_of(t.as_bytes()) else { continue };
+                    if seq == usize::MAX >> 1 || seq >= phase.count.len() {
+                        break; // the stop marker
+                    }
+                    phase.received[i].fetch_add(1, Ordering::Relaxed);
+                    phase.count[seq].fetch_add(1, Ordering::Relaxed);
+                    phase.last_ns[seq].fetch_max(now, Ordering::Relaxed);
+                    if phase.record_latency {
+                        lat.push(now.saturating_sub(phase.sent_ns[seq].load(Ordering::Acquire)));
+                    }
+                }
+                phase.latencies.lock().extend(lat);
+                ws
+            })
+        })
+        .collect()
+}
+
+/// How a phase publishes events: subcar's webhook or the baseline's publisher socket.
+enum Publisher {
+    Webhook(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Socket(Ws),
+}
+
+impl Publisher {
+    async fn new(target: &Target) -> Self {
+        match target {
+            Target::Subcar { webhook, .. } => {
+                let stream = TcpStream::connect(webhook).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                tokio::spawn(conn);
+                Self::Webhook(send)
+            }
+            Target::Baseline { addr, .. } => {
+                let stream = TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let req = format!("ws://{addr}/graphql").into_client_request().unwrap();
+                let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+                ws.send(Message::text("publisher")).await.unwrap();
+                Self::Socket(ws)
+            }
+        }
+    }
+
+    /// Publishes events `seqs` in one request (subcar) or one flush (baseline).
+    async fn publish(&mut self, seqs: std::ops::Range<usize>) {
+        match self {
+            Self::Webhook(send) => {
+                let body = if seqs.len() == 1 {
+                    format!(r#"{{"topic":"counter","payload":{}}}"#, seqs.start)
+                } else {
+                    let items: Vec<String> = seqs.map(|s| format!(r#"{{"topic":"counter","payload":{s}}}"#)).collect();
+                    format!("[{}]", items.join(","))
+                };
+                let req = http::Request::post("/webhook")
+                    .header("host", "bench")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                send.ready().await.unwrap();
+                let res = send.send_request(req).await.unwrap();
+                assert_eq!(res.status(), 202);
+                let _ = res.into_body().collect().await;
+            }
+            Self::Socket(ws) => {
+                for s in seqs {
+                    let frame = format!(r#"{{"id":"1","type":"next","payload":{{"data":{{"counter":{s}}}}}}}"#);
+                    ws.feed(Message::text(frame)).await.unwrap();
+                }
+                ws.flush().await.unwrap();
+            }
+        }
+    }
+}
+
+enum Target {
+    Subcar { addr: SocketAddr, webhook: SocketAddr, child: Child },
+    Baseline { addr: SocketAddr, child: Child },
+}
+
+impl Target {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Subcar { addr, .. } | Self::Baseline { addr, .. } => *addr,
+        }
+    }
+    fn graphql(&self) -> bool {
+        matches!(self, Self::Subcar { .. })
+    }
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Subcar { child, .. } | Self::Baseline { child, .. } => child.id(),
+        }
+    }
+    fn name(&self) -> &'static str {
+        if self.graphql() { "subcar" } else { "baseline" }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let child = match self {
+            Self::Subcar { child, .. } | Self::Baseline { child, .. } => child,
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{addr} never listened");
+}
+
+async fn start_subcar(dir: &std::path::Path) -> Target {
+    let (addr, webhook, admin) = (free_addr(), free_addr(), free_addr());
+    std::fs::write(dir.join("schema.graphql"), SCHEMA).unwrap();
+    let config = format!(
+        "[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:9/graphql\"\n\
+         [schema]\npath = \"schema.graphql\"\nintrospect_upstream = false\n[webhook]\nlisten = \"{webhook}\"\n\
+         [limits]\nmax_connections = 20000\n[log]\nfilter = \"error\"\n"
+    );
+    std::fs::write(dir.join("subcar.toml"), config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_subcar"))
+        .args(["run", "--config"])
+        .arg(dir.join("subcar.toml"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("subcar starts");
+    wait_listening(addr).await;
+    wait_listening(webhook).await;
+    Target::Subcar { addr, webhook, child }
+}
+
+async fn start_baseline() -> Target {
+    let addr = free_addr();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--baseline-server", &addr.to_string()])
+        .spawn()
+        .expect("baseline starts");
+    wait_listening(addr).await;
+    Target::Baseline { addr, child }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn stop(target: &Target, readers: Vec<tokio::task::JoinHandle<Ws>>) {
+    // Closing from our side ends each reader.
+    for r in &readers {
+        r.abort();
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    let _ = target;
+}
+
+#[derive(Debug, Default)]
+struct Results {
+    fanout_p50_ms: f64,
+    fanout_p99_ms: f64,
+    rss_per_conn_kib: f64,
+    batched_per_s: f64,
+    unbatched_per_s: f64,
+    lat_p50_us: f64,
+    lat_p99_us: f64,
+}
+
+/// (a) and (c): 10,000 subscribers.
+async fn fanout(target: &Target, r: &mut Results) {
+    let n = scale(10_000);
+    let events = 50;
+    // Warm up allocators and the dispatcher before the RSS baseline.
+    let warm = open(target.addr(), target.graphql(), 10).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = rss_kib(target.pid());
+    let sockets = open(target.addr(), target.graphql(), n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = rss_kib(target.pid());
+    r.rss_per_conn_kib = (rss_after.saturating_sub(rss_before)) as f64 / n as f64;
+    let phase = Phase::new(events, n, false);
+    let readers = read_all(sockets, &phase);
+    let mut publisher = Publisher::new(target).await;
+    let mut times = Vec::new();
+    for e in 0..events {
+        let t0 = phase.now_ns();
+        publisher.publish(e..e + 1).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while phase.count[e].load(Ordering::Relaxed) < n as u32 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        assert_eq!(phase.count[e].load(Ordering::Relaxed), n as u32, "event {e} reached everyone");
+        times.push(phase.last_ns[e].load(Ordering::Relaxed).saturating_sub(t0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    times.sort_unstable();
+    r.fanout_p50_ms = pct(&times, 0.5) as f64 / 1e6;
+    r.fanout_p99_ms = pct(&times, 0.99) as f64 / 1e6;
+    stop(target, readers).await;
+}
+
+/// (b): 1,000 subscribers, events published as fast as accepted, with a
+/// window so that no client can fall more than `WINDOW` events behind.
+async fn throughput(target: &Target, batch: usize) -> f64 {
+    let n = scale(1_000);
+    let total_events = scale(if batch > 1 { 20_000 } else { 5_000 });
+    const WINDOW: usize = 400;
+    let sockets = open(target.addr(), target.graphql(), n).await;
+    let phase = Phase::new(total_events, n, false);
+    let readers = read_all(sockets, &phase);
+    let mut publisher = Publisher::new(target).await;
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < total_events {
+        while sent >= WINDOW && phase.total() < ((sent - WINDOW) * n) as u64 {
+            tokio::task::yield_now().await;
+        }
+        let k = batch.min(total_events - sent);
+        publisher.publish(sent..sent + k).await;
+        sent += k;
+    }
+    let expected = (total_events * n) as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while phase.total() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let got = phase.total();
+    stop(target, readers).await;
+    got as f64 / elapsed
+}
+
+/// (d): 100 subscribers, 1,000 events/s, one event per request.
+async fn latency(target: &Target, r: &mut Results) {
+    let n = scale(100);
+    let events = scale(3_000);
+    let sockets = open(target.addr(), target.graphql(), n).await;
+    let phase = Phase::new(events, n, true);
+    let readers = read_all(sockets, &phase);
+    let mut publisher = Publisher::new(target).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for e in 0..events {
+        tick.tick().await;
+        phase.sent_ns[e].store(phase.now_ns(), Ordering::Release);
+        publisher.publish(e..e + 1).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while phase.total() < (events * n) as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Readers hand their samples over when they end.
+    for rd in &readers {
+        rd.abort();
+    }
+    for rd in readers {
+        let _ = rd.await;
+    }
+    let mut lat = std::mem::take(&mut *phase.latencies.lock());
+    lat.sort_unstable();
+    r.lat_p50_us = pct(&lat, 0.5) as f64 / 1e3;
+    r.lat_p99_us = pct(&lat, 0.99) as f64 / 1e3;
+}
+
+async fn run(target: Target) -> Results {
+    let mut r = Results::default();
+    eprintln!("[{}] (a)+(c) fan-out to {} subscribers", target.name(), scale(10_000));
+    fanout(&target, &mut r).await;
+    eprintln!("[{}] (b) sustained throughput to {} subscribers", target.name(), scale(1_000));
+    r.batched_per_s = throughput(&target, 100).await;
+    r.unbatched_per_s = throughput(&target, 1).await;
+    eprintln!("[{}] (d) latency at 1,000 events/s to {} subscribers", target.name(), scale(100));
+    latency(&target, &mut r).await;
+    r
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--baseline-server") {
+        return baseline::serve(args[i + 1].parse().unwrap());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let base = run(start_baseline().await).await;
+        let sub = run(start_subcar(dir.path()).await).await;
+        println!("\nrealtime benchmark (loopback, load generator in-process; cores: {})", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!("{:<58} {:>14} {:>14} {:>8}", "metric", "subcar", "bare tungstenite", "ratio");
+        let row = |name: &str, s: f64, b: f64| println!("{name:<58} {s:>14.2} {b:>14.2} {:>8.2}", s / b);
+        row("(a) fan-out 1 event -> 10k subscribers, p50 ms", sub.fanout_p50_ms, base.fanout_p50_ms);
+        row("(a) fan-out 1 event -> 10k subscribers, p99 ms", sub.fanout_p99_ms, base.fanout_p99_ms);
+        row("(b) deliveries/s, 1k subscribers, batches of 100", sub.batched_per_s, base.batched_per_s);
+        row("(b) deliveries/s, 1k subscribers, one event per publish", sub.unbatched_per_s, base.unbatched_per_s);
+        row("(c) RSS per idle connection (1 subscription), KiB", sub.rss_per_conn_kib, base.rss_per_conn_kib);
+        row("(d) publish -> subscriber latency p50 us (1k ev/s, 100 subs)", sub.lat_p50_us, base.lat_p50_us);
+        row("(d) publish -> subscriber latency p99 us (1k ev/s, 100 subs)", sub.lat_p99_us, base.lat_p99_us);
+    });
+}
+
+/// The bare broadcast: pre-serialised frames from one publisher socket to
+/// every subscriber socket, batched per flush, same buffer sizes as subcar.
+mod baseline {
+    use super::*;
+    use tokio::sync::broadcast;
+
+    pub fn serve(addr: SocketAddr) {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind(addr).await.unwrap();
+            let (tx, _) = broadcast::channel::<Utf8Bytes>(1 << 16);
+            let config = subcar::transport::protocol::websocket_config(64 * 1024);
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+                        return;
+                    };
+                    let role = match ws.next().await {
+                        Some(Ok(Message::Text(t))) => t,
+                        _ => return,
+                    };
+                    if role.as_str() == "publisher" {
+                        while let Some(Ok(Message::Text(t))) = ws.next().await {
+                            let _ = tx.send(t);
+                        }
+                        return;
+                    }
+                    let mut rx = tx.subscribe();
+                    if ws.send(Message::text(r#"{"type":"ready"}"#)).await.is_err() {
+                        return;
+                    }
+                    loop {
+                        tokio::select! {
+                            m = rx.recv() => {
+                                let Ok(first) = m else { return };
+                                if ws.feed(Message::Text(first)).await.is_err() { return; }
+                                for _ in 0..512 {
+                                    match rx.try_recv() {
+                                        Ok(f) => if ws.feed(Message::Text(f)).await.is_err() { return },
+                                        Err(_) => break,
+                                    }
+                                }
+                                if ws.flush().await.is_err() { return; }
+                            }
+                            m = ws.next() => if !matches!(m, Some(Ok(_))) { return },
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
