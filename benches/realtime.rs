@@ -28,12 +28,17 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 const SCHEMA: &str = "type Query { hello: String }\ntype Subscription { counter: Int }\n";
 
 fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("REALTIME_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let s: f64 = std::env::var("REALTIME_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     ((n as f64 * s) as usize).max(1)
 }
 
 fn client_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 /// Per-phase receive bookkeeping shared by every client task.
@@ -43,7 +48,8 @@ struct Phase {
     last_ns: Box<[AtomicU64]>,
     sent_ns: Box<[AtomicU64]>,
     received: Box<[AtomicU64]>,
-    latencies: Mutex<Vec<u64>>,
+    /// One vector per client: recorded as messages arrive, uncontended.
+    latencies: Box<[Mutex<Vec<u64>>]>,
     record_latency: bool,
 }
 
@@ -55,7 +61,7 @@ impl Phase {
             last_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
             sent_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
             received: (0..clients).map(|_| AtomicU64::new(0)).collect(),
-            latencies: Mutex::new(Vec::new()),
+            latencies: (0..clients).map(|_| Mutex::new(Vec::new())).collect(),
             record_latency,
         })
     }
@@ -63,7 +69,10 @@ impl Phase {
         self.origin.elapsed().as_nanos() as u64
     }
     fn total(&self) -> u64 {
-        self.received.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.received
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -79,17 +88,29 @@ type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 async fn connect(addr: SocketAddr, graphql: bool) -> Ws {
     let stream = TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).unwrap();
-    let mut req = format!("ws://{addr}/graphql").into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(client_config()))
-        .await
-        .expect("handshake");
+    let mut req = format!("ws://{addr}/graphql")
+        .into_client_request()
+        .unwrap();
     if graphql {
-        ws.send(Message::text(r#"{"type":"connection_init"}"#)).await.unwrap();
-        expect_type(&mut ws, "connection_ack").await;
-        ws.send(Message::text(r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { counter }"}}"#))
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+    }
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(req, stream, Some(client_config()))
+            .await
+            .expect("handshake");
+    if graphql {
+        ws.send(Message::text(r#"{"type":"connection_init"}"#))
             .await
             .unwrap();
+        expect_type(&mut ws, "connection_ack").await;
+        ws.send(Message::text(
+            r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { counter }"}}"#,
+        ))
+        .await
+        .unwrap();
         // Messages are handled in order: the pong means the subscription is live.
         ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
         expect_type(&mut ws, "pong").await;
@@ -136,11 +157,12 @@ fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Vec<tokio::task::JoinHandle
         .map(|(i, mut ws)| {
             let phase = phase.clone();
             tokio::spawn(async move {
-                let mut lat = Vec::new();
                 while let Some(Ok(m)) = ws.next().await {
                     let Message::Text(t) = m else { continue };
                     let now = phase.now_ns();
-                    let Some(seq) = seq_of(t.as_bytes()) else { continue };
+                    let Some(seq) = seq_of(t.as_bytes()) else {
+                        continue;
+                    };
                     if seq == usize::MAX >> 1 || seq >= phase.count.len() {
                         break; // the stop marker
                     }
@@ -148,10 +170,10 @@ fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Vec<tokio::task::JoinHandle
                     phase.count[seq].fetch_add(1, Ordering::Relaxed);
                     phase.last_ns[seq].fetch_max(now, Ordering::Relaxed);
                     if phase.record_latency {
-                        lat.push(now.saturating_sub(phase.sent_ns[seq].load(Ordering::Acquire)));
+                        let sent = phase.sent_ns[seq].load(Ordering::Acquire);
+                        phase.latencies[i].lock().push(now.saturating_sub(sent));
                     }
                 }
-                phase.latencies.lock().extend(lat);
                 ws
             })
         })
@@ -170,14 +192,18 @@ impl Publisher {
             Target::Subcar { webhook, .. } => {
                 let stream = TcpStream::connect(webhook).await.unwrap();
                 stream.set_nodelay(true).unwrap();
-                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
                 tokio::spawn(conn);
                 Self::Webhook(send)
             }
             Target::Baseline { addr, .. } => {
                 let stream = TcpStream::connect(addr).await.unwrap();
                 stream.set_nodelay(true).unwrap();
-                let req = format!("ws://{addr}/graphql").into_client_request().unwrap();
+                let req = format!("ws://{addr}/graphql")
+                    .into_client_request()
+                    .unwrap();
                 let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
                 ws.send(Message::text("publisher")).await.unwrap();
                 Self::Socket(ws)
@@ -192,7 +218,9 @@ impl Publisher {
                 let body = if seqs.len() == 1 {
                     format!(r#"{{"topic":"counter","payload":{}}}"#, seqs.start)
                 } else {
-                    let items: Vec<String> = seqs.map(|s| format!(r#"{{"topic":"counter","payload":{s}}}"#)).collect();
+                    let items: Vec<String> = seqs
+                        .map(|s| format!(r#"{{"topic":"counter","payload":{s}}}"#))
+                        .collect();
                     format!("[{}]", items.join(","))
                 };
                 let req = http::Request::post("/webhook")
@@ -207,7 +235,9 @@ impl Publisher {
             }
             Self::Socket(ws) => {
                 for s in seqs {
-                    let frame = format!(r#"{{"id":"1","type":"next","payload":{{"data":{{"counter":{s}}}}}}}"#);
+                    let frame = format!(
+                        r#"{{"id":"1","type":"next","payload":{{"data":{{"counter":{s}}}}}}}"#
+                    );
                     ws.feed(Message::text(frame)).await.unwrap();
                 }
                 ws.flush().await.unwrap();
@@ -217,8 +247,15 @@ impl Publisher {
 }
 
 enum Target {
-    Subcar { addr: SocketAddr, webhook: SocketAddr, child: Child },
-    Baseline { addr: SocketAddr, child: Child },
+    Subcar {
+        addr: SocketAddr,
+        webhook: SocketAddr,
+        child: Child,
+    },
+    Baseline {
+        addr: SocketAddr,
+        child: Child,
+    },
 }
 
 impl Target {
@@ -251,7 +288,10 @@ impl Drop for Target {
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 async fn wait_listening(addr: SocketAddr) {
@@ -281,7 +321,11 @@ async fn start_subcar(dir: &std::path::Path) -> Target {
         .expect("subcar starts");
     wait_listening(addr).await;
     wait_listening(webhook).await;
-    Target::Subcar { addr, webhook, child }
+    Target::Subcar {
+        addr,
+        webhook,
+        child,
+    }
 }
 
 async fn start_baseline() -> Target {
@@ -356,7 +400,11 @@ async fn fanout(target: &Target, r: &mut Results) {
         while phase.count[e].load(Ordering::Relaxed) < n as u32 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        assert_eq!(phase.count[e].load(Ordering::Relaxed), n as u32, "event {e} reached everyone");
+        assert_eq!(
+            phase.count[e].load(Ordering::Relaxed),
+            n as u32,
+            "event {e} reached everyone"
+        );
         times.push(phase.last_ns[e].load(Ordering::Relaxed).saturating_sub(t0));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -372,19 +420,35 @@ async fn throughput(target: &Target, batch: usize) -> f64 {
     let n = scale(1_000);
     let total_events = scale(if batch > 1 { 20_000 } else { 5_000 });
     const WINDOW: usize = 400;
+    // Concurrent publishing connections: the webhook answers each request
+    // after the bus took it, so one connection measures round trips.
+    const PUBLISHERS: usize = 4;
     let sockets = open(target.addr(), target.graphql(), n).await;
     let phase = Phase::new(total_events, n, false);
     let readers = read_all(sockets, &phase);
-    let mut publisher = Publisher::new(target).await;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
-    let mut sent = 0;
-    while sent < total_events {
-        while sent >= WINDOW && phase.total() < ((sent - WINDOW) * n) as u64 {
-            tokio::task::yield_now().await;
-        }
-        let k = batch.min(total_events - sent);
-        publisher.publish(sent..sent + k).await;
-        sent += k;
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        let mut publisher = Publisher::new(target).await;
+        let (next, phase) = (next.clone(), phase.clone());
+        publishers.push(tokio::spawn(async move {
+            loop {
+                let from = next.fetch_add(batch, Ordering::Relaxed);
+                if from >= total_events {
+                    return publisher;
+                }
+                while from >= WINDOW && phase.total() < ((from - WINDOW) * n) as u64 {
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+                publisher
+                    .publish(from..(from + batch).min(total_events))
+                    .await;
+            }
+        }));
+    }
+    for p in publishers {
+        drop(p.await.unwrap());
     }
     let expected = (total_events * n) as u64;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -416,14 +480,17 @@ async fn latency(target: &Target, r: &mut Results) {
     while phase.total() < (events * n) as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Readers hand their samples over when they end.
     for rd in &readers {
         rd.abort();
     }
     for rd in readers {
         let _ = rd.await;
     }
-    let mut lat = std::mem::take(&mut *phase.latencies.lock());
+    let mut lat: Vec<u64> = phase
+        .latencies
+        .iter()
+        .flat_map(|l| std::mem::take(&mut *l.lock()))
+        .collect();
     lat.sort_unstable();
     r.lat_p50_us = pct(&lat, 0.5) as f64 / 1e3;
     r.lat_p99_us = pct(&lat, 0.99) as f64 / 1e3;
@@ -431,12 +498,24 @@ async fn latency(target: &Target, r: &mut Results) {
 
 async fn run(target: Target) -> Results {
     let mut r = Results::default();
-    eprintln!("[{}] (a)+(c) fan-out to {} subscribers", target.name(), scale(10_000));
+    eprintln!(
+        "[{}] (a)+(c) fan-out to {} subscribers",
+        target.name(),
+        scale(10_000)
+    );
     fanout(&target, &mut r).await;
-    eprintln!("[{}] (b) sustained throughput to {} subscribers", target.name(), scale(1_000));
+    eprintln!(
+        "[{}] (b) sustained throughput to {} subscribers",
+        target.name(),
+        scale(1_000)
+    );
     r.batched_per_s = throughput(&target, 100).await;
     r.unbatched_per_s = throughput(&target, 1).await;
-    eprintln!("[{}] (d) latency at 1,000 events/s to {} subscribers", target.name(), scale(100));
+    eprintln!(
+        "[{}] (d) latency at 1,000 events/s to {} subscribers",
+        target.name(),
+        scale(100)
+    );
     latency(&target, &mut r).await;
     r
 }
@@ -446,21 +525,62 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--baseline-server") {
         return baseline::serve(args[i + 1].parse().unwrap());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let base = run(start_baseline().await).await;
         let sub = run(start_subcar(dir.path()).await).await;
-        println!("\nrealtime benchmark (loopback, load generator in-process; cores: {})", std::thread::available_parallelism().map_or(0, |n| n.get()));
-        println!("{:<58} {:>14} {:>14} {:>8}", "metric", "subcar", "bare tungstenite", "ratio");
-        let row = |name: &str, s: f64, b: f64| println!("{name:<58} {s:>14.2} {b:>14.2} {:>8.2}", s / b);
-        row("(a) fan-out 1 event -> 10k subscribers, p50 ms", sub.fanout_p50_ms, base.fanout_p50_ms);
-        row("(a) fan-out 1 event -> 10k subscribers, p99 ms", sub.fanout_p99_ms, base.fanout_p99_ms);
-        row("(b) deliveries/s, 1k subscribers, batches of 100", sub.batched_per_s, base.batched_per_s);
-        row("(b) deliveries/s, 1k subscribers, one event per publish", sub.unbatched_per_s, base.unbatched_per_s);
-        row("(c) RSS per idle connection (1 subscription), KiB", sub.rss_per_conn_kib, base.rss_per_conn_kib);
-        row("(d) publish -> subscriber latency p50 us (1k ev/s, 100 subs)", sub.lat_p50_us, base.lat_p50_us);
-        row("(d) publish -> subscriber latency p99 us (1k ev/s, 100 subs)", sub.lat_p99_us, base.lat_p99_us);
+        println!(
+            "\nrealtime benchmark (loopback, load generator in-process; cores: {})",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!(
+            "{:<58} {:>14} {:>14} {:>8}",
+            "metric", "subcar", "bare tungstenite", "ratio"
+        );
+        let row = |name: String, s: f64, b: f64| {
+            println!("{name:<58} {s:>14.2} {b:>14.2} {:>8.2}", s / b)
+        };
+        let (a, b, d) = (scale(10_000), scale(1_000), scale(100));
+        row(
+            format!("(a) fan-out 1 event -> {a} subscribers, p50 ms"),
+            sub.fanout_p50_ms,
+            base.fanout_p50_ms,
+        );
+        row(
+            format!("(a) fan-out 1 event -> {a} subscribers, p99 ms"),
+            sub.fanout_p99_ms,
+            base.fanout_p99_ms,
+        );
+        row(
+            format!("(b) deliveries/s, {b} subscribers, batches of 100"),
+            sub.batched_per_s,
+            base.batched_per_s,
+        );
+        row(
+            format!("(b) deliveries/s, {b} subscribers, one event per publish"),
+            sub.unbatched_per_s,
+            base.unbatched_per_s,
+        );
+        row(
+            format!("(c) RSS per idle connection at {a}, KiB"),
+            sub.rss_per_conn_kib,
+            base.rss_per_conn_kib,
+        );
+        row(
+            format!("(d) latency p50 us (1k events/s, {d} subscribers)"),
+            sub.lat_p50_us,
+            base.lat_p50_us,
+        );
+        row(
+            format!("(d) latency p99 us (1k events/s, {d} subscribers)"),
+            sub.lat_p99_us,
+            base.lat_p99_us,
+        );
     });
 }
 
@@ -471,7 +591,10 @@ mod baseline {
     use tokio::sync::broadcast;
 
     pub fn serve(addr: SocketAddr) {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let listener = TcpListener::bind(addr).await.unwrap();
             let (tx, _) = broadcast::channel::<Utf8Bytes>(1 << 16);
