@@ -48,6 +48,8 @@ struct Phase {
     last_ns: Box<[AtomicU64]>,
     sent_ns: Box<[AtomicU64]>,
     received: Box<[AtomicU64]>,
+    /// Clients whose socket the server closed during the phase.
+    closed: AtomicU32,
     /// One vector per client: recorded as messages arrive, uncontended.
     latencies: Box<[Mutex<Vec<u64>>]>,
     record_latency: bool,
@@ -61,12 +63,21 @@ impl Phase {
             last_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
             sent_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
             received: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            closed: AtomicU32::new(0),
             latencies: (0..clients).map(|_| Mutex::new(Vec::new())).collect(),
             record_latency,
         })
     }
     fn now_ns(&self) -> u64 {
         self.origin.elapsed().as_nanos() as u64
+    }
+    /// What the slowest client received.
+    fn min_received(&self) -> u64 {
+        self.received
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
     }
     fn total(&self) -> u64 {
         self.received
@@ -157,14 +168,16 @@ fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Vec<tokio::task::JoinHandle
         .map(|(i, mut ws)| {
             let phase = phase.clone();
             tokio::spawn(async move {
+                let mut closed = true;
                 while let Some(Ok(m)) = ws.next().await {
                     let Message::Text(t) = m else { continue };
                     let now = phase.now_ns();
                     let Some(seq) = seq_of(t.as_bytes()) else {
                         continue;
                     };
-                    if seq == usize::MAX >> 1 || seq >= phase.count.len() {
-                        break; // the stop marker
+                    if seq >= phase.count.len() {
+                        closed = false;
+                        break;
                     }
                     phase.received[i].fetch_add(1, Ordering::Relaxed);
                     phase.count[seq].fetch_add(1, Ordering::Relaxed);
@@ -173,6 +186,9 @@ fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Vec<tokio::task::JoinHandle
                         let sent = phase.sent_ns[seq].load(Ordering::Acquire);
                         phase.latencies[i].lock().push(now.saturating_sub(sent));
                     }
+                }
+                if closed {
+                    phase.closed.fetch_add(1, Ordering::Relaxed);
                 }
                 ws
             })
@@ -438,7 +454,14 @@ async fn throughput(target: &Target, batch: usize) -> f64 {
                 if from >= total_events {
                     return publisher;
                 }
-                while from >= WINDOW && phase.total() < ((from - WINDOW) * n) as u64 {
+                // Per client, not in aggregate: one lagging client must not
+                // be pushed past its outbound queue (it would be closed).
+                while from >= WINDOW && phase.min_received() < (from - WINDOW) as u64 {
+                    assert_eq!(
+                        phase.closed.load(Ordering::Relaxed),
+                        0,
+                        "a subscriber was disconnected"
+                    );
                     tokio::time::sleep(Duration::from_micros(100)).await;
                 }
                 publisher

@@ -115,6 +115,9 @@ async fn worker(shard: usize, registry: Arc<Registry>, mut rx: mpsc::Receiver<Ar
         for job in jobs.iter() {
             job.group.deliver(shard, &job.payload, &registry.stats);
         }
+        // Let the sessions drain what was just queued before the next batch:
+        // bursts then spread over time instead of piling up in outboxes.
+        tokio::task::yield_now().await;
     }
 }
 
