@@ -417,6 +417,8 @@ where
             io.flush().await
         };
         tokio::select! {
+            // The write first: the other arms only matter when it is stuck.
+            biased;
             r = tokio::time::timeout(self.shared.limits.heartbeat_timeout, send) => match r {
                 Ok(Ok(())) => Flow::Continue,
                 Ok(Err(e)) => {

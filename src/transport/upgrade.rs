@@ -124,7 +124,9 @@ impl WsEndpoint {
         let (shared, config, cancel) = (
             self.shared.clone(),
             self.config,
-            self.shutdown.token().clone(),
+            // A child token per session: polling it locks the session's own
+            // node, not the one node every session would otherwise share.
+            self.shutdown.token().child_token(),
         );
         self.shutdown.spawn(async move {
             let upgraded = match on_upgrade.await {
