@@ -208,11 +208,14 @@ impl Bound {
             app.public_service(),
             shutdown.clone(),
         ));
-        shutdown.spawn(server::serve(
+        // The admin listener outlives the drain so probes can watch it: it has
+        // a shutdown of its own, triggered once the public side has drained.
+        let admin_shutdown = Shutdown::new();
+        admin_shutdown.spawn(server::serve(
             self.admin,
             None,
             AdminRouter::new(app.health.clone()),
-            shutdown.clone(),
+            admin_shutdown.clone(),
         ));
         shutdown.triggered().await;
         app.health.set_draining();
