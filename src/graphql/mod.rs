@@ -197,6 +197,15 @@ impl Schema {
         })))
     }
 
+    /// Every validation error of `query` against the merged schema (all
+    /// operations and fragments of the document, as graphql-js `validate`).
+    pub fn validate(&self, query: &str) -> Vec<GraphQLError> {
+        match graphql_parser::parse_query::<String>(query) {
+            Ok(doc) => validate::validate(self, &doc.into_static()),
+            Err(e) => vec![syntax_error(e)],
+        }
+    }
+
     /// The first Subscription field of the operation that waits for the
     /// upstream schema, if any.
     fn pending_root_field(&self, doc: &Doc, set: &validate::Sel) -> Option<String> {

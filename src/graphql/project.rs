@@ -32,7 +32,13 @@ pub(crate) fn execute(root: &FieldPlan, payload: &Value) -> Vec<u8> {
     run.out.push(b'{');
     run.out.extend_from_slice(&root.key_json);
     run.path.push(Seg::Key(&root.key));
-    let ok = run.field_value(root, Some(payload)).is_ok();
+    let ok = match run.field_value(root, Some(payload)) {
+        Ok(()) => true,
+        Err(e) => {
+            run.errors.push(e);
+            false
+        }
+    };
     run.out.push(b'}');
     let data = if ok { run.out } else { b"null".to_vec() };
     if run.errors.is_empty() {
