@@ -20,7 +20,7 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::health::{self, Health};
 use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
-use crate::schema::{self, LiveSchema, SchemaLoadError};
+use crate::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::server::router::{AdminRouter, GraphqlService, PublicRouter};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
@@ -57,16 +57,36 @@ impl App {
     /// Builds every part; fails on anything that would fail at the first
     /// request (unreadable schema, bad TLS files).
     pub fn build(config: Config) -> Result<Self, AppError> {
-        let schema = LiveSchema::new(schema::load(&config.schema)?);
+        let schema = schema::load(&config.schema)?;
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let upstream = Upstream::new(&config.upstream)?;
         Ok(Self {
             config: Arc::new(config),
-            health: Arc::new(Health::default()),
+            health: Arc::new(Health::new(schema.clone())),
             upstream,
             schema,
             tls,
         })
+    }
+
+    /// At start-up, one introspection of the upstream when the schema needs
+    /// it. A conflict between the schemas fails start-up; an upstream that is
+    /// not up yet is retried in the background once running.
+    pub async fn learn_upstream_schema(&self) -> Result<(), AppError> {
+        if self.schema.upstream_part() != UpstreamPart::Pending {
+            return Ok(());
+        }
+        match self.schema.introspect(&self.upstream).await {
+            Ok(()) => Ok(()),
+            Err(e @ SchemaLoadError::Invalid(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(
+                    error = %health::error_chain(&e),
+                    "upstream schema not available yet; starting with the subscription schema alone and retrying in the background"
+                );
+                Ok(())
+            }
+        }
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -197,6 +217,13 @@ impl Bound {
             upstream = %app.config.upstream.url,
             "subcar listening"
         );
+        if app.schema.upstream_part() == UpstreamPart::Pending {
+            shutdown.spawn(
+                app.schema
+                    .clone()
+                    .introspect_in_background(app.upstream.clone(), shutdown.clone()),
+            );
+        }
         shutdown.spawn(health::probe_upstream(
             app.health.clone(),
             app.upstream.clone(),

@@ -36,14 +36,17 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => run(config).await,
             Command::Check => check(config).await,
-            Command::Schema => schema(config),
+            Command::Schema => schema(config).await,
         }
     })
 }
 
 async fn run(config: Config) -> ExitCode {
     let bound = match App::build(config) {
-        Ok(app) => app.bind().await,
+        Ok(app) => match app.learn_upstream_schema().await {
+            Ok(()) => app.bind().await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let bound = match bound {
@@ -73,7 +76,14 @@ async fn check(config: Config) -> ExitCode {
         }
     };
     println!("configuration: ok");
-    println!("schema: ok");
+    if let Err(e) = app.learn_upstream_schema().await {
+        eprintln!("subcar: {e:#}");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    println!(
+        "schema: ok (upstream part: {:?})",
+        app.schema().upstream_part()
+    );
     match app.upstream().probe().await {
         Ok(()) => {
             println!("upstream {url}: reachable");
@@ -89,17 +99,25 @@ async fn check(config: Config) -> ExitCode {
     }
 }
 
-fn schema(config: Config) -> ExitCode {
-    match App::build(config) {
-        Ok(app) => {
-            print!("{}", app.schema().current().sdl());
-            ExitCode::SUCCESS
-        }
+async fn schema(config: Config) -> ExitCode {
+    let app = match App::build(config) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("subcar: {e:#}");
-            ExitCode::from(EXIT_INVALID)
+            return ExitCode::from(EXIT_INVALID);
         }
+    };
+    if let Err(e) = app.learn_upstream_schema().await {
+        eprintln!("subcar: {e:#}");
+        return ExitCode::from(EXIT_INVALID);
     }
+    if app.schema().upstream_part() == subcar::schema::UpstreamPart::Pending {
+        eprintln!(
+            "subcar: warning: the upstream did not answer introspection; printing the subscription schema alone"
+        );
+    }
+    print!("{}", app.schema().current().sdl());
+    ExitCode::SUCCESS
 }
 
 fn init_tracing(config: &Config) {
