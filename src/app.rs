@@ -145,6 +145,7 @@ impl App {
     fn graphql_service(&self) -> GraphqlService {
         let proxy = Proxy::new(
             self.upstream.clone(),
+            self.schema.clone(),
             self.config.server.trusted_proxies.clone(),
             self.config.server.max_request_bytes,
         );

@@ -67,3 +67,49 @@ async fn upstream_schema_is_learned_in_the_background_once_the_upstream_is_up() 
     }
     panic!("the upstream schema was never merged in");
 }
+
+/// GraphiQL and codegen introspect through the proxy: they must see
+/// subcar's Subscription root beside the upstream's types.
+#[tokio::test]
+async fn introspection_through_the_proxy_includes_the_subscription_root() {
+    let upstream = TestUpstream::start().await;
+    let subcar = TestSubcar::builder(upstream.url())
+        .introspect()
+        .spawn()
+        .await;
+    let (status, body) = support::post_json(
+        &subcar.graphql_url(),
+        serde_json::json!({"query": subcar::graphql::INTROSPECTION_QUERY, "operationName": "IntrospectionQuery"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let schema = &body["data"]["__schema"];
+    assert_eq!(schema["subscriptionType"]["name"], "Subscription", "{body}");
+    let names: Vec<&str> = schema["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for expected in [
+        "Subscription",
+        "Incident",
+        "Severity",
+        "QueryRoot",
+        "MutationRoot",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    assert!(
+        upstream.recorded().is_empty(),
+        "answered by subcar, not forwarded"
+    );
+
+    // A query mixing introspection and ordinary fields goes to the upstream.
+    let (_, body) = support::post_json(
+        &subcar.graphql_url(),
+        serde_json::json!({"query": "{ hello __schema { queryType { name } } }"}),
+    )
+    .await;
+    assert_eq!(body["data"]["hello"], "Hello, world!");
+}
