@@ -14,7 +14,7 @@ use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -124,8 +124,12 @@ impl App {
             .map_response(|res: Response<_>| res.map(body::boxed))
             // First, so every log line and the upstream see the same id.
             .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-            // Spans carry the request id set above.
-            .layer(TraceLayer::new_for_http())
+            // Spans carry the request id set above. Upstream 5xx answers are
+            // the upstream's to log; subcar's own failures log in the rescue.
+            .layer(
+                TraceLayer::new_for_http()
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            )
             // Echo the id to the client for support requests.
             .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
             // Preflights are answered here, before they cost an upstream call.
