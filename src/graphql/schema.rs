@@ -400,6 +400,14 @@ fn merge(local: Part, upstream: Option<Part>) -> Result<Schema, SchemaError> {
             },
         );
     }
+    let intro = sdl::parse(
+        super::introspection::INTROSPECTION_SDL,
+        TypeSource::BuiltIn,
+        "the introspection types",
+    )?;
+    for t in intro.types {
+        types.insert(t.name.clone(), t);
+    }
     let sub_name = local
         .subscription
         .clone()

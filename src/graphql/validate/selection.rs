@@ -111,7 +111,7 @@ impl<'s, 'd> Validator<'s, 'd> {
             Some(FieldRef::Typename) => {
                 Some(TypeRef::NonNull(Box::new(TypeRef::Named("String".into()))))
             }
-            Some(FieldRef::Introspection) | None => None,
+            None => None,
         };
         let named = ty.as_ref().and_then(|t| self.schema.get(t.named()));
         if let (Some(ty), Some(nt)) = (&ty, named) {
@@ -143,10 +143,9 @@ impl<'s, 'd> Validator<'s, 'd> {
         if name == "__typename" {
             return parent.is_composite().then_some(FieldRef::Typename);
         }
-        if (name == "__schema" || name == "__type")
-            && self.schema.query.as_deref() == Some(parent.name.as_str())
-        {
-            return Some(FieldRef::Introspection);
+        if let Some(meta) = super::super::introspection::meta_field(name) {
+            return (self.schema.query.as_deref() == Some(parent.name.as_str()))
+                .then_some(FieldRef::Def(meta));
         }
         parent.field(name).map(FieldRef::Def)
     }
@@ -264,7 +263,6 @@ impl<'s, 'd> Validator<'s, 'd> {
 enum FieldRef<'s> {
     Def(&'s FieldDef),
     Typename,
-    Introspection,
 }
 
 enum ArgOwner<'a> {
