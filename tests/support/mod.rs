@@ -136,11 +136,9 @@ listen = "127.0.0.1:0"
     pub async fn spawn(self) -> TestSubcar {
         let config =
             Config::parse(&self.config_text(), std::iter::empty()).expect("test config is valid");
-        let bound = App::build(config)
-            .expect("app builds")
-            .bind()
-            .await
-            .expect("binds");
+        let app = App::build(config).expect("app builds");
+        app.learn_upstream_schema().await.expect("schemas merge");
+        let bound = app.bind().await.expect("binds");
         let addr = bound.public_addr();
         let admin = bound.admin_addr();
         let shutdown = Shutdown::new();
