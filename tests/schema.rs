@@ -77,6 +77,8 @@ async fn introspection_through_the_proxy_includes_the_subscription_root() {
         .introspect()
         .spawn()
         .await;
+    // subcar's own start-up introspection of the upstream.
+    let before = upstream.recorded().len();
     let (status, body) = support::post_json(
         &subcar.graphql_url(),
         serde_json::json!({"query": subcar::graphql::INTROSPECTION_QUERY, "operationName": "IntrospectionQuery"}),
