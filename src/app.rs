@@ -19,6 +19,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::health::{self, Health};
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
 use crate::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::server::router::{AdminRouter, GraphqlService, PublicRouter};
@@ -51,6 +52,7 @@ pub struct App {
     upstream: Upstream,
     schema: LiveSchema,
     tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -66,6 +68,7 @@ impl App {
             upstream,
             schema,
             tls,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -87,6 +90,10 @@ impl App {
                 Ok(())
             }
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -118,6 +125,7 @@ impl App {
             self.graphql_service(),
             self.health.clone(),
             self.schema.clone(),
+            self.metrics.clone(),
         );
         let service = ServiceBuilder::new()
             // Bodies are boxed once at this stage boundary.
@@ -246,7 +254,7 @@ impl Bound {
         admin_shutdown.spawn(server::serve(
             self.admin,
             None,
-            AdminRouter::new(app.health.clone()),
+            AdminRouter::new(app.health.clone(), app.metrics.clone()),
             admin_shutdown.clone(),
         ));
         shutdown.triggered().await;

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod schema;
 pub mod server;
