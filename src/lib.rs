@@ -18,6 +18,7 @@ pub mod graphql;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod schema;
 pub mod server;
 pub mod shutdown;

@@ -233,3 +233,77 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         "listener closed"
     );
 }
+
+/// SIGHUP re-reads the file: a new log filter applies at once, a changed
+/// section that needs a restart is named, and serving goes on.
+#[tokio::test]
+async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &upstream.url(), "[log]\nfilter = \"warn\"");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let public = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let mut child = tokio::process::Command::from(subcar())
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client
+            .get(format!("http://{public}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "subcar started");
+
+    let changed = text.replace("filter = \"warn\"", "filter = \"info\"")
+        + "\n[limits]\nmax_connections = 5\n";
+    std::fs::write(&path, changed).unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut applied, mut restart) = (false, false);
+    while !(applied && restart) {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("reload is logged")
+            .unwrap()
+            .expect("subcar still running");
+        applied |= line.contains("log.filter applied");
+        restart |= line.contains("after a restart") && line.contains("limits");
+    }
+    let res = client
+        .post(format!("http://{public}/graphql"))
+        .json(&json!({"query": "{ hello }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "still serving after the reload");
+    child.kill().await.unwrap();
+}
