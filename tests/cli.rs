@@ -46,6 +46,41 @@ introspect_upstream = false
     path
 }
 
+/// Starts the binary on `path` and waits until it answers; returns the child
+/// and its public address.
+async fn spawn_running(path: &std::path::Path, stderr: Stdio) -> (tokio::process::Child, String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let public = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let child = tokio::process::Command::from(subcar())
+        .arg("--config")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("http://{public}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return (child, public);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("subcar did not start");
+}
+
 #[test]
 fn help_explains_the_commands() {
     let out = subcar().arg("--help").output().unwrap();
@@ -164,38 +199,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, &upstream.url(), "");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let public = text
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .unwrap()
-        .split('"')
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let mut child = tokio::process::Command::from(subcar())
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, public) = spawn_running(&path, Stdio::null()).await;
     let url = format!("http://{public}/graphql");
     let client = reqwest::Client::new();
-    let mut started = false;
-    for _ in 0..200 {
-        if client
-            .get(format!("http://{public}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(started, "subcar started");
 
     let slow = tokio::spawn(
         client
@@ -243,37 +249,8 @@ async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, &upstream.url(), "[log]\nfilter = \"warn\"");
     let text = std::fs::read_to_string(&path).unwrap();
-    let public = text
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .unwrap()
-        .split('"')
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let mut child = tokio::process::Command::from(subcar())
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, public) = spawn_running(&path, Stdio::piped()).await;
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client
-            .get(format!("http://{public}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "subcar started");
 
     let changed = text.replace("filter = \"warn\"", "filter = \"info\"")
         + "\n[limits]\nmax_connections = 5\n";
