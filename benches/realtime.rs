@@ -199,7 +199,7 @@ fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Vec<tokio::task::JoinHandle
 /// How a phase publishes events: subcar's webhook or the baseline's publisher socket.
 enum Publisher {
     Webhook(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    Socket(Ws),
+    Socket(Box<Ws>),
 }
 
 impl Publisher {
@@ -222,7 +222,7 @@ impl Publisher {
                     .unwrap();
                 let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
                 ws.send(Message::text("publisher")).await.unwrap();
-                Self::Socket(ws)
+                Self::Socket(Box::new(ws))
             }
         }
     }

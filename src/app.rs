@@ -14,7 +14,7 @@ use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::body::{self, Body};
 use crate::bus::{Bus, MemoryBus};
@@ -23,8 +23,9 @@ use crate::graphql::filter::FilterError;
 use crate::health::{self, Health};
 use crate::ingest::Webhook;
 use crate::ingest::signature::BadSecret;
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
-use crate::schema::{self, LiveSchema, SchemaLoadError};
+use crate::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::server::router::{AdminRouter, GraphqlService, PublicRouter};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
@@ -61,6 +62,7 @@ pub struct App {
     upstream: Upstream,
     schema: LiveSchema,
     tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
     // The realtime path (issue 4): bus → dispatcher → registry ← sessions.
     bus: Arc<dyn Bus>,
     registry: Arc<Registry>,
@@ -72,7 +74,7 @@ impl App {
     /// Builds every part; fails on anything that would fail at the first
     /// request (unreadable schema, bad TLS files).
     pub fn build(config: Config) -> Result<Self, AppError> {
-        let schema = LiveSchema::new(schema::load(&config.schema)?);
+        let schema = schema::load(&config.schema)?;
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let upstream = Upstream::new(&config.upstream)?;
         let fields = crate::subscriptions::subscription_fields(&schema.current().sdl());
@@ -84,15 +86,40 @@ impl App {
         let webhook = Arc::new(Webhook::new(&config.webhook, routes.topics(), bus.clone())?);
         Ok(Self {
             config: Arc::new(config),
-            health: Arc::new(Health::default()),
+            health: Arc::new(Health::new(schema.clone())),
             upstream,
             schema,
             tls,
+            metrics: Arc::new(Metrics::new()),
             bus,
             registry,
             routes,
             webhook,
         })
+    }
+
+    /// At start-up, one introspection of the upstream when the schema needs
+    /// it. A conflict between the schemas fails start-up; an upstream that is
+    /// not up yet is retried in the background once running.
+    pub async fn learn_upstream_schema(&self) -> Result<(), AppError> {
+        if self.schema.upstream_part() != UpstreamPart::Pending {
+            return Ok(());
+        }
+        match self.schema.introspect(&self.upstream).await {
+            Ok(()) => Ok(()),
+            Err(e @ SchemaLoadError::Invalid(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(
+                    error = %health::error_chain(&e),
+                    "upstream schema not available yet; starting with the subscription schema alone and retrying in the background"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -135,6 +162,7 @@ impl App {
             self.graphql_service(),
             self.health.clone(),
             self.schema.clone(),
+            self.metrics.clone(),
         )
         .with_websocket(self.ws_endpoint(shutdown));
         let service = ServiceBuilder::new()
@@ -142,8 +170,12 @@ impl App {
             .map_response(|res: Response<_>| res.map(body::boxed))
             // First, so every log line and the upstream see the same id.
             .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-            // Spans carry the request id set above.
-            .layer(TraceLayer::new_for_http())
+            // Spans carry the request id set above. Upstream 5xx answers are
+            // the upstream's to log; subcar's own failures log in the rescue.
+            .layer(
+                TraceLayer::new_for_http()
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            )
             // Echo the id to the client for support requests.
             .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
             // Preflights are answered here, before they cost an upstream call.
@@ -177,6 +209,7 @@ impl App {
     fn graphql_service(&self) -> GraphqlService {
         let proxy = Proxy::new(
             self.upstream.clone(),
+            self.schema.clone(),
             self.config.server.trusted_proxies.clone(),
             self.config.server.max_request_bytes,
         );
@@ -260,6 +293,13 @@ impl Bound {
             upstream = %app.config.upstream.url,
             "subcar listening"
         );
+        if app.schema.upstream_part() == UpstreamPart::Pending {
+            shutdown.spawn(
+                app.schema
+                    .clone()
+                    .introspect_in_background(app.upstream.clone(), shutdown.clone()),
+            );
+        }
         shutdown.spawn(health::probe_upstream(
             app.health.clone(),
             app.upstream.clone(),
@@ -286,11 +326,14 @@ impl Bound {
             webhook_service,
             shutdown.clone(),
         ));
-        shutdown.spawn(server::serve(
+        // The admin listener outlives the drain so probes can watch it: it has
+        // a shutdown of its own, triggered once the public side has drained.
+        let admin_shutdown = Shutdown::new();
+        admin_shutdown.spawn(server::serve(
             self.admin,
             None,
-            AdminRouter::new(app.health.clone()),
-            shutdown.clone(),
+            AdminRouter::new(app.health.clone(), app.metrics.clone()),
+            admin_shutdown.clone(),
         ));
         shutdown.triggered().await;
         app.health.set_draining();

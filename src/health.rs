@@ -8,16 +8,17 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::proxy::Upstream;
+use crate::schema::{LiveSchema, UpstreamPart};
 use crate::shutdown::Shutdown;
 
 /// How often the upstream is probed for `/readyz`.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Shared readiness state.
-#[derive(Default)]
 pub struct Health {
     draining: AtomicBool,
     upstream: Mutex<UpstreamStatus>,
+    schema: LiveSchema,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -36,7 +37,15 @@ pub struct Readiness {
     pub ready: bool,
     pub draining: bool,
     pub upstream: UpstreamStatus,
+    pub schema: SchemaStatus,
     pub bus: BusStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SchemaStatus {
+    /// Where the upstream's types come from; `pending` while introspection
+    /// has not succeeded yet.
+    pub upstream_part: UpstreamPart,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,6 +55,14 @@ pub struct BusStatus {
 }
 
 impl Health {
+    pub fn new(schema: LiveSchema) -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            upstream: Mutex::new(UpstreamStatus::default()),
+            schema,
+        }
+    }
+
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
@@ -70,6 +87,9 @@ impl Health {
             ready: !draining,
             draining,
             upstream: self.upstream.lock().clone(),
+            schema: SchemaStatus {
+                upstream_part: self.schema.upstream_part(),
+            },
             bus: BusStatus {
                 kind: "memory",
                 connected: true,

@@ -1,5 +1,6 @@
 //! Process edge: arguments, logging, configuration, run, exit code.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -7,6 +8,9 @@ use subcar::app::App;
 use subcar::cli::{Cli, Command};
 use subcar::config::{Config, LogFormat};
 use subcar::shutdown::{self, Shutdown};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, fmt, reload};
 
 /// Exit codes of `subcar check`, documented in `--help`.
 const EXIT_INVALID: u8 = 1;
@@ -27,23 +31,29 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    init_tracing(&config);
+    let log_filter = init_tracing(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
-            Command::Run => run(config).await,
+            Command::Run => run(config, cli.config.clone(), log_filter).await,
             Command::Check => check(config).await,
-            Command::Schema => schema(config),
+            Command::Schema => schema(config).await,
         }
     })
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilterHandle) -> ExitCode {
+    if let Some(path) = path {
+        tokio::spawn(reload_on_sighup(path, config.clone(), log_filter));
+    }
     let bound = match App::build(config) {
-        Ok(app) => app.bind().await,
+        Ok(app) => match app.learn_upstream_schema().await {
+            Ok(()) => app.bind().await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let bound = match bound {
@@ -73,7 +83,14 @@ async fn check(config: Config) -> ExitCode {
         }
     };
     println!("configuration: ok");
-    println!("schema: ok");
+    if let Err(e) = app.learn_upstream_schema().await {
+        eprintln!("subcar: {e:#}");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    println!(
+        "schema: ok (upstream part: {:?})",
+        app.schema().upstream_part()
+    );
     match app.upstream().probe().await {
         Ok(()) => {
             println!("upstream {url}: reachable");
@@ -89,28 +106,86 @@ async fn check(config: Config) -> ExitCode {
     }
 }
 
-fn schema(config: Config) -> ExitCode {
-    match App::build(config) {
-        Ok(app) => {
-            print!("{}", app.schema().current().sdl());
-            ExitCode::SUCCESS
-        }
+async fn schema(config: Config) -> ExitCode {
+    let app = match App::build(config) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("subcar: {e:#}");
-            ExitCode::from(EXIT_INVALID)
+            return ExitCode::from(EXIT_INVALID);
         }
+    };
+    if let Err(e) = app.learn_upstream_schema().await {
+        eprintln!("subcar: {e:#}");
+        return ExitCode::from(EXIT_INVALID);
     }
+    if app.schema().upstream_part() == subcar::schema::UpstreamPart::Pending {
+        eprintln!(
+            "subcar: warning: the upstream did not answer introspection; printing the subscription schema alone"
+        );
+    }
+    print!("{}", app.schema().current().sdl());
+    ExitCode::SUCCESS
 }
 
-fn init_tracing(config: &Config) {
-    use tracing_subscriber::EnvFilter;
+type LogFilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// Installs logging: text or JSON on stderr, filtered by `RUST_LOG` or
+/// `log.filter`. The returned handle swaps the filter on SIGHUP.
+fn init_tracing(config: &Config) -> LogFilterHandle {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let (filter, handle) = reload::Layer::new(filter);
+    let json = config.log.format == LogFormat::Json;
+    let text_layer = (!json).then(|| fmt::layer().with_writer(std::io::stderr));
+    let json_layer = json.then(|| {
+        fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text_layer)
+        .with(json_layer)
+        .init();
+    handle
+}
+
+/// Re-reads the configuration on every SIGHUP, applies what can change while
+/// running and names what needs a restart.
+async fn reload_on_sighup(path: PathBuf, mut running: Config, log_filter: LogFilterHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; configuration reload is off");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let new = match Config::load(&path, std::env::vars()) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload failed; the running configuration stays");
+                continue;
+            }
+        };
+        let plan = subcar::reload::plan(&running, &new);
+        if let Some(filter) = &plan.log_filter {
+            if std::env::var_os("RUST_LOG").is_some() {
+                tracing::warn!("log.filter changed but RUST_LOG is set and wins; not applied");
+            } else if let Err(e) = log_filter.reload(EnvFilter::new(filter)) {
+                tracing::error!(error = %e, "cannot apply the new log.filter");
+            } else {
+                running.log.filter = filter.clone();
+                tracing::info!(filter = %filter, "log.filter applied");
+            }
+        }
+        for section in &plan.needs_restart {
+            tracing::warn!(
+                section,
+                "configuration changed; this section takes effect after a restart"
+            );
+        }
+        if plan.log_filter.is_none() && plan.needs_restart.is_empty() {
+            tracing::info!("configuration reloaded; nothing changed");
+        }
     }
 }

@@ -437,6 +437,18 @@ async fn draining_turns_readiness_false_and_lets_requests_finish() {
     upstream.wait_for_requests(1).await;
     let shutdown = subcar.shutdown_handle();
     shutdown.trigger();
+    // Probes on the admin listener see the drain at once.
+    let mut readiness = None;
+    for _ in 0..100 {
+        let res = reqwest::get(subcar.admin_url("/readyz")).await.unwrap();
+        if res.status() == 503 {
+            readiness = Some(res.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let readiness = readiness.expect("readiness turns false while draining");
+    assert_eq!(readiness["draining"], true);
     let res = slow.await.unwrap().unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(

@@ -11,8 +11,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{Sink, Stream};
 use http::HeaderMap;
 use serde_json::{Map, Value, json};
-use subcar::graphql::Schema;
-use subcar::schema::LiveSchema;
+use subcar::config::SchemaConfig;
 use subcar::subscriptions::{Registry, Routes};
 use subcar::transport::protocol::{ClientMessage, CloseCode, Inbound, Outbound};
 use subcar::transport::{
@@ -82,14 +81,21 @@ struct Harness {
 }
 
 fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
-    let schema = Schema::build(
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
         "type Query { a: Int } type Subscription { counter: Int }",
-        None,
     )
+    .unwrap();
+    let schema = subcar::schema::load(&SchemaConfig {
+        path: file.path().to_owned(),
+        introspect_upstream: false,
+        upstream_sdl: None,
+    })
     .unwrap();
     let registry = Registry::new(1);
     let shared = Arc::new(Shared {
-        schema: LiveSchema::new(schema),
+        schema,
         routes: Arc::new(Routes::new(&[], ["counter".to_string()]).unwrap()),
         registry: registry.clone(),
         executor: Arc::new(NoUpstream),

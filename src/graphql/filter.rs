@@ -1,52 +1,318 @@
-//! `allow` and `filter` rules of one subscription field (CEL), plus the
-//! default argument-equality rule of SPEC section 3.
+//! `allow` and `filter` rules of one subscription field (CEL, compiled once
+//! at start-up), plus the default argument rule of SPEC section 3.
 //!
-//! CONTRACT placeholder: the engine issue compiles CEL here at start-up.
+//! A run-time evaluation error makes the event "not matching" (and the
+//! subscriber "not allowed"); it is logged at most once a minute per field,
+//! because one bad expression would otherwise log once per event.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use cel::objects::{Key, Map as CelMap};
+use cel::{Context, Env, Program, Value as CelValue};
+use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 use crate::config::SubscriptionConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
-    #[error("subscriptions field {field:?}: {key} expression is invalid: {message}")]
+    #[error(
+        "subscriptions field {field:?}: {key} expression is invalid at line {line}, column {column}: {message}"
+    )]
     Compile {
         field: String,
         key: &'static str,
+        line: isize,
+        column: isize,
         message: String,
     },
 }
 
+/// One compiled expression with its source (for logs).
+struct Rule {
+    program: Program,
+    source: String,
+    uses_claims: bool,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
 /// The compiled rules of one subscription field.
 #[derive(Debug, Default)]
-pub struct FieldRules {}
+pub struct FieldRules {
+    field: String,
+    filter: Option<Rule>,
+    allow: Option<Rule>,
+    last_log: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+fn env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
+}
+
+fn compile(field: &str, key: &'static str, source: &str) -> Result<Rule, FilterError> {
+    let program = env().compile(source).map_err(|errs| {
+        let first = errs.errors.first();
+        FilterError::Compile {
+            field: field.to_owned(),
+            key,
+            line: first.map_or(0, |e| e.pos.0),
+            column: first.map_or(0, |e| e.pos.1),
+            message: first.map_or_else(|| errs.to_string(), |e| e.msg.clone()),
+        }
+    })?;
+    let uses_claims = program.references().has_variable("claims");
+    Ok(Rule {
+        program,
+        source: source.to_owned(),
+        uses_claims,
+    })
+}
+
+/// A JSON value as a CEL value (integers as `int`, or `uint` past `i64`).
+pub fn to_cel(v: &Value) -> CelValue {
+    match v {
+        Value::Null => CelValue::Null,
+        Value::Bool(b) => CelValue::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                CelValue::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                CelValue::UInt(u)
+            } else {
+                CelValue::Float(n.as_f64().unwrap_or_default())
+            }
+        }
+        Value::String(s) => CelValue::String(Arc::new(s.clone())),
+        Value::Array(items) => CelValue::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(m) => map_to_cel(m),
+    }
+}
+
+fn map_to_cel(m: &Map<String, Value>) -> CelValue {
+    let map: std::collections::HashMap<Key, CelValue> = m
+        .iter()
+        .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+        .collect();
+    CelValue::Map(CelMap { map: Arc::new(map) })
+}
+
+/// An event converted to CEL once, evaluated against many subscriptions.
+pub struct PreparedEvent<'e> {
+    raw: &'e Value,
+    cel: CelValue,
+}
 
 impl FieldRules {
+    /// Compiles the field's `filter` and `allow` expressions.
     pub fn compile(config: &SubscriptionConfig) -> Result<Self, FilterError> {
-        let _ = config;
-        Ok(Self {})
+        let field = &config.field;
+        Ok(Self {
+            field: field.clone(),
+            filter: config
+                .filter
+                .as_deref()
+                .map(|s| compile(field, "filter", s))
+                .transpose()?,
+            allow: config
+                .allow
+                .as_deref()
+                .map(|s| compile(field, "allow", s))
+                .transpose()?,
+            ..Self::default()
+        })
     }
 
     /// Whether a client with `claims` may subscribe with `args`.
     pub fn allows(&self, claims: &Value, args: &Map<String, Value>) -> bool {
-        let _ = (claims, args);
-        true
+        let Some(rule) = &self.allow else { return true };
+        let mut ctx = Context::with_env(env());
+        ctx.add_variable_from_value("claims", to_cel(claims));
+        ctx.add_variable_from_value("args", map_to_cel(args));
+        self.truthy("allow", rule, rule.program.execute(&ctx))
     }
 
     /// Whether the filter reads `claims` (then subscribers with different
     /// claims cannot share one evaluation).
     pub fn uses_claims(&self) -> bool {
-        false
+        self.filter.as_ref().is_some_and(|r| r.uses_claims)
+    }
+
+    /// Converts `event` for several [`Self::matches_prepared`] calls.
+    pub fn prepare_event<'e>(&self, event: &'e Value) -> PreparedEvent<'e> {
+        let cel = if self.filter.is_some() {
+            to_cel(event)
+        } else {
+            CelValue::Null
+        };
+        PreparedEvent { raw: event, cel }
     }
 
     /// Whether `event` reaches a subscription with `args` and `claims`.
     pub fn matches(&self, event: &Value, args: &Map<String, Value>, claims: &Value) -> bool {
-        let _ = claims;
-        args.iter().all(|(name, arg)| match (arg, event.get(name)) {
-            (Value::Null, _) => true,
-            (Value::Array(list), Some(v)) if !v.is_array() => list.contains(v),
-            (arg, Some(v)) => arg == v,
-            (_, None) => false,
-        })
+        self.matches_prepared(&self.prepare_event(event), args, claims)
+    }
+
+    /// [`Self::matches`] for an event converted once.
+    pub fn matches_prepared(
+        &self,
+        event: &PreparedEvent<'_>,
+        args: &Map<String, Value>,
+        claims: &Value,
+    ) -> bool {
+        let Some(rule) = &self.filter else {
+            return default_rule(event.raw, args);
+        };
+        let mut ctx = Context::with_env(env());
+        ctx.add_variable_from_value("event", event.cel.clone());
+        ctx.add_variable_from_value("args", map_to_cel(args));
+        if rule.uses_claims {
+            ctx.add_variable_from_value("claims", to_cel(claims));
+        }
+        self.truthy("filter", rule, rule.program.execute(&ctx))
+    }
+
+    fn truthy(&self, key: &str, rule: &Rule, result: cel::ResolveResult) -> bool {
+        match result {
+            Ok(CelValue::Bool(b)) => b,
+            Ok(other) => {
+                self.log_failure(key, rule, &format!("evaluated to {other:?}, not a bool"));
+                false
+            }
+            Err(e) => {
+                self.log_failure(key, rule, &e.to_string());
+                false
+            }
+        }
+    }
+
+    fn log_failure(&self, key: &str, rule: &Rule, message: &str) {
+        let now = Instant::now();
+        let mut last = self.last_log.lock();
+        if last.is_some_and(|t| now.duration_since(t).as_secs() < 60) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            field = %self.field,
+            key,
+            expression = %rule.source,
+            suppressed,
+            "{key} expression failed ({message}); counted as not matching"
+        );
+    }
+}
+
+/// Without `filter`: a non-null argument must equal the payload field of the
+/// same name, or contain it when the argument is a list and the field is
+/// not. Arguments the payload has no field for do not filter (defaults such
+/// as `limit: Int = 10` are not event attributes).
+pub fn default_rule(event: &Value, args: &Map<String, Value>) -> bool {
+    args.iter().all(|(name, arg)| match (arg, event.get(name)) {
+        (Value::Null, _) | (_, None) => true,
+        (Value::Array(list), Some(v)) if !v.is_array() => list.contains(v),
+        (arg, Some(v)) => arg == v,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules(filter: Option<&str>, allow: Option<&str>) -> FieldRules {
+        let config = SubscriptionConfig {
+            field: "incidentUpdated".into(),
+            topic: None,
+            filter: filter.map(str::to_owned),
+            allow: allow.map(str::to_owned),
+        };
+        FieldRules::compile(&config).unwrap()
+    }
+
+    fn args(v: Value) -> Map<String, Value> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn default_rule_is_equality_or_membership() {
+        let r = rules(None, None);
+        let ev = json!({"id": "42", "severity": "P1"});
+        assert!(r.matches(&ev, &args(json!({"id": "42"})), &json!({})));
+        assert!(!r.matches(&ev, &args(json!({"id": "7"})), &json!({})));
+        assert!(r.matches(&ev, &args(json!({"id": null})), &json!({})));
+        assert!(r.matches(&ev, &args(json!({"severity": ["P1", "P2"]})), &json!({})));
+        assert!(!r.matches(&ev, &args(json!({"severity": ["P3"]})), &json!({})));
+        assert!(r.matches(&ev, &args(json!({"limit": 10})), &json!({})));
+    }
+
+    #[test]
+    fn cel_filter_sees_event_args_and_claims() {
+        let r = rules(
+            Some("args.severities == null || event.severity in args.severities"),
+            None,
+        );
+        assert!(!r.uses_claims());
+        let ev = json!({"severity": "P1"});
+        assert!(r.matches(&ev, &args(json!({"severities": null})), &json!({})));
+        assert!(r.matches(&ev, &args(json!({"severities": ["P1"]})), &json!({})));
+        assert!(!r.matches(&ev, &args(json!({"severities": ["P2"]})), &json!({})));
+        let r = rules(Some("event.team == claims.team"), None);
+        assert!(r.uses_claims());
+        assert!(r.matches(
+            &json!({"team": "a"}),
+            &args(json!({})),
+            &json!({"team": "a"})
+        ));
+        assert!(!r.matches(
+            &json!({"team": "a"}),
+            &args(json!({})),
+            &json!({"team": "b"})
+        ));
+    }
+
+    #[test]
+    fn runtime_errors_do_not_match() {
+        let r = rules(Some("event.missing.deeper == 1"), None);
+        assert!(!r.matches(&json!({}), &args(json!({})), &json!({})));
+        assert!(!r.matches(&json!({}), &args(json!({})), &json!({})));
+        let r = rules(Some("event.count"), None);
+        assert!(!r.matches(&json!({"count": 3}), &args(json!({})), &json!({})));
+    }
+
+    #[test]
+    fn allow_reads_claims() {
+        let r = rules(None, Some("'ops' in claims.roles"));
+        assert!(r.allows(&json!({"roles": ["ops"]}), &args(json!({}))));
+        assert!(!r.allows(&json!({"roles": ["dev"]}), &args(json!({}))));
+        assert!(!r.allows(&json!({}), &args(json!({}))));
+        assert!(rules(None, None).allows(&json!({}), &args(json!({}))));
+    }
+
+    #[test]
+    fn bad_expressions_name_field_key_and_position() {
+        let config = SubscriptionConfig {
+            field: "incidentUpdated".into(),
+            topic: None,
+            filter: Some("event.severity ==".into()),
+            allow: None,
+        };
+        let err = FieldRules::compile(&config).unwrap_err();
+        let FilterError::Compile { field, key, .. } = &err;
+        assert_eq!(field, "incidentUpdated");
+        assert_eq!(*key, "filter");
+        assert!(err.to_string().contains("line"), "{err}");
     }
 }

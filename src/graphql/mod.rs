@@ -2,25 +2,43 @@
 //! projection of event payloads onto selection sets, filters, grouping keys
 //! and introspection. Pure: no sockets, no HTTP, no clocks.
 //!
-//! CONTRACT (stable API the rest of the crate codes against; the engine issue
-//! replaces this placeholder implementation, keeping these signatures):
-//!
-//! - [`Schema::build`] merges the subscription SDL with the upstream schema.
+//! - [`Schema::build`] / [`Schema::build_with_introspection`] merge the
+//!   subscription SDL with the upstream schema (SDL or introspection result).
 //! - [`Schema::prepare`] validates a document and returns [`Prepared`].
 //! - [`PreparedSubscription::project`] turns an event payload into the
-//!   serialised `ExecutionResult` bytes (`{"data":…}` / `{"data":…,"errors":[…]}`).
+//!   serialised `ExecutionResult` bytes (`{"data":…}` / `{"errors":[…],"data":…}`).
 //! - [`PreparedSubscription::group_key`] is equal for identical subscriptions.
 //! - [`filter::FieldRules`] evaluates `allow` / `filter` for one field.
+//! - [`introspection::execute`] answers introspection queries from the
+//!   merged schema.
 
+pub mod canonical;
+mod coerce;
 pub mod filter;
+pub mod introspection;
+mod literal;
+mod overlap;
+mod plan;
+mod project;
+pub mod schema;
+mod sdl;
+mod upstream;
+mod validate;
+mod value;
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use graphql_parser::query::{Definition, OperationDefinition, Selection};
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+pub use canonical::GroupKey;
+pub use introspection::INTROSPECTION_QUERY;
+pub use schema::{Schema, SchemaError, TypeSource, UpstreamSchema};
+
+use validate::{Doc, Frag, op_view};
 
 /// A GraphQL error as it appears in responses and `error` messages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +61,14 @@ impl GraphQLError {
             extensions: None,
         }
     }
+
+    /// The same error with `extensions.code` set.
+    pub fn with_code(mut self, code: &str) -> Self {
+        self.extensions
+            .get_or_insert_with(Map::new)
+            .insert("code".into(), Value::String(code.into()));
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,123 +84,231 @@ pub enum OperationKind {
     Subscription,
 }
 
-/// Errors that make a schema unusable at start-up.
-#[derive(Debug, thiserror::Error)]
-pub enum SchemaError {
-    #[error("cannot parse {source_name}: {message}")]
-    Parse {
-        source_name: String,
-        message: String,
-    },
+/// What a validated document asks for.
+#[derive(Debug)]
+pub enum Prepared {
+    /// A subscription subcar serves itself.
+    Subscription(Arc<PreparedSubscription>),
+    /// A query or mutation, to be executed by the upstream (not validated
+    /// here: the upstream is the authority on it).
+    Passthrough(OperationKind),
 }
 
-/// The merged schema: the upstream's types plus subcar's Subscription root.
+/// A validated subscription operation with its arguments coerced and its
+/// selection set compiled for projection.
 #[derive(Debug)]
-pub struct Schema {
-    subscription_sdl: String,
+pub struct PreparedSubscription {
+    root: plan::FieldPlan,
+    args: Map<String, Value>,
+    variables: Map<String, Value>,
+    group_key: GroupKey,
+}
+
+/// `extensions.code` of the error `prepare` answers while a field waits
+/// for the upstream schema.
+pub const SCHEMA_NOT_READY: &str = "SCHEMA_NOT_READY";
+
+fn syntax_error(e: graphql_parser::query::ParseError) -> GraphQLError {
+    // graphql-parser reports "query parse error: Parse error at L:C\n…".
+    let text = e.to_string();
+    let mut err = GraphQLError::new(format!("Syntax Error: {}", text.trim()));
+    if let Some(rest) = text.split("Parse error at ").nth(1) {
+        let pos: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ':')
+            .collect();
+        if let Some((l, c)) = pos.split_once(':')
+            && let (Ok(line), Ok(column)) = (l.parse(), c.parse())
+        {
+            err.locations.push(Location { line, column });
+        }
+    }
+    err.with_code("GRAPHQL_PARSE_FAILED")
 }
 
 impl Schema {
-    /// Merges `subscription_sdl` with the upstream SDL, if known yet.
-    pub fn build(subscription_sdl: &str, upstream_sdl: Option<&str>) -> Result<Self, SchemaError> {
-        let _ = upstream_sdl;
-        graphql_parser::parse_schema::<String>(subscription_sdl).map_err(|e| {
-            SchemaError::Parse {
-                source_name: "schema.path".into(),
-                message: e.to_string(),
-            }
-        })?;
-        Ok(Self {
-            subscription_sdl: subscription_sdl.to_owned(),
-        })
-    }
-
-    /// The merged schema as SDL.
-    pub fn sdl(&self) -> String {
-        self.subscription_sdl.clone()
-    }
-
-    /// Validates `query` and selects its operation.
+    /// Parses `query`, selects its operation (by `operation_name` when the
+    /// document holds several) and, for a subscription, validates the
+    /// document against the merged schema, coerces variables and arguments
+    /// and compiles the projection. Queries and mutations are only
+    /// identified.
     pub fn prepare(
         &self,
         query: &str,
         operation_name: Option<&str>,
         variables: &Map<String, Value>,
     ) -> Result<Prepared, Vec<GraphQLError>> {
-        let _ = variables;
-        use graphql_parser::query::{Definition, OperationDefinition, Selection};
-        let doc = graphql_parser::parse_query::<String>(query)
-            .map_err(|e| vec![GraphQLError::new(format!("Syntax Error: {e}"))])?;
-        let op = doc
-            .definitions
-            .iter()
-            .filter_map(|d| match d {
-                Definition::Operation(op) => Some(op),
-                Definition::Fragment(_) => None,
-            })
-            .find(|op| {
-                let name = match op {
-                    OperationDefinition::Subscription(s) => s.name.as_deref(),
-                    OperationDefinition::Query(q) => q.name.as_deref(),
-                    OperationDefinition::Mutation(m) => m.name.as_deref(),
-                    OperationDefinition::SelectionSet(_) => None,
-                };
-                operation_name.is_none() || name == operation_name
-            })
-            .ok_or_else(|| vec![GraphQLError::new("Unknown operation")])?;
+        let doc: Doc = graphql_parser::parse_query::<String>(query)
+            .map_err(|e| vec![syntax_error(e)])?
+            .into_static();
+        let op = select_operation(&doc, operation_name).map_err(|e| vec![e])?;
         match op {
-            OperationDefinition::Subscription(s) => {
-                let Some(Selection::Field(f)) = s.selection_set.items.first() else {
-                    return Err(vec![GraphQLError::new("subscription has no root field")]);
-                };
-                let response_key = f.alias.clone().unwrap_or_else(|| f.name.clone());
-                let mut h = DefaultHasher::new();
-                query.hash(&mut h);
-                Ok(Prepared::Subscription(Arc::new(PreparedSubscription {
-                    field: f.name.clone(),
-                    response_key,
-                    args: Map::new(),
-                    group_key: GroupKey(h.finish()),
-                })))
+            OperationDefinition::Subscription(_) => {}
+            OperationDefinition::Mutation(_) => {
+                return Ok(Prepared::Passthrough(OperationKind::Mutation));
             }
-            OperationDefinition::Mutation(_) => Ok(Prepared::Passthrough(OperationKind::Mutation)),
-            _ => Ok(Prepared::Passthrough(OperationKind::Query)),
+            _ => return Ok(Prepared::Passthrough(OperationKind::Query)),
         }
+        let view = op_view(op);
+        if let Some(pending) = self.pending_root_field(&doc, view.selection_set) {
+            return Err(vec![GraphQLError::new(format!(
+                "the upstream schema is not loaded yet, and the subscription field \"{pending}\" needs its types; try again shortly"
+            ))
+            .with_code(SCHEMA_NOT_READY)]);
+        }
+        let errors = validate::validate(self, &doc);
+        if !errors.is_empty() {
+            return Err(errors
+                .into_iter()
+                .map(|e| e.with_code("GRAPHQL_VALIDATION_FAILED"))
+                .collect());
+        }
+        let vars = coerce::coerce_variables(self, view.vars, variables)?;
+        let fragments = fragments(&doc);
+        let compiler = plan::Compiler::new(self, &fragments, &vars);
+        let sub = self.subscription_type();
+        let parent: Arc<str> = Arc::from(sub.name.as_str());
+        let mut groups = compiler.collect(sub, &[view.selection_set]);
+        let Some((key, nodes)) = groups.pop() else {
+            return Err(vec![GraphQLError::new(
+                "The subscription selects no field.",
+            )]);
+        };
+        let def = sub
+            .field(&nodes[0].name)
+            .ok_or_else(|| vec![GraphQLError::new("The subscription selects no field.")])?;
+        let args = coerce::argument_values(
+            self,
+            &def.args,
+            &nodes[0].arguments,
+            &vars,
+            nodes[0].position,
+        )
+        .map_err(|e| vec![e])?;
+        let root = compiler
+            .field(sub, &parent, key, &nodes)
+            .ok_or_else(|| vec![GraphQLError::new("The subscription selects no field.")])?;
+        let group_key = GroupKey::new(&root, &args);
+        Ok(Prepared::Subscription(Arc::new(PreparedSubscription {
+            root,
+            args,
+            variables: vars,
+            group_key,
+        })))
+    }
+
+    /// Every validation error of `query` against the merged schema (all
+    /// operations and fragments of the document, as graphql-js `validate`).
+    pub fn validate(&self, query: &str) -> Vec<GraphQLError> {
+        match graphql_parser::parse_query::<String>(query) {
+            Ok(doc) => validate::validate(self, &doc.into_static()),
+            Err(e) => vec![syntax_error(e)],
+        }
+    }
+
+    /// The first Subscription field of the operation that waits for the
+    /// upstream schema, if any.
+    fn pending_root_field(&self, doc: &Doc, set: &validate::Sel) -> Option<String> {
+        if self.pending_fields.is_empty() {
+            return None;
+        }
+        let frags = fragments(doc);
+        let mut stack = vec![set];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(s) = stack.pop() {
+            for sel in &s.items {
+                match sel {
+                    Selection::Field(f) if self.pending_fields.contains(&f.name) => {
+                        return Some(f.name.clone());
+                    }
+                    Selection::Field(_) => {}
+                    Selection::InlineFragment(i) => stack.push(&i.selection_set),
+                    Selection::FragmentSpread(sp) => {
+                        if seen.insert(sp.fragment_name.as_str())
+                            && let Some(f) = frags.get(sp.fragment_name.as_str())
+                        {
+                            stack.push(&f.selection_set);
+                        }
+                    }
+                }
+            }
+        }
+        None
     }
 }
 
-/// What a validated document asks for.
-#[derive(Debug)]
-pub enum Prepared {
-    /// A subscription subcar serves itself.
-    Subscription(Arc<PreparedSubscription>),
-    /// A query or mutation, to be executed by the upstream.
-    Passthrough(OperationKind),
+fn fragments(doc: &Doc) -> HashMap<&str, &Frag> {
+    doc.definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Fragment(f) => Some((f.name.as_str(), f)),
+            Definition::Operation(_) => None,
+        })
+        .collect()
 }
 
-/// Identifies a group of identical subscriptions (same field, canonical
-/// selection set, coerced arguments and variables).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct GroupKey(u64);
+/// graphql-js `getOperation` with its messages.
+fn select_operation<'d>(
+    doc: &'d Doc,
+    name: Option<&str>,
+) -> Result<&'d OperationDefinition<'static, String>, GraphQLError> {
+    let ops: Vec<&OperationDefinition<'static, String>> = doc
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Operation(op) => Some(op),
+            Definition::Fragment(_) => None,
+        })
+        .collect();
+    match name {
+        Some(n) => ops
+            .into_iter()
+            .find(|op| op_view(op).name == Some(n))
+            .ok_or_else(|| GraphQLError::new(format!("Unknown operation named \"{n}\"."))),
+        None => match ops.as_slice() {
+            [one] => Ok(one),
+            [] => Err(GraphQLError::new("Must provide an operation.")),
+            _ => Err(GraphQLError::new(
+                "Must provide operation name if query contains multiple operations.",
+            )),
+        },
+    }
+}
 
-/// A validated subscription operation with its arguments coerced.
-#[derive(Debug)]
-pub struct PreparedSubscription {
-    field: String,
-    response_key: String,
-    args: Map<String, Value>,
-    group_key: GroupKey,
+/// Decides whether `query` (selected by `operation_name`) is a
+/// subscription, parsing only what that needs. `None` when the document does
+/// not parse or names no operation: the upstream answers those.
+pub fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationKind> {
+    let doc: Doc = graphql_parser::parse_query::<String>(query)
+        .ok()?
+        .into_static();
+    Some(match select_operation(&doc, operation_name).ok()? {
+        OperationDefinition::Subscription(_) => OperationKind::Subscription,
+        OperationDefinition::Mutation(_) => OperationKind::Mutation,
+        _ => OperationKind::Query,
+    })
 }
 
 impl PreparedSubscription {
     /// The Subscription root field (its name in the schema, not the alias).
     pub fn field(&self) -> &str {
-        &self.field
+        &self.root.name
     }
 
-    /// The field's arguments, coerced against the schema.
+    /// The root field's response key (its alias, or its name).
+    pub fn response_key(&self) -> &str {
+        &self.root.key
+    }
+
+    /// The field's arguments, coerced against the schema (defaults applied,
+    /// enums as strings, IDs as strings).
     pub fn args(&self) -> &Map<String, Value> {
         &self.args
+    }
+
+    /// The operation's coerced variables.
+    pub fn variables(&self) -> &Map<String, Value> {
+        &self.variables
     }
 
     pub fn group_key(&self) -> &GroupKey {
@@ -182,13 +316,16 @@ impl PreparedSubscription {
     }
 
     /// Projects one event payload onto the selection set: the serialised
-    /// execution result, ready to be wrapped into a `next` payload.
+    /// execution result, ready to be wrapped into a `next` payload. Computed
+    /// once per group; the bytes are shared by its subscribers.
     pub fn project(&self, payload: &Value) -> Bytes {
-        let mut data = Map::new();
-        data.insert(self.response_key.clone(), payload.clone());
-        Bytes::from(
-            serde_json::to_vec(&serde_json::json!({ "data": data }))
-                .expect("JSON values serialise"),
-        )
+        Bytes::from(project::execute(&self.root, payload))
+    }
+
+    /// [`Self::project`] from the payload's JSON bytes; a payload that is
+    /// not JSON projects as `null`.
+    pub fn project_bytes(&self, payload: &[u8]) -> Bytes {
+        let v: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+        self.project(&v)
     }
 }

@@ -20,6 +20,7 @@ pub use upstream::{PROBE_USER_AGENT, Upstream, UpstreamBuildError};
 
 use crate::body::{self, Body, BoxError};
 use crate::config::IpNet;
+use crate::schema::LiveSchema;
 
 /// Why a request could not be proxied; [`crate::error::rescue_proxy`] turns
 /// each into the response the client sees.
@@ -51,15 +52,22 @@ pub struct Proxy {
 
 struct Inner {
     upstream: Upstream,
+    schema: LiveSchema,
     trusted_proxies: Vec<IpNet>,
     max_request_bytes: usize,
 }
 
 impl Proxy {
-    pub fn new(upstream: Upstream, trusted_proxies: Vec<IpNet>, max_request_bytes: usize) -> Self {
+    pub fn new(
+        upstream: Upstream,
+        schema: LiveSchema,
+        trusted_proxies: Vec<IpNet>,
+        max_request_bytes: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
+                schema,
                 trusted_proxies,
                 max_request_bytes,
             }),
@@ -118,6 +126,13 @@ impl Inner {
                 if subscription {
                     return Err(ProxyError::SubscriptionOverHttp);
                 }
+                if let Some(answer) = json
+                    .then(|| operation::json_introspection_request(&bytes))
+                    .flatten()
+                    .and_then(|r| self.introspect(r))
+                {
+                    return Ok(answer);
+                }
                 body::full(bytes)
             }
             (_, BodyKind::Stream) => body,
@@ -140,6 +155,26 @@ impl Inner {
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::boxed(body)))
+    }
+
+    /// Answers an introspection query from the merged schema, so tools see
+    /// subcar's Subscription root beside the upstream's types. `None` when
+    /// the query also selects ordinary fields: the upstream answers those.
+    fn introspect(&self, request: operation::GraphqlRequest) -> Option<Response<Body>> {
+        let schema = self.schema.current();
+        let variables = request.variables.unwrap_or_default();
+        let result = crate::graphql::introspection::execute(
+            &schema,
+            &request.query,
+            request.operation_name.as_deref(),
+            &variables,
+        )?;
+        let mut response = Response::new(body::full(result.to_string()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Some(response)
     }
 
     /// Reads a request body whole, refusing it past `max_request_bytes`.

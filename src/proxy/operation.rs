@@ -17,6 +17,48 @@ struct Peek<'a> {
 
 const KEYWORD: &[u8] = b"subscription";
 
+/// A single GraphQL request, owned, for the few requests subcar answers
+/// itself (introspection).
+#[derive(Debug, Deserialize)]
+pub struct GraphqlRequest {
+    pub query: String,
+    #[serde(default, rename = "operationName")]
+    pub operation_name: Option<String>,
+    #[serde(default)]
+    pub variables: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A JSON body that may be an introspection query: it mentions `__schema`
+/// or `__type`. Batches are left to the upstream.
+pub fn json_introspection_request(body: &[u8]) -> Option<GraphqlRequest> {
+    if !(contains(body, b"__schema") || contains(body, b"__type")) {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
+/// The GET form of [`json_introspection_request`].
+pub fn query_string_introspection_request(query_string: &str) -> Option<GraphqlRequest> {
+    let bytes = query_string.as_bytes();
+    if !(contains(bytes, b"__schema") || contains(bytes, b"__type")) {
+        return None;
+    }
+    let mut request = GraphqlRequest {
+        query: String::new(),
+        operation_name: None,
+        variables: None,
+    };
+    for (k, v) in form_urlencoded::parse(bytes) {
+        match &*k {
+            "query" => request.query = v.into_owned(),
+            "operationName" => request.operation_name = Some(v.into_owned()),
+            "variables" => request.variables = serde_json::from_str(&v).ok(),
+            _ => {}
+        }
+    }
+    (!request.query.is_empty()).then_some(request)
+}
+
 /// Whether a JSON request body (one operation or a batch) selects a
 /// subscription. Bodies that are not valid JSON are left to the upstream.
 pub fn json_body_is_subscription(body: &[u8]) -> bool {

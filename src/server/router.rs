@@ -5,6 +5,7 @@ use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use either::Either;
 use futures_util::FutureExt;
@@ -16,6 +17,7 @@ use super::probes;
 use crate::body::{self, Body};
 use crate::error;
 use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::schema::LiveSchema;
 use crate::transport::WsEndpoint;
 
@@ -34,6 +36,7 @@ struct PublicRoutes {
     graphql: GraphqlService,
     health: Arc<Health>,
     schema: LiveSchema,
+    metrics: Arc<Metrics>,
     /// WebSocket upgrades on the GraphQL path (subscriptions).
     websocket: Option<WsEndpoint>,
 }
@@ -44,6 +47,7 @@ impl PublicRouter {
         graphql: GraphqlService,
         health: Arc<Health>,
         schema: LiveSchema,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let graphql_path = graphql_path.trim_end_matches('/').to_owned();
         Self {
@@ -53,6 +57,7 @@ impl PublicRouter {
                 graphql,
                 health,
                 schema,
+                metrics,
                 websocket: None,
             }),
         }
@@ -90,9 +95,13 @@ impl Service<Request<Body>> for PublicRouter {
             }
             // The proxy stack is always ready; a clone keeps this router shareable.
             let graphql = routes.graphql.clone().oneshot(request);
-            return Either::Left(Box::pin(
-                graphql.map(|result| Ok(result.unwrap_or_else(error::rescue_boxed))),
-            ));
+            let metrics = routes.metrics.clone();
+            let started = Instant::now();
+            return Either::Left(Box::pin(graphql.map(move |result| {
+                let response = result.unwrap_or_else(error::rescue_boxed);
+                metrics.observe_proxy(response.status().as_u16(), started.elapsed());
+                Ok(response)
+            })));
         }
         let response = match (request.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => probes::healthz(),
@@ -104,6 +113,15 @@ impl Service<Request<Body>> for PublicRouter {
         };
         Either::Right(ready(Ok(response)))
     }
+}
+
+fn metrics_response(metrics: &Metrics) -> Response<Body> {
+    let mut res = Response::new(body::full(metrics.render()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    res
 }
 
 fn sdl_response(sdl: &str) -> Response<Body> {
@@ -120,11 +138,12 @@ fn sdl_response(sdl: &str) -> Response<Body> {
 #[derive(Clone)]
 pub struct AdminRouter {
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 impl AdminRouter {
-    pub fn new(health: Arc<Health>) -> Self {
-        Self { health }
+    pub fn new(health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
+        Self { health, metrics }
     }
 }
 
@@ -141,6 +160,7 @@ impl<B> Service<Request<B>> for AdminRouter {
         let response = match (request.method(), request.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => probes::healthz(),
             (&Method::GET | &Method::HEAD, "/readyz") => probes::readyz(&self.health),
+            (&Method::GET, "/metrics") => metrics_response(&self.metrics),
             _ => probes::not_found(),
         };
         ready(Ok(response))

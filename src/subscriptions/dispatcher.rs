@@ -22,6 +22,8 @@ use crate::bus::{BusItem, BusSubscription};
 /// Events taken from the bus at once; bounds the latency added by batching
 /// to one batch of work.
 const MAX_BATCH: usize = 256;
+/// Jobs (a group's share of an event) delivered between two yields.
+const YIELD_EVERY: usize = 16;
 /// Batches queued per worker before the planner waits (and the bus buffers).
 const WORKER_QUEUE: usize = 64;
 
@@ -112,11 +114,14 @@ fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
 
 async fn worker(shard: usize, registry: Arc<Registry>, mut rx: mpsc::Receiver<Arc<Vec<Job>>>) {
     while let Some(jobs) = rx.recv().await {
-        for job in jobs.iter() {
+        for (i, job) in jobs.iter().enumerate() {
             job.group.deliver(shard, &job.payload, &registry.stats);
+            // Let the sessions drain what was just queued: a burst of events
+            // then spreads over time instead of piling up in one outbox.
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
         }
-        // Let the sessions drain what was just queued before the next batch:
-        // bursts then spread over time instead of piling up in outboxes.
         tokio::task::yield_now().await;
     }
 }

@@ -20,11 +20,13 @@ use super::Route;
 use super::outbox::{Delivery, Offer, Outbox};
 use crate::graphql::{GroupKey, PreparedSubscription};
 
-/// Identical subscriptions: same engine key, and the same claims when the
-/// filter depends on them (canonical JSON of the claims).
+/// Identical subscriptions: same engine key, same root response key (the
+/// shared bytes carry it, and the engine's key leaves the root alias out),
+/// and the same claims when the filter depends on them (canonical JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct GroupId {
     key: GroupKey,
+    response_key: Box<str>,
     claims: Option<String>,
 }
 
@@ -193,6 +195,7 @@ impl Registry {
         } = sub;
         let id = GroupId {
             key: prepared.group_key().clone(),
+            response_key: prepared.response_key().into(),
             claims: route.rules.uses_claims().then(|| claims.to_string()),
         };
         let member = Member {

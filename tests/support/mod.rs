@@ -27,6 +27,7 @@ pub struct TestSubcar {
 }
 
 pub struct Builder {
+    introspect: bool,
     upstream_url: String,
     server: String,
     upstream: String,
@@ -36,6 +37,7 @@ pub struct Builder {
 impl TestSubcar {
     pub fn builder(upstream_url: impl Into<String>) -> Builder {
         Builder {
+            introspect: false,
             upstream_url: upstream_url.into(),
             server: String::new(),
             upstream: String::new(),
@@ -75,6 +77,12 @@ impl Drop for TestSubcar {
 }
 
 impl Builder {
+    /// Learn the upstream schema by introspection (off by default in tests).
+    pub fn introspect(mut self) -> Self {
+        self.introspect = true;
+        self
+    }
+
     /// Extra lines for the `[server]` section.
     pub fn server(mut self, lines: &str) -> Self {
         self.server.push_str(lines);
@@ -111,7 +119,7 @@ url = "{url}"
 {upstream}
 [schema]
 path = "{schema}"
-introspect_upstream = false
+introspect_upstream = {introspect}
 [webhook]
 listen = "127.0.0.1:0"
 {extra}
@@ -121,17 +129,16 @@ listen = "127.0.0.1:0"
             upstream = self.upstream,
             schema = schema.display(),
             extra = self.extra,
+            introspect = self.introspect,
         )
     }
 
     pub async fn spawn(self) -> TestSubcar {
         let config =
             Config::parse(&self.config_text(), std::iter::empty()).expect("test config is valid");
-        let bound = App::build(config)
-            .expect("app builds")
-            .bind()
-            .await
-            .expect("binds");
+        let app = App::build(config).expect("app builds");
+        app.learn_upstream_schema().await.expect("schemas merge");
+        let bound = app.bind().await.expect("binds");
         let addr = bound.public_addr();
         let admin = bound.admin_addr();
         let shutdown = Shutdown::new();

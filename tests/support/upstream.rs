@@ -84,7 +84,12 @@ pub struct TestUpstream {
 
 impl TestUpstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0).await
+    }
+
+    /// Starts on a given loopback port (0: any).
+    pub async fn start_on(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let schema = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
             .data(Arc::new(AtomicI64::new(0)))

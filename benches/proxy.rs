@@ -1,0 +1,221 @@
+//! Proxy overhead: the same upstream called directly and through subcar, on
+//! the same machine in the same run. Two upstreams: a trivial one (answers
+//! at once) and a realistic one (≈1 ms of work per request, as a database
+//! round trip would take).
+//!
+//! Run: `cargo bench --bench proxy` (env `BENCH_SECONDS`, default 5, sets the
+//! measuring time per cell). subcar runs as a child process (release build);
+//! the upstream and the load generator share this process, on separate
+//! single-threaded runtimes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+const QUERY: &str = r#"{"query":"{ incident(id: \"42\") { id title severity } }"}"#;
+const ANSWER: &str =
+    r#"{"data":{"incident":{"id":"42","title":"Database latency","severity":"P1"}}}"#;
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let measure = Duration::from_secs(seconds);
+    let upstream_rt = runtime();
+    let trivial = upstream_rt.block_on(start_upstream(Duration::ZERO));
+    let realistic = upstream_rt.block_on(start_upstream(Duration::from_millis(1)));
+
+    println!(
+        "| upstream | concurrency | direct req/s | via subcar req/s | ratio | direct p50 / p99 (µs) | subcar p50 / p99 (µs) | added p50 (µs) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let load_rt = runtime();
+    for (name, upstream) in [("trivial", trivial), ("realistic (1 ms)", realistic)] {
+        let mut subcar = spawn_subcar(upstream);
+        let via = subcar.addr;
+        load_rt.block_on(wait_until_up(via));
+        for &concurrency in &CONCURRENCIES {
+            let direct = load_rt.block_on(load(upstream, concurrency, measure));
+            let proxied = load_rt.block_on(load(via, concurrency, measure));
+            println!(
+                "| {name} | {concurrency} | {:.0} | {:.0} | {:.2} | {} / {} | {} / {} | {} |",
+                direct.rps,
+                proxied.rps,
+                proxied.rps / direct.rps,
+                direct.p50,
+                direct.p99,
+                proxied.p50,
+                proxied.p99,
+                proxied.p50 as i64 - direct.p50 as i64,
+            );
+        }
+        subcar.child.kill().ok();
+        subcar.child.wait().ok();
+    }
+    drop(upstream_rt);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn start_upstream(work: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        if !work.is_zero() {
+                            tokio::time::sleep(work).await;
+                        }
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from_static(ANSWER.as_bytes())))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Subcar {
+    child: Child,
+    addr: SocketAddr,
+    _dir: std::path::PathBuf,
+}
+
+fn spawn_subcar(upstream: SocketAddr) -> Subcar {
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (public, admin, webhook) = (port(0), port(1), port(2));
+    let dir = std::env::temp_dir().join(format!("subcar-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join(format!("subcar-{public}.toml"));
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schema.graphql");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [webhook]\nlisten = \"127.0.0.1:{webhook}\"\n[upstream]\nurl = \"http://{upstream}/graphql\"\n\
+             [schema]\npath = \"{schema}\"\nintrospect_upstream = false\n[log]\nfilter = \"warn\"\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_subcar"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("subcar starts");
+    Subcar {
+        child,
+        addr: ([127, 0, 0, 1], public).into(),
+        _dir: dir,
+    }
+}
+
+async fn wait_until_up(addr: SocketAddr) {
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("subcar did not start on {addr}");
+}
+
+struct Summary {
+    rps: f64,
+    p50: u64,
+    p99: u64,
+}
+
+/// `concurrency` keep-alive connections, each sending requests back to back
+/// for a warm-up second and then for `measure`.
+async fn load(addr: SocketAddr, concurrency: usize, measure: Duration) -> Summary {
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (recording, stop) = (recording.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut latencies = Vec::with_capacity(100_000);
+            while !stop.load(Ordering::Relaxed) {
+                let request = Request::post(format!("http://{addr}/graphql"))
+                    .header("host", addr.to_string())
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(QUERY.as_bytes())))
+                    .unwrap();
+                let started = Instant::now();
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .expect("request answered");
+                assert!(response.status().is_success(), "{}", response.status());
+                let _ = response.into_body().collect().await.unwrap();
+                if recording.load(Ordering::Relaxed) {
+                    latencies.push(started.elapsed().as_micros() as u64);
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    recording.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(measure).await;
+    recording.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Summary {
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}

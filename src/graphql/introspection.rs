@@ -1,0 +1,487 @@
+//! Introspection answered from the merged schema, so that GraphiQL, codegen
+//! and `getIntrospectionQuery()` see subcar's Subscription root and types
+//! beside the upstream's. A query whose root fields are only `__schema`,
+//! `__type` and `__typename` is validated and executed here, shaped by the
+//! client's own selection set; anything else is the upstream's business.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use graphql_parser::query::{Definition, Field, OperationDefinition, Selection};
+use serde_json::{Map, Value, json};
+
+use super::GraphQLError;
+use super::plan::Compiler;
+use super::schema::{
+    DirectiveDef, EnumValueDef, FieldDef, InputValueDef, Schema, TypeDef, TypeKind, TypeRef,
+};
+use super::validate::{Doc, Frag, Sel, op_view};
+use super::value::print_ast_value;
+
+/// graphql-js `getIntrospectionQuery()` (default options): what subcar
+/// sends to learn the upstream's schema.
+pub const INTROSPECTION_QUERY: &str = r#"query IntrospectionQuery {
+  __schema {
+    queryType { name kind }
+    mutationType { name kind }
+    subscriptionType { name kind }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind
+  name
+  description
+  fields(includeDeprecated: true) {
+    name
+    description
+    args { ...InputValue }
+    type { ...TypeRef }
+    isDeprecated
+    deprecationReason
+  }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue {
+  name
+  description
+  type { ...TypeRef }
+  defaultValue
+}
+fragment TypeRef on __Type {
+  kind
+  name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+    ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+      ofType { kind name } } } } } } } } }
+}
+"#;
+
+/// The introspection types of the GraphQL specification (§4.2).
+pub(crate) const INTROSPECTION_SDL: &str = r#"
+"The schema: its types, directives and root operation types."
+type __Schema {
+  description: String
+  types: [__Type!]!
+  queryType: __Type!
+  mutationType: __Type
+  subscriptionType: __Type
+  directives: [__Directive!]!
+}
+"A type of the schema, or a list or non-null wrapper around one."
+type __Type {
+  kind: __TypeKind!
+  name: String
+  description: String
+  specifiedByURL: String
+  fields(includeDeprecated: Boolean = false): [__Field!]
+  interfaces: [__Type!]
+  possibleTypes: [__Type!]
+  enumValues(includeDeprecated: Boolean = false): [__EnumValue!]
+  inputFields(includeDeprecated: Boolean = false): [__InputValue!]
+  ofType: __Type
+  isOneOf: Boolean
+}
+"What kind of type a `__Type` is."
+enum __TypeKind { SCALAR OBJECT INTERFACE UNION ENUM INPUT_OBJECT LIST NON_NULL }
+"A field of an object or interface type."
+type __Field {
+  name: String!
+  description: String
+  args(includeDeprecated: Boolean = false): [__InputValue!]!
+  type: __Type!
+  isDeprecated: Boolean!
+  deprecationReason: String
+}
+"An argument, or a field of an input object type."
+type __InputValue {
+  name: String!
+  description: String
+  type: __Type!
+  defaultValue: String
+  isDeprecated: Boolean!
+  deprecationReason: String
+}
+"A value of an enum type."
+type __EnumValue {
+  name: String!
+  description: String
+  isDeprecated: Boolean!
+  deprecationReason: String
+}
+"A directive the schema supports."
+type __Directive {
+  name: String!
+  description: String
+  isRepeatable: Boolean!
+  locations: [__DirectiveLocation!]!
+  args(includeDeprecated: Boolean = false): [__InputValue!]!
+}
+"Where a directive may appear."
+enum __DirectiveLocation {
+  QUERY MUTATION SUBSCRIPTION FIELD FRAGMENT_DEFINITION FRAGMENT_SPREAD INLINE_FRAGMENT
+  VARIABLE_DEFINITION SCHEMA SCALAR OBJECT FIELD_DEFINITION ARGUMENT_DEFINITION INTERFACE
+  UNION ENUM ENUM_VALUE INPUT_OBJECT INPUT_FIELD_DEFINITION
+}
+"#;
+
+/// `__schema` and `__type`, the query root's implicit fields.
+pub(crate) fn meta_field(name: &str) -> Option<&'static FieldDef> {
+    static FIELDS: OnceLock<[FieldDef; 2]> = OnceLock::new();
+    let [schema, ty] = FIELDS.get_or_init(|| {
+        let non_null = |n: &str| TypeRef::NonNull(Box::new(TypeRef::Named(n.into())));
+        [
+            FieldDef {
+                name: "__schema".into(),
+                description: Some("Access the current type schema of this server.".into()),
+                args: Vec::new(),
+                ty: non_null("__Schema"),
+                deprecation: None,
+            },
+            FieldDef {
+                name: "__type".into(),
+                description: Some("Request the type information of a single type.".into()),
+                args: vec![InputValueDef {
+                    name: "name".into(),
+                    description: None,
+                    ty: non_null("String"),
+                    default: None,
+                    deprecation: None,
+                }],
+                ty: TypeRef::Named("__Type".into()),
+                deprecation: None,
+            },
+        ]
+    });
+    match name {
+        "__schema" => Some(schema),
+        "__type" => Some(ty),
+        _ => None,
+    }
+}
+
+/// Answers `query` from the merged schema when the selected operation is a
+/// query whose root fields are only introspection fields: `Some` response
+/// (`{"data":…}`, or `{"errors":[…]}` when invalid). `None` means "not an
+/// introspection-only query": forward it to the upstream.
+pub fn execute(
+    schema: &Schema,
+    query: &str,
+    operation_name: Option<&str>,
+    variables: &Map<String, Value>,
+) -> Option<Value> {
+    let doc: Doc = graphql_parser::parse_query::<String>(query)
+        .ok()?
+        .into_static();
+    let ops: Vec<&OperationDefinition<'static, String>> = doc
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Operation(op) => Some(op),
+            Definition::Fragment(_) => None,
+        })
+        .collect();
+    let op = match operation_name {
+        Some(n) => ops.into_iter().find(|op| op_view(op).name == Some(n))?,
+        None if ops.len() == 1 => ops[0],
+        None => return None,
+    };
+    let view = op_view(op);
+    if view.kind != "query" {
+        return None;
+    }
+    let query_type = schema.get(schema.query.as_deref()?)?;
+    let fragments: HashMap<&str, &Frag> = doc
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Fragment(f) => Some((f.name.as_str(), f)),
+            Definition::Operation(_) => None,
+        })
+        .collect();
+    if !only_introspection(view.selection_set, &fragments, 0) {
+        return None;
+    }
+    let errors = super::validate::validate(schema, &doc);
+    if !errors.is_empty() {
+        return Some(json!({ "errors": errors }));
+    }
+    let vars = match super::coerce::coerce_variables(schema, view.vars, variables) {
+        Ok(v) => v,
+        Err(errors) => return Some(json!({ "errors": errors })),
+    };
+    let exec = Exec {
+        schema,
+        compiler: Compiler::new(schema, &fragments, &vars),
+        vars: &vars,
+    };
+    let data = exec.selection(Obj::Root(query_type), &[view.selection_set]);
+    Some(json!({ "data": data }))
+}
+
+fn only_introspection(set: &Sel, fragments: &HashMap<&str, &Frag>, depth: usize) -> bool {
+    depth < 16
+        && set.items.iter().all(|s| match s {
+            Selection::Field(f) => f.name.starts_with("__"),
+            Selection::InlineFragment(i) => {
+                only_introspection(&i.selection_set, fragments, depth + 1)
+            }
+            Selection::FragmentSpread(sp) => fragments
+                .get(sp.fragment_name.as_str())
+                .is_some_and(|f| only_introspection(&f.selection_set, fragments, depth + 1)),
+        })
+}
+
+#[derive(Clone, Copy)]
+enum Obj<'s> {
+    Root(&'s TypeDef),
+    Schema,
+    Named(&'s TypeDef),
+    Wrapped(&'s TypeRef),
+    Field(&'s FieldDef),
+    Input(&'s InputValueDef),
+    Enum(&'s EnumValueDef),
+    Directive(&'s DirectiveDef),
+}
+
+enum Out<'s> {
+    Value(Value),
+    Obj(Obj<'s>),
+    List(Vec<Out<'s>>),
+}
+
+struct Exec<'s, 'a> {
+    schema: &'s Schema,
+    compiler: Compiler<'a>,
+    vars: &'a Map<String, Value>,
+}
+
+fn opt(s: &Option<String>) -> Out<'static> {
+    Out::Value(s.as_ref().map_or(Value::Null, |s| Value::String(s.clone())))
+}
+
+fn text(s: &str) -> Out<'static> {
+    Out::Value(Value::String(s.to_owned()))
+}
+
+impl<'s> Exec<'s, '_> {
+    fn type_name(&self, obj: Obj<'s>) -> &'s str {
+        match obj {
+            Obj::Root(t) => &t.name,
+            Obj::Schema => "__Schema",
+            Obj::Named(_) | Obj::Wrapped(_) => "__Type",
+            Obj::Field(_) => "__Field",
+            Obj::Input(_) => "__InputValue",
+            Obj::Enum(_) => "__EnumValue",
+            Obj::Directive(_) => "__Directive",
+        }
+    }
+
+    fn selection(&self, obj: Obj<'s>, sets: &[&Sel]) -> Value {
+        let Some(ty) = self.schema.get(self.type_name(obj)) else {
+            return Value::Null;
+        };
+        let mut out = Map::new();
+        for (key, nodes) in self.compiler.collect(ty, sets) {
+            let field = nodes[0];
+            let value = if field.name == "__typename" {
+                Value::String(ty.name.clone())
+            } else {
+                let args = self.args(ty, field);
+                let sub: Vec<&Sel> = nodes.iter().map(|n| &n.selection_set).collect();
+                self.complete(self.resolve(obj, &field.name, &args), &sub)
+            };
+            out.insert(key.to_owned(), value);
+        }
+        Value::Object(out)
+    }
+
+    fn args(&self, ty: &TypeDef, field: &Field<'static, String>) -> Map<String, Value> {
+        let def = meta_field(&field.name).or_else(|| ty.field(&field.name));
+        def.and_then(|d| {
+            super::coerce::argument_values(
+                self.schema,
+                &d.args,
+                &field.arguments,
+                self.vars,
+                field.position,
+            )
+            .ok()
+        })
+        .unwrap_or_default()
+    }
+
+    fn complete(&self, out: Out<'s>, sets: &[&Sel]) -> Value {
+        match out {
+            Out::Value(v) => v,
+            Out::Obj(o) => self.selection(o, sets),
+            Out::List(items) => {
+                Value::Array(items.into_iter().map(|i| self.complete(i, sets)).collect())
+            }
+        }
+    }
+
+    fn type_ref(&self, t: &'s TypeRef) -> Out<'s> {
+        match t {
+            TypeRef::Named(n) => self.named(n),
+            _ => Out::Obj(Obj::Wrapped(t)),
+        }
+    }
+
+    fn named(&self, name: &str) -> Out<'s> {
+        self.schema
+            .get(name)
+            .map_or(Out::Value(Value::Null), |t| Out::Obj(Obj::Named(t)))
+    }
+
+    fn resolve(&self, obj: Obj<'s>, field: &str, args: &Map<String, Value>) -> Out<'s> {
+        let include_deprecated = args
+            .get("includeDeprecated")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let keep = |d: &Option<String>| include_deprecated || d.is_none();
+        let inputs = |list: &'s [InputValueDef]| {
+            Out::List(
+                list.iter()
+                    .filter(|a| keep(&a.deprecation))
+                    .map(|a| Out::Obj(Obj::Input(a)))
+                    .collect(),
+            )
+        };
+        let null = Out::Value(Value::Null);
+        match (obj, field) {
+            (Obj::Root(_), "__schema") => Out::Obj(Obj::Schema),
+            (Obj::Root(_), "__type") => args
+                .get("name")
+                .and_then(Value::as_str)
+                .map_or(null, |n| self.named(n)),
+            (Obj::Schema, "description") => opt(&self.schema.description),
+            (Obj::Schema, "types") => Out::List(
+                self.schema
+                    .types
+                    .values()
+                    .map(|t| Out::Obj(Obj::Named(t)))
+                    .collect(),
+            ),
+            (Obj::Schema, "queryType") => {
+                self.schema.query.as_deref().map_or(null, |n| self.named(n))
+            }
+            (Obj::Schema, "mutationType") => self
+                .schema
+                .mutation
+                .as_deref()
+                .map_or(null, |n| self.named(n)),
+            (Obj::Schema, "subscriptionType") => self.named(&self.schema.subscription),
+            (Obj::Schema, "directives") => Out::List(
+                self.schema
+                    .directives
+                    .iter()
+                    .map(|d| Out::Obj(Obj::Directive(d)))
+                    .collect(),
+            ),
+            (Obj::Named(t), _) => self.type_field(t, field, include_deprecated),
+            (Obj::Wrapped(t), "kind") => text(if matches!(t, TypeRef::List(_)) {
+                "LIST"
+            } else {
+                "NON_NULL"
+            }),
+            (Obj::Wrapped(TypeRef::List(inner) | TypeRef::NonNull(inner)), "ofType") => {
+                self.type_ref(inner)
+            }
+            (Obj::Field(f), "name") => text(&f.name),
+            (Obj::Field(f), "description") => opt(&f.description),
+            (Obj::Field(f), "args") => inputs(&f.args),
+            (Obj::Field(f), "type") => self.type_ref(&f.ty),
+            (Obj::Field(f), "isDeprecated") => Out::Value(Value::Bool(f.deprecation.is_some())),
+            (Obj::Field(f), "deprecationReason") => opt(&f.deprecation),
+            (Obj::Input(a), "name") => text(&a.name),
+            (Obj::Input(a), "description") => opt(&a.description),
+            (Obj::Input(a), "type") => self.type_ref(&a.ty),
+            (Obj::Input(a), "defaultValue") => a
+                .default
+                .as_ref()
+                .map_or(null, |d| text(&print_ast_value(d))),
+            (Obj::Input(a), "isDeprecated") => Out::Value(Value::Bool(a.deprecation.is_some())),
+            (Obj::Input(a), "deprecationReason") => opt(&a.deprecation),
+            (Obj::Enum(e), "name") => text(&e.name),
+            (Obj::Enum(e), "description") => opt(&e.description),
+            (Obj::Enum(e), "isDeprecated") => Out::Value(Value::Bool(e.deprecation.is_some())),
+            (Obj::Enum(e), "deprecationReason") => opt(&e.deprecation),
+            (Obj::Directive(d), "name") => text(&d.name),
+            (Obj::Directive(d), "description") => opt(&d.description),
+            (Obj::Directive(d), "isRepeatable") => Out::Value(Value::Bool(d.repeatable)),
+            (Obj::Directive(d), "locations") => {
+                Out::List(d.locations.iter().map(|l| text(l)).collect())
+            }
+            (Obj::Directive(d), "args") => inputs(&d.args),
+            _ => null,
+        }
+    }
+
+    fn type_field(&self, t: &'s TypeDef, field: &str, include_deprecated: bool) -> Out<'s> {
+        let null = Out::Value(Value::Null);
+        let keep = |d: &Option<String>| include_deprecated || d.is_none();
+        let types = |names: &'s [String]| Out::List(names.iter().map(|n| self.named(n)).collect());
+        match (field, &t.kind) {
+            ("kind", k) => text(match k {
+                TypeKind::Scalar { .. } => "SCALAR",
+                TypeKind::Object { .. } => "OBJECT",
+                TypeKind::Interface { .. } => "INTERFACE",
+                TypeKind::Union { .. } => "UNION",
+                TypeKind::Enum { .. } => "ENUM",
+                TypeKind::InputObject { .. } => "INPUT_OBJECT",
+            }),
+            ("name", _) => text(&t.name),
+            ("description", _) => opt(&t.description),
+            ("specifiedByURL" | "specifiedByUrl", TypeKind::Scalar { specified_by }) => {
+                opt(specified_by)
+            }
+            ("fields", TypeKind::Object { fields, .. } | TypeKind::Interface { fields, .. }) => {
+                Out::List(
+                    fields
+                        .iter()
+                        .filter(|f| keep(&f.deprecation))
+                        .map(|f| Out::Obj(Obj::Field(f)))
+                        .collect(),
+                )
+            }
+            (
+                "interfaces",
+                TypeKind::Object { interfaces, .. } | TypeKind::Interface { interfaces, .. },
+            ) => types(interfaces),
+            ("possibleTypes", TypeKind::Union { .. } | TypeKind::Interface { .. }) => Out::List(
+                self.schema
+                    .possible_types(&t.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|n| self.named(n))
+                    .collect(),
+            ),
+            ("enumValues", TypeKind::Enum { values }) => Out::List(
+                values
+                    .iter()
+                    .filter(|v| keep(&v.deprecation))
+                    .map(|v| Out::Obj(Obj::Enum(v)))
+                    .collect(),
+            ),
+            ("inputFields", TypeKind::InputObject { fields }) => Out::List(
+                fields
+                    .iter()
+                    .filter(|f| keep(&f.deprecation))
+                    .map(|f| Out::Obj(Obj::Input(f)))
+                    .collect(),
+            ),
+            ("isOneOf", TypeKind::InputObject { .. }) => Out::Value(Value::Bool(false)),
+            _ => null,
+        }
+    }
+}
+
+/// Errors as response JSON (used by callers that answer themselves).
+pub fn errors_response(errors: &[GraphQLError]) -> Value {
+    json!({ "errors": errors })
+}

@@ -1,0 +1,198 @@
+//! Checking a literal value against an input type (graphql-js
+//! `ValuesOfCorrectTypeRule`), collecting the variables it uses and the
+//! type each position expects (for `VariablesInAllowedPosition`).
+
+use graphql_parser::Pos;
+use graphql_parser::query::Value as AstValue;
+
+use super::GraphQLError;
+use super::schema::{Schema, TypeKind, TypeRef};
+use super::validate::error;
+use super::value::{did_you_mean, print_ast_value, suggestion_list};
+
+/// One `$variable` in a value, with the type its position expects.
+#[derive(Debug, Clone)]
+pub(crate) struct VarUsage {
+    pub name: String,
+    pub expected: Option<TypeRef>,
+    pub at: Pos,
+    /// The argument or input field has a default value.
+    pub location_has_default: bool,
+}
+
+/// Records every variable in `v` with no expected type.
+pub(crate) fn collect_variables(v: &AstValue<'static, String>, out: &mut Vec<VarUsage>) {
+    match v {
+        AstValue::Variable(name) => out.push(VarUsage {
+            name: name.clone(),
+            expected: None,
+            at: Pos { line: 0, column: 0 },
+            location_has_default: false,
+        }),
+        AstValue::List(items) => items.iter().for_each(|i| collect_variables(i, out)),
+        AstValue::Object(fields) => fields.values().for_each(|i| collect_variables(i, out)),
+        _ => {}
+    }
+}
+
+/// Checks `v` against `ty`, reporting graphql-js's messages at `at`.
+pub(crate) fn check_literal(
+    schema: &Schema,
+    ty: &TypeRef,
+    v: &AstValue<'static, String>,
+    at: Pos,
+    errors: &mut Vec<GraphQLError>,
+    usages: &mut Vec<VarUsage>,
+    location_has_default: bool,
+) {
+    if let AstValue::Variable(name) = v {
+        usages.push(VarUsage {
+            name: name.clone(),
+            expected: Some(ty.clone()),
+            at,
+            location_has_default,
+        });
+        return;
+    }
+    let expected = |errors: &mut Vec<GraphQLError>| {
+        errors.push(error(
+            format!(
+                "Expected value of type \"{ty}\", found {}.",
+                print_ast_value(v)
+            ),
+            &[at],
+        ));
+    };
+    match (ty, v) {
+        (TypeRef::NonNull(_), AstValue::Null) => expected(errors),
+        (TypeRef::NonNull(inner), _) => check_literal(schema, inner, v, at, errors, usages, false),
+        (_, AstValue::Null) => {}
+        (TypeRef::List(item), AstValue::List(items)) => {
+            for i in items {
+                check_literal(schema, item, i, at, errors, usages, false);
+            }
+        }
+        (TypeRef::List(item), _) => check_literal(schema, item, v, at, errors, usages, false),
+        (TypeRef::Named(name), _) => {
+            let Some(t) = schema.get(name) else { return };
+            match (&t.kind, v) {
+                (TypeKind::InputObject { fields }, AstValue::Object(given)) => {
+                    for f in fields {
+                        if f.ty.is_non_null() && f.default.is_none() && !given.contains_key(&f.name)
+                        {
+                            errors.push(error(
+                                format!(
+                                    "Field \"{}.{}\" of required type \"{}\" was not provided.",
+                                    t.name, f.name, f.ty
+                                ),
+                                &[at],
+                            ));
+                        }
+                    }
+                    for (k, fv) in given {
+                        match fields.iter().find(|f| &f.name == k) {
+                            Some(f) => check_literal(
+                                schema,
+                                &f.ty,
+                                fv,
+                                at,
+                                errors,
+                                usages,
+                                f.default.is_some(),
+                            ),
+                            None => {
+                                let s = suggestion_list(k, fields.iter().map(|f| f.name.as_str()));
+                                errors.push(error(
+                                    format!(
+                                        "Field \"{k}\" is not defined by type \"{}\".{}",
+                                        t.name,
+                                        did_you_mean(None, &s)
+                                    ),
+                                    &[at],
+                                ));
+                                collect_variables(fv, usages);
+                            }
+                        }
+                    }
+                }
+                (TypeKind::InputObject { .. }, _) => {
+                    collect_variables(v, usages);
+                    expected(errors)
+                }
+                (TypeKind::Enum { values }, _) => {
+                    let printed = print_ast_value(v);
+                    let s = suggestion_list(&printed, values.iter().map(|v| v.name.as_str()));
+                    let hint = did_you_mean(Some("the enum value"), &s);
+                    match v {
+                        AstValue::Enum(e) if values.iter().any(|x| &x.name == e) => {}
+                        AstValue::Enum(_) => errors.push(error(
+                            format!(
+                                "Value \"{printed}\" does not exist in \"{}\" enum.{hint}",
+                                t.name
+                            ),
+                            &[at],
+                        )),
+                        _ => {
+                            collect_variables(v, usages);
+                            errors.push(error(
+                                format!(
+                                    "Enum \"{}\" cannot represent non-enum value: {printed}.{hint}",
+                                    t.name
+                                ),
+                                &[at],
+                            ))
+                        }
+                    }
+                }
+                (TypeKind::Scalar { .. }, _) => {
+                    if let Some(msg) = scalar_literal_error(&t.name, v) {
+                        collect_variables(v, usages);
+                        errors.push(error(msg, &[at]));
+                    } else {
+                        collect_variables(v, usages);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The error graphql-js's built-in scalars' `parseLiteral` throws, if any.
+fn scalar_literal_error(scalar: &str, v: &AstValue<'static, String>) -> Option<String> {
+    let printed = || print_ast_value(v);
+    match (scalar, v) {
+        ("Int", AstValue::Int(n)) => match n.as_i64() {
+            Some(i) if i32::try_from(i).is_ok() => None,
+            _ => Some(format!(
+                "Int cannot represent non 32-bit signed integer value: {}",
+                printed()
+            )),
+        },
+        ("Int", _) => Some(format!(
+            "Int cannot represent non-integer value: {}",
+            printed()
+        )),
+        ("Float", AstValue::Int(_) | AstValue::Float(_)) => None,
+        ("Float", _) => Some(format!(
+            "Float cannot represent non numeric value: {}",
+            printed()
+        )),
+        ("String", AstValue::String(_)) => None,
+        ("String", _) => Some(format!(
+            "String cannot represent a non string value: {}",
+            printed()
+        )),
+        ("Boolean", AstValue::Boolean(_)) => None,
+        ("Boolean", _) => Some(format!(
+            "Boolean cannot represent a non boolean value: {}",
+            printed()
+        )),
+        ("ID", AstValue::String(_) | AstValue::Int(_)) => None,
+        ("ID", _) => Some(format!(
+            "ID cannot represent a non-string and non-integer value: {}",
+            printed()
+        )),
+        _ => None,
+    }
+}

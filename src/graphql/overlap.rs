@@ -1,0 +1,329 @@
+//! `OverlappingFieldsCanBeMerged`: fields sharing a response key in one
+//! selection set must be the same field with the same arguments (unless
+//! their parents are distinct object types) and have compatible shapes.
+//! Fragments are inlined before comparing, which finds the same conflicts
+//! as graphql-js's pairwise fragment comparison.
+
+use std::collections::{HashMap, HashSet};
+
+use graphql_parser::Pos;
+use graphql_parser::query::{Definition, Field, OperationDefinition, Selection, TypeCondition};
+
+use super::GraphQLError;
+use super::schema::{Schema, TypeDef, TypeRef};
+use super::validate::{Doc, Frag, Sel, error};
+use super::value::print_ast_value;
+
+type AstField = Field<'static, String>;
+
+struct Entry<'d, 's> {
+    parent: Option<&'s TypeDef>,
+    field: &'d AstField,
+    ty: Option<TypeRef>,
+}
+
+enum Reason {
+    Msg(String),
+    Sub(Vec<(String, Reason)>),
+}
+
+impl Reason {
+    fn message(&self) -> String {
+        match self {
+            Reason::Msg(m) => m.clone(),
+            Reason::Sub(subs) => subs
+                .iter()
+                .map(|(k, r)| format!("subfields \"{k}\" conflict because {}", r.message()))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        }
+    }
+}
+
+struct Checker<'s, 'd> {
+    schema: &'s Schema,
+    fragments: &'d HashMap<&'d str, &'d Frag>,
+}
+
+/// Every merge conflict in `doc`.
+pub(crate) fn check<'d>(
+    schema: &Schema,
+    fragments: &'d HashMap<&'d str, &'d Frag>,
+    doc: &'d Doc,
+) -> Vec<GraphQLError> {
+    let c = Checker { schema, fragments };
+    let mut errors = Vec::new();
+    for def in &doc.definitions {
+        match def {
+            Definition::Operation(op) => {
+                let (root, set) = match op {
+                    OperationDefinition::SelectionSet(s) => (schema.query.as_deref(), s),
+                    OperationDefinition::Query(q) => (schema.query.as_deref(), &q.selection_set),
+                    OperationDefinition::Mutation(m) => {
+                        (schema.mutation.as_deref(), &m.selection_set)
+                    }
+                    OperationDefinition::Subscription(s) => {
+                        (Some(schema.subscription.as_str()), &s.selection_set)
+                    }
+                };
+                c.visit(root.and_then(|r| schema.get(r)), set, &mut errors);
+            }
+            Definition::Fragment(f) => {
+                let TypeCondition::On(tc) = &f.type_condition;
+                c.visit(schema.get(tc), &f.selection_set, &mut errors);
+            }
+        }
+    }
+    errors
+}
+
+impl<'s, 'd> Checker<'s, 'd> {
+    fn visit(&self, parent: Option<&'s TypeDef>, set: &'d Sel, errors: &mut Vec<GraphQLError>) {
+        let fields = self.collect(parent, set);
+        for entries in fields.values() {
+            for i in 0..entries.len() {
+                for j in i + 1..entries.len() {
+                    if let Some((reason, l1, l2)) = self.conflict(false, &entries[i], &entries[j]) {
+                        let key = response_key(entries[i].field);
+                        let mut at = l1;
+                        at.extend(l2);
+                        errors.push(error(
+                            format!(
+                                "Fields \"{key}\" conflict because {}. Use different aliases on the fields to fetch both if this was intentional.",
+                                reason.message()
+                            ),
+                            &at,
+                        ));
+                    }
+                }
+            }
+        }
+        // Every nested selection set is checked on its own too.
+        self.visit_nested(parent, set, errors);
+    }
+
+    fn visit_nested(
+        &self,
+        parent: Option<&'s TypeDef>,
+        set: &'d Sel,
+        errors: &mut Vec<GraphQLError>,
+    ) {
+        for sel in &set.items {
+            match sel {
+                Selection::Field(f) if !f.selection_set.items.is_empty() => {
+                    let child = parent
+                        .and_then(|p| p.field(&f.name))
+                        .and_then(|d| self.schema.get(d.ty.named()));
+                    self.visit(child, &f.selection_set, errors);
+                }
+                Selection::InlineFragment(i) => {
+                    let t = match &i.type_condition {
+                        Some(TypeCondition::On(tc)) => self.schema.get(tc),
+                        None => parent,
+                    };
+                    self.visit_nested(t, &i.selection_set, errors);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn collect(
+        &self,
+        parent: Option<&'s TypeDef>,
+        set: &'d Sel,
+    ) -> indexmap_lite::Map<'d, Entry<'d, 's>> {
+        let mut out = indexmap_lite::Map::default();
+        let mut visited = HashSet::new();
+        self.collect_into(parent, set, &mut out, &mut visited);
+        out
+    }
+
+    fn collect_into(
+        &self,
+        parent: Option<&'s TypeDef>,
+        set: &'d Sel,
+        out: &mut indexmap_lite::Map<'d, Entry<'d, 's>>,
+        visited: &mut HashSet<&'d str>,
+    ) {
+        for sel in &set.items {
+            match sel {
+                Selection::Field(f) => {
+                    let ty = if f.name == "__typename" {
+                        Some(TypeRef::NonNull(Box::new(TypeRef::Named("String".into()))))
+                    } else {
+                        parent.and_then(|p| p.field(&f.name)).map(|d| d.ty.clone())
+                    };
+                    out.push(
+                        response_key(f),
+                        Entry {
+                            parent,
+                            field: f,
+                            ty,
+                        },
+                    );
+                }
+                Selection::InlineFragment(i) => {
+                    let t = match &i.type_condition {
+                        Some(TypeCondition::On(tc)) => self.schema.get(tc),
+                        None => parent,
+                    };
+                    self.collect_into(t, &i.selection_set, out, visited);
+                }
+                Selection::FragmentSpread(sp) => {
+                    if !visited.insert(&sp.fragment_name) {
+                        continue;
+                    }
+                    if let Some(frag) = self.fragments.get(sp.fragment_name.as_str()) {
+                        let TypeCondition::On(tc) = &frag.type_condition;
+                        self.collect_into(self.schema.get(tc), &frag.selection_set, out, visited);
+                    }
+                }
+            }
+        }
+    }
+
+    fn conflict(
+        &self,
+        mutex: bool,
+        a: &Entry<'d, 's>,
+        b: &Entry<'d, 's>,
+    ) -> Option<(Reason, Vec<Pos>, Vec<Pos>)> {
+        if std::ptr::eq(a.field, b.field) {
+            return None;
+        }
+        let exclusive = mutex
+            || match (a.parent, b.parent) {
+                (Some(p1), Some(p2)) => {
+                    p1.name != p2.name
+                        && matches!(p1.kind, super::schema::TypeKind::Object { .. })
+                        && matches!(p2.kind, super::schema::TypeKind::Object { .. })
+                }
+                _ => false,
+            };
+        let here = (vec![a.field.position], vec![b.field.position]);
+        if !exclusive {
+            if a.field.name != b.field.name {
+                return Some((
+                    Reason::Msg(format!(
+                        "\"{}\" and \"{}\" are different fields",
+                        a.field.name, b.field.name
+                    )),
+                    here.0,
+                    here.1,
+                ));
+            }
+            if !same_arguments(a.field, b.field) {
+                return Some((
+                    Reason::Msg("they have differing arguments".into()),
+                    here.0,
+                    here.1,
+                ));
+            }
+        }
+        if let (Some(t1), Some(t2)) = (&a.ty, &b.ty)
+            && self.types_conflict(t1, t2)
+        {
+            return Some((
+                Reason::Msg(format!(
+                    "they return conflicting types \"{t1}\" and \"{t2}\""
+                )),
+                here.0,
+                here.1,
+            ));
+        }
+        if a.field.selection_set.items.is_empty() || b.field.selection_set.items.is_empty() {
+            return None;
+        }
+        let t1 = a.ty.as_ref().and_then(|t| self.schema.get(t.named()));
+        let t2 = b.ty.as_ref().and_then(|t| self.schema.get(t.named()));
+        let f1 = self.collect(t1, &a.field.selection_set);
+        let f2 = self.collect(t2, &b.field.selection_set);
+        let mut subs = Vec::new();
+        let (mut l1, mut l2) = here;
+        for (key, e1) in f1.iter() {
+            let Some(e2) = f2.get(key) else { continue };
+            for x in e1 {
+                for y in e2 {
+                    if let Some((r, s1, s2)) = self.conflict(exclusive, x, y) {
+                        subs.push((key.to_owned(), r));
+                        l1.extend(s1);
+                        l2.extend(s2);
+                    }
+                }
+            }
+        }
+        (!subs.is_empty()).then_some((Reason::Sub(subs), l1, l2))
+    }
+
+    fn types_conflict(&self, a: &TypeRef, b: &TypeRef) -> bool {
+        match (a, b) {
+            (TypeRef::List(x), TypeRef::List(y)) | (TypeRef::NonNull(x), TypeRef::NonNull(y)) => {
+                self.types_conflict(x, y)
+            }
+            (TypeRef::List(_), _) | (_, TypeRef::List(_)) => true,
+            (TypeRef::NonNull(_), _) | (_, TypeRef::NonNull(_)) => true,
+            (TypeRef::Named(x), TypeRef::Named(y)) => {
+                let leaf = |n: &str| self.schema.get(n).is_some_and(|t| t.is_leaf());
+                (leaf(x) || leaf(y)) && x != y
+            }
+        }
+    }
+}
+
+fn response_key(f: &AstField) -> &str {
+    f.alias.as_deref().unwrap_or(&f.name)
+}
+
+fn same_arguments(a: &AstField, b: &AstField) -> bool {
+    a.arguments.len() == b.arguments.len()
+        && a.arguments.iter().all(|(n, v)| {
+            b.arguments
+                .iter()
+                .any(|(n2, v2)| n == n2 && print_ast_value(v) == print_ast_value(v2))
+        })
+}
+
+/// A tiny insertion-ordered multimap keyed by response key.
+mod indexmap_lite {
+    pub(super) struct Map<'k, V> {
+        keys: Vec<&'k str>,
+        values: Vec<Vec<V>>,
+    }
+
+    impl<V> Default for Map<'_, V> {
+        fn default() -> Self {
+            Self {
+                keys: Vec::new(),
+                values: Vec::new(),
+            }
+        }
+    }
+
+    impl<'k, V> Map<'k, V> {
+        pub(super) fn push(&mut self, key: &'k str, v: V) {
+            match self.keys.iter().position(|k| *k == key) {
+                Some(i) => self.values[i].push(v),
+                None => {
+                    self.keys.push(key);
+                    self.values.push(vec![v]);
+                }
+            }
+        }
+
+        pub(super) fn get(&self, key: &str) -> Option<&Vec<V>> {
+            self.keys
+                .iter()
+                .position(|k| *k == key)
+                .map(|i| &self.values[i])
+        }
+
+        pub(super) fn iter(&self) -> impl Iterator<Item = (&'k str, &Vec<V>)> {
+            self.keys.iter().copied().zip(self.values.iter())
+        }
+
+        pub(super) fn values(&self) -> impl Iterator<Item = &Vec<V>> {
+            self.values.iter()
+        }
+    }
+}

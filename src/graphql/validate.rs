@@ -1,0 +1,601 @@
+//! Validation of executable documents against the merged schema: the rules
+//! of the GraphQL specification's Validation section that apply to
+//! subscription documents, with graphql-js's messages and locations.
+//! Literal values are checked in [`super::literal`], field merging in
+//! [`super::overlap`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use graphql_parser::Pos;
+use graphql_parser::query::{
+    Definition, Directive, Document, FragmentDefinition, OperationDefinition, Selection,
+    SelectionSet, TypeCondition, VariableDefinition,
+};
+
+use super::literal::{VarUsage, check_literal};
+use super::schema::{Schema, TypeDef, TypeKind, TypeRef};
+use super::value::{did_you_mean, suggestion_list};
+use super::{GraphQLError, Location};
+
+pub(crate) type Doc = Document<'static, String>;
+pub(crate) type Frag = FragmentDefinition<'static, String>;
+pub(crate) type Sel = SelectionSet<'static, String>;
+
+pub(crate) fn loc(p: Pos) -> Location {
+    Location {
+        line: p.line,
+        column: p.column,
+    }
+}
+
+pub(crate) fn error(message: impl Into<String>, at: &[Pos]) -> GraphQLError {
+    let mut e = GraphQLError::new(message);
+    e.locations = at.iter().copied().map(loc).collect();
+    e
+}
+
+/// The parts of an operation the rules need, whatever its kind.
+pub(crate) struct OpView<'d> {
+    pub kind: &'static str,
+    pub name: Option<&'d str>,
+    pub position: Pos,
+    pub vars: &'d [VariableDefinition<'static, String>],
+    pub directives: &'d [Directive<'static, String>],
+    pub selection_set: &'d Sel,
+}
+
+pub(crate) fn op_view<'d>(op: &'d OperationDefinition<'static, String>) -> OpView<'d> {
+    match op {
+        OperationDefinition::SelectionSet(s) => OpView {
+            kind: "query",
+            name: None,
+            position: s.span.0,
+            vars: &[],
+            directives: &[],
+            selection_set: s,
+        },
+        OperationDefinition::Query(q) => OpView {
+            kind: "query",
+            name: q.name.as_deref(),
+            position: q.position,
+            vars: &q.variable_definitions,
+            directives: &q.directives,
+            selection_set: &q.selection_set,
+        },
+        OperationDefinition::Mutation(q) => OpView {
+            kind: "mutation",
+            name: q.name.as_deref(),
+            position: q.position,
+            vars: &q.variable_definitions,
+            directives: &q.directives,
+            selection_set: &q.selection_set,
+        },
+        OperationDefinition::Subscription(q) => OpView {
+            kind: "subscription",
+            name: q.name.as_deref(),
+            position: q.position,
+            vars: &q.variable_definitions,
+            directives: &q.directives,
+            selection_set: &q.selection_set,
+        },
+    }
+}
+
+struct Validator<'s, 'd> {
+    schema: &'s Schema,
+    fragments: HashMap<&'d str, &'d Frag>,
+    errors: Vec<GraphQLError>,
+    /// Variable usages of each executable definition, direct only.
+    usages: Vec<VarUsage>,
+    /// Fragment names spread directly by the definition being walked.
+    spreads: Vec<&'d str>,
+}
+
+/// Every validation error of `doc`, in rule order.
+pub(crate) fn validate(schema: &Schema, doc: &Doc) -> Vec<GraphQLError> {
+    let mut v = Validator {
+        schema,
+        fragments: HashMap::new(),
+        errors: Vec::new(),
+        usages: Vec::new(),
+        spreads: Vec::new(),
+    };
+    let ops: Vec<OpView<'_>> = doc
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Operation(op) => Some(op_view(op)),
+            Definition::Fragment(_) => None,
+        })
+        .collect();
+    let frags: Vec<&Frag> = doc
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Fragment(f) => Some(f),
+            Definition::Operation(_) => None,
+        })
+        .collect();
+
+    // UniqueOperationNames, LoneAnonymousOperation.
+    let mut seen_ops: HashMap<&str, Pos> = HashMap::new();
+    for op in &ops {
+        if let Some(name) = op.name {
+            if let Some(first) = seen_ops.get(name) {
+                v.errors.push(error(
+                    format!("There can be only one operation named \"{name}\"."),
+                    &[*first, op.position],
+                ));
+            } else {
+                seen_ops.insert(name, op.position);
+            }
+        } else if ops.len() > 1 {
+            v.errors.push(error(
+                "This anonymous operation must be the only defined operation.",
+                &[op.position],
+            ));
+        }
+    }
+    // UniqueFragmentNames.
+    for f in &frags {
+        if let Some(first) = v.fragments.get(f.name.as_str()) {
+            v.errors.push(error(
+                format!("There can be only one fragment named \"{}\".", f.name),
+                &[first.position, f.position],
+            ));
+        } else {
+            v.fragments.insert(&f.name, f);
+        }
+    }
+
+    let mut frag_info: HashMap<&str, (Vec<VarUsage>, Vec<&str>)> = HashMap::new();
+    for f in &frags {
+        let TypeCondition::On(tc) = &f.type_condition;
+        let ty = v.type_condition(tc, f.position, Some(&f.name));
+        v.directives(&f.directives, "FRAGMENT_DEFINITION");
+        v.selection_set(ty, &f.selection_set);
+        let usages = std::mem::take(&mut v.usages);
+        let spreads = std::mem::take(&mut v.spreads);
+        frag_info.entry(&f.name).or_insert((usages, spreads));
+    }
+
+    let mut used_fragments: HashSet<&str> = HashSet::new();
+    for op in &ops {
+        let root = match op.kind {
+            "query" => schema.query.as_deref(),
+            "mutation" => schema.mutation.as_deref(),
+            _ => Some(schema.subscription.as_str()),
+        };
+        let root_type = root.and_then(|r| schema.get(r));
+        if root_type.is_none() {
+            v.errors.push(error(
+                format!("Schema is not configured to execute {} operation.", op.kind),
+                &[op.position],
+            ));
+        }
+        if op.kind == "subscription" {
+            v.single_root_field(op);
+        }
+        v.variable_definitions(op);
+        v.directives(op.directives, &op.kind.to_uppercase());
+        v.selection_set(root_type, op.selection_set);
+        let mut usages = std::mem::take(&mut v.usages);
+        let mut stack = std::mem::take(&mut v.spreads);
+        let mut visited: HashSet<&str> = HashSet::new();
+        while let Some(name) = stack.pop() {
+            if !visited.insert(name) {
+                continue;
+            }
+            used_fragments.insert(name);
+            if let Some((u, s)) = frag_info.get(name) {
+                usages.extend(u.iter().cloned());
+                stack.extend(s.iter().copied());
+            }
+        }
+        v.variables_used(op, &usages);
+    }
+
+    // NoUnusedFragments.
+    for f in &frags {
+        if !used_fragments.contains(f.name.as_str()) {
+            v.errors.push(error(
+                format!("Fragment \"{}\" is never used.", f.name),
+                &[f.position],
+            ));
+        }
+    }
+    // NoFragmentCycles.
+    v.fragment_cycles(&frags, &frag_info);
+    // OverlappingFieldsCanBeMerged.
+    let overlap = super::overlap::check(schema, &v.fragments, doc);
+    v.errors.extend(overlap);
+    v.errors
+}
+
+impl<'s, 'd> Validator<'s, 'd> {
+    fn type_condition(
+        &mut self,
+        name: &str,
+        at: Pos,
+        fragment: Option<&str>,
+    ) -> Option<&'s TypeDef> {
+        let Some(t) = self.schema.get(name) else {
+            let suggestions = suggestion_list(name, self.schema.types.keys().map(String::as_str));
+            self.errors.push(error(
+                format!(
+                    "Unknown type \"{name}\".{}",
+                    did_you_mean(None, &suggestions)
+                ),
+                &[at],
+            ));
+            return None;
+        };
+        if !t.is_composite() {
+            let msg = match fragment {
+                Some(f) => {
+                    format!("Fragment \"{f}\" cannot condition on non composite type \"{name}\".")
+                }
+                None => format!("Fragment cannot condition on non composite type \"{name}\"."),
+            };
+            self.errors.push(error(msg, &[at]));
+            return None;
+        }
+        Some(t)
+    }
+
+    fn single_root_field(&mut self, op: &OpView<'d>) {
+        let mut fields: Vec<(&str, Pos)> = Vec::new();
+        let mut visited = HashSet::new();
+        collect_root_fields(op.selection_set, &self.fragments, &mut visited, &mut fields);
+        let subject = match op.name {
+            Some(n) => format!("Subscription \"{n}\""),
+            None => "Anonymous Subscription".to_owned(),
+        };
+        let mut keys: Vec<&str> = Vec::new();
+        for (k, _) in &fields {
+            if !keys.contains(k) {
+                keys.push(k);
+            }
+        }
+        if keys.len() > 1 {
+            let extra: Vec<Pos> = fields
+                .iter()
+                .filter(|(k, _)| *k != keys[0])
+                .map(|(_, p)| *p)
+                .collect();
+            self.errors.push(error(
+                format!("{subject} must select only one top level field."),
+                &extra,
+            ));
+        }
+        let intro: Vec<Pos> = fields
+            .iter()
+            .filter(|(k, _)| k.starts_with("__"))
+            .map(|(_, p)| *p)
+            .collect();
+        if !intro.is_empty() {
+            self.errors.push(error(
+                format!("{subject} must not select an introspection top level field."),
+                &intro,
+            ));
+        }
+    }
+
+    fn variable_definitions(&mut self, op: &OpView<'d>) {
+        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        for def in op.vars {
+            if let Some(first) = seen.get(def.name.as_str()) {
+                self.errors.push(error(
+                    format!("There can be only one variable named \"${}\".", def.name),
+                    &[*first, def.position],
+                ));
+            } else {
+                seen.insert(&def.name, def.position);
+            }
+            let ty = TypeRef::from_ast(&def.var_type);
+            match self.schema.get(ty.named()) {
+                None => {
+                    let suggestions =
+                        suggestion_list(ty.named(), self.schema.types.keys().map(String::as_str));
+                    self.errors.push(error(
+                        format!(
+                            "Unknown type \"{}\".{}",
+                            ty.named(),
+                            did_you_mean(None, &suggestions)
+                        ),
+                        &[def.position],
+                    ));
+                }
+                Some(t) if !t.is_input() => self.errors.push(error(
+                    format!(
+                        "Variable \"${}\" cannot be non-input type \"{ty}\".",
+                        def.name
+                    ),
+                    &[def.position],
+                )),
+                Some(_) => {
+                    if let Some(d) = &def.default_value {
+                        let mut ignored = Vec::new();
+                        check_literal(
+                            self.schema,
+                            &ty,
+                            d,
+                            def.position,
+                            &mut self.errors,
+                            &mut ignored,
+                            false,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn variables_used(&mut self, op: &OpView<'d>, usages: &[VarUsage]) {
+        let defs: BTreeMap<&str, &VariableDefinition<'static, String>> =
+            op.vars.iter().map(|d| (d.name.as_str(), d)).collect();
+        for u in usages {
+            match defs.get(u.name.as_str()) {
+                None => {
+                    let msg = match op.name {
+                        Some(n) => format!(
+                            "Variable \"${}\" is not defined by operation \"{n}\".",
+                            u.name
+                        ),
+                        None => format!("Variable \"${}\" is not defined.", u.name),
+                    };
+                    self.errors.push(error(msg, &[u.at, op.position]));
+                }
+                Some(def) => {
+                    let Some(expected) = &u.expected else {
+                        continue;
+                    };
+                    let var_ty = TypeRef::from_ast(&def.var_type);
+                    if self.schema.get(var_ty.named()).is_none() {
+                        continue;
+                    }
+                    let has_default = def
+                        .default_value
+                        .as_ref()
+                        .is_some_and(|d| !matches!(d, graphql_parser::query::Value::Null));
+                    let allowed = match expected {
+                        TypeRef::NonNull(inner) if !var_ty.is_non_null() => {
+                            (has_default || u.location_has_default)
+                                && self.is_subtype(&var_ty, inner)
+                        }
+                        _ => self.is_subtype(&var_ty, expected),
+                    };
+                    if !allowed {
+                        self.errors.push(error(
+                            format!(
+                                "Variable \"${}\" of type \"{var_ty}\" used in position expecting type \"{expected}\".",
+                                u.name
+                            ),
+                            &[def.position, u.at],
+                        ));
+                    }
+                }
+            }
+        }
+        let used: HashSet<&str> = usages.iter().map(|u| u.name.as_str()).collect();
+        for def in op.vars {
+            if !used.contains(def.name.as_str()) {
+                let msg = match op.name {
+                    Some(n) => format!(
+                        "Variable \"${}\" is never used in operation \"{n}\".",
+                        def.name
+                    ),
+                    None => format!("Variable \"${}\" is never used.", def.name),
+                };
+                self.errors.push(error(msg, &[def.position]));
+            }
+        }
+    }
+
+    /// graphql-js `isTypeSubTypeOf` for input positions.
+    fn is_subtype(&self, maybe_sub: &TypeRef, sup: &TypeRef) -> bool {
+        match (maybe_sub, sup) {
+            (TypeRef::NonNull(a), TypeRef::NonNull(b)) => self.is_subtype(a, b),
+            (TypeRef::NonNull(a), b) => self.is_subtype(a, b),
+            (_, TypeRef::NonNull(_)) => false,
+            (TypeRef::List(a), TypeRef::List(b)) => self.is_subtype(a, b),
+            (TypeRef::List(_), _) | (_, TypeRef::List(_)) => false,
+            (TypeRef::Named(a), TypeRef::Named(b)) => a == b || self.schema.is_possible(b, a),
+        }
+    }
+
+    fn fragment_cycles(
+        &mut self,
+        frags: &[&'d Frag],
+        info: &HashMap<&'d str, (Vec<VarUsage>, Vec<&'d str>)>,
+    ) {
+        // graphql-js: depth-first from each fragment not yet visited, one
+        // error per cycle found, naming the spread path.
+        let mut visited: HashSet<&str> = HashSet::new();
+        for f in frags {
+            let mut path: Vec<&str> = Vec::new();
+            let mut index: HashMap<&str, usize> = HashMap::new();
+            self.detect_cycle(&f.name, info, &mut visited, &mut path, &mut index);
+        }
+    }
+
+    fn detect_cycle(
+        &mut self,
+        name: &'d str,
+        info: &HashMap<&'d str, (Vec<VarUsage>, Vec<&'d str>)>,
+        visited: &mut HashSet<&'d str>,
+        path: &mut Vec<&'d str>,
+        index: &mut HashMap<&'d str, usize>,
+    ) {
+        if !visited.insert(name) {
+            return;
+        }
+        let Some((_, spreads)) = info.get(name) else {
+            return;
+        };
+        index.insert(name, path.len());
+        let positions = self.spread_positions(name);
+        for (i, spread) in spreads.iter().enumerate() {
+            match index.get(spread).copied() {
+                None => {
+                    path.push(spread);
+                    self.detect_cycle(spread, info, visited, path, index);
+                    path.pop();
+                }
+                Some(start) => {
+                    let mut cycle: Vec<&str> = path[start..].to_vec();
+                    cycle.push(spread);
+                    let via: Vec<&str> = cycle[..cycle.len() - 1].to_vec();
+                    let msg = if via.is_empty() {
+                        format!("Cannot spread fragment \"{spread}\" within itself.")
+                    } else {
+                        let via: Vec<String> = via.iter().map(|v| format!("\"{v}\"")).collect();
+                        format!(
+                            "Cannot spread fragment \"{spread}\" within itself via {}.",
+                            via.join(", ")
+                        )
+                    };
+                    let at = positions.get(i).copied().into_iter().collect::<Vec<_>>();
+                    self.errors.push(error(msg, &at));
+                }
+            }
+        }
+        index.remove(name);
+    }
+
+    fn spread_positions(&self, fragment: &str) -> Vec<Pos> {
+        let mut out = Vec::new();
+        if let Some(f) = self.fragments.get(fragment) {
+            spread_positions(&f.selection_set, &mut out);
+        }
+        out
+    }
+}
+
+fn spread_positions(set: &Sel, out: &mut Vec<Pos>) {
+    for s in &set.items {
+        match s {
+            Selection::Field(f) => spread_positions(&f.selection_set, out),
+            Selection::FragmentSpread(sp) => out.push(sp.position),
+            Selection::InlineFragment(i) => spread_positions(&i.selection_set, out),
+        }
+    }
+}
+
+fn literal_if(d: &[Directive<'static, String>], name: &str) -> Option<bool> {
+    let dir = d.iter().find(|x| x.name == name)?;
+    match dir.arguments.iter().find(|(n, _)| n == "if") {
+        Some((_, graphql_parser::query::Value::Boolean(b))) => Some(*b),
+        _ => None,
+    }
+}
+
+/// Excluded by a literal `@skip(if: true)` / `@include(if: false)`.
+pub(crate) fn statically_excluded(d: &[Directive<'static, String>]) -> bool {
+    literal_if(d, "skip") == Some(true) || literal_if(d, "include") == Some(false)
+}
+
+fn collect_root_fields<'d>(
+    set: &'d Sel,
+    fragments: &HashMap<&'d str, &'d Frag>,
+    visited: &mut HashSet<&'d str>,
+    out: &mut Vec<(&'d str, Pos)>,
+) {
+    for s in &set.items {
+        match s {
+            Selection::Field(f) => {
+                if !statically_excluded(&f.directives) {
+                    out.push((f.alias.as_deref().unwrap_or(&f.name), f.position));
+                }
+            }
+            Selection::FragmentSpread(sp) => {
+                if statically_excluded(&sp.directives) || !visited.insert(&sp.fragment_name) {
+                    continue;
+                }
+                if let Some(frag) = fragments.get(sp.fragment_name.as_str()) {
+                    collect_root_fields(&frag.selection_set, fragments, visited, out);
+                }
+            }
+            Selection::InlineFragment(i) => {
+                if !statically_excluded(&i.directives) {
+                    collect_root_fields(&i.selection_set, fragments, visited, out);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn types_overlap(schema: &Schema, a: &TypeDef, b: &TypeDef) -> bool {
+    if a.name == b.name {
+        return true;
+    }
+    match (a.is_abstract(), b.is_abstract()) {
+        (true, true) => {
+            let (pa, pb) = (
+                schema.possible_types(&a.name),
+                schema.possible_types(&b.name),
+            );
+            match (pa, pb) {
+                (Some(pa), Some(pb)) => pa.iter().any(|t| pb.contains(t)),
+                _ => false,
+            }
+        }
+        (true, false) => schema.is_possible(&a.name, &b.name),
+        (false, true) => schema.is_possible(&b.name, &a.name),
+        (false, false) => false,
+    }
+}
+
+fn is_sub_type(schema: &Schema, abstract_name: &str, maybe: &TypeDef) -> bool {
+    match &maybe.kind {
+        TypeKind::Interface { interfaces, .. } | TypeKind::Object { interfaces, .. } => {
+            interfaces.iter().any(|i| i == abstract_name)
+        }
+        _ => schema.is_possible(abstract_name, &maybe.name),
+    }
+}
+
+/// graphql-js `getSuggestedTypeNames` for a field missing on an abstract type.
+pub(crate) fn suggested_type_names(schema: &Schema, ty: &TypeDef, field: &str) -> Vec<String> {
+    if !ty.is_abstract() {
+        return Vec::new();
+    }
+    let mut usage: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut order: Vec<&TypeDef> = Vec::new();
+    for p in schema.possible_types(&ty.name).into_iter().flatten() {
+        let Some(pt) = schema.get(p) else { continue };
+        if pt.field(field).is_none() {
+            continue;
+        }
+        order.push(pt);
+        usage.insert(&pt.name, 1);
+        if let TypeKind::Object { interfaces, .. } = &pt.kind {
+            for i in interfaces {
+                let Some(it) = schema.get(i) else { continue };
+                if it.field(field).is_none() {
+                    continue;
+                }
+                if !usage.contains_key(it.name.as_str()) {
+                    order.push(it);
+                }
+                *usage.entry(&it.name).or_insert(0) += 1;
+            }
+        }
+    }
+    order.sort_by(|a, b| {
+        let d = usage[b.name.as_str()].cmp(&usage[a.name.as_str()]);
+        if d != std::cmp::Ordering::Equal {
+            return d;
+        }
+        if matches!(a.kind, TypeKind::Interface { .. }) && is_sub_type(schema, &a.name, b) {
+            return std::cmp::Ordering::Less;
+        }
+        if matches!(b.kind, TypeKind::Interface { .. }) && is_sub_type(schema, &b.name, a) {
+            return std::cmp::Ordering::Greater;
+        }
+        a.name.cmp(&b.name)
+    });
+    order.into_iter().map(|t| t.name.clone()).collect()
+}
+
+mod selection;

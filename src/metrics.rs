@@ -1,0 +1,233 @@
+//! Prometheus metrics, one registry per [`crate::app::App`] (no globals, so
+//! several apps in one test process do not share counters). Served as text
+//! on the admin listener's `/metrics`.
+//!
+//! Label values are bounded: transports, configured fields and topics, HTTP
+//! status codes and a fixed set of refusal reasons; never ids or addresses.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: Transport,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Transport {
+    graphql_transport_ws,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabel {
+    pub field: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: Refusal,
+}
+
+/// Why subcar refused or closed a client.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Refusal {
+    auth,
+    rate_limit_connection,
+    rate_limit_message,
+    rate_limit_subscription,
+    rate_limit_request,
+    rate_limit_webhook,
+    capacity,
+    slow_consumer,
+    heartbeat_timeout,
+    init_timeout,
+    invalid_message,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: &'static str,
+}
+
+/// Every metric subcar exports.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Family<TransportLabel, Gauge>,
+    pub subscriptions: Family<FieldLabel, Gauge>,
+    pub subscription_groups: Gauge,
+    pub events_received: Family<TopicLabel, Counter>,
+    pub messages_delivered: Counter,
+    pub dispatch_latency: Histogram,
+    pub webhook_requests: Family<StatusLabel, Counter>,
+    pub proxy_requests: Family<StatusLabel, Counter>,
+    pub proxy_latency: Histogram,
+    pub refusals: Family<ReasonLabel, Counter>,
+    pub bus_up: Gauge,
+    pub bus_lagged_events: Counter<u64, AtomicU64>,
+}
+
+/// Latency buckets from 100 µs to ~13 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("subcar");
+        let m = Self {
+            connections: Family::default(),
+            subscriptions: Family::default(),
+            subscription_groups: Gauge::default(),
+            events_received: Family::default(),
+            messages_delivered: Counter::default(),
+            dispatch_latency: Histogram::new(latency_buckets()),
+            webhook_requests: Family::default(),
+            proxy_requests: Family::default(),
+            proxy_latency: Histogram::new(latency_buckets()),
+            refusals: Family::default(),
+            bus_up: Gauge::default(),
+            bus_lagged_events: Counter::default(),
+            registry: Registry::default(),
+        };
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "subcar's version", build_info);
+        registry.register(
+            "connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Active subscriptions",
+            m.subscriptions.clone(),
+        );
+        registry.register(
+            "subscription_groups",
+            "Groups of identical subscriptions sharing filter and projection work",
+            m.subscription_groups.clone(),
+        );
+        registry.register(
+            "events_received",
+            "Events accepted by the webhook",
+            m.events_received.clone(),
+        );
+        registry.register(
+            "messages_delivered",
+            "Messages queued to subscribers",
+            m.messages_delivered.clone(),
+        );
+        registry.register_with_unit(
+            "dispatch_latency",
+            "From webhook acceptance to the event queued for its last subscriber",
+            Unit::Seconds,
+            m.dispatch_latency.clone(),
+        );
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by response status",
+            m.webhook_requests.clone(),
+        );
+        registry.register(
+            "proxy_requests",
+            "Proxied requests by response status",
+            m.proxy_requests.clone(),
+        );
+        registry.register_with_unit(
+            "proxy_latency",
+            "Proxied requests: time to the upstream's response headers",
+            Unit::Seconds,
+            m.proxy_latency.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Clients refused or closed, by reason",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "bus_up",
+            "1 while the bus takes publishes, 0 during an outage",
+            m.bus_up.clone(),
+        );
+        registry.register(
+            "bus_lagged_events",
+            "Events a dispatcher lost because it fell behind the bus",
+            m.bus_lagged_events.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn observe_proxy(&self, status: u16, elapsed: Duration) {
+        self.proxy_requests
+            .get_or_create(&StatusLabel { status })
+            .inc();
+        self.proxy_latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn refused(&self, reason: Refusal) {
+        self.refusals.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_with_conventional_names() {
+        let m = Metrics::new();
+        m.observe_proxy(200, Duration::from_millis(3));
+        m.refused(Refusal::slow_consumer);
+        let text = m.render();
+        assert!(
+            text.contains("subcar_proxy_requests_total{status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("subcar_proxy_latency_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("subcar_refusals_total{reason=\"slow_consumer\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("subcar_build_info{version="), "{text}");
+    }
+}

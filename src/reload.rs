@@ -1,0 +1,75 @@
+//! SIGHUP: the configuration file is read again; what can change without
+//! dropping connections is applied, and every other change is named in the
+//! log as needing a restart.
+
+use crate::config::Config;
+
+/// What a reload will do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// The new `log.filter`, when it changed.
+    pub log_filter: Option<String>,
+    /// Sections that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Compares the running configuration with the file's new contents.
+pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
+    // Sections compared by their Debug form: secrets print as `****`, so a
+    // changed secret alone is not detected (and is not applied either).
+    fn differs(a: &impl std::fmt::Debug, b: &impl std::fmt::Debug) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let mut plan = ReloadPlan::default();
+    if running.log.filter != new.log.filter {
+        plan.log_filter = Some(new.log.filter.clone());
+    }
+    let sections: [(&'static str, bool); 10] = [
+        ("server", differs(&running.server, &new.server)),
+        ("admin", differs(&running.admin, &new.admin)),
+        ("upstream", differs(&running.upstream, &new.upstream)),
+        ("schema", differs(&running.schema, &new.schema)),
+        (
+            "subscriptions",
+            differs(&running.subscriptions, &new.subscriptions),
+        ),
+        ("webhook", differs(&running.webhook, &new.webhook)),
+        ("heartbeat", differs(&running.heartbeat, &new.heartbeat)),
+        ("limits", differs(&running.limits, &new.limits)),
+        ("bus", differs(&running.bus, &new.bus)),
+        ("log.format", running.log.format != new.log.format),
+    ];
+    plan.needs_restart = sections
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str =
+        "[upstream]\nurl = \"http://127.0.0.1:8080/graphql\"\n[schema]\npath = \"s.graphql\"\n";
+
+    fn parse(extra: &str) -> Config {
+        Config::parse(&format!("{BASE}{extra}"), std::iter::empty()).unwrap()
+    }
+
+    #[test]
+    fn log_filter_is_applied_and_other_changes_need_a_restart() {
+        let running = parse("[log]\nfilter = \"info\"\n");
+        let new = parse("[log]\nfilter = \"debug\"\n[server]\nlisten = \"0.0.0.0:5000\"\n");
+        let plan = plan(&running, &new);
+        assert_eq!(plan.log_filter.as_deref(), Some("debug"));
+        assert_eq!(plan.needs_restart, vec!["server"]);
+    }
+
+    #[test]
+    fn unchanged_file_does_nothing() {
+        let running = parse("");
+        assert_eq!(plan(&running, &parse("")), ReloadPlan::default());
+    }
+}

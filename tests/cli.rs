@@ -1,0 +1,286 @@
+//! The `subcar` binary as an operator runs it: exit codes, error messages,
+//! signals.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::{TestUpstream, free_port, manifest_dir};
+
+fn subcar() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_subcar"));
+    cmd.env_remove("SUBCAR_CONFIG").env_remove("RUST_LOG");
+    cmd
+}
+
+fn write_config(dir: &tempfile::TempDir, upstream_url: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.path().join("subcar.toml");
+    let schema = manifest_dir().join("examples/schema.graphql");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{public}"
+drain_timeout = "5s"
+[admin]
+listen = "127.0.0.1:{admin}"
+[webhook]
+listen = "127.0.0.1:{webhook}"
+[upstream]
+url = "{upstream_url}"
+[schema]
+path = "{schema}"
+introspect_upstream = false
+{extra}
+"#,
+            public = free_port(),
+            admin = free_port(),
+            webhook = free_port(),
+            schema = schema.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts the binary on `path` and waits until it answers; returns the child
+/// and its public address.
+async fn spawn_running(path: &std::path::Path, stderr: Stdio) -> (tokio::process::Child, String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let public = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let child = tokio::process::Command::from(subcar())
+        .arg("--config")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("http://{public}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return (child, public);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("subcar did not start");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = subcar().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in ["run", "check", "schema", "--config", "SUBCAR_CONFIG"] {
+        assert!(help.contains(word), "--help mentions {word}:\n{help}");
+    }
+}
+
+#[test]
+fn missing_config_is_explained() {
+    let out = subcar().arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
+
+#[test]
+fn bad_config_names_key_value_and_expectation_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "http://127.0.0.1:1/graphql",
+        "[heartbeat]\ninterval = \"often\"",
+    );
+    let out = subcar().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("heartbeat.interval"), "{stderr}");
+    assert!(stderr.contains("often"), "{stderr}");
+    assert!(stderr.contains("\"15s\""), "{stderr}");
+}
+
+#[test]
+fn env_override_with_a_bad_value_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "http://127.0.0.1:1/graphql", "");
+    let out = subcar()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("SUBCAR_LIMITS__MAX_CONNECTIONS", "plenty")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("limits.max_connections") && stderr.contains("plenty"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_reports_upstream_reachability_in_its_exit_code() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = write_config(&dir, &upstream.url(), "");
+    let out = tokio::process::Command::from(subcar())
+        .args(["check", "--config"])
+        .arg(&up)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reachable"));
+
+    let down = write_config(&dir, &support::upstream::closed_port_url(), "");
+    let out = tokio::process::Command::from(subcar())
+        .args(["check", "--config"])
+        .arg(&down)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reachable"));
+}
+
+#[test]
+fn schema_command_prints_the_merged_sdl() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "http://127.0.0.1:1/graphql", "");
+    let out = subcar()
+        .args(["schema", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("incidentUpdated"));
+}
+
+#[test]
+fn example_config_is_accepted_by_check() {
+    let out = subcar()
+        .args(["check", "--config"])
+        .arg(manifest_dir().join("config.example.toml"))
+        .env("SUBCAR_UPSTREAM__URL", support::upstream::closed_port_url())
+        .output()
+        .unwrap();
+    // Valid configuration; the example's upstream is not running here.
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// SIGTERM: readiness false, no new connections, the request in flight
+/// finishes, exit 0.
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &upstream.url(), "");
+    let (mut child, public) = spawn_running(&path, Stdio::null()).await;
+    let url = format!("http://{public}/graphql");
+    let client = reqwest::Client::new();
+
+    let slow = tokio::spawn(
+        client
+            .post(&url)
+            .header("x-test-behavior", "sleep:800")
+            .json(&json!({"query": "{ hello }"}))
+            .send(),
+    );
+    upstream.wait_for_requests(1).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let res = slow
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["data"]["hello"],
+        "Hello, world!"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        tokio::net::TcpStream::connect(&public).await.is_err(),
+        "listener closed"
+    );
+}
+
+/// SIGHUP re-reads the file: a new log filter applies at once, a changed
+/// section that needs a restart is named, and serving goes on.
+#[tokio::test]
+async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &upstream.url(), "[log]\nfilter = \"warn\"");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (mut child, public) = spawn_running(&path, Stdio::piped()).await;
+    let client = reqwest::Client::new();
+
+    let changed = text.replace("filter = \"warn\"", "filter = \"info\"")
+        + "\n[limits]\nmax_connections = 5\n";
+    std::fs::write(&path, changed).unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut applied, mut restart) = (false, false);
+    while !(applied && restart) {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("reload is logged")
+            .unwrap()
+            .expect("subcar still running");
+        applied |= line.contains("log.filter applied");
+        restart |= line.contains("after a restart") && line.contains("limits");
+    }
+    let res = client
+        .post(format!("http://{public}/graphql"))
+        .json(&json!({"query": "{ hello }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "still serving after the reload");
+    child.kill().await.unwrap();
+}
