@@ -83,14 +83,18 @@ impl App {
         // One shard per worker thread: dispatch fan-out runs on all of them.
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
         let registry = Registry::new(shards);
-        let webhook = Arc::new(Webhook::new(&config.webhook, routes.topics(), bus.clone())?);
+        let metrics = Arc::new(Metrics::new());
+        let webhook = Arc::new(
+            Webhook::new(&config.webhook, routes.topics(), bus.clone())?
+                .with_metrics(metrics.clone()),
+        );
         Ok(Self {
             config: Arc::new(config),
             health: Arc::new(Health::new(schema.clone())),
             upstream,
             schema,
             tls,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             bus,
             registry,
             routes,
@@ -200,6 +204,7 @@ impl App {
             executor: Arc::new(self.upstream.clone()),
             authenticator: Arc::new(AllowAll),
             limits: SessionLimits::from_config(&self.config),
+            metrics: self.metrics.clone(),
         };
         WsEndpoint::new(Arc::new(shared), shutdown.clone())
     }
@@ -307,6 +312,13 @@ impl Bound {
         ));
         // The realtime path: bus → dispatcher → connection outboxes.
         Dispatcher::spawn(app.registry.clone(), app.bus.subscribe(), &shutdown);
+        // Registry and bus state into /metrics, off the hot path.
+        shutdown.spawn(crate::subscriptions::sampler::run(
+            app.registry.clone(),
+            app.bus.clone(),
+            app.metrics.clone(),
+            shutdown.clone(),
+        ));
         shutdown.spawn(server::serve(
             self.public,
             app.tls.clone(),

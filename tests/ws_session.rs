@@ -109,6 +109,7 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
             max_message_bytes: 65536,
             max_connections: 10,
         },
+        metrics: Arc::new(subcar::metrics::Metrics::new()),
     });
     let (to_session, rx) = unbounded_channel();
     let (tx, from_session) = unbounded_channel();

@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::bus::{Bus, BusError};
 use crate::config::{UnknownTopics, WebhookConfig};
+use crate::metrics::{Metrics, StatusLabel, TopicLabel};
 use dedup::Dedup;
 use parse::{Format, InvalidEvent};
 use signature::{BadSecret, SignatureError, Verifier};
@@ -128,6 +129,7 @@ pub struct Webhook {
     unknown_topics: UnknownTopics,
     max_body_bytes: usize,
     pub stats: WebhookStats,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Webhook {
@@ -150,7 +152,14 @@ impl Webhook {
             unknown_topics: config.unknown_topics,
             max_body_bytes: config.max_body_bytes,
             stats: WebhookStats::default(),
+            metrics: None,
         })
+    }
+
+    /// Counts requests by status and events by topic in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Answers one request; never fails (refusals are responses).
@@ -159,14 +168,21 @@ impl Webhook {
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match self.try_handle(req).await {
+        let resp = match self.try_handle(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "webhook request refused");
                 e.into_response()
             }
+        };
+        if let Some(m) = &self.metrics {
+            let status = resp.status().as_u16();
+            m.webhook_requests
+                .get_or_create(&StatusLabel { status })
+                .inc();
         }
+        resp
     }
 
     async fn try_handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, WebhookError>
@@ -236,6 +252,10 @@ impl Webhook {
         events.retain(|_| *keep.next().expect("one flag per event"));
         if !events.is_empty() {
             let published = events.len() as u64;
+            let topics: Vec<Arc<str>> = match &self.metrics {
+                Some(_) => events.iter().map(|e| e.topic.clone()).collect(),
+                None => Vec::new(),
+            };
             if let Err(e) = self.bus.publish(events).await {
                 self.dedup.release(
                     ids.iter()
@@ -248,6 +268,12 @@ impl Webhook {
             self.stats
                 .events_published
                 .fetch_add(published, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                for topic in topics {
+                    let topic = topic.to_string();
+                    m.events_received.get_or_create(&TopicLabel { topic }).inc();
+                }
+            }
         }
         self.stats
             .duplicates

@@ -93,6 +93,10 @@ fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
     let event = match item {
         BusItem::Event(e) => e,
         BusItem::Lagged(n) => {
+            registry
+                .stats
+                .lagged
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(missed = n, "dispatcher fell behind the bus; events lost");
             return;
         }

@@ -6,6 +6,7 @@
 pub mod dispatcher;
 pub mod outbox;
 pub mod registry;
+pub mod sampler;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -41,6 +41,8 @@ pub struct RegistryStats {
     pub deliveries: AtomicU64,
     pub slow_consumers: AtomicU64,
     pub dropped: AtomicU64,
+    /// Events the dispatcher lost because it fell behind the bus.
+    pub lagged: AtomicU64,
 }
 
 /// Live subscriptions, grouped for dispatch.

@@ -16,6 +16,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::schema::LiveSchema;
 use crate::subscriptions::{Registry, Routes};
 
@@ -121,4 +122,6 @@ pub struct Shared {
     pub executor: Arc<dyn Executor>,
     pub authenticator: Arc<dyn Authenticator>,
     pub limits: SessionLimits,
+    /// Connections and refusals by reason.
+    pub metrics: Arc<Metrics>,
 }

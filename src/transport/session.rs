@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{ClientMessage, CloseCode, Frame, Inbound, Outbound, SubscribePayload};
 use super::{ExecuteError, Shared};
 use crate::graphql::{GraphQLError, Prepared};
+use crate::metrics::Refusal;
 use crate::subscriptions::outbox::{Inbox, Outbox, outbox};
 use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
 use crate::subscriptions::{Delivery, SubscriptionHandle};
@@ -147,6 +148,9 @@ where
             }
         };
         if let Flow::Close(code, reason) = end {
+            if let Some(r) = refusal(code, &reason) {
+                self.shared.metrics.refused(r);
+            }
             tracing::debug!(code = code as u16, %reason, "closing websocket");
             // The client may not read at all (slow consumer): bounded.
             let _ = tokio::time::timeout(
@@ -320,6 +324,9 @@ where
                     .filter(|o| matches!(o, Op::Subscription { .. }))
                     .count();
                 if count >= self.shared.limits.max_subscriptions {
+                    self.shared
+                        .metrics
+                        .refused(Refusal::rate_limit_subscription);
                     let e =
                         coded_error("Too many subscriptions on this connection", "RATE_LIMITED");
                     return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
@@ -431,6 +438,22 @@ where
             _ = self.cancel.cancelled() => Flow::Stop,
         }
     }
+}
+
+/// The metrics reason of a close, when it is a refusal. Slow consumers are
+/// counted where they are detected (the registry).
+fn refusal(code: CloseCode, reason: &str) -> Option<Refusal> {
+    Some(match code {
+        CloseCode::Forbidden => Refusal::auth,
+        CloseCode::ConnectionInitTimeout => Refusal::init_timeout,
+        CloseCode::GoingAway if reason.starts_with("heartbeat") => Refusal::heartbeat_timeout,
+        CloseCode::BadRequest
+        | CloseCode::MessageTooBig
+        | CloseCode::Unauthorized
+        | CloseCode::SubscriberAlreadyExists
+        | CloseCode::TooManyInitRequests => Refusal::invalid_message,
+        _ => return None,
+    })
 }
 
 fn coded_error(message: &str, code: &str) -> GraphQLError {

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::protocol::{SUBPROTOCOL, WsTransport, websocket_config};
 use super::{Session, Shared};
 use crate::body::{self, Body};
+use crate::metrics::{Refusal, Transport, TransportLabel};
 use crate::shutdown::Shutdown;
 
 /// The legacy subscriptions-transport-ws subprotocol (not served yet).
@@ -110,6 +111,7 @@ impl WsEndpoint {
             .load(Ordering::Relaxed)
             >= limits.max_connections
         {
+            self.shared.metrics.refused(Refusal::capacity);
             let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -142,9 +144,19 @@ impl WsEndpoint {
                 Some(config),
             )
             .await;
+            let gauge = shared
+                .metrics
+                .connections
+                .get_or_create(&TransportLabel {
+                    transport: Transport::graphql_transport_ws,
+                })
+                .clone();
+            // A clone: the family's guard must not live across awaits.
+            gauge.inc();
             Session::new(WsTransport::new(ws), shared, forwarded, cancel)
                 .run()
                 .await;
+            gauge.dec();
         });
         let mut res = Response::new(body::empty());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

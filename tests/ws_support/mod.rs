@@ -43,6 +43,7 @@ type Subscription {
 pub struct Rt {
     pub addr: SocketAddr,
     pub webhook: SocketAddr,
+    pub admin: SocketAddr,
     pub registry: Arc<Registry>,
     shutdown: Shutdown,
     _schema: tempfile::NamedTempFile,
@@ -91,6 +92,7 @@ introspect_upstream = false
     let rt = Rt {
         addr: bound.public_addr(),
         webhook: bound.webhook_addr(),
+        admin: bound.admin_addr(),
         registry: bound.registry(),
         shutdown: Shutdown::new(),
         _schema: schema,
@@ -281,6 +283,21 @@ pub async fn post(
         headers,
         serde_json::from_slice(&body).unwrap_or(Value::Null),
     )
+}
+
+/// The admin listener's `/metrics` text.
+pub async fn metrics(admin: SocketAddr) -> String {
+    let stream = TcpStream::connect(admin).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/metrics")
+        .header("host", admin.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
 /// POSTs JSON events and expects `202`.

@@ -1,0 +1,62 @@
+//! Copies the registry's and the bus's state into the Prometheus metrics
+//! once a second, so that the dispatch hot path only bumps plain atomics.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+
+use super::Registry;
+use crate::bus::{Bus, BusState};
+use crate::metrics::{FieldLabel, Metrics, Refusal};
+use crate::shutdown::Shutdown;
+
+const PERIOD: Duration = Duration::from_secs(1);
+
+/// Runs until shutdown.
+pub async fn run(
+    registry: Arc<Registry>,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(PERIOD);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut fields: HashSet<String> = HashSet::new();
+    let (mut delivered, mut slow, mut lagged) = (0, 0, 0);
+    loop {
+        tokio::select! {
+            _ = shutdown.triggered() => return,
+            _ = tick.tick() => {}
+        }
+        let per_field = registry.subscriptions_per_field();
+        fields.extend(per_field.keys().cloned());
+        for f in &fields {
+            let n = per_field.get(f).copied().unwrap_or(0);
+            metrics
+                .subscriptions
+                .get_or_create(&FieldLabel { field: f.clone() })
+                .set(n as i64);
+        }
+        metrics
+            .subscription_groups
+            .set(registry.sizes().groups as i64);
+        let stats = &registry.stats;
+        let now = stats.deliveries.load(Ordering::Relaxed);
+        metrics.messages_delivered.inc_by(now - delivered);
+        delivered = now;
+        let now = stats.slow_consumers.load(Ordering::Relaxed);
+        for _ in slow..now {
+            metrics.refused(Refusal::slow_consumer);
+        }
+        slow = now;
+        let now = stats.lagged.load(Ordering::Relaxed);
+        metrics.bus_lagged_events.inc_by(now - lagged);
+        lagged = now;
+        metrics
+            .bus_up
+            .set(i64::from(bus.state() == BusState::Connected));
+    }
+}
