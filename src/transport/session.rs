@@ -6,7 +6,7 @@
 //! `Sleep`); writes happen in arm bodies, guarded so that a client that
 //! stops reading cannot pin the session forever.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -85,8 +85,9 @@ pub struct Session<T> {
     acked: bool,
     ops: HashMap<String, Op>,
     /// Serials of live subscriptions: deliveries queued before a client
-    /// `complete` are dropped, not sent.
-    live: HashSet<u64>,
+    /// `complete` are dropped, not sent. A vector: connections hold few
+    /// subscriptions and a scan beats hashing on every delivery.
+    live: Vec<u64>,
     next_serial: u64,
     singles: FuturesUnordered<Single>,
     deadline: Pin<Box<Sleep>>,
@@ -115,7 +116,7 @@ where
             init_received: false,
             acked: false,
             ops: HashMap::new(),
-            live: HashSet::new(),
+            live: Vec::new(),
             next_serial: 0,
             singles: FuturesUnordered::new(),
             deadline,
@@ -237,7 +238,7 @@ where
             ClientMessage::Complete { id } => {
                 // Not echoed; unknown or finished ids are ignored.
                 if let Some(op) = self.ops.remove(&id) {
-                    self.live.remove(&op.serial());
+                    self.live.retain(|s| *s != op.serial());
                 }
                 Flow::Continue
             }
@@ -342,7 +343,7 @@ where
                         outbox: self.outbox.clone(),
                     },
                 );
-                self.live.insert(serial);
+                self.live.push(serial);
                 self.ops.insert(
                     id,
                     Op::Subscription {
