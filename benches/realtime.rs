@@ -435,7 +435,7 @@ async fn fanout(target: &Target, r: &mut Results) {
 async fn throughput(target: &Target, batch: usize) -> f64 {
     let n = scale(1_000);
     let total_events = scale(if batch > 1 { 20_000 } else { 5_000 });
-    const WINDOW: usize = 400;
+    const WINDOW: usize = 600;
     // Concurrent publishing connections: the webhook answers each request
     // after the bus took it, so one connection measures round trips.
     const PUBLISHERS: usize = 4;

@@ -311,7 +311,12 @@ impl Bound {
             shutdown.clone(),
         ));
         // The realtime path: bus → dispatcher → connection outboxes.
-        Dispatcher::spawn(app.registry.clone(), app.bus.subscribe(), &shutdown);
+        Dispatcher::spawn(
+            app.registry.clone(),
+            app.bus.subscribe(),
+            &shutdown,
+            app.config.limits.outbound_queue,
+        );
         // Registry and bus state into /metrics, off the hot path.
         shutdown.spawn(crate::subscriptions::sampler::run(
             app.registry.clone(),

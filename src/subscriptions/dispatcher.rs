@@ -22,8 +22,6 @@ use crate::bus::{BusItem, BusSubscription};
 /// Events taken from the bus at once; bounds the latency added by batching
 /// to one batch of work.
 const MAX_BATCH: usize = 256;
-/// Jobs (a group's share of an event) delivered between two yields.
-const YIELD_EVERY: usize = 16;
 /// Batches queued per worker before the planner waits (and the bus buffers).
 const WORKER_QUEUE: usize = 64;
 
@@ -38,18 +36,23 @@ struct Job {
 pub struct Dispatcher;
 
 impl Dispatcher {
-    /// Starts the planner and one worker per registry shard on `tracker`;
-    /// they stop when `cancel` fires or the bus closes.
+    /// Starts the planner and one worker per registry shard; they stop at
+    /// shutdown or when the bus closes. `outbound_queue` is the per-connection
+    /// queue size: workers yield to the sessions after a quarter of it, so a
+    /// burst of events never fills a queue its reader is draining, while
+    /// frames still leave in large batches (one write each).
     pub fn spawn(
         registry: Arc<Registry>,
         bus: Box<dyn BusSubscription>,
         shutdown: &Shutdown,
+        outbound_queue: usize,
     ) -> Self {
+        let yield_every = (outbound_queue / 4).max(1);
         let mut workers = Vec::with_capacity(registry.shards());
         for shard in 0..registry.shards() {
             let (tx, rx) = mpsc::channel::<Arc<Vec<Job>>>(WORKER_QUEUE);
             workers.push(tx);
-            shutdown.spawn(worker(shard, registry.clone(), rx));
+            shutdown.spawn(worker(shard, registry.clone(), rx, yield_every));
         }
         shutdown.spawn(plan(registry, bus, workers, shutdown.token().clone()));
         Self
@@ -116,13 +119,18 @@ fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
     }
 }
 
-async fn worker(shard: usize, registry: Arc<Registry>, mut rx: mpsc::Receiver<Arc<Vec<Job>>>) {
+async fn worker(
+    shard: usize,
+    registry: Arc<Registry>,
+    mut rx: mpsc::Receiver<Arc<Vec<Job>>>,
+    yield_every: usize,
+) {
     while let Some(jobs) = rx.recv().await {
         for (i, job) in jobs.iter().enumerate() {
             job.group.deliver(shard, &job.payload, &registry.stats);
             // Let the sessions drain what was just queued: a burst of events
             // then spreads over time instead of piling up in one outbox.
-            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            if i % yield_every == yield_every - 1 {
                 tokio::task::yield_now().await;
             }
         }
@@ -152,7 +160,7 @@ mod tests {
         let registry = Registry::new(2);
         let bus = MemoryBus::new(0);
         let shutdown = Shutdown::new();
-        Dispatcher::spawn(registry.clone(), bus.subscribe(), &shutdown);
+        Dispatcher::spawn(registry.clone(), bus.subscribe(), &shutdown, 1000);
 
         let pa = prepare(&schema, "subscription { a }");
         let pb = prepare(&schema, "subscription { b }");
