@@ -10,6 +10,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buildSchema, graphql } from 'graphql';
 import { createClient } from 'graphql-ws';
 import { Webhook } from 'standardwebhooks';
 import WebSocket from 'ws';
@@ -40,13 +41,23 @@ async function freePort() {
 before(async () => {
   const bin = process.env.SUBCAR_BIN;
   assert.ok(bin, 'set SUBCAR_BIN to the subcar binary');
-  // A tiny upstream for queries sent over the socket.
+  // The upstream: a real GraphQL server (graphql-js) for queries sent over
+  // the socket.
+  const upstreamSchema = buildSchema('type Query { hello: String }');
   upstream = createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
-    req.on('end', () => {
+    req.on('end', async () => {
+      const { query, variables, operationName } = JSON.parse(body);
+      const result = await graphql({
+        schema: upstreamSchema,
+        source: query,
+        variableValues: variables,
+        operationName,
+        rootValue: { hello: () => 'world' },
+      });
       res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ data: { hello: 'world' } }));
+      res.end(JSON.stringify(result));
     });
   });
   await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve));
