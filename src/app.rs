@@ -29,6 +29,7 @@ use crate::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::server::router::{AdminRouter, GraphqlService, PublicRouter};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
+use crate::status::StatusSource;
 use crate::subscriptions::{Dispatcher, Registry, Routes};
 use crate::transport::{AllowAll, SessionLimits, Shared, WsEndpoint};
 
@@ -349,7 +350,20 @@ impl Bound {
         admin_shutdown.spawn(server::serve(
             self.admin,
             None,
-            AdminRouter::new(app.health.clone(), app.metrics.clone()),
+            AdminRouter::new(
+                app.health.clone(),
+                app.metrics.clone(),
+                Arc::new(StatusSource {
+                    started: std::time::Instant::now(),
+                    registry: app.registry.clone(),
+                    bus: app.bus.clone(),
+                    bus_kind: "memory",
+                    health: app.health.clone(),
+                    schema: app.schema.clone(),
+                    limits: app.config.limits.clone(),
+                    upstream_url: app.config.upstream.url.to_string(),
+                }),
+            ),
             admin_shutdown.clone(),
         ));
         shutdown.triggered().await;

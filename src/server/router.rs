@@ -19,6 +19,7 @@ use crate::error;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::schema::LiveSchema;
+use crate::status::StatusSource;
 use crate::transport::WsEndpoint;
 
 /// The GraphQL path's handler for queries and mutations (the proxy stack).
@@ -139,11 +140,16 @@ fn sdl_response(sdl: &str) -> Response<Body> {
 pub struct AdminRouter {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    status: Arc<StatusSource>,
 }
 
 impl AdminRouter {
-    pub fn new(health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
-        Self { health, metrics }
+    pub fn new(health: Arc<Health>, metrics: Arc<Metrics>, status: Arc<StatusSource>) -> Self {
+        Self {
+            health,
+            metrics,
+            status,
+        }
     }
 }
 
@@ -161,6 +167,7 @@ impl<B> Service<Request<B>> for AdminRouter {
             (&Method::GET | &Method::HEAD, "/healthz") => probes::healthz(),
             (&Method::GET | &Method::HEAD, "/readyz") => probes::readyz(&self.health),
             (&Method::GET, "/metrics") => metrics_response(&self.metrics),
+            (&Method::GET, "/status") => probes::json(StatusCode::OK, &self.status.snapshot()),
             _ => probes::not_found(),
         };
         ready(Ok(response))

@@ -1,0 +1,101 @@
+//! `/status` on the admin listener: what this replica is doing right now, as
+//! JSON for operators (the same facts as `/metrics`, readable by a person).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::bus::{Bus, BusState};
+use crate::config::LimitsConfig;
+use crate::health::{Health, UpstreamStatus};
+use crate::schema::{LiveSchema, UpstreamPart};
+use crate::subscriptions::Registry;
+
+/// Everything `/status` reads; built once in the composition root.
+pub struct StatusSource {
+    pub started: Instant,
+    pub registry: Arc<Registry>,
+    pub bus: Arc<dyn Bus>,
+    pub bus_kind: &'static str,
+    pub health: Arc<Health>,
+    pub schema: LiveSchema,
+    pub limits: LimitsConfig,
+    pub upstream_url: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub draining: bool,
+    /// Open connections by transport.
+    pub connections: BTreeMap<&'static str, usize>,
+    pub subscriptions: Subscriptions,
+    pub bus: BusReport,
+    pub upstream: UpstreamReport,
+    pub schema: SchemaReport,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Subscriptions {
+    pub total: usize,
+    pub per_field: BTreeMap<String, usize>,
+    /// Groups of identical subscriptions sharing filter and projection work.
+    pub groups: usize,
+    pub topics: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BusReport {
+    pub kind: &'static str,
+    pub connected: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpstreamReport {
+    pub url: String,
+    #[serde(flatten)]
+    pub status: UpstreamStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SchemaReport {
+    pub upstream_part: UpstreamPart,
+}
+
+impl StatusSource {
+    pub fn snapshot(&self) -> Status {
+        let sizes = self.registry.sizes();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            draining: self.health.is_draining(),
+            connections: BTreeMap::from([("graphql-transport-ws", sizes.connections)]),
+            subscriptions: Subscriptions {
+                total: sizes.subscriptions,
+                per_field: self
+                    .registry
+                    .subscriptions_per_field()
+                    .into_iter()
+                    .collect(),
+                groups: sizes.groups,
+                topics: sizes.topics,
+            },
+            bus: BusReport {
+                kind: self.bus_kind,
+                connected: self.bus.state() == BusState::Connected,
+            },
+            upstream: UpstreamReport {
+                url: self.upstream_url.clone(),
+                status: self.health.readiness().upstream,
+            },
+            schema: SchemaReport {
+                upstream_part: self.schema.upstream_part(),
+            },
+            limits: self.limits.clone(),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `/status` on the admin listener, as an operator reads it.
+
+mod ws_support;
+
+use ws_support::{Client, spawn, wait_subscriptions};
+
+#[tokio::test]
+async fn status_reports_connections_subscriptions_and_limits() {
+    let rt = spawn("[limits]\nmax_connections = 77").await;
+    let mut a = Client::ready(rt.addr).await;
+    let mut b = Client::ready(rt.addr).await;
+    a.subscribe("1", "subscription { counter }").await;
+    b.subscribe("1", "subscription { counter }").await;
+    b.subscribe("2", "subscription { incidentUpdated { id } }")
+        .await;
+    wait_subscriptions(&rt, 3).await;
+
+    let status: serde_json::Value = reqwest::get(format!("http://{}/status", rt.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["draining"], false);
+    assert_eq!(status["connections"]["graphql-transport-ws"], 2);
+    assert_eq!(status["subscriptions"]["total"], 3);
+    assert_eq!(status["subscriptions"]["per_field"]["counter"], 2);
+    assert_eq!(status["subscriptions"]["per_field"]["incidentUpdated"], 1);
+    assert_eq!(
+        status["subscriptions"]["groups"], 2,
+        "identical subscriptions share a group"
+    );
+    assert_eq!(status["bus"]["kind"], "memory");
+    assert_eq!(status["bus"]["connected"], true);
+    assert_eq!(status["limits"]["max_connections"], 77);
+    assert!(
+        status["upstream"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    assert_eq!(status["schema"]["upstream_part"], "none");
+}
