@@ -17,7 +17,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::body::{self, Body};
-use crate::bus::{Bus, MemoryBus};
+use crate::bus::{self, Bus, BusBuildError};
 use crate::config::Config;
 use crate::graphql::filter::FilterError;
 use crate::health::{self, Health};
@@ -47,6 +47,8 @@ pub enum AppError {
     Filter(#[from] FilterError),
     #[error(transparent)]
     WebhookSecret(#[from] BadSecret),
+    #[error(transparent)]
+    Bus(#[from] BusBuildError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -80,7 +82,9 @@ impl App {
         let upstream = Upstream::new(&config.upstream)?;
         let fields = crate::subscriptions::subscription_fields(&schema.current().sdl());
         let routes = Arc::new(Routes::new(&config.subscriptions, fields)?);
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(config.bus.history));
+        // Shared by the webhook (publish, dedup), the dispatcher (live
+        // events) and the sessions (resume); connects once running.
+        let bus = bus::build(&config.bus, config.webhook.dedup_window, &routes.topics())?;
         // One shard per worker thread: dispatch fan-out runs on all of them.
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
         let registry = Registry::new(shards);
@@ -91,7 +95,7 @@ impl App {
         );
         Ok(Self {
             config: Arc::new(config),
-            health: Arc::new(Health::new(schema.clone())),
+            health: Arc::new(Health::new(schema.clone(), bus.clone())),
             upstream,
             schema,
             tls,
@@ -141,6 +145,10 @@ impl App {
 
     pub fn webhook(&self) -> &Arc<Webhook> {
         &self.webhook
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
     }
 
     /// Binds every listener; addresses with port 0 get an ephemeral port.
@@ -200,6 +208,7 @@ impl App {
     fn ws_endpoint(&self, shutdown: &Shutdown) -> WsEndpoint {
         let shared = Shared {
             schema: self.schema.clone(),
+            bus: self.bus.clone(),
             routes: self.routes.clone(),
             registry: self.registry.clone(),
             executor: Arc::new(self.upstream.clone()),
@@ -311,7 +320,9 @@ impl Bound {
             app.upstream.clone(),
             shutdown.clone(),
         ));
-        // The realtime path: bus → dispatcher → connection outboxes.
+        // The realtime path: bus → dispatcher → connection outboxes. The
+        // bus connects (and reconnects) in tasks of its own.
+        app.bus.start(&shutdown);
         Dispatcher::spawn(
             app.registry.clone(),
             app.bus.subscribe(),
@@ -357,7 +368,6 @@ impl Bound {
                     started: std::time::Instant::now(),
                     registry: app.registry.clone(),
                     bus: app.bus.clone(),
-                    bus_kind: "memory",
                     health: app.health.clone(),
                     schema: app.schema.clone(),
                     limits: app.config.limits.clone(),

@@ -272,7 +272,15 @@ impl Default for LimitsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
     pub kind: BusKind,
-    /// Events kept per topic for resume.
+    /// `redis://[user:pass@]host:port[/db]` (or `rediss://`) for Redis,
+    /// `nats://host:port[,nats://…]` for NATS; required by both.
+    pub url: Option<String>,
+    /// Namespace on the shared backend: Redis keys `{prefix}:…`, the
+    /// JetStream stream `prefix` with subjects `prefix.…`. Replicas that
+    /// share events use the same prefix.
+    pub prefix: String,
+    /// Events kept per topic for resume (and, on Redis and NATS, for a
+    /// replica that reconnects after an outage).
     pub history: usize,
 }
 
@@ -280,6 +288,8 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             kind: BusKind::Memory,
+            url: None,
+            prefix: "subcar".into(),
             history: 1000,
         }
     }
@@ -289,6 +299,8 @@ impl Default for BusConfig {
 #[serde(rename_all = "lowercase")]
 pub enum BusKind {
     Memory,
+    Redis,
+    Nats,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +325,55 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl BusConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let schemes: &[&str] = match self.kind {
+            BusKind::Memory => &[],
+            BusKind::Redis => &["redis://", "rediss://"],
+            BusKind::Nats => &["nats://", "tls://"],
+        };
+        match (&self.url, self.kind) {
+            (Some(_), BusKind::Memory) => problems.push(
+                "bus.url: the memory bus has no url: expected bus.kind = \"redis\" or \"nats\" with it, or no url".into(),
+            ),
+            (None, BusKind::Redis | BusKind::Nats) => problems.push(format!(
+                "bus.url: required with this bus.kind: expected something like \"{}127.0.0.1:{}\"",
+                schemes[0],
+                if self.kind == BusKind::Redis { 6379 } else { 4222 },
+            )),
+            (Some(url), _) => {
+                for part in url.split(',') {
+                    if !schemes.iter().any(|s| part.trim().starts_with(s)) {
+                        problems.push(format!(
+                            "bus.url: {part:?} is not a server of this bus.kind: expected a URL starting with {}",
+                            schemes.join(" or ")
+                        ));
+                    }
+                }
+            }
+            (None, BusKind::Memory) => {}
+        }
+        if self.prefix.is_empty()
+            || !self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            problems.push(format!(
+                "bus.prefix: {:?} is not allowed: expected letters, digits, '_' or '-' (it names a JetStream stream)",
+                self.prefix
+            ));
+        }
+        if self.history == 0 && self.kind != BusKind::Memory {
+            problems.push(
+                "bus.history: 0 is not allowed with a shared bus: expected a positive number (a replica catching up after an outage reads from it)".into(),
+            );
+        }
+        problems
+    }
 }
 
 /// A secret value; never printed.
@@ -520,6 +581,7 @@ impl Config {
                 ));
             }
         }
+        problems.extend(self.bus.problems());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             problems.push(format!(
                 "log.filter: {:?} is invalid ({e}): expected directives like \"info,subcar=debug\"",
@@ -750,5 +812,31 @@ mod tests {
         let one: IpNet = "::1".parse().unwrap();
         assert!(one.contains("::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn bus_keys_are_checked_with_their_names() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[bus]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"app-1\"\nhistory = 50"
+        ))
+        .unwrap();
+        assert_eq!(c.bus.kind, BusKind::Redis);
+        assert_eq!(c.bus.prefix, "app-1");
+        assert_eq!(c.bus.history, 50);
+        let msg = problems(&format!("{MINIMAL}\n[bus]\nkind = \"nats\""));
+        assert!(msg.contains("bus.url: required"), "{msg}");
+        assert!(msg.contains("nats://127.0.0.1:4222"), "{msg}");
+        let msg = problems(&format!(
+            "{MINIMAL}\n[bus]\nkind = \"nats\"\nurl = \"redis://x\"\nprefix = \"a.b\"\nhistory = 0"
+        ));
+        for part in [
+            "bus.url: \"redis://x\"",
+            "bus.prefix: \"a.b\"",
+            "bus.history: 0",
+        ] {
+            assert!(msg.contains(part), "{part} in {msg}");
+        }
+        let msg = problems(&format!("{MINIMAL}\n[bus]\nkind = \"kafka\""));
+        assert!(msg.contains("bus.kind"), "{msg}");
     }
 }

@@ -1,12 +1,14 @@
 //! What `/healthz` and `/readyz` report: whether the process drains, and
 //! whether the upstream answered the last probe.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::bus::{Bus, BusState};
 use crate::proxy::Upstream;
 use crate::schema::{LiveSchema, UpstreamPart};
 use crate::shutdown::Shutdown;
@@ -19,6 +21,7 @@ pub struct Health {
     draining: AtomicBool,
     upstream: Mutex<UpstreamStatus>,
     schema: LiveSchema,
+    bus: Arc<dyn Bus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -55,11 +58,12 @@ pub struct BusStatus {
 }
 
 impl Health {
-    pub fn new(schema: LiveSchema) -> Self {
+    pub fn new(schema: LiveSchema, bus: Arc<dyn Bus>) -> Self {
         Self {
             draining: AtomicBool::new(false),
             upstream: Mutex::new(UpstreamStatus::default()),
             schema,
+            bus,
         }
     }
 
@@ -78,21 +82,24 @@ impl Health {
         status.checked_at = Some(SystemTime::now());
     }
 
-    /// Ready while not draining. An unreachable upstream is reported but does
-    /// not make subcar unready: subscriptions and the webhook still work, and
-    /// the upstream's own probe decides whether the pod gets its traffic.
+    /// Ready while not draining and the bus is connected. An unreachable
+    /// upstream is reported but does not make subcar unready: subscriptions
+    /// and the webhook still work, and the upstream's own probe decides
+    /// whether the pod gets its traffic. A bus outage does: this replica's
+    /// webhook answers 503 and its subscribers get nothing new meanwhile.
     pub fn readiness(&self) -> Readiness {
         let draining = self.is_draining();
+        let connected = self.bus.state() == BusState::Connected;
         Readiness {
-            ready: !draining,
+            ready: !draining && connected,
             draining,
             upstream: self.upstream.lock().clone(),
             schema: SchemaStatus {
                 upstream_part: self.schema.upstream_part(),
             },
             bus: BusStatus {
-                kind: "memory",
-                connected: true,
+                kind: self.bus.kind(),
+                connected,
             },
         }
     }

@@ -18,7 +18,6 @@ pub struct StatusSource {
     pub started: Instant,
     pub registry: Arc<Registry>,
     pub bus: Arc<dyn Bus>,
-    pub bus_kind: &'static str,
     pub health: Arc<Health>,
     pub schema: LiveSchema,
     pub limits: LimitsConfig,
@@ -85,7 +84,7 @@ impl StatusSource {
                 topics: sizes.topics,
             },
             bus: BusReport {
-                kind: self.bus_kind,
+                kind: self.bus.kind(),
                 connected: self.bus.state() == BusState::Connected,
             },
             upstream: UpstreamReport {

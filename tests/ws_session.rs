@@ -96,6 +96,7 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
     let registry = Registry::new(1);
     let shared = Arc::new(Shared {
         schema,
+        bus: Arc::new(subcar::bus::MemoryBus::new(0)),
         routes: Arc::new(Routes::new(&[], ["counter".to_string()]).unwrap()),
         registry: registry.clone(),
         executor: Arc::new(NoUpstream),

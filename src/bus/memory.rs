@@ -1,16 +1,16 @@
-//! The in-process bus: a broadcast channel plus a bounded history per topic.
+//! The in-process bus: a broadcast channel plus a bounded history per topic
+//! (for resume on a single replica) and the in-process dedup window.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-use super::{Bus, BusError, BusItem, BusState, BusSubscription, Event};
-
-/// Events buffered for a slow subscriber before it is told it lagged.
-const CHANNEL_CAPACITY: usize = 64 * 1024;
+use super::dedup::{self, Dedup};
+use super::feed::Feed;
+use super::{Bus, BusError, BusState, BusSubscription, Cursor, Event, Published, Replay};
 
 /// A single-replica bus.
 pub struct MemoryBus {
@@ -18,25 +18,40 @@ pub struct MemoryBus {
     /// held. Holding it across history append and broadcast send is what
     /// makes the history order and the delivery order the same.
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Arc<Event>>,
+    feed: Feed,
     history_len: usize,
+    dedup: Option<Dedup>,
 }
 
+#[derive(Default)]
 struct Inner {
-    history: HashMap<Arc<str>, VecDeque<Arc<Event>>>,
+    /// The sequence of the last event published (cursors are `1, 2, …`).
+    seq: u64,
+    history: HashMap<Arc<str>, Topic>,
+}
+
+#[derive(Default)]
+struct Topic {
+    ring: VecDeque<(Cursor, Arc<Event>)>,
+    /// The newest event that left the ring: a cursor before it has a gap.
+    trimmed: Option<Cursor>,
 }
 
 impl MemoryBus {
-    /// `history` events are kept per topic (`bus.history`).
+    /// `history` events are kept per topic (`bus.history`); no dedup.
     pub fn new(history: usize) -> Self {
-        let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
         Self {
-            inner: Mutex::new(Inner {
-                history: HashMap::new(),
-            }),
-            tx,
+            inner: Mutex::new(Inner::default()),
+            feed: Feed::new(),
             history_len: history,
+            dedup: None,
         }
+    }
+
+    /// Deduplicates ids within `window` (`webhook.dedup_window`), in bounded memory.
+    pub fn with_dedup(mut self, window: Duration) -> Self {
+        self.dedup = Some(Dedup::new(window, dedup::DEFAULT_CAPACITY));
+        self
     }
 
     /// The last events of `topic`, oldest first.
@@ -45,68 +60,76 @@ impl MemoryBus {
             .lock()
             .history
             .get(topic)
-            .map(|h| h.iter().cloned().collect())
+            .map(|h| h.ring.iter().map(|(_, e)| e.clone()).collect())
             .unwrap_or_default()
     }
 }
 
 impl Bus for MemoryBus {
-    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), BusError>> {
-        let mut inner = self.inner.lock();
-        for event in events {
-            let event = Arc::new(event);
-            if self.history_len > 0 {
-                let h = inner.history.entry(event.topic.clone()).or_default();
-                if h.len() == self.history_len {
-                    h.pop_front();
-                }
-                h.push_back(event.clone());
+    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
+        let duplicate = match &self.dedup {
+            Some(d) => {
+                let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+                d.reserve(&ids).into_iter().map(|fresh| !fresh).collect()
             }
-            // No receiver is not an error: nobody subscribed yet.
-            let _ = self.tx.send(event);
+            None => vec![false; events.len()],
+        };
+        let mut inner = self.inner.lock();
+        for (event, dup) in events.into_iter().zip(&duplicate) {
+            if *dup {
+                continue;
+            }
+            inner.seq += 1;
+            let cursor = Cursor::seq(inner.seq);
+            let event = Arc::new(event);
+            let topic = inner.history.entry(event.topic.clone()).or_default();
+            if self.history_len == 0 {
+                topic.trimmed = Some(cursor);
+            } else {
+                if topic.ring.len() == self.history_len {
+                    topic.trimmed = topic.ring.pop_front().map(|(c, _)| c);
+                }
+                topic.ring.push_back((cursor, event.clone()));
+            }
+            self.feed.send(event, cursor);
         }
         drop(inner);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(Published { duplicate })))
     }
 
     fn subscribe(&self) -> Box<dyn BusSubscription> {
-        Box::new(MemorySubscription {
-            rx: self.tx.subscribe(),
-        })
+        self.feed.subscribe()
+    }
+
+    fn replay(
+        &self,
+        topic: Arc<str>,
+        after: Cursor,
+    ) -> BoxFuture<'static, Result<Replay, BusError>> {
+        let inner = self.inner.lock();
+        let replay = match inner.history.get(&topic) {
+            None => Replay::Events(Vec::new()),
+            Some(t) if t.trimmed.is_some_and(|c| c > after) => Replay::Expired,
+            Some(t) => Replay::Events(t.ring.iter().filter(|(c, _)| *c > after).cloned().collect()),
+        };
+        drop(inner);
+        Box::pin(std::future::ready(Ok(replay)))
     }
 
     fn state(&self) -> BusState {
         BusState::Connected
     }
-}
 
-struct MemorySubscription {
-    rx: broadcast::Receiver<Arc<Event>>,
-}
-
-impl BusSubscription for MemorySubscription {
-    fn recv(&mut self) -> BoxFuture<'_, Option<BusItem>> {
-        Box::pin(async move {
-            match self.rx.recv().await {
-                Ok(e) => Some(BusItem::Event(e)),
-                Err(RecvError::Lagged(n)) => Some(BusItem::Lagged(n)),
-                Err(RecvError::Closed) => None,
-            }
-        })
-    }
-
-    fn try_recv(&mut self) -> Option<BusItem> {
-        match self.rx.try_recv() {
-            Ok(e) => Some(BusItem::Event(e)),
-            Err(TryRecvError::Lagged(n)) => Some(BusItem::Lagged(n)),
-            Err(TryRecvError::Empty | TryRecvError::Closed) => None,
-        }
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::BusItem;
+    use crate::bus::feed::CAPACITY as CHANNEL_CAPACITY;
     use serde_json::json;
 
     fn event(topic: &str, n: u64) -> Event {
@@ -126,7 +149,10 @@ mod tests {
             .unwrap();
         for n in 0..100 {
             match sub.recv().await {
-                Some(BusItem::Event(e)) => assert_eq!(e.payload, json!(n)),
+                Some(BusItem::Event(e, c)) => {
+                    assert_eq!(e.payload, json!(n));
+                    assert_eq!(c, Cursor::seq(n + 1));
+                }
                 other => panic!("{other:?}"),
             }
         }
@@ -143,6 +169,76 @@ mod tests {
         let h: Vec<_> = bus.history("a").iter().map(|e| e.payload.clone()).collect();
         assert_eq!(h, vec![json!(2), json!(3), json!(4)]);
         assert_eq!(bus.history("b").len(), 1);
+    }
+
+    fn payloads(r: Replay) -> Vec<serde_json::Value> {
+        match r {
+            Replay::Events(v) => v.iter().map(|(_, e)| e.payload.clone()).collect(),
+            Replay::Expired => panic!("expired"),
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_serves_the_ring_and_says_when_it_no_longer_reaches_back() {
+        let bus = MemoryBus::new(3);
+        bus.publish(
+            (0..5)
+                .map(|n| event(if n % 2 == 0 { "a" } else { "b" }, n))
+                .collect(),
+        )
+        .await
+        .unwrap();
+        // a: 0 (seq 1), 2 (seq 3), 4 (seq 5); b: 1 (seq 2), 3 (seq 4).
+        assert_eq!(
+            payloads(bus.replay("a".into(), Cursor::seq(1)).await.unwrap()),
+            vec![json!(2), json!(4)]
+        );
+        assert_eq!(
+            payloads(bus.replay("b".into(), Cursor::seq(0)).await.unwrap()),
+            vec![json!(1), json!(3)]
+        );
+        assert!(payloads(bus.replay("none".into(), Cursor::seq(0)).await.unwrap()).is_empty());
+        bus.publish(vec![event("a", 6)]).await.unwrap(); // seq 6 trims seq 1
+        assert!(matches!(
+            bus.replay("a".into(), Cursor::seq(0)).await.unwrap(),
+            Replay::Expired
+        ));
+        assert_eq!(
+            payloads(bus.replay("a".into(), Cursor::seq(1)).await.unwrap()),
+            vec![json!(2), json!(4), json!(6)]
+        );
+        let bus = MemoryBus::new(0);
+        bus.publish(vec![event("a", 1)]).await.unwrap();
+        assert!(matches!(
+            bus.replay("a".into(), Cursor::seq(0)).await.unwrap(),
+            Replay::Expired
+        ));
+        assert!(payloads(bus.replay("a".into(), Cursor::seq(1)).await.unwrap()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn dedup_skips_ids_seen_in_the_window() {
+        let bus = MemoryBus::new(10).with_dedup(Duration::from_secs(60));
+        let mut sub = bus.subscribe();
+        let with_id = |id: &str, n| Event {
+            id: Some(id.into()),
+            ..event("t", n)
+        };
+        let p = bus
+            .publish(vec![with_id("x", 1), with_id("y", 2), with_id("x", 3)])
+            .await
+            .unwrap();
+        assert_eq!(p.duplicate, vec![false, false, true]);
+        let p = bus
+            .publish(vec![with_id("y", 4), event("t", 5)])
+            .await
+            .unwrap();
+        assert_eq!(p.duplicate, vec![true, false]);
+        let mut got = Vec::new();
+        while let Some(BusItem::Event(e, _)) = sub.try_recv() {
+            got.push(e.payload.clone());
+        }
+        assert_eq!(got, vec![json!(1), json!(2), json!(5)]);
     }
 
     #[tokio::test]

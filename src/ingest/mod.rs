@@ -7,7 +7,6 @@
 //! Every refusal is a response with `{"error":{"code","message","index"?}}`,
 //! and any 4xx/5xx means nothing of the request reached the bus.
 
-pub mod dedup;
 pub mod parse;
 pub mod signature;
 
@@ -25,7 +24,6 @@ use serde_json::json;
 use crate::bus::{Bus, BusError};
 use crate::config::{UnknownTopics, WebhookConfig};
 use crate::metrics::{Metrics, StatusLabel, TopicLabel};
-use dedup::Dedup;
 use parse::{Format, InvalidEvent};
 use signature::{BadSecret, SignatureError, Verifier};
 
@@ -121,8 +119,9 @@ pub struct WebhookStats {
 /// The webhook endpoint, built once by the composition root.
 pub struct Webhook {
     path: String,
+    /// Deduplicates ids too: the window is the bus's (`webhook.dedup_window`),
+    /// so it holds across replicas that share a bus.
     bus: Arc<dyn Bus>,
-    dedup: Dedup,
     verifier: Option<Verifier>,
     /// Topics some subscription field maps to.
     topics: HashSet<String>,
@@ -142,7 +141,6 @@ impl Webhook {
         Ok(Self {
             path: config.path.clone(),
             bus,
-            dedup: Dedup::new(config.dedup_window, dedup::DEFAULT_CAPACITY),
             verifier: config
                 .secret
                 .as_ref()
@@ -245,33 +243,30 @@ impl Webhook {
                 .dropped_unknown_topic
                 .fetch_add((before - events.len()) as u64, Ordering::Relaxed);
         }
-        let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
-        let fresh = self.dedup.reserve(&ids);
-        let duplicates = fresh.iter().filter(|f| !**f).count();
-        let mut keep = fresh.iter();
-        events.retain(|_| *keep.next().expect("one flag per event"));
+        let mut duplicates = 0;
         if !events.is_empty() {
-            let published = events.len() as u64;
             let topics: Vec<Arc<str>> = match &self.metrics {
                 Some(_) => events.iter().map(|e| e.topic.clone()).collect(),
                 None => Vec::new(),
             };
-            if let Err(e) = self.bus.publish(events).await {
-                self.dedup.release(
-                    ids.iter()
-                        .zip(&fresh)
-                        .filter(|(_, f)| **f)
-                        .filter_map(|(id, _)| id.as_ref()),
-                );
-                return Err(WebhookError::BusUnavailable(e));
-            }
-            self.stats
-                .events_published
-                .fetch_add(published, Ordering::Relaxed);
+            // A refused publish marks no id as seen (the bus promises it), so
+            // a retry after this 503 is delivered.
+            let published = self
+                .bus
+                .publish(events)
+                .await
+                .map_err(WebhookError::BusUnavailable)?;
+            duplicates = published.duplicates();
+            self.stats.events_published.fetch_add(
+                (published.duplicate.len() - duplicates) as u64,
+                Ordering::Relaxed,
+            );
             if let Some(m) = &self.metrics {
-                for topic in topics {
-                    let topic = topic.to_string();
-                    m.events_received.get_or_create(&TopicLabel { topic }).inc();
+                for (topic, dup) in topics.into_iter().zip(&published.duplicate) {
+                    if !dup {
+                        let topic = topic.to_string();
+                        m.events_received.get_or_create(&TopicLabel { topic }).inc();
+                    }
                 }
             }
         }
@@ -295,7 +290,7 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::{BusState, BusSubscription, Event, MemoryBus};
+    use crate::bus::{BusState, BusSubscription, Cursor, Event, MemoryBus, Published, Replay};
     use futures_util::future::BoxFuture;
     use std::sync::atomic::AtomicBool;
 
@@ -306,7 +301,7 @@ mod tests {
     }
 
     impl Bus for FlakyBus {
-        fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), BusError>> {
+        fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
             if self.down.load(Ordering::Relaxed) {
                 return Box::pin(std::future::ready(Err(BusError::Unavailable {
                     reason: "test".into(),
@@ -317,8 +312,18 @@ mod tests {
         fn subscribe(&self) -> Box<dyn BusSubscription> {
             self.inner.subscribe()
         }
+        fn replay(
+            &self,
+            topic: Arc<str>,
+            after: Cursor,
+        ) -> BoxFuture<'static, Result<Replay, BusError>> {
+            self.inner.replay(topic, after)
+        }
         fn state(&self) -> BusState {
             BusState::Connected
+        }
+        fn kind(&self) -> &'static str {
+            "test"
         }
     }
 
@@ -333,7 +338,7 @@ mod tests {
     async fn bus_outage_is_503_with_retry_after_and_ids_stay_deliverable() {
         let bus = Arc::new(FlakyBus {
             down: AtomicBool::new(true),
-            inner: MemoryBus::new(0),
+            inner: MemoryBus::new(0).with_dedup(std::time::Duration::from_secs(60)),
         });
         let mut sub = bus.subscribe();
         let webhook =

@@ -13,7 +13,8 @@ pub fn healthz() -> Response<Body> {
     res
 }
 
-/// `200` while serving, `503` once draining; the body reports upstream
+/// `200` while serving, `503` once draining or while the bus is down; the
+/// body reports upstream
 /// reachability and the bus either way.
 pub fn readyz(health: &Health) -> Response<Body> {
     let readiness = health.readiness();

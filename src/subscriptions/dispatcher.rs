@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::shutdown::Shutdown;
 
 use super::registry::{Group, Registry};
-use crate::bus::{BusItem, BusSubscription};
+use crate::bus::{BusItem, BusSubscription, Cursor};
 
 /// Events taken from the bus at once; bounds the latency added by batching
 /// to one batch of work.
@@ -29,6 +29,10 @@ const WORKER_QUEUE: usize = 64;
 struct Job {
     group: Arc<Group>,
     payload: Bytes,
+    /// For members that asked for cursors: the same payload with
+    /// `"extensions":{"cursor":…}`, built once per group, only when the
+    /// group has such members, so that the others pay nothing for resume.
+    resume: Option<(Cursor, Bytes)>,
 }
 
 /// Handle to the running dispatcher.
@@ -93,8 +97,8 @@ async fn plan(
 }
 
 fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
-    let event = match item {
-        BusItem::Event(e) => e,
+    let (event, cursor) = match item {
+        BusItem::Event(e, c) => (e, c),
         BusItem::Lagged(n) => {
             registry
                 .stats
@@ -115,8 +119,27 @@ fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
             tracing::error!(topic = %event.topic, "projection is not UTF-8; event skipped");
             continue;
         }
-        jobs.push(Job { group, payload });
+        let resume = group
+            .has_resume_members()
+            .then(|| (cursor, with_cursor(&payload, cursor)));
+        jobs.push(Job {
+            group,
+            payload,
+            resume,
+        });
     }
+}
+
+/// `{"data":…}` → `{"data":…,"extensions":{"cursor":"…"}}`: a projection is
+/// always a JSON object, so its closing brace is replaced.
+pub(crate) fn with_cursor(payload: &[u8], cursor: Cursor) -> Bytes {
+    let body = payload.strip_suffix(b"}").unwrap_or(payload);
+    let mut out = Vec::with_capacity(body.len() + 48);
+    out.extend_from_slice(body);
+    out.extend_from_slice(br#","extensions":{"cursor":""#);
+    out.extend_from_slice(cursor.to_string().as_bytes());
+    out.extend_from_slice(br#""}}"#);
+    Bytes::from(out)
 }
 
 async fn worker(
@@ -127,7 +150,8 @@ async fn worker(
 ) {
     while let Some(jobs) = rx.recv().await {
         for (i, job) in jobs.iter().enumerate() {
-            job.group.deliver(shard, &job.payload, &registry.stats);
+            job.group
+                .deliver(shard, &job.payload, job.resume.as_ref(), &registry.stats);
             // Let the sessions drain what was just queued: a burst of events
             // then spreads over time instead of piling up in one outbox.
             if i % yield_every == yield_every - 1 {
@@ -176,6 +200,7 @@ mod tests {
                 claims: Arc::new(json!({})),
                 op_id: &op_id,
                 serial: 7,
+                resume: false,
                 outbox: out,
             };
             let h = registry.register(&slot, sub);
@@ -227,12 +252,13 @@ mod tests {
                 claims: Arc::new(json!({})),
                 op_id: "1",
                 serial: 1,
+                resume: false,
                 outbox: out,
             },
         );
         let group = registry.groups("a").pop().unwrap();
         for _ in 0..5 {
-            group.deliver(0, &Bytes::from_static(b"{}"), &registry.stats);
+            group.deliver(0, &Bytes::from_static(b"{}"), None, &registry.stats);
         }
         assert!(inbox.slow.is_cancelled());
         assert_eq!(

@@ -6,6 +6,8 @@
 //! dispatcher, or any other connection, wait.
 
 use bytes::Bytes;
+
+use crate::bus::Cursor;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +19,8 @@ pub struct Delivery {
     pub serial: u64,
     /// `{"id":…,"type":"next","payload":…}`, valid UTF-8 JSON.
     pub frame: Bytes,
+    /// The event's cursor, for subscriptions that resume (and only them).
+    pub cursor: Option<Cursor>,
 }
 
 /// The dispatcher's side of a connection's queue; cheap to clone.

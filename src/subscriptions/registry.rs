@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::Route;
 use super::outbox::{Delivery, Offer, Outbox};
+use crate::bus::Cursor;
 use crate::graphql::{GroupKey, PreparedSubscription};
 
 /// Identical subscriptions: same engine key, same root response key (the
@@ -67,6 +68,8 @@ pub struct Group {
     pub(crate) claims: Arc<Value>,
     /// Only changed under the registry's write lock.
     len: AtomicUsize,
+    /// Members that want a cursor with each event (resume).
+    resume_members: AtomicUsize,
     /// One member table per shard; a std-style mutex because nothing async
     /// happens while it is held.
     members: Box<[Mutex<HashMap<u64, Member>>]>,
@@ -78,6 +81,8 @@ struct Member {
     /// the shared payload and the closing brace.
     prefix: Bytes,
     serial: u64,
+    /// Wants the cursor of each event (`extensions.resume`).
+    resume: bool,
     outbox: Outbox,
 }
 
@@ -92,6 +97,8 @@ pub struct Subscriber<'a> {
     pub op_id: &'a str,
     /// Tags this subscription's deliveries in the connection's outbox.
     pub serial: u64,
+    /// Deliver each event with its cursor in `payload.extensions.cursor`.
+    pub resume: bool,
     pub outbox: Outbox,
 }
 
@@ -128,7 +135,10 @@ pub struct SubscriptionHandle {
 
 impl Drop for SubscriptionHandle {
     fn drop(&mut self) {
-        self.group.members[self.shard].lock().remove(&self.member);
+        let removed = self.group.members[self.shard].lock().remove(&self.member);
+        if removed.is_some_and(|m| m.resume) {
+            self.group.resume_members.fetch_sub(1, Ordering::Relaxed);
+        }
         let mut topics = self.registry.topics.write();
         if self.group.len.fetch_sub(1, Ordering::Relaxed) == 1
             && let Some(groups) = topics.get_mut(&self.group.topic)
@@ -193,6 +203,7 @@ impl Registry {
             claims,
             op_id,
             serial,
+            resume,
             outbox,
         } = sub;
         let id = GroupId {
@@ -203,6 +214,7 @@ impl Registry {
         let member = Member {
             prefix: envelope_prefix(op_id),
             serial,
+            resume,
             outbox,
         };
         let key = self.next_member.fetch_add(1, Ordering::Relaxed);
@@ -218,11 +230,17 @@ impl Registry {
                     route,
                     claims,
                     len: AtomicUsize::new(0),
+                    resume_members: AtomicUsize::new(0),
                     members: (0..self.shards).map(|_| Mutex::default()).collect(),
                 })
             })
             .clone();
         group.len.fetch_add(1, Ordering::Relaxed);
+        if resume {
+            // Before the member is visible: the dispatcher never finds a
+            // resume member in a group it thinks has none.
+            group.resume_members.fetch_add(1, Ordering::Relaxed);
+        }
         group.members[slot.shard].lock().insert(key, member);
         drop(topics);
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -274,12 +292,28 @@ impl Group {
             .matches(event, self.prepared.args(), &self.claims)
     }
 
+    /// Whether some member wants cursors (read once per event by the planner).
+    pub(crate) fn has_resume_members(&self) -> bool {
+        self.resume_members.load(Ordering::Relaxed) > 0
+    }
+
     /// Wraps the shared `payload` into each member's envelope, for the
-    /// members of one shard. Never waits.
-    pub(crate) fn deliver(&self, shard: usize, payload: &Bytes, stats: &RegistryStats) {
+    /// members of one shard; members that want cursors get `resume`'s
+    /// payload instead. Never waits.
+    pub(crate) fn deliver(
+        &self,
+        shard: usize,
+        payload: &Bytes,
+        resume: Option<&(Cursor, Bytes)>,
+        stats: &RegistryStats,
+    ) {
         let members = self.members[shard].lock();
         let (mut delivered, mut dropped) = (0, 0);
         for m in members.values() {
+            let (payload, cursor) = match (m.resume, resume) {
+                (true, Some((c, p))) => (p, Some(*c)),
+                _ => (payload, None),
+            };
             let mut frame = BytesMut::with_capacity(m.prefix.len() + payload.len() + 1);
             frame.put_slice(&m.prefix);
             frame.put_slice(payload);
@@ -287,6 +321,7 @@ impl Group {
             let delivery = Delivery {
                 serial: m.serial,
                 frame: frame.freeze(),
+                cursor,
             };
             match m.outbox.offer(delivery) {
                 Offer::Queued => delivered += 1,

@@ -117,6 +117,8 @@ impl SessionLimits {
 /// What every session of the process shares; built once by the composition root.
 pub struct Shared {
     pub schema: LiveSchema,
+    /// For resume: the history subscriptions replay from.
+    pub bus: Arc<dyn crate::bus::Bus>,
     pub routes: Arc<Routes>,
     pub registry: Arc<Registry>,
     pub executor: Arc<dyn Executor>,

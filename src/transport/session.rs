@@ -22,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::{ClientMessage, CloseCode, Frame, Inbound, Outbound, SubscribePayload};
 use super::{ExecuteError, Shared};
-use crate::graphql::{GraphQLError, Prepared};
+use crate::bus::{BusError, Cursor, Replay};
+use crate::graphql::{GraphQLError, Prepared, PreparedSubscription};
 use crate::metrics::Refusal;
+use crate::subscriptions::dispatcher::with_cursor;
 use crate::subscriptions::outbox::{Inbox, Outbox, outbox};
 use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
-use crate::subscriptions::{Delivery, SubscriptionHandle};
+use crate::subscriptions::{Delivery, Route, SubscriptionHandle};
 
 /// Deliveries written per flush at most, so that one busy connection
 /// still yields to its own inbound messages.
@@ -69,6 +71,81 @@ enum Flow {
 }
 
 type Single = BoxFuture<'static, (String, u64, Result<Bytes, ExecuteError>)>;
+type ReplayDone = BoxFuture<'static, (String, u64, Result<Replay, BusError>)>;
+
+/// Events a resuming subscription buffers from the live stream while its
+/// replay is fetched, as a multiple of `limits.outbound_queue`; past it the
+/// client is a slow consumer.
+const RESUME_BUFFER_FACTOR: usize = 4;
+
+/// A subscription that asked for cursors (`extensions.resume`).
+struct Resuming {
+    serial: u64,
+    /// `Some` while the replay of missed events is being fetched; live
+    /// deliveries wait here meanwhile.
+    replay: Option<Pending>,
+    /// The newest cursor sent (or the client's own): live deliveries at or
+    /// before it were covered by the replay and are dropped.
+    last: Option<Cursor>,
+}
+
+struct Pending {
+    prepared: Arc<PreparedSubscription>,
+    route: Route,
+    buffer: Vec<Delivery>,
+}
+
+/// What to do with a delivery for a resuming subscription.
+enum Admit {
+    Send(Delivery),
+    Hold,
+    Overflow,
+}
+
+impl Resuming {
+    fn admit(&mut self, d: Delivery, limit: usize) -> Admit {
+        // Planned before this member was registered: the replay covers it.
+        let Some(cursor) = d.cursor else {
+            return Admit::Hold;
+        };
+        if let Some(p) = &mut self.replay {
+            if p.buffer.len() >= limit {
+                return Admit::Overflow;
+            }
+            p.buffer.push(d);
+            return Admit::Hold;
+        }
+        if self.last.is_some_and(|l| cursor <= l) {
+            return Admit::Hold;
+        }
+        self.last = Some(cursor);
+        Admit::Send(d)
+    }
+}
+
+/// `payload.extensions.resume`: `{}` (start now, send cursors) or
+/// `{"after": "<cursor>"}` (first the missed events after the cursor).
+fn resume_request(
+    extensions: Option<&Map<String, Value>>,
+) -> Result<Option<Option<Cursor>>, String> {
+    let Some(resume) = extensions.and_then(|e| e.get("resume")) else {
+        return Ok(None);
+    };
+    let Value::Object(r) = resume else {
+        return Err("extensions.resume must be an object".into());
+    };
+    if let Some(k) = r.keys().find(|k| *k != "after") {
+        return Err(format!("extensions.resume has an unknown key {k:?}"));
+    }
+    match r.get("after") {
+        None | Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(c)) => c
+            .parse::<Cursor>()
+            .map(|c| Some(Some(c)))
+            .map_err(|e| format!("extensions.resume.after: {e}")),
+        Some(_) => Err("extensions.resume.after must be a cursor string".into()),
+    }
+}
 
 /// The state of one connection.
 pub struct Session<T> {
@@ -90,6 +167,9 @@ pub struct Session<T> {
     live: Vec<u64>,
     next_serial: u64,
     singles: FuturesUnordered<Single>,
+    /// Subscriptions that asked for cursors; empty for most connections.
+    resuming: Vec<Resuming>,
+    replays: FuturesUnordered<ReplayDone>,
     deadline: Pin<Box<Sleep>>,
     deadline_kind: Deadline,
     heartbeat: Option<Interval>,
@@ -119,6 +199,8 @@ where
             live: Vec::new(),
             next_serial: 0,
             singles: FuturesUnordered::new(),
+            resuming: Vec::new(),
+            replays: FuturesUnordered::new(),
             deadline,
             deadline_kind: Deadline::Init,
             heartbeat: None,
@@ -138,6 +220,7 @@ where
                 _ = &mut self.deadline, if self.deadline_kind != Deadline::Off => self.on_deadline(),
                 Some(d) = self.inbox.rx.recv() => self.on_delivery(d).await,
                 Some(r) = self.singles.next(), if !self.singles.is_empty() => self.on_single(r).await,
+                Some(r) = self.replays.next(), if !self.replays.is_empty() => self.on_replay(r).await,
                 _ = async { self.heartbeat.as_mut().expect("guarded").tick().await }, if self.heartbeat.is_some() => {
                     self.on_heartbeat().await
                 }
@@ -195,9 +278,30 @@ where
     async fn on_delivery(&mut self, first: Delivery) -> Flow {
         let mut frames = Vec::with_capacity(16);
         let mut next = Some(first);
+        let limit = self.shared.limits.outbound_queue * RESUME_BUFFER_FACTOR;
         while let Some(d) = next.take() {
             if self.live.contains(&d.serial) {
-                frames.push(Outbound::Text(Frame::from_trusted(d.frame)));
+                let d = match self.resuming.iter_mut().find(|r| r.serial == d.serial) {
+                    None => Some(d),
+                    Some(r) => match r.admit(d, limit) {
+                        Admit::Send(d) => Some(d),
+                        Admit::Hold => None,
+                        Admit::Overflow => {
+                            self.shared
+                                .registry
+                                .stats
+                                .slow_consumers
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return Flow::Close(
+                                CloseCode::TryAgainLater,
+                                "slow consumer: too many undelivered messages".into(),
+                            );
+                        }
+                    },
+                };
+                if let Some(d) = d {
+                    frames.push(Outbound::Text(Frame::from_trusted(d.frame)));
+                }
             }
             if frames.len() < MAX_WRITE_BATCH {
                 next = self.inbox.rx.try_recv().ok();
@@ -238,7 +342,7 @@ where
             ClientMessage::Complete { id } => {
                 // Not echoed; unknown or finished ids are ignored.
                 if let Some(op) = self.ops.remove(&id) {
-                    self.live.retain(|s| *s != op.serial());
+                    self.forget(op.serial());
                 }
                 Flow::Continue
             }
@@ -310,6 +414,13 @@ where
                 );
             }
         };
+        let resume = match resume_request(payload.extensions.as_ref()) {
+            Ok(r) => r,
+            Err(message) => {
+                let e = coded_error(&message, "INVALID_CURSOR");
+                return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
+            }
+        };
         self.next_serial += 1;
         let serial = self.next_serial;
         match prepared {
@@ -332,6 +443,15 @@ where
                         coded_error("Too many subscriptions on this connection", "RATE_LIMITED");
                     return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
                 }
+                let topic = route.topic.clone();
+                let pending = Pending {
+                    prepared: p.clone(),
+                    route: route.clone(),
+                    buffer: Vec::new(),
+                };
+                // Registered before the replay is fetched: an event published
+                // meanwhile is in the replay, or live, or both (then the
+                // cursor drops the second copy), never in neither.
                 let handle = self.shared.registry.register(
                     &self.slot,
                     Subscriber {
@@ -340,10 +460,25 @@ where
                         claims: self.claims.clone(),
                         op_id: &id,
                         serial,
+                        resume: resume.is_some(),
                         outbox: self.outbox.clone(),
                     },
                 );
                 self.live.push(serial);
+                if let Some(after) = resume {
+                    let replay = after.map(|after| {
+                        let fetch = self.shared.bus.replay(topic, after);
+                        let op_id = id.clone();
+                        self.replays
+                            .push(Box::pin(async move { (op_id, serial, fetch.await) }));
+                        pending
+                    });
+                    self.resuming.push(Resuming {
+                        serial,
+                        replay,
+                        last: after,
+                    });
+                }
                 self.ops.insert(
                     id,
                     Op::Subscription {
@@ -370,6 +505,70 @@ where
             }
         }
         Flow::Continue
+    }
+
+    /// Stops delivering to subscription `serial` (its op is gone).
+    fn forget(&mut self, serial: u64) {
+        self.live.retain(|s| *s != serial);
+        self.resuming.retain(|r| r.serial != serial);
+    }
+
+    /// The missed events of a resuming subscription arrived: sends those
+    /// that pass its filter, then the live ones buffered meanwhile that are
+    /// newer, and turns it live.
+    async fn on_replay(
+        &mut self,
+        (id, serial, result): (String, u64, Result<Replay, BusError>),
+    ) -> Flow {
+        match self.ops.get(&id) {
+            Some(op) if op.serial() == serial => {}
+            // Completed by the client meanwhile.
+            _ => return Flow::Continue,
+        }
+        let Some(r) = self.resuming.iter_mut().find(|r| r.serial == serial) else {
+            return Flow::Continue;
+        };
+        let pending = r
+            .replay
+            .take()
+            .expect("a replay is fetched only while pending");
+        let refusal = match result {
+            Ok(Replay::Events(events)) => {
+                let mut frames = Vec::with_capacity(events.len() + pending.buffer.len());
+                for (cursor, event) in &events {
+                    if r.last.is_some_and(|l| *cursor <= l) {
+                        continue;
+                    }
+                    r.last = Some(*cursor);
+                    if !pending.route.rules.matches(
+                        &event.payload,
+                        pending.prepared.args(),
+                        &self.claims,
+                    ) {
+                        continue;
+                    }
+                    let payload = with_cursor(&pending.prepared.project(&event.payload), *cursor);
+                    if std::str::from_utf8(&payload).is_ok() {
+                        frames.push(Outbound::Text(Frame::next(&id, &payload)));
+                    }
+                }
+                for d in pending.buffer {
+                    if let Admit::Send(d) = r.admit(d, usize::MAX) {
+                        frames.push(Outbound::Text(Frame::from_trusted(d.frame)));
+                    }
+                }
+                return self.write(frames).await;
+            }
+            Ok(Replay::Expired) => coded_error(
+                "the resume cursor is older than the retained history: events after it may be lost; subscribe again without a cursor",
+                "CURSOR_EXPIRED",
+            ),
+            Err(e) => coded_error(&format!("cannot resume: {e}"), "BUS_UNAVAILABLE"),
+        };
+        self.ops.remove(&id);
+        self.forget(serial);
+        self.write([Outbound::Text(Frame::error(&id, &[refusal]))])
+            .await
     }
 
     async fn on_single(

@@ -1,4 +1,5 @@
-//! Event-id deduplication within `webhook.dedup_window`, in bounded memory.
+//! Event-id deduplication within `webhook.dedup_window`, in bounded memory,
+//! for the memory bus (the shared buses deduplicate in the backend).
 //!
 //! Ids are reserved before publishing and released again when the publish
 //! fails, so a retried request after a `503` is delivered, while a

@@ -1,0 +1,59 @@
+//! The in-process fan-out from a backend's reader to its subscribers: a
+//! broadcast channel that reports lag instead of blocking the reader.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+
+use super::{BusItem, BusSubscription, Cursor, Event};
+
+/// Events buffered for a slow subscriber before it is told it lagged.
+pub(crate) const CAPACITY: usize = 64 * 1024;
+
+pub(crate) struct Feed {
+    tx: broadcast::Sender<(Arc<Event>, Cursor)>,
+}
+
+impl Feed {
+    pub(crate) fn new() -> Self {
+        Self {
+            tx: broadcast::channel(CAPACITY).0,
+        }
+    }
+
+    pub(crate) fn send(&self, event: Arc<Event>, cursor: Cursor) {
+        // No receiver is not an error: nobody subscribed yet.
+        let _ = self.tx.send((event, cursor));
+    }
+
+    pub(crate) fn subscribe(&self) -> Box<dyn BusSubscription> {
+        Box::new(FeedSubscription {
+            rx: self.tx.subscribe(),
+        })
+    }
+}
+
+struct FeedSubscription {
+    rx: broadcast::Receiver<(Arc<Event>, Cursor)>,
+}
+
+impl BusSubscription for FeedSubscription {
+    fn recv(&mut self) -> BoxFuture<'_, Option<BusItem>> {
+        Box::pin(async move {
+            match self.rx.recv().await {
+                Ok((e, c)) => Some(BusItem::Event(e, c)),
+                Err(RecvError::Lagged(n)) => Some(BusItem::Lagged(n)),
+                Err(RecvError::Closed) => None,
+            }
+        })
+    }
+
+    fn try_recv(&mut self) -> Option<BusItem> {
+        match self.rx.try_recv() {
+            Ok((e, c)) => Some(BusItem::Event(e, c)),
+            Err(TryRecvError::Lagged(n)) => Some(BusItem::Lagged(n)),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => None,
+        }
+    }
+}

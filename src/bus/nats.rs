@@ -1,0 +1,410 @@
+//! The NATS bus: one JetStream stream, read by every replica.
+//!
+//! - The stream is named `bus.prefix` and holds the subjects `prefix.>`; an
+//!   event of topic `t` is a message on `prefix.<base64url(t)>` (topics may
+//!   hold characters subjects may not), its body the payload JSON.
+//! - Retention: `max_msgs_per_subject = bus.history`, i.e. per topic.
+//! - Dedup: the webhook id is the `Nats-Msg-Id` header and the stream's
+//!   `duplicate_window` is `webhook.dedup_window`, so JetStream itself drops
+//!   a repeated id from any replica and says so in its ack.
+//! - Publish: the messages of a batch are sent back to back, then their
+//!   acks awaited; `Ok` only when every one was acknowledged. JetStream (2.9)
+//!   has no atomic multi-message publish: when the server goes away in the
+//!   middle of a batch, part of it may be stored. A retry then delivers the
+//!   rest while the ids of the stored part are dropped as duplicates, so
+//!   events with ids are delivered exactly once; ones without may twice.
+//!   Nothing is sent while the client is not connected (`503` at once).
+//! - Read: every replica runs an ordered consumer (ephemeral, no acks) over
+//!   the whole stream, remembering the last stream sequence; after a failure
+//!   it is recreated from the next sequence, so nothing stored meanwhile is
+//!   missed. The cursor of an event is its stream sequence.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, consumer, stream};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::feed::Feed;
+use super::{
+    Backoff, Bus, BusBuildError, BusError, BusState, BusSubscription, Cursor, Event, Published,
+    Replay,
+};
+use crate::config::BusConfig;
+use crate::shutdown::Shutdown;
+
+/// Time allowed to connect, for an ack and for each replayed message.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A bus shared through a JetStream stream.
+pub struct NatsBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    url: String,
+    stream: String,
+    history: usize,
+    dedup_window: Duration,
+    name: String,
+    /// Set once connected and the stream exists.
+    link: Mutex<Option<Link>>,
+    reader_up: AtomicBool,
+    /// The stream sequence of the last event read.
+    last: AtomicU64,
+    feed: Feed,
+}
+
+#[derive(Clone)]
+struct Link {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+}
+
+impl NatsBus {
+    /// Checks `bus.url`; connects only once started.
+    pub fn new(config: &BusConfig, dedup_window: Duration) -> Result<Self, BusBuildError> {
+        let url = config.url.clone().unwrap_or_default();
+        for part in url.split(',') {
+            part.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| BusBuildError::Url(format!("{part:?}: {e}")))?;
+        }
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Self {
+            shared: Arc::new(Shared {
+                url,
+                stream: config.prefix.clone(),
+                history: config.history.max(1),
+                dedup_window,
+                name: format!("subcar-{}-{}", config.prefix, &instance[..12]),
+                link: Mutex::new(None),
+                reader_up: AtomicBool::new(false),
+                last: AtomicU64::new(0),
+                feed: Feed::new(),
+            }),
+        })
+    }
+}
+
+/// The subject of `topic`'s events in the stream `stream`.
+pub fn subject(stream: &str, topic: &str) -> String {
+    format!("{stream}.{}", URL_SAFE_NO_PAD.encode(topic))
+}
+
+impl Shared {
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![format!("{}.>", self.stream)],
+            max_messages_per_subject: i64::try_from(self.history).unwrap_or(i64::MAX),
+            duplicate_window: self.dedup_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        }
+    }
+
+    fn link(&self) -> Result<Link, BusError> {
+        let link = self
+            .link
+            .lock()
+            .clone()
+            .ok_or_else(|| BusError::Unavailable {
+                reason: "not connected to NATS".into(),
+            })?;
+        if link.client.connection_state() != State::Connected {
+            return Err(BusError::Unavailable {
+                reason: "NATS connection is down".into(),
+            });
+        }
+        Ok(link)
+    }
+
+    async fn connect_client(&self) -> Result<async_nats::Client, BusError> {
+        async_nats::ConnectOptions::new()
+            .name(&self.name)
+            .connection_timeout(TIMEOUT)
+            // The client reconnects for ever by itself once connected; the
+            // state it reports is what `/readyz` shows.
+            .max_reconnects(None)
+            .connect(
+                self.url
+                    .split(',')
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+            )
+            .await
+            .map_err(BusError::unavailable)
+    }
+
+    /// Connects and makes sure the stream exists with this configuration.
+    async fn connect(&self) -> Result<Link, BusError> {
+        let client = self.connect_client().await?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(TIMEOUT);
+        js.create_or_update_stream(self.stream_config())
+            .await
+            .map_err(BusError::unavailable)?;
+        let stream = js
+            .get_stream(&self.stream)
+            .await
+            .map_err(BusError::unavailable)?;
+        Ok(Link { client, js, stream })
+    }
+
+    async fn publish(&self, events: Vec<Event>) -> Result<Published, BusError> {
+        let link = self.link()?;
+        let mut acks = Vec::with_capacity(events.len());
+        for e in &events {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(id) = &e.id {
+                headers.insert("Nats-Msg-Id", id.as_ref());
+            }
+            let payload =
+                Bytes::from(serde_json::to_vec(&e.payload).expect("JSON values serialise"));
+            let ack = link
+                .js
+                .publish_with_headers(subject(&self.stream, &e.topic), headers, payload)
+                .await
+                .map_err(BusError::unavailable)?;
+            acks.push(ack);
+        }
+        let mut duplicate = Vec::with_capacity(acks.len());
+        for ack in acks {
+            duplicate.push(ack.await.map_err(BusError::unavailable)?.duplicate);
+        }
+        Ok(Published { duplicate })
+    }
+
+    /// Connects (with backoff) and then reads the stream into the feed until
+    /// cancelled.
+    async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut backoff = Backoff::new();
+        let link = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.connect() => match r {
+                    Ok(link) => break link,
+                    Err(e) => tracing::debug!(error = %e, "NATS connect failed"),
+                },
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next()) => {}
+            }
+        };
+        backoff.reset();
+        // Where a replica that just started begins: after what is stored.
+        let mut stream = link.stream.clone();
+        loop {
+            match stream.info().await {
+                Ok(info) => {
+                    self.last.store(info.state.last_sequence, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "NATS stream info failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next()) => {}
+                    }
+                }
+            }
+        }
+        *self.link.lock() = Some(link.clone());
+        tracing::info!(stream = %self.stream, "NATS bus connected");
+        loop {
+            let err = tokio::select! {
+                _ = cancel.cancelled() => return,
+                e = self.read(&link.stream, &mut backoff) => e,
+            };
+            self.reader_up.store(false, Ordering::Relaxed);
+            tracing::warn!(error = %err, "NATS stream reader failed; recreating it");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next()) => {}
+            }
+        }
+    }
+
+    /// One ordered consumer's worth of reading; returns why it stopped.
+    async fn read(&self, stream: &stream::Stream, backoff: &mut Backoff) -> BusError {
+        let start = self.last.load(Ordering::Relaxed) + 1;
+        let consumer = match stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return BusError::unavailable(e),
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => return BusError::unavailable(e),
+        };
+        self.reader_up.store(true, Ordering::Relaxed);
+        backoff.reset();
+        while let Some(m) = messages.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => return BusError::unavailable(e),
+            };
+            let Ok(info) = m.info() else { continue };
+            let seq = info.stream_sequence;
+            if seq <= self.last.load(Ordering::Relaxed) {
+                continue;
+            }
+            self.last.store(seq, Ordering::Relaxed);
+            if let Some(event) = decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload) {
+                self.feed.send(Arc::new(event), Cursor::seq(seq));
+            }
+        }
+        BusError::Closed
+    }
+
+    async fn replay(&self, topic: Arc<str>, after: Cursor) -> Result<Replay, BusError> {
+        let link = self.link()?;
+        let subject = subject(&self.stream, &topic);
+        let first = match link
+            .stream
+            .get_first_raw_message_by_subject(&subject, 1)
+            .await
+        {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                return Ok(Replay::Events(Vec::new()));
+            }
+            Err(e) => return Err(BusError::unavailable(e)),
+        };
+        // Per-subject limits remove a topic's oldest messages: the history
+        // reaches back to the cursor while something at or before it is kept.
+        if first > after.major {
+            return Ok(Replay::Expired);
+        }
+        let end = link
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .map_err(BusError::unavailable)?
+            .sequence;
+        let mut events = Vec::new();
+        if end <= after.major {
+            return Ok(Replay::Events(events));
+        }
+        let consumer = link
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: subject,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after.major + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(BusError::unavailable)?;
+        let mut messages = consumer.messages().await.map_err(BusError::unavailable)?;
+        loop {
+            let m = match tokio::time::timeout(TIMEOUT, messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(BusError::unavailable(e)),
+                Ok(None) => return Err(BusError::Closed),
+                Err(_) => return Err(BusError::unavailable("replay timed out")),
+            };
+            let Ok(info) = m.info() else { continue };
+            let seq = info.stream_sequence;
+            if let Some(event) = decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload) {
+                events.push((Cursor::seq(seq), Arc::new(event)));
+            }
+            if seq >= end {
+                return Ok(Replay::Events(events));
+            }
+        }
+    }
+}
+
+fn decode(
+    stream: &str,
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) -> Option<Event> {
+    let topic = subject
+        .strip_prefix(stream)
+        .and_then(|s| s.strip_prefix('.'))
+        .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+        .and_then(|t| String::from_utf8(t).ok());
+    let (Some(topic), Ok(payload)) = (topic, serde_json::from_slice(payload)) else {
+        tracing::warn!(%subject, "JetStream message that is not a subcar event; skipped");
+        return None;
+    };
+    let id = headers
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| Arc::from(v.as_str()));
+    Some(Event {
+        topic: Arc::from(topic),
+        id,
+        payload,
+    })
+}
+
+impl Bus for NatsBus {
+    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
+        Box::pin(self.shared.publish(events))
+    }
+
+    fn subscribe(&self) -> Box<dyn BusSubscription> {
+        self.shared.feed.subscribe()
+    }
+
+    fn replay(
+        &self,
+        topic: Arc<str>,
+        after: Cursor,
+    ) -> BoxFuture<'static, Result<Replay, BusError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.replay(topic, after).await })
+    }
+
+    fn start(&self, shutdown: &Shutdown) {
+        shutdown.spawn(self.shared.clone().run(shutdown.token().clone()));
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            let client = self.shared.connect_client().await?;
+            client.flush().await.map_err(BusError::unavailable)
+        })
+    }
+
+    fn state(&self) -> BusState {
+        let connected = self
+            .shared
+            .link
+            .lock()
+            .as_ref()
+            .is_some_and(|l| l.client.connection_state() == State::Connected);
+        if connected && self.shared.reader_up.load(Ordering::Relaxed) {
+            BusState::Connected
+        } else {
+            BusState::Disconnected
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+}

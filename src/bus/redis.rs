@@ -1,0 +1,495 @@
+//! The Redis bus: one Redis Stream per topic, read by every replica.
+//!
+//! - Keys: `{prefix}:topic:<topic>` (a stream) and `{prefix}:id:<id>` (a
+//!   dedup marker). The braces are a hash tag: every key of one prefix lives
+//!   in one cluster slot, so a batch can touch them atomically.
+//! - Publish: one `EVALSHA` per request. The script marks each id with
+//!   `SET NX PX <dedup window>` and `XADD`s only the fresh events, with
+//!   `MAXLEN ~ <history>` per topic stream. A script runs atomically: readers
+//!   see a whole batch or none of it, a duplicate inside a batch is caught,
+//!   and an id is marked seen only together with its event being written,
+//!   so a refused request (no script run) marks nothing. It is also one
+//!   round trip for the whole batch.
+//! - Read: every replica `XREAD BLOCK`s all topic streams on a connection
+//!   of its own (plain XREAD, not consumer groups: each replica needs every
+//!   event), remembering the last entry id per stream. After a lost
+//!   connection it reconnects with backoff and reads on from those ids, so
+//!   what was written meanwhile arrives (as long as it is still retained).
+//! - Cursors are stream entry ids; per topic, which is all a subscription
+//!   needs.
+//! - Publishes go through a second connection that is dropped on any error
+//!   and re-established with backoff; meanwhile publishes fail at once with
+//!   [`BusError::Unavailable`] (webhook `503`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::feed::Feed;
+use super::{
+    Backoff, Bus, BusBuildError, BusError, BusState, BusSubscription, Cursor, Event, Published,
+    Replay,
+};
+use crate::config::BusConfig;
+use crate::shutdown::Shutdown;
+
+/// Time allowed to connect, and for a publish or a replay page to answer.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one `XREAD` blocks; the read gets this plus [`TIMEOUT`].
+const BLOCK: Duration = Duration::from_secs(5);
+/// Entries taken per `XREAD` and per replay page.
+const PAGE: usize = 1000;
+
+const PUBLISH: &str = r#"
+-- KEYS[1..n]: the stream of event i's topic; KEYS[n+1..]: dedup keys.
+-- ARGV[1]: history (MAXLEN ~), ARGV[2]: dedup window (ms), ARGV[3]: n,
+-- then per event: index of its dedup key in KEYS (0: none), id, payload.
+local n = tonumber(ARGV[3])
+local out = {}
+for i = 1, n do
+  local at = 3 + (i - 1) * 3
+  local d = tonumber(ARGV[at + 1])
+  local fresh = true
+  if d > 0 then
+    fresh = redis.call('SET', KEYS[d], '1', 'NX', 'PX', ARGV[2])
+  end
+  if fresh then
+    local id = ARGV[at + 2]
+    if id == '' then
+      out[i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[at + 3])
+    else
+      out[i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[at + 3], 'i', id)
+    end
+  else
+    out[i] = 0
+  end
+end
+return out
+"#;
+
+/// A bus shared through Redis Streams.
+pub struct RedisBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    /// `{prefix}`, the hash tag every key starts with.
+    tag: String,
+    /// Identifies this replica's connections in `CLIENT LIST`.
+    name: String,
+    history: usize,
+    dedup_ms: u64,
+    script: Script,
+    /// Topics that feed some field, and their stream keys.
+    streams: Vec<(Arc<str>, String)>,
+    /// The publish connection; `None` while down. Cloned out (a multiplexed
+    /// connection is a handle), never held across an await.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    reconnect: Notify,
+    reader_up: AtomicBool,
+    feed: Feed,
+}
+
+impl RedisBus {
+    /// Parses `bus.url`; connects only once started. `topics` are the
+    /// topics some subscription field is fed by: the streams to read.
+    pub fn new(
+        config: &BusConfig,
+        dedup_window: Duration,
+        topics: &[String],
+    ) -> Result<Self, BusBuildError> {
+        let url = config.url.as_deref().unwrap_or_default();
+        let client = Client::open(url).map_err(|e| BusBuildError::Url(e.to_string()))?;
+        let tag = format!("{{{}}}", config.prefix);
+        let streams = topics
+            .iter()
+            .map(|t| (Arc::from(t.as_str()), format!("{tag}:topic:{t}")))
+            .collect();
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                name: format!("subcar-{}-{}", config.prefix, &instance[..12]),
+                tag,
+                history: config.history.max(1),
+                dedup_ms: dedup_window.as_millis().clamp(1, u64::MAX as u128) as u64,
+                script: Script::new(PUBLISH),
+                streams,
+                conn: Mutex::new(None),
+                reconnect: Notify::new(),
+                reader_up: AtomicBool::new(false),
+                feed: Feed::new(),
+            }),
+        })
+    }
+
+    /// The stream key of `topic`.
+    pub fn stream_key(&self, topic: &str) -> String {
+        format!("{}:topic:{topic}", self.shared.tag)
+    }
+}
+
+impl Shared {
+    async fn connect(
+        &self,
+        role: &str,
+        response_timeout: Option<Duration>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(response_timeout);
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("{}-{role}", self.name))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+
+    fn publish_conn(&self) -> Result<MultiplexedConnection, BusError> {
+        self.conn
+            .lock()
+            .clone()
+            .ok_or_else(|| BusError::Unavailable {
+                reason: "not connected to Redis".into(),
+            })
+    }
+
+    fn lost(&self, e: &redis::RedisError) {
+        tracing::warn!(error = %e, "Redis publish connection lost; reconnecting");
+        *self.conn.lock() = None;
+        self.reconnect.notify_one();
+    }
+
+    async fn publish(&self, events: Vec<Event>) -> Result<Published, BusError> {
+        let mut conn = self.publish_conn()?;
+        let n = events.len();
+        let mut invocation = self.script.prepare_invoke();
+        for e in &events {
+            invocation.key(format!("{}:topic:{}", self.tag, e.topic));
+        }
+        let mut dedup_keys = 0;
+        for e in &events {
+            if let Some(id) = &e.id {
+                invocation.key(format!("{}:id:{id}", self.tag));
+            }
+        }
+        invocation.arg(self.history).arg(self.dedup_ms).arg(n);
+        for e in &events {
+            let d = match e.id {
+                Some(_) => {
+                    dedup_keys += 1;
+                    n + dedup_keys
+                }
+                None => 0,
+            };
+            let payload = serde_json::to_vec(&e.payload).expect("JSON values serialise");
+            invocation
+                .arg(d)
+                .arg(e.id.as_deref().unwrap_or(""))
+                .arg(payload);
+        }
+        let reply: Vec<Value> = match invocation.invoke_async(&mut conn).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Whatever went wrong, a fresh connection is cheap and rules
+                // out a connection left in a bad state.
+                self.lost(&e);
+                return Err(BusError::unavailable(e));
+            }
+        };
+        let duplicate = reply.iter().map(|v| matches!(v, Value::Int(0))).collect();
+        Ok(Published { duplicate })
+    }
+
+    /// Keeps the publish connection up until cancelled.
+    async fn maintain(self: Arc<Self>, cancel: CancellationToken) {
+        let mut backoff = Backoff::new();
+        loop {
+            if self.conn.lock().is_none() {
+                match self.connect("publisher", Some(TIMEOUT)).await {
+                    Ok(c) => {
+                        *self.conn.lock() = Some(c);
+                        backoff.reset();
+                        tracing::info!("Redis publish connection up");
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "Redis connect failed");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(backoff.next()) => continue,
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.reconnect.notified() => {}
+            }
+        }
+    }
+
+    /// Reads every topic stream into the feed until cancelled, resuming
+    /// from the last id seen after every reconnect.
+    async fn read(self: Arc<Self>, cancel: CancellationToken) {
+        let mut backoff = Backoff::new();
+        let mut last: Option<Vec<String>> = None;
+        loop {
+            let err = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.read_connected(&mut last, &mut backoff) => match r {
+                    Err(e) => e,
+                    Ok(never) => match never {},
+                },
+            };
+            self.reader_up.store(false, Ordering::Relaxed);
+            tracing::warn!(error = %err, "Redis read connection lost; reconnecting");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next()) => {}
+            }
+        }
+    }
+
+    /// One connection's worth of reading; returns only when it failed.
+    async fn read_connected(
+        &self,
+        last: &mut Option<Vec<String>>,
+        backoff: &mut Backoff,
+    ) -> Result<Infallible, redis::RedisError> {
+        let mut conn = self.connect("reader", None).await?;
+        let ids = match last.take() {
+            Some(ids) => ids,
+            None => self.tails(&mut conn).await?,
+        };
+        let ids = last.insert(ids);
+        self.reader_up.store(true, Ordering::Relaxed);
+        backoff.reset();
+        loop {
+            let cmd = if self.streams.is_empty() {
+                // Nothing to read; still notice when the server goes away.
+                tokio::time::sleep(BLOCK).await;
+                redis::cmd("PING")
+            } else {
+                let mut cmd = redis::cmd("XREAD");
+                cmd.arg("COUNT")
+                    .arg(PAGE)
+                    .arg("BLOCK")
+                    .arg(BLOCK.as_millis() as u64)
+                    .arg("STREAMS");
+                for (_, k) in &self.streams {
+                    cmd.arg(k);
+                }
+                cmd.arg(&*ids);
+                cmd
+            };
+            let reply: Value =
+                match tokio::time::timeout(BLOCK + TIMEOUT, cmd.query_async(&mut conn)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "XREAD timed out",
+                        )));
+                    }
+                };
+            if self.streams.is_empty() || matches!(reply, Value::Nil) {
+                continue;
+            }
+            let reply: StreamReadReply = redis::from_redis_value(reply)?;
+            for key in reply.keys {
+                let Some(slot) = self.streams.iter().position(|(_, k)| *k == key.key) else {
+                    continue;
+                };
+                let topic = &self.streams[slot].0;
+                for entry in key.ids {
+                    ids[slot] = entry.id.clone();
+                    if let Some((event, cursor)) = decode(topic, &entry) {
+                        self.feed.send(Arc::new(event), cursor);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The newest id of every stream (`0-0` for an empty one): where a
+    /// replica that just started begins.
+    async fn tails(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec<String>> {
+        if self.streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (_, k) in &self.streams {
+            pipe.cmd("XREVRANGE")
+                .arg(k)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let replies: Vec<StreamRangeReply> = pipe.query_async(conn).await?;
+        Ok(replies
+            .into_iter()
+            .map(|r| {
+                r.ids
+                    .first()
+                    .map_or_else(|| "0-0".to_owned(), |e| e.id.clone())
+            })
+            .collect())
+    }
+
+    async fn replay(&self, topic: Arc<str>, after: Cursor) -> Result<Replay, BusError> {
+        let mut conn = self.publish_conn()?;
+        let key = format!("{}:topic:{topic}", self.tag);
+        let (first, newest): (StreamRangeReply, StreamRangeReply) = redis::pipe()
+            .atomic()
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(BusError::unavailable)?;
+        let (Some(first), Some(newest)) = (first.ids.first(), newest.ids.first()) else {
+            return Ok(Replay::Events(Vec::new()));
+        };
+        let (Some(first), Some(end)) = (parse_id(&first.id), parse_id(&newest.id)) else {
+            return Ok(Replay::Events(Vec::new()));
+        };
+        // Trimming removes the oldest entries: the history reaches back to
+        // the cursor as long as something at or before it is still there.
+        if first > after {
+            return Ok(Replay::Expired);
+        }
+        let mut events = Vec::new();
+        let mut from = after;
+        while from < end {
+            let page: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("({}-{}", from.major, from.minor))
+                .arg(format!("{}-{}", end.major, end.minor))
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await
+                .map_err(BusError::unavailable)?;
+            let Some(tail) = page.ids.last().and_then(|e| parse_id(&e.id)) else {
+                break;
+            };
+            for entry in &page.ids {
+                if let Some((event, cursor)) = decode(&topic, entry) {
+                    events.push((cursor, Arc::new(event)));
+                }
+            }
+            from = tail;
+        }
+        Ok(Replay::Events(events))
+    }
+}
+
+fn parse_id(id: &str) -> Option<Cursor> {
+    let (ms, seq) = id.split_once('-')?;
+    Some(Cursor {
+        major: ms.parse().ok()?,
+        minor: seq.parse().ok()?,
+    })
+}
+
+fn decode(topic: &Arc<str>, entry: &StreamId) -> Option<(Event, Cursor)> {
+    let cursor = parse_id(&entry.id)?;
+    let bytes = |field: &str| match entry.map.get(field) {
+        Some(Value::BulkString(b)) => Some(b.as_slice()),
+        _ => None,
+    };
+    let payload = match bytes("p").map(serde_json::from_slice) {
+        Some(Ok(p)) => p,
+        _ => {
+            tracing::warn!(%topic, id = %entry.id, "Redis stream entry without a JSON payload; skipped");
+            return None;
+        }
+    };
+    let id = bytes("i")
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(Arc::from);
+    Some((
+        Event {
+            topic: topic.clone(),
+            id,
+            payload,
+        },
+        cursor,
+    ))
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
+        Box::pin(self.shared.publish(events))
+    }
+
+    fn subscribe(&self) -> Box<dyn BusSubscription> {
+        self.shared.feed.subscribe()
+    }
+
+    fn replay(
+        &self,
+        topic: Arc<str>,
+        after: Cursor,
+    ) -> BoxFuture<'static, Result<Replay, BusError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.replay(topic, after).await })
+    }
+
+    fn start(&self, shutdown: &Shutdown) {
+        let cancel = shutdown.token().clone();
+        shutdown.spawn(self.shared.clone().maintain(cancel.clone()));
+        shutdown.spawn(self.shared.clone().read(cancel));
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            let mut conn = self
+                .shared
+                .connect("check", Some(TIMEOUT))
+                .await
+                .map_err(BusError::unavailable)?;
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(BusError::unavailable)
+        })
+    }
+
+    fn state(&self) -> BusState {
+        if self.shared.reader_up.load(Ordering::Relaxed) && self.shared.conn.lock().is_some() {
+            BusState::Connected
+        } else {
+            BusState::Disconnected
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
