@@ -43,6 +43,8 @@ use crate::shutdown::Shutdown;
 
 /// Time allowed to connect, for an ack and for each replayed message.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the reader looks at the connection state.
+const STATE_POLL: Duration = Duration::from_millis(100);
 
 /// A bus shared through a JetStream stream.
 pub struct NatsBus {
@@ -226,7 +228,7 @@ impl Shared {
         loop {
             let err = tokio::select! {
                 _ = cancel.cancelled() => return,
-                e = self.read(&link.stream, &mut backoff) => e,
+                e = self.read(&link, &mut backoff) => e,
             };
             self.reader_up.store(false, Ordering::Relaxed);
             tracing::warn!(error = %err, "NATS stream reader failed; recreating it");
@@ -238,9 +240,13 @@ impl Shared {
     }
 
     /// One ordered consumer's worth of reading; returns why it stopped.
-    async fn read(&self, stream: &stream::Stream, backoff: &mut Backoff) -> BusError {
+    async fn read(&self, link: &Link, backoff: &mut Backoff) -> BusError {
+        if link.client.connection_state() != State::Connected {
+            return BusError::unavailable("NATS connection is down");
+        }
         let start = self.last.load(Ordering::Relaxed) + 1;
-        let consumer = match stream
+        let consumer = match link
+            .stream
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: start,
@@ -258,22 +264,46 @@ impl Shared {
         };
         self.reader_up.store(true, Ordering::Relaxed);
         backoff.reset();
-        while let Some(m) = messages.next().await {
+        // The ordered consumer would notice a lost connection only after
+        // missed heartbeats (seconds); the client's state says it at once,
+        // and a consumer recreated from the next sequence after the
+        // reconnect is the quickest way back.
+        let mut watch = tokio::time::interval(STATE_POLL);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let m = tokio::select! {
+                m = messages.next() => m,
+                _ = watch.tick() => {
+                    if link.client.connection_state() != State::Connected {
+                        return BusError::unavailable("NATS connection lost");
+                    }
+                    continue;
+                }
+            };
             let m = match m {
-                Ok(m) => m,
-                Err(e) => return BusError::unavailable(e),
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return BusError::unavailable(e),
+                None => return BusError::Closed,
             };
             let Ok(info) = m.info() else { continue };
             let seq = info.stream_sequence;
             if seq <= self.last.load(Ordering::Relaxed) {
                 continue;
             }
-            self.last.store(seq, Ordering::Relaxed);
+            let last = self.last.swap(seq, Ordering::Relaxed);
+            if last > 0 && seq > last + 1 {
+                // Sequences are dense over the whole stream, and this
+                // consumer reads all of it: the missing ones were removed
+                // (history limit) before this replica read them.
+                tracing::warn!(
+                    missed = seq - last - 1,
+                    "events left the JetStream history before this replica read them; raise bus.history"
+                );
+            }
             if let Some(event) = decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload) {
                 self.feed.send(Arc::new(event), Cursor::seq(seq));
             }
         }
-        BusError::Closed
     }
 
     async fn replay(&self, topic: Arc<str>, after: Cursor) -> Result<Replay, BusError> {

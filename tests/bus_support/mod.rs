@@ -1,0 +1,712 @@
+//! Scale-out scenarios, written once and run against every shared bus
+//! (`tests/bus_redis.rs`, `tests/bus_nats.rs`) and, where they make sense
+//! on one replica, the memory bus (`tests/resume.rs`).
+//!
+//! Every scenario gets its own key prefix / stream name and removes it when
+//! done (also when it panics). Outages use a private server on a free port
+//! or a TCP proxy in front of the shared one, never the shared server itself.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::ws_support::{self, Client, PATIENCE, Rt, post, publish, wait_subscriptions};
+
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+pub const NATS: &str = "nats://127.0.0.1:4222";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+    Redis,
+    Nats,
+}
+
+/// One test's namespace on a bus; removed on drop.
+pub struct Bus {
+    pub kind: Kind,
+    pub url: String,
+    pub prefix: String,
+    pub history: usize,
+    /// Where cleanup goes: the server itself, even when replicas reach it
+    /// through a proxy.
+    server: String,
+}
+
+impl Bus {
+    pub fn new(kind: Kind, url: &str) -> Self {
+        Self {
+            kind,
+            url: url.to_owned(),
+            server: url.to_owned(),
+            prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            history: 10_000,
+        }
+    }
+
+    /// Replicas reach the server at `url` (a proxy).
+    pub fn via(mut self, url: &str) -> Self {
+        self.url = url.to_owned();
+        self
+    }
+
+    pub fn history(mut self, n: usize) -> Self {
+        self.history = n;
+        self
+    }
+
+    /// The `[bus]` section (and a `[webhook]` one) for a replica.
+    pub fn toml(&self) -> String {
+        let kind = match self.kind {
+            Kind::Memory => return format!("[bus]\nhistory = {}\n", self.history),
+            Kind::Redis => "redis",
+            Kind::Nats => "nats",
+        };
+        format!(
+            "[bus]\nkind = \"{kind}\"\nurl = \"{}\"\nprefix = \"{}\"\nhistory = {}\n",
+            self.url, self.prefix, self.history
+        )
+    }
+
+    /// A replica on this bus, once it reports the bus connected.
+    pub async fn replica(&self) -> Rt {
+        let rt = ws_support::spawn(&self.toml()).await;
+        wait_bus(&rt, true).await;
+        rt
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let (kind, url, prefix) = (self.kind, self.server.clone(), self.prefix.clone());
+        // Its own thread and runtime: drop may run inside a runtime, or
+        // during a panic.
+        let cleanup = std::thread::spawn(move || match kind {
+            Kind::Memory => {}
+            Kind::Redis => {
+                let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
+                else {
+                    return;
+                };
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{{{prefix}}}:*"))
+                    .query(&mut c)
+                    .unwrap_or_default();
+                for chunk in keys.chunks(500) {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut c);
+                }
+            }
+            Kind::Nats => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(c) = async_nats::connect(url.as_str()).await {
+                        let _ = async_nats::jetstream::new(c).delete_stream(&prefix).await;
+                    }
+                });
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// `/readyz` of `rt`.
+pub async fn readyz(rt: &Rt) -> (u16, Value) {
+    let res = reqwest::get(format!("http://{}/readyz", rt.admin))
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+/// Waits until `/readyz` reports the bus connected (or not).
+pub async fn wait_bus(rt: &Rt, connected: bool) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (status, body) = readyz(rt).await;
+            if body["bus"]["connected"] == connected {
+                assert_eq!(status == 200, connected, "{body}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("bus never became connected={connected}"));
+}
+
+/// Subscribes with `extensions.resume`.
+pub async fn subscribe_resume(c: &mut Client, id: &str, query: &str, after: Option<&str>) {
+    let resume = match after {
+        Some(a) => json!({"after": a}),
+        None => json!({}),
+    };
+    c.send(json!({"id": id, "type": "subscribe",
+        "payload": {"query": query, "extensions": {"resume": resume}}}))
+        .await;
+}
+
+/// Sends a ping and returns every message before the pong: what arrived
+/// that was not read yet.
+pub async fn drain(c: &mut Client) -> Vec<Value> {
+    c.send(json!({"type": "ping"})).await;
+    let mut rest = Vec::new();
+    loop {
+        let m = c.recv().await;
+        if m["type"] == "pong" {
+            return rest;
+        }
+        rest.push(m);
+    }
+}
+
+/// POSTs `body` until it is accepted, as an upstream retrying on `503` does.
+pub async fn publish_retrying(webhook: SocketAddr, body: &Value) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, headers, json) =
+            post(webhook, body.to_string(), "application/json", &[]).await;
+        match status.as_u16() {
+            202 => return json,
+            503 => {
+                assert_eq!(json["error"]["code"], "BUS_UNAVAILABLE");
+                assert!(headers.contains_key("retry-after"));
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "bus never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            s => panic!("webhook answered {s}: {json}"),
+        }
+    }
+}
+
+fn payload(topic: &str, i: usize) -> Value {
+    match topic {
+        "counter" => json!(i),
+        "item" => json!({"kind": if i % 2 == 1 { "odd" } else { "even" }, "n": i}),
+        _ => {
+            json!({"id": i.to_string(), "title": format!("incident {i}"), "severity": if i % 3 == 0 { "P1" } else { "P3" }})
+        }
+    }
+}
+
+const TOPICS: [&str; 3] = ["counter", "item", "incidentUpdated"];
+
+/// What each subscription of the fan-out scenario should see of event `i`
+/// of `topic`, as the value at `data.<field>`; `None` when filtered out.
+struct Sub {
+    query: &'static str,
+    topic: &'static str,
+    field: &'static str,
+    sees: fn(usize) -> Option<Value>,
+}
+
+const SUBS: [Sub; 4] = [
+    Sub {
+        query: "subscription { counter }",
+        topic: "counter",
+        field: "counter",
+        sees: |i| Some(json!(i)),
+    },
+    Sub {
+        query: r#"subscription { item(kind: "odd") { n } }"#,
+        topic: "item",
+        field: "item",
+        sees: |i| (i % 2 == 1).then(|| json!({"n": i})),
+    },
+    Sub {
+        query: "subscription { item { kind n } }",
+        topic: "item",
+        field: "item",
+        sees: |i| Some(json!({"kind": if i % 2 == 1 { "odd" } else { "even" }, "n": i})),
+    },
+    Sub {
+        query: r#"subscription { incidentUpdated(severity: "P1") { id } }"#,
+        topic: "incidentUpdated",
+        field: "incidentUpdated",
+        sees: |i| (i % 3 == 0).then(|| json!({"id": i.to_string()})),
+    },
+];
+
+/// Three replicas; every subscription kind on each; 2,000 events over three
+/// topics posted in batches to the replicas in turn, some ids posted again
+/// to another replica. Every subscriber gets exactly its filtered events of
+/// every replica, once each, in per-topic order.
+pub async fn fan_out_across_three_replicas(kind: Kind, url: &str) {
+    let bus = Bus::new(kind, url);
+    let replicas = [
+        bus.replica().await,
+        bus.replica().await,
+        bus.replica().await,
+    ];
+    let mut clients = Vec::new();
+    for rt in &replicas {
+        for (s, sub) in SUBS.iter().enumerate() {
+            let mut c = Client::ready(rt.addr).await;
+            c.subscribe("s", sub.query).await;
+            clients.push((s, c));
+        }
+        wait_subscriptions(rt, SUBS.len()).await;
+    }
+    let total = 2000;
+    let mut sent = [0usize; 3];
+    let mut n = 0;
+    let mut batch_no = 0;
+    while n < total {
+        let size = [1, 13, 40, 100][batch_no % 4].min(total - n);
+        let batch: Vec<Value> = (n..n + size)
+            .map(|k| {
+                let t = k % 3;
+                let i = sent[t];
+                sent[t] += 1;
+                json!({"topic": TOPICS[t], "id": format!("{}-{i}", TOPICS[t]), "payload": payload(TOPICS[t], i)})
+            })
+            .collect();
+        let target = &replicas[batch_no % 3];
+        let ack = publish(target.webhook, Value::Array(batch.clone())).await;
+        assert_eq!(ack, json!({"accepted": size, "duplicates": 0}));
+        if batch_no % 7 == 0 {
+            // The upstream retries on another replica: accepted, not redelivered.
+            let other = &replicas[(batch_no + 1) % 3];
+            let ack = publish(other.webhook, Value::Array(batch)).await;
+            assert_eq!(ack, json!({"accepted": size, "duplicates": size}));
+        }
+        n += size;
+        batch_no += 1;
+    }
+    for (s, c) in &mut clients {
+        let sub = &SUBS[*s];
+        let t = TOPICS.iter().position(|t| *t == sub.topic).unwrap();
+        for i in 0..sent[t] {
+            let Some(want) = (sub.sees)(i) else { continue };
+            let got = c.recv().await;
+            assert_eq!(
+                got["payload"]["data"][sub.field], want,
+                "{} event {i}: {got}",
+                sub.query
+            );
+        }
+        assert_eq!(
+            drain(c).await,
+            Vec::<Value>::new(),
+            "nothing more for {}",
+            sub.query
+        );
+    }
+}
+
+/// A request refused as a whole marks none of its ids as seen, on any replica.
+pub async fn refused_batch_marks_no_id(kind: Kind, url: &str) {
+    let bus = Bus::new(kind, url);
+    let (a, b) = (bus.replica().await, bus.replica().await);
+    let mut c = Client::ready(b.addr).await;
+    c.subscribe("1", "subscription { counter }").await;
+    wait_subscriptions(&b, 1).await;
+    let bad = json!([
+        {"topic": "counter", "id": "x1", "payload": 1},
+        {"topic": "nope", "id": "x2", "payload": 2},
+    ]);
+    let (status, _, _) = post(a.webhook, bad.to_string(), "application/json", &[]).await;
+    assert_eq!(status, 422);
+    let ack = publish(
+        b.webhook,
+        json!([
+            {"topic": "counter", "id": "x1", "payload": 1},
+            {"topic": "counter", "id": "x1", "payload": 1},
+        ]),
+    )
+    .await;
+    assert_eq!(ack, json!({"accepted": 2, "duplicates": 1}));
+    assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
+    assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+}
+
+/// A connection cutter for a replica's bus: Redis `CLIENT KILL` of every
+/// connection of this test's replicas, or, for NATS, a proxy dropping its
+/// connections.
+pub enum Cutter {
+    Redis { url: String, prefix: String },
+    Proxy(Proxy),
+}
+
+impl Cutter {
+    pub async fn cut(&self) {
+        match self {
+            Cutter::Redis { url, prefix } => {
+                let client = redis::Client::open(url.as_str()).unwrap();
+                let mut c = client.get_multiplexed_async_connection().await.unwrap();
+                let list: String = redis::cmd("CLIENT")
+                    .arg("LIST")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                let mine = format!("name=subcar-{prefix}-");
+                let mut killed = 0;
+                for line in list.lines().filter(|l| l.contains(&mine)) {
+                    let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+                    let _: i64 = redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("ID")
+                        .arg(id)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
+                    killed += 1;
+                }
+                assert!(
+                    killed > 0,
+                    "no connection of prefix {prefix} in CLIENT LIST"
+                );
+            }
+            Cutter::Proxy(p) => p.cut(),
+        }
+    }
+}
+
+/// A TCP proxy to `upstream` that can drop every connection it carries.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    generation: Arc<parking_lot::Mutex<CancellationToken>>,
+    stop: CancellationToken,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let generation = Arc::new(parking_lot::Mutex::new(CancellationToken::new()));
+        let stop = CancellationToken::new();
+        let (g, s) = (generation.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    _ = s.cancelled() => return,
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => return },
+                };
+                let cut = g.lock().clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = cut.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            generation,
+            stop,
+        }
+    }
+
+    /// Drops every connection open now; new ones are carried again.
+    pub fn cut(&self) {
+        let mut g = self.generation.lock();
+        g.cancel();
+        *g = CancellationToken::new();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.generation.lock().cancel();
+    }
+}
+
+/// Events published through replica A one by one (retried on `503`, ids
+/// making retries safe) while replica B's bus connections are killed twice
+/// mid-stream: B's subscriber gets every event once, in order.
+pub async fn killed_connection_loses_nothing(bus: &Bus, cutter: &Cutter) {
+    let (a, b) = (bus.replica().await, bus.replica().await);
+    let mut c = Client::ready(b.addr).await;
+    c.subscribe("1", "subscription { counter }").await;
+    wait_subscriptions(&b, 1).await;
+    let total = 300;
+    let publisher = {
+        let webhook = a.webhook;
+        tokio::spawn(async move {
+            for i in 0..total {
+                let body = json!({"topic": "counter", "id": format!("k{i}"), "payload": i});
+                publish_retrying(webhook, &body).await;
+            }
+        })
+    };
+    for i in 0..total {
+        if i == 50 || i == 180 {
+            cutter.cut().await;
+        }
+        assert_eq!(c.recv().await["payload"]["data"]["counter"], i);
+    }
+    publisher.await.unwrap();
+    assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A bus server of our own on a free port, to stop and start again.
+pub struct PrivateServer {
+    kind: Kind,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateServer {
+    pub fn start(kind: Kind) -> Self {
+        let mut s = Self {
+            kind,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        s.resume();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            _ => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Starts the server (again, on the same port and data directory).
+    pub fn resume(&mut self) {
+        let port = self.port.to_string();
+        let mut cmd = match self.kind {
+            Kind::Redis => {
+                let mut c = Command::new("redis-server");
+                c.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]);
+                c.current_dir(self.dir.path());
+                c
+            }
+            _ => {
+                let mut c = Command::new("nats-server");
+                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"]);
+                c.arg(self.dir.path());
+                c
+            }
+        };
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The bus goes away: `/readyz` says so, the webhook answers `503` with
+/// `Retry-After` and nothing of the refused batch is ever delivered; the
+/// subscriber stays connected and gets events again once the bus is back.
+pub async fn bus_down_then_back(kind: Kind) {
+    let mut server = PrivateServer::start(kind);
+    let bus = Bus::new(kind, &server.url());
+    let (a, b) = (bus.replica().await, bus.replica().await);
+    let mut c = Client::ready(b.addr).await;
+    c.subscribe("1", "subscription { counter }").await;
+    wait_subscriptions(&b, 1).await;
+    publish(
+        a.webhook,
+        json!({"topic": "counter", "id": "before", "payload": 1}),
+    )
+    .await;
+    assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
+
+    server.stop();
+    wait_bus(&a, false).await;
+    wait_bus(&b, false).await;
+    let refused = json!([
+        {"topic": "counter", "id": "r1", "payload": 100},
+        {"topic": "counter", "id": "r2", "payload": 101},
+    ]);
+    let (status, headers, json) =
+        post(a.webhook, refused.to_string(), "application/json", &[]).await;
+    assert_eq!(status, 503, "{json}");
+    assert_eq!(json["error"]["code"], "BUS_UNAVAILABLE");
+    assert_eq!(headers["retry-after"], "1");
+    let metrics = ws_support::metrics(a.admin).await;
+    // The sampler copies the state once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let metrics_later = ws_support::metrics(a.admin).await;
+    assert!(
+        metrics_later.contains("subcar_bus_up 0") || metrics.contains("subcar_bus_up 0"),
+        "{metrics_later}"
+    );
+
+    server.resume();
+    wait_bus(&a, true).await;
+    wait_bus(&b, true).await;
+    publish(
+        a.webhook,
+        json!({"topic": "counter", "id": "after", "payload": 2}),
+    )
+    .await;
+    // The same subscriber, still connected; the refused batch never shows.
+    assert_eq!(c.recv().await["payload"]["data"]["counter"], 2);
+    assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+}
+
+fn cursor_of(m: &Value) -> String {
+    m["payload"]["extensions"]["cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cursor in {m}"))
+        .to_owned()
+}
+
+/// A resuming client leaves replica A, events go on meanwhile (through B),
+/// and it comes back to B with its last cursor while events keep coming:
+/// the missed matching ones first, then live ones, each once, in order.
+/// With the memory bus, A and B are the same replica.
+pub async fn resume_on_another_replica(bus: &Bus) {
+    let a = bus.replica().await;
+    let b_own = match bus.kind {
+        Kind::Memory => None,
+        _ => Some(bus.replica().await),
+    };
+    let b = b_own.as_ref().unwrap_or(&a);
+    let query = r#"subscription { item(kind: "odd") { n } }"#;
+    let item =
+        |i: usize| json!({"topic": "item", "id": format!("i{i}"), "payload": payload("item", i)});
+    let mut c = Client::ready(a.addr).await;
+    subscribe_resume(&mut c, "r", query, None).await;
+    wait_subscriptions(&a, 1).await;
+    publish(a.webhook, Value::Array((0..10).map(item).collect())).await;
+    let mut last = String::new();
+    for i in (1..10).step_by(2) {
+        let m = c.recv().await;
+        assert_eq!(m["payload"]["data"]["item"]["n"], i, "{m}");
+        last = cursor_of(&m);
+    }
+    c.close().await;
+    wait_subscriptions(&a, 0).await;
+    // Missed while away, some through each replica.
+    publish(b.webhook, Value::Array((10..20).map(item).collect())).await;
+    publish(a.webhook, Value::Array((20..30).map(item).collect())).await;
+    // Live while it comes back.
+    let live = {
+        let webhook = b.webhook;
+        tokio::spawn(async move {
+            for i in 30..90 {
+                publish(webhook, item(i)).await;
+            }
+        })
+    };
+    let mut c = Client::ready(b.addr).await;
+    subscribe_resume(&mut c, "r", query, Some(&last)).await;
+    let mut cursors = Vec::new();
+    for i in (11..90).step_by(2) {
+        let m = c.recv().await;
+        assert_eq!(m["type"], "next", "{m}");
+        assert_eq!(m["payload"]["data"]["item"]["n"], i, "{m}");
+        cursors.push(cursor_of(&m));
+    }
+    live.await.unwrap();
+    assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+    let mut unique = cursors.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), cursors.len(), "cursors are distinct");
+}
+
+/// A cursor whose event left the history: an `error` with
+/// `extensions.code = "CURSOR_EXPIRED"`, and nothing else for that id; a
+/// bad cursor is an `INVALID_CURSOR` error.
+pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
+    let rt = bus.replica().await;
+    let mut c = Client::ready(rt.addr).await;
+    subscribe_resume(&mut c, "r", "subscription { counter }", None).await;
+    wait_subscriptions(&rt, 1).await;
+    publish(rt.webhook, json!({"topic": "counter", "payload": 0})).await;
+    let first = cursor_of(&c.recv().await);
+    c.close().await;
+    wait_subscriptions(&rt, 0).await;
+    // Nobody listens while the history moves past the cursor.
+    let mut n = 1;
+    while n < events {
+        let size = 200.min(events - n);
+        let batch: Vec<Value> = (n..n + size)
+            .map(|i| json!({"topic": "counter", "payload": i}))
+            .collect();
+        publish(rt.webhook, Value::Array(batch)).await;
+        n += size;
+    }
+    let mut d = Client::ready(rt.addr).await;
+    subscribe_resume(&mut d, "late", "subscription { counter }", Some(&first)).await;
+    let m = d.recv().await;
+    assert_eq!(m["type"], "error", "{m}");
+    assert_eq!(m["id"], "late");
+    assert_eq!(
+        m["payload"][0]["extensions"]["code"], "CURSOR_EXPIRED",
+        "{m}"
+    );
+    subscribe_resume(&mut d, "bad", "subscription { counter }", Some("yesterday")).await;
+    let m = d.recv().await;
+    assert_eq!(m["id"], "bad");
+    assert_eq!(
+        m["payload"][0]["extensions"]["code"], "INVALID_CURSOR",
+        "{m}"
+    );
+    // Neither left a subscription behind; a fresh one works.
+    wait_subscriptions(&rt, 0).await;
+    subscribe_resume(&mut d, "new", "subscription { counter }", None).await;
+    wait_subscriptions(&rt, 1).await;
+    publish(rt.webhook, json!({"topic": "counter", "payload": -1})).await;
+    let m = d.recv().await;
+    assert_eq!(
+        (m["id"].clone(), m["payload"]["data"]["counter"].clone()),
+        (json!("new"), json!(-1))
+    );
+    assert_eq!(drain(&mut d).await, Vec::<Value>::new());
+}
