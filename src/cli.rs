@@ -31,8 +31,9 @@ pub enum Command {
     /// Run subcar (the default when no command is given).
     Run,
     /// Validate the configuration and schema, then check that the upstream
-    /// answers. Exit code 0: all good; 1: configuration or schema invalid;
-    /// 2: valid, but the upstream did not answer.
+    /// and the bus answer. Exit code 0: all good; 1: configuration or schema
+    /// invalid; 2: valid, but the upstream did not answer; 3: the upstream
+    /// answered, but the bus (Redis or NATS) did not.
     Check,
     /// Print the merged schema (upstream types plus subcar's Subscription
     /// root) as SDL.

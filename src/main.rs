@@ -15,6 +15,7 @@ use tracing_subscriber::{EnvFilter, fmt, reload};
 /// Exit codes of `subcar check`, documented in `--help`.
 const EXIT_INVALID: u8 = 1;
 const EXIT_UPSTREAM_DOWN: u8 = 2;
+const EXIT_BUS_DOWN: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -91,18 +92,34 @@ async fn check(config: Config) -> ExitCode {
         "schema: ok (upstream part: {:?})",
         app.schema().upstream_part()
     );
-    match app.upstream().probe().await {
+    let upstream_up = match app.upstream().probe().await {
         Ok(()) => {
             println!("upstream {url}: reachable");
-            ExitCode::SUCCESS
+            true
         }
         Err(e) => {
             println!(
                 "upstream {url}: NOT reachable: {}",
                 subcar::health::error_chain(&e)
             );
-            ExitCode::from(EXIT_UPSTREAM_DOWN)
+            false
         }
+    };
+    let kind = app.bus().kind();
+    let bus_up = match app.bus().check().await {
+        Ok(()) => {
+            println!("bus ({kind}): reachable");
+            true
+        }
+        Err(e) => {
+            println!("bus ({kind}): NOT reachable: {e}");
+            false
+        }
+    };
+    match (upstream_up, bus_up) {
+        (false, _) => ExitCode::from(EXIT_UPSTREAM_DOWN),
+        (true, false) => ExitCode::from(EXIT_BUS_DOWN),
+        (true, true) => ExitCode::SUCCESS,
     }
 }
 
