@@ -130,8 +130,8 @@ async fn three_processes_on_one_redis_deliver_every_event_everywhere_once_in_ord
         // Late copies of the warm-up event.
         while !bus_support::drain(c).await.is_empty() {}
     }
-    for i in 0..300 {
-        let severity = if i % 3 == 0 { "P1" } else { "P2" };
+    for i in 0..300usize {
+        let severity = if i.is_multiple_of(3) { "P1" } else { "P2" };
         let event = json!({"topic": "incidentUpdated", "id": format!("e{i}"),
             "payload": {"id": i.to_string(), "severity": severity}});
         publish(replicas[i % 3].webhook, event).await;

@@ -195,7 +195,7 @@ fn payload(topic: &str, i: usize) -> Value {
         "counter" => json!(i),
         "item" => json!({"kind": if i % 2 == 1 { "odd" } else { "even" }, "n": i}),
         _ => {
-            json!({"id": i.to_string(), "title": format!("incident {i}"), "severity": if i % 3 == 0 { "P1" } else { "P3" }})
+            json!({"id": i.to_string(), "title": format!("incident {i}"), "severity": if i.is_multiple_of(3) { "P1" } else { "P3" }})
         }
     }
 }
@@ -234,7 +234,7 @@ const SUBS: [Sub; 4] = [
         query: r#"subscription { incidentUpdated(severity: "P1") { id } }"#,
         topic: "incidentUpdated",
         field: "incidentUpdated",
-        sees: |i| (i % 3 == 0).then(|| json!({"id": i.to_string()})),
+        sees: |i| (i.is_multiple_of(3)).then(|| json!({"id": i.to_string()})),
     },
 ];
 
@@ -275,7 +275,7 @@ pub async fn fan_out_across_three_replicas(kind: Kind, url: &str) {
         let target = &replicas[batch_no % 3];
         let ack = publish(target.webhook, Value::Array(batch.clone())).await;
         assert_eq!(ack, json!({"accepted": size, "duplicates": 0}));
-        if batch_no % 7 == 0 {
+        if batch_no.is_multiple_of(7) {
             // The upstream retries on another replica: accepted, not redelivered.
             let other = &replicas[(batch_no + 1) % 3];
             let ack = publish(other.webhook, Value::Array(batch)).await;
