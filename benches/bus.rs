@@ -79,15 +79,19 @@ outbound_queue = 100000
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 async fn subscriber(addr: SocketAddr) -> Ws {
-    let mut req = format!("ws://{addr}/graphql").into_client_request().unwrap();
+    let mut req = format!("ws://{addr}/graphql")
+        .into_client_request()
+        .unwrap();
     req.headers_mut().insert(
         "sec-websocket-protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(Message::text(json!({"type": "connection_init"}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "connection_init"}).to_string(),
+    ))
+    .await
+    .unwrap();
     ws.next().await.unwrap().unwrap();
     ws.send(Message::text(
         json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { counter }"}})
