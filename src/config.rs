@@ -268,7 +268,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
     pub kind: BusKind,
@@ -325,6 +325,25 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `bus.url` may hold a password: printed without it.
+impl fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self
+            .url
+            .as_deref()
+            .map(|u| match (u.find("://"), u.rfind('@')) {
+                (Some(s), Some(at)) if at > s => format!("{}****{}", &u[..s + 3], &u[at..]),
+                _ => u.to_owned(),
+            });
+        f.debug_struct("BusConfig")
+            .field("kind", &self.kind)
+            .field("url", &url)
+            .field("prefix", &self.prefix)
+            .field("history", &self.history)
+            .finish()
+    }
 }
 
 impl BusConfig {
@@ -838,5 +857,12 @@ mod tests {
         }
         let msg = problems(&format!("{MINIMAL}\n[bus]\nkind = \"kafka\""));
         assert!(msg.contains("bus.kind"), "{msg}");
+        let c = parse(&format!(
+            "{MINIMAL}\n[bus]\nkind = \"redis\"\nurl = \"redis://user:hunter2@db:6379/0\""
+        ))
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("redis://****@db:6379/0"), "{printed}");
     }
 }

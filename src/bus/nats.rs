@@ -438,3 +438,25 @@ impl Bus for NatsBus {
         "nats"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_topic_maps_to_one_subject_token_and_back() {
+        for topic in ["incident.updated", "a b*>", "ünï", ""] {
+            let subject = subject("app", topic);
+            assert_eq!(subject.matches('.').count(), 1, "{subject}");
+            assert!(!subject.contains([' ', '*', '>']), "{subject}");
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", "e1");
+            let event = decode("app", &subject, Some(&headers), b"{\"n\":1}").unwrap();
+            assert_eq!(&*event.topic, topic);
+            assert_eq!(event.id.as_deref(), Some("e1"));
+            assert_eq!(event.payload, serde_json::json!({"n": 1}));
+        }
+        assert!(decode("other", &subject("app", "t"), None, b"1").is_none());
+        assert!(decode("app", &subject("app", "t"), None, b"not json").is_none());
+    }
+}

@@ -576,14 +576,17 @@ pub async fn bus_down_then_back(kind: Kind) {
     assert_eq!(status, 503, "{json}");
     assert_eq!(json["error"]["code"], "BUS_UNAVAILABLE");
     assert_eq!(headers["retry-after"], "1");
-    let metrics = ws_support::metrics(a.admin).await;
-    // The sampler copies the state once a second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let metrics_later = ws_support::metrics(a.admin).await;
-    assert!(
-        metrics_later.contains("subcar_bus_up 0") || metrics.contains("subcar_bus_up 0"),
-        "{metrics_later}"
-    );
+    // The sampler copies the state into the metrics once a second.
+    tokio::time::timeout(PATIENCE, async {
+        while !ws_support::metrics(a.admin)
+            .await
+            .contains("subcar_bus_up 0")
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("subcar_bus_up turns 0");
 
     server.resume();
     wait_bus(&a, true).await;
