@@ -62,6 +62,9 @@ struct Shared {
     reader_up: AtomicBool,
     /// The stream sequence of the last event read.
     last: AtomicU64,
+    /// Counts (re)connections of the client: a consumer made before the
+    /// latest one is stale even when the outage was too short to see.
+    connects: Arc<AtomicU64>,
     feed: Feed,
 }
 
@@ -92,6 +95,7 @@ impl NatsBus {
                 link: Mutex::new(None),
                 reader_up: AtomicBool::new(false),
                 last: AtomicU64::new(0),
+                connects: Arc::new(AtomicU64::new(0)),
                 feed: Feed::new(),
             }),
         })
@@ -132,7 +136,14 @@ impl Shared {
     }
 
     async fn connect_client(&self) -> Result<async_nats::Client, BusError> {
+        let connects = self.connects.clone();
         async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    connects.fetch_add(1, Ordering::Relaxed);
+                }
+                std::future::ready(())
+            })
             .name(&self.name)
             .connection_timeout(TIMEOUT)
             // The client reconnects for ever by itself once connected; the
@@ -241,8 +252,23 @@ impl Shared {
 
     /// One ordered consumer's worth of reading; returns why it stopped.
     async fn read(&self, link: &Link, backoff: &mut Backoff) -> BusError {
+        let generation = self.connects.load(Ordering::Relaxed);
         if link.client.connection_state() != State::Connected {
             return BusError::unavailable("NATS connection is down");
+        }
+        // A server that lost its store (a crash before it synced, a stream
+        // deleted and recreated) numbers from below what was read: start
+        // from its end then, or new messages would be skipped as seen.
+        match link.stream.get_info().await {
+            Ok(info) if info.state.last_sequence < self.last.load(Ordering::Relaxed) => {
+                tracing::warn!(
+                    stream = %self.stream,
+                    "the JetStream stream is behind what this replica read (server lost data or the stream was recreated); reading on from its end"
+                );
+                self.last.store(info.state.last_sequence, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => return BusError::unavailable(e),
         }
         let start = self.last.load(Ordering::Relaxed) + 1;
         let consumer = match link
@@ -274,7 +300,9 @@ impl Shared {
             let m = tokio::select! {
                 m = messages.next() => m,
                 _ = watch.tick() => {
-                    if link.client.connection_state() != State::Connected {
+                    if link.client.connection_state() != State::Connected
+                        || self.connects.load(Ordering::Relaxed) != generation
+                    {
                         return BusError::unavailable("NATS connection lost");
                     }
                     continue;

@@ -563,6 +563,7 @@ pub async fn bus_down_then_back(kind: Kind) {
     )
     .await;
     assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
+    wait_metric(&a, "subcar_bus_up 1").await;
 
     server.stop();
     wait_bus(&a, false).await;
@@ -576,17 +577,7 @@ pub async fn bus_down_then_back(kind: Kind) {
     assert_eq!(status, 503, "{json}");
     assert_eq!(json["error"]["code"], "BUS_UNAVAILABLE");
     assert_eq!(headers["retry-after"], "1");
-    // The sampler copies the state into the metrics once a second.
-    tokio::time::timeout(PATIENCE, async {
-        while !ws_support::metrics(a.admin)
-            .await
-            .contains("subcar_bus_up 0")
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("subcar_bus_up turns 0");
+    wait_metric(&a, "subcar_bus_up 0").await;
 
     server.resume();
     wait_bus(&a, true).await;
@@ -598,7 +589,24 @@ pub async fn bus_down_then_back(kind: Kind) {
     .await;
     // The same subscriber, still connected; the refused batch never shows.
     assert_eq!(c.recv().await["payload"]["data"]["counter"], 2);
+    wait_metric(&a, "subcar_bus_up 1").await;
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+}
+
+/// Waits until `/metrics` has `line` (the sampler copies the bus state
+/// into the metrics once a second).
+async fn wait_metric(rt: &Rt, line: &str) {
+    tokio::time::timeout(PATIENCE, async {
+        while !ws_support::metrics(rt.admin)
+            .await
+            .lines()
+            .any(|l| l == line)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("/metrics never had {line:?}"));
 }
 
 fn cursor_of(m: &Value) -> String {
