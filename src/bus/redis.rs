@@ -258,6 +258,10 @@ impl Shared {
             };
             self.reader_up.store(false, Ordering::Relaxed);
             tracing::warn!(error = %err, "Redis read connection lost; reconnecting");
+            // The publish connection most likely went with it: replace it
+            // now rather than fail the next webhook request on it.
+            *self.conn.lock() = None;
+            self.reconnect.notify_one();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(backoff.next()) => {}
