@@ -182,4 +182,9 @@ impl Backoff {
     pub(crate) fn reset(&mut self) {
         *self = Self::new();
     }
+
+    /// No delay handed out since the last reset.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.0 == Self::new().0
+    }
 }

@@ -203,14 +203,18 @@ impl Shared {
     /// cancelled.
     async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut backoff = Backoff::new();
+        let mut attempts = 0u32;
         let link = loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = self.connect() => match r {
                     Ok(link) => break link,
+                    // Loud once, then quiet: the state is in /readyz.
+                    Err(e) if attempts == 0 => tracing::warn!(error = %e, url = %self.url, "cannot reach NATS yet; retrying"),
                     Err(e) => tracing::debug!(error = %e, "NATS connect failed"),
                 },
             }
+            attempts += 1;
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(backoff.next()) => {}

@@ -132,11 +132,6 @@ impl RedisBus {
             }),
         })
     }
-
-    /// The stream key of `topic`.
-    pub fn stream_key(&self, topic: &str) -> String {
-        format!("{}:topic:{topic}", self.shared.tag)
-    }
 }
 
 impl Shared {
@@ -228,7 +223,12 @@ impl Shared {
                         tracing::info!("Redis publish connection up");
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, "Redis connect failed");
+                        // Loud once per outage, then quiet: the state is in /readyz.
+                        if backoff.is_fresh() {
+                            tracing::warn!(error = %e, "cannot reach Redis; retrying");
+                        } else {
+                            tracing::debug!(error = %e, "Redis connect failed");
+                        }
                         tokio::select! {
                             _ = cancel.cancelled() => return,
                             _ = tokio::time::sleep(backoff.next()) => continue,
