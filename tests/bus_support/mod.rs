@@ -61,7 +61,7 @@ impl Bus {
         self
     }
 
-    /// The `[bus]` section (and a `[webhook]` one) for a replica.
+    /// The `[bus]` section for a replica.
     pub fn toml(&self) -> String {
         let kind = match self.kind {
             Kind::Memory => return format!("[bus]\nhistory = {}\n", self.history),
@@ -75,8 +75,13 @@ impl Bus {
     }
 
     /// A replica on this bus, once it reports the bus connected.
+    /// The dedup window is days long: the backends hold it, not subcar.
     pub async fn replica(&self) -> Rt {
-        let rt = ws_support::spawn(&self.toml()).await;
+        let extra = format!(
+            "{}[webhook]\nlisten = \"127.0.0.1:0\"\ndedup_window = \"2d\"\n",
+            self.toml()
+        );
+        let rt = ws_support::spawn(&extra).await;
         wait_bus(&rt, true).await;
         rt
     }
