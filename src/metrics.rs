@@ -61,6 +61,8 @@ pub enum Refusal {
     heartbeat_timeout,
     init_timeout,
     invalid_message,
+    /// An upgrade while the process drains for shutdown.
+    draining,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
