@@ -5,6 +5,7 @@
 //! subscriber "not allowed"); it is logged at most once a minute per field,
 //! because one bad expression would otherwise log once per event.
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -107,10 +108,35 @@ fn map_to_cel(m: &Map<String, Value>) -> CelValue {
     CelValue::Map(CelMap { map: Arc::new(map) })
 }
 
-/// An event converted to CEL once, evaluated against many subscriptions.
+/// An event converted to CEL at most once, however many subscriptions'
+/// filters are evaluated against it.
 pub struct PreparedEvent<'e> {
     raw: &'e Value,
-    cel: CelValue,
+    /// The root scope binding `event`, built at the first CEL evaluation:
+    /// binding a value copies it whole, so it is done once per event and
+    /// each evaluation only adds its small `args`/`claims` in a child scope.
+    scope: OnceCell<Context<'static, 'static>>,
+}
+
+impl<'e> PreparedEvent<'e> {
+    pub fn new(raw: &'e Value) -> Self {
+        Self {
+            raw,
+            scope: OnceCell::new(),
+        }
+    }
+
+    pub fn raw(&self) -> &'e Value {
+        self.raw
+    }
+
+    fn scope(&self) -> &Context<'static, 'static> {
+        self.scope.get_or_init(|| {
+            let mut ctx = Context::with_env(env());
+            ctx.add_variable_from_value("event", to_cel(self.raw));
+            ctx
+        })
+    }
 }
 
 impl FieldRules {
@@ -148,22 +174,12 @@ impl FieldRules {
         self.filter.as_ref().is_some_and(|r| r.uses_claims)
     }
 
-    /// Converts `event` for several [`Self::matches_prepared`] calls.
-    pub fn prepare_event<'e>(&self, event: &'e Value) -> PreparedEvent<'e> {
-        let cel = if self.filter.is_some() {
-            to_cel(event)
-        } else {
-            CelValue::Null
-        };
-        PreparedEvent { raw: event, cel }
-    }
-
     /// Whether `event` reaches a subscription with `args` and `claims`.
     pub fn matches(&self, event: &Value, args: &Map<String, Value>, claims: &Value) -> bool {
-        self.matches_prepared(&self.prepare_event(event), args, claims)
+        self.matches_prepared(&PreparedEvent::new(event), args, claims)
     }
 
-    /// [`Self::matches`] for an event converted once.
+    /// [`Self::matches`] for an event shared by several evaluations.
     pub fn matches_prepared(
         &self,
         event: &PreparedEvent<'_>,
@@ -173,8 +189,7 @@ impl FieldRules {
         let Some(rule) = &self.filter else {
             return default_rule(event.raw, args);
         };
-        let mut ctx = Context::with_env(env());
-        ctx.add_variable_from_value("event", event.cel.clone());
+        let mut ctx = event.scope().new_inner_scope();
         ctx.add_variable_from_value("args", map_to_cel(args));
         if rule.uses_claims {
             ctx.add_variable_from_value("claims", to_cel(claims));
