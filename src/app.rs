@@ -288,6 +288,11 @@ impl Bound {
         self.app.registry.clone()
     }
 
+    /// Field routes; a configuration reload swaps their rules in place.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.app.routes.clone()
+    }
+
     pub fn health(&self) -> Arc<Health> {
         self.app.health.clone()
     }

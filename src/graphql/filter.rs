@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Env, Program, Value as CelValue};
 use parking_lot::Mutex;
@@ -46,14 +47,53 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-/// The compiled rules of one subscription field.
+/// The compiled rules of one subscription field. A configuration reload
+/// swaps the expressions in place, so live subscriptions follow them.
 #[derive(Debug, Default)]
 pub struct FieldRules {
     field: String,
-    filter: Option<Rule>,
-    allow: Option<Rule>,
+    compiled: ArcSwap<Compiled>,
     last_log: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Compiled {
+    filter: Option<Rule>,
+    allow: Option<Rule>,
+}
+
+impl Compiled {
+    fn new(config: &SubscriptionConfig) -> Result<Self, FilterError> {
+        let field = &config.field;
+        let rule = |key, source: &Option<String>| {
+            source
+                .as_deref()
+                .map(|s| compile(field, key, s))
+                .transpose()
+        };
+        Ok(Self {
+            filter: rule("filter", &config.filter)?,
+            allow: rule("allow", &config.allow)?,
+        })
+    }
+
+    fn uses_claims(&self) -> bool {
+        self.filter.as_ref().is_some_and(|r| r.uses_claims)
+    }
+}
+
+/// Why new rules were not applied to a running field.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error(transparent)]
+    Invalid(#[from] FilterError),
+    /// Subscriptions are grouped by claims only when the filter reads them:
+    /// live groups cannot be regrouped.
+    #[error(
+        "subscriptions field {field:?}: the new filter {change} `claims`; this takes effect after a restart"
+    )]
+    ClaimsUsage { field: String, change: &'static str },
 }
 
 fn env() -> Arc<Env> {
@@ -142,26 +182,38 @@ impl<'e> PreparedEvent<'e> {
 impl FieldRules {
     /// Compiles the field's `filter` and `allow` expressions.
     pub fn compile(config: &SubscriptionConfig) -> Result<Self, FilterError> {
-        let field = &config.field;
         Ok(Self {
-            field: field.clone(),
-            filter: config
-                .filter
-                .as_deref()
-                .map(|s| compile(field, "filter", s))
-                .transpose()?,
-            allow: config
-                .allow
-                .as_deref()
-                .map(|s| compile(field, "allow", s))
-                .transpose()?,
+            field: config.field.clone(),
+            compiled: ArcSwap::from_pointee(Compiled::new(config)?),
             ..Self::default()
         })
     }
 
+    /// Swaps in the expressions of `config` (a reload). Evaluations already
+    /// running finish with the old ones.
+    pub fn replace(&self, config: &SubscriptionConfig) -> Result<(), ReplaceError> {
+        let new = Compiled::new(config)?;
+        let reads_claims = new.uses_claims();
+        if reads_claims != self.uses_claims() {
+            return Err(ReplaceError::ClaimsUsage {
+                field: self.field.clone(),
+                change: if reads_claims {
+                    "starts reading"
+                } else {
+                    "stops reading"
+                },
+            });
+        }
+        self.compiled.store(Arc::new(new));
+        Ok(())
+    }
+
     /// Whether a client with `claims` may subscribe with `args`.
     pub fn allows(&self, claims: &Value, args: &Map<String, Value>) -> bool {
-        let Some(rule) = &self.allow else { return true };
+        let compiled = self.compiled.load();
+        let Some(rule) = &compiled.allow else {
+            return true;
+        };
         let mut ctx = Context::with_env(env());
         ctx.add_variable_from_value("claims", to_cel(claims));
         ctx.add_variable_from_value("args", map_to_cel(args));
@@ -171,7 +223,7 @@ impl FieldRules {
     /// Whether the filter reads `claims` (then subscribers with different
     /// claims cannot share one evaluation).
     pub fn uses_claims(&self) -> bool {
-        self.filter.as_ref().is_some_and(|r| r.uses_claims)
+        self.compiled.load().uses_claims()
     }
 
     /// Whether `event` reaches a subscription with `args` and `claims`.
@@ -186,7 +238,8 @@ impl FieldRules {
         args: &Map<String, Value>,
         claims: &Value,
     ) -> bool {
-        let Some(rule) = &self.filter else {
+        let compiled = self.compiled.load();
+        let Some(rule) = &compiled.filter else {
             return default_rule(event.raw, args);
         };
         let mut ctx = event.scope().new_inner_scope();
@@ -314,6 +367,30 @@ mod tests {
         assert!(!r.allows(&json!({"roles": ["dev"]}), &args(json!({}))));
         assert!(!r.allows(&json!({}), &args(json!({}))));
         assert!(rules(None, None).allows(&json!({}), &args(json!({}))));
+    }
+
+    #[test]
+    fn replace_swaps_expressions_but_not_claims_usage() {
+        let r = rules(Some("event.n > 1"), None);
+        let ev = json!({"n": 2});
+        assert!(r.matches(&ev, &args(json!({})), &json!({})));
+        let config = |filter: &str| SubscriptionConfig {
+            field: "incidentUpdated".into(),
+            topic: None,
+            filter: Some(filter.into()),
+            allow: Some("false".into()),
+        };
+        r.replace(&config("event.n > 5")).unwrap();
+        assert!(!r.matches(&ev, &args(json!({})), &json!({})));
+        assert!(!r.allows(&json!({}), &args(json!({}))));
+        let err = r.replace(&config("event.n > claims.n")).unwrap_err();
+        assert!(matches!(err, ReplaceError::ClaimsUsage { .. }), "{err}");
+        assert!(matches!(
+            r.replace(&config("event.n >")).unwrap_err(),
+            ReplaceError::Invalid(_)
+        ));
+        // Refused replacements leave the rules as they were.
+        assert!(r.matches(&json!({"n": 6}), &args(json!({})), &json!({})));
     }
 
     #[test]
