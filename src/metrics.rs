@@ -195,7 +195,10 @@ impl Metrics {
         self.proxy_latency.observe(elapsed.as_secs_f64());
     }
 
+    /// Counts a refusal and logs it: every refusal passes here, with its
+    /// reason and never the client's credentials.
     pub fn refused(&self, reason: Refusal) {
+        tracing::info!(reason = ?reason, "client refused");
         self.refusals.get_or_create(&ReasonLabel { reason }).inc();
     }
 

@@ -167,6 +167,7 @@ impl WsEndpoint {
                 .clone();
             // A clone: the family's guard must not live across awaits.
             gauge.inc();
+            tracing::debug!("websocket connected");
             let cancel = tokio_util::sync::CancellationToken::new();
             let session = Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone());
             // The session's own token fires `delay` after the drain's end.
@@ -181,6 +182,7 @@ impl WsEndpoint {
                 () = close_later => {}
             }
             gauge.dec();
+            tracing::debug!("websocket session ended");
         });
         let mut res = Response::new(body::empty());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
