@@ -2,7 +2,6 @@
 //! sharing the real Redis, and `subcar check` reporting the bus.
 
 mod bus_support;
-mod support;
 mod ws_support;
 
 use std::net::SocketAddr;
@@ -11,7 +10,7 @@ use std::time::Duration;
 
 use bus_support::{Bus, Kind, REDIS};
 use serde_json::{Value, json};
-use support::{TestUpstream, free_port, manifest_dir};
+use ws_support::support::{TestUpstream, free_port, manifest_dir};
 use ws_support::{Client, PATIENCE, publish};
 
 struct Replica {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 #[path = "../support/mod.rs"]
-mod support;
+pub mod support;
 
 use support::TestUpstream;
 
