@@ -647,6 +647,11 @@ pub async fn resume_on_another_replica(bus: &Bus) {
     }
     c.close().await;
     wait_subscriptions(&a, 0).await;
+    // The same subscription without resume, in the same group as the
+    // resuming one will be: plain frames, no cursor.
+    let mut plain = Client::ready(b.addr).await;
+    plain.subscribe("p", query).await;
+    wait_subscriptions(b, 1).await;
     // Missed while away, some through each replica.
     publish(b.webhook, Value::Array((10..20).map(item).collect())).await;
     publish(a.webhook, Value::Array((20..30).map(item).collect())).await;
@@ -670,6 +675,14 @@ pub async fn resume_on_another_replica(bus: &Bus) {
     }
     live.await.unwrap();
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+    for i in (11..90).step_by(2) {
+        let m = plain.recv().await;
+        assert_eq!(
+            m,
+            json!({"id": "p", "type": "next", "payload": {"data": {"item": {"n": i}}}})
+        );
+    }
+    assert_eq!(drain(&mut plain).await, Vec::<Value>::new());
     let mut unique = cursors.clone();
     unique.sort();
     unique.dedup();
