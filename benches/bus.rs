@@ -36,6 +36,7 @@ struct Replica {
     public: SocketAddr,
     webhook: SocketAddr,
     shutdown: Shutdown,
+    registry: std::sync::Arc<subcar::subscriptions::Registry>,
 }
 
 async fn replica(schema: &std::path::Path, bus: &str) -> Replica {
@@ -66,6 +67,7 @@ outbound_queue = 100000
         public: bound.public_addr(),
         webhook: bound.webhook_addr(),
         shutdown: Shutdown::new(),
+        registry: bound.registry(),
     };
     tokio::spawn(bound.run(r.shutdown.clone()));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -241,10 +243,13 @@ async fn ingest(a: &Replica, b: &Replica, seconds: u64) {
     let total = accepted.load(Ordering::Relaxed);
     let (seen, last) = reader.await.unwrap();
     let deliver_secs = last.duration_since(origin).as_secs_f64();
+    let stats = &b.registry.stats;
     println!(
-        "  ingest with {BATCH}-event batches, {PUBLISHERS} connections: {total} events acknowledged in {ingest_secs:.1}s = {:.0} events/s; B's subscriber got {seen} ({:.0} events/s until its last)",
+        "  ingest with {BATCH}-event batches, {PUBLISHERS} connections: {total} events acknowledged in {ingest_secs:.1}s = {:.0} events/s; B's subscriber got {seen} ({:.0} events/s until its last); B's dispatcher lagged by {} events, slow consumers {}",
         total as f64 / ingest_secs,
         seen as f64 / deliver_secs,
+        stats.lagged.load(Ordering::Relaxed),
+        stats.slow_consumers.load(Ordering::Relaxed),
     );
 }
 

@@ -12,7 +12,14 @@ use super::{BusItem, BusSubscription, Cursor, Event};
 pub(crate) const CAPACITY: usize = 64 * 1024;
 
 pub(crate) struct Feed {
-    tx: broadcast::Sender<(Arc<Event>, Cursor)>,
+    tx: broadcast::Sender<Item>,
+}
+
+#[derive(Clone)]
+enum Item {
+    Event(Arc<Event>, Cursor),
+    /// The backend's reader knows events were lost before it read them.
+    Lagged(u64),
 }
 
 impl Feed {
@@ -24,7 +31,12 @@ impl Feed {
 
     pub(crate) fn send(&self, event: Arc<Event>, cursor: Cursor) {
         // No receiver is not an error: nobody subscribed yet.
-        let _ = self.tx.send((event, cursor));
+        let _ = self.tx.send(Item::Event(event, cursor));
+    }
+
+    /// Tells every subscriber that `n` events were lost upstream of it.
+    pub(crate) fn lagged(&self, n: u64) {
+        let _ = self.tx.send(Item::Lagged(n));
     }
 
     pub(crate) fn subscribe(&self) -> Box<dyn BusSubscription> {
@@ -35,14 +47,23 @@ impl Feed {
 }
 
 struct FeedSubscription {
-    rx: broadcast::Receiver<(Arc<Event>, Cursor)>,
+    rx: broadcast::Receiver<Item>,
+}
+
+impl From<Item> for BusItem {
+    fn from(item: Item) -> Self {
+        match item {
+            Item::Event(e, c) => BusItem::Event(e, c),
+            Item::Lagged(n) => BusItem::Lagged(n),
+        }
+    }
 }
 
 impl BusSubscription for FeedSubscription {
     fn recv(&mut self) -> BoxFuture<'_, Option<BusItem>> {
         Box::pin(async move {
             match self.rx.recv().await {
-                Ok((e, c)) => Some(BusItem::Event(e, c)),
+                Ok(item) => Some(item.into()),
                 Err(RecvError::Lagged(n)) => Some(BusItem::Lagged(n)),
                 Err(RecvError::Closed) => None,
             }
@@ -51,7 +72,7 @@ impl BusSubscription for FeedSubscription {
 
     fn try_recv(&mut self) -> Option<BusItem> {
         match self.rx.try_recv() {
-            Ok((e, c)) => Some(BusItem::Event(e, c)),
+            Ok(item) => Some(item.into()),
             Err(TryRecvError::Lagged(n)) => Some(BusItem::Lagged(n)),
             Err(TryRecvError::Empty | TryRecvError::Closed) => None,
         }

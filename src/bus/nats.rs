@@ -331,6 +331,8 @@ impl Shared {
                     missed = seq - last - 1,
                     "events left the JetStream history before this replica read them; raise bus.history"
                 );
+                // Counted where every lag is (subcar_bus_lagged_events).
+                self.feed.lagged(seq - last - 1);
             }
             if let Some(event) = decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload) {
                 self.feed.send(Arc::new(event), Cursor::seq(seq));
