@@ -175,6 +175,26 @@ impl WsEndpoint {
     }
 }
 
+/// The endpoint as the innermost service of the upgrade stack, so the
+/// composition root can put layers (connection-attempt rate limits) in
+/// front of it.
+impl<B> tower::Service<Request<B>> for WsEndpoint {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        std::future::ready(Ok(self.upgrade(request)))
+    }
+}
+
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     let code = match status {
         StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
