@@ -925,6 +925,16 @@ mod tests {
         assert_eq!(c.server.drain_timeout, defaults.server.drain_timeout);
         assert_eq!(c.limits.outbound_queue, defaults.limits.outbound_queue);
         assert_eq!(c.webhook.max_body_bytes, defaults.webhook.max_body_bytes);
+        assert_eq!(c.auth.mode, defaults.auth.mode);
+        assert_eq!(c.auth.proxy, defaults.auth.proxy);
+        assert_eq!(c.auth.jwt.leeway, defaults.auth.jwt.leeway);
+        assert_eq!(c.auth.upstream.cache_ttl, defaults.auth.upstream.cache_ttl);
+        assert_eq!(c.heartbeat.timeout, defaults.heartbeat.timeout);
+        assert_eq!(
+            c.limits.max_subscriptions_per_connection,
+            defaults.limits.max_subscriptions_per_connection
+        );
+        assert!(c.rate_limits.requests_per_ip.is_none());
         assert!(c.schema.path.is_absolute() || c.schema.path.exists());
     }
 
@@ -1006,6 +1016,67 @@ mod tests {
         ))
         .unwrap();
         assert!(!format!("{c:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn auth_and_rate_limits_parse() {
+        let c = parse(&format!(
+            r#"{MINIMAL}
+[auth]
+mode = "jwt"
+cookie = "session"
+proxy = "require"
+[auth.jwt]
+jwks_url = "https://idp.example.com/jwks.json"
+issuer = "idp"
+audience = "subcar"
+leeway = "5s"
+algorithms = ["RS256", "EdDSA"]
+[rate_limits]
+connection_attempts_per_ip = 5
+messages_per_connection = 20
+"#
+        ))
+        .unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Jwt);
+        assert_eq!(c.auth.jwt.audience, vec!["subcar".to_string()]);
+        assert_eq!(c.auth.jwt.leeway, Duration::from_secs(5));
+        assert_eq!(c.auth.jwt.algorithms, [JwtAlgorithm::RS256, JwtAlgorithm::EdDSA]);
+        assert_eq!(c.rate_limits.connection_attempts_per_ip, Some(5));
+        assert_eq!(c.rate_limits.requests_per_ip, None);
+    }
+
+    #[test]
+    fn auth_problems_name_their_keys() {
+        let msg = problems(&format!("{MINIMAL}\n[auth]\nmode = \"jwt\""));
+        assert!(msg.contains("auth.jwt"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth]\nmode = \"ldap\""));
+        assert!(msg.contains("auth.mode") && msg.contains("ldap"), "{msg}");
+        let msg = problems(&format!(
+            "{MINIMAL}\n[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"s\"\njwks_path = \"k.json\"\nalgorithms = [\"RS256\"]"
+        ));
+        assert!(msg.contains("auth.jwt.jwks_path: cannot be set together with auth.jwt.secret"), "{msg}");
+        let msg = problems(&format!(
+            "{MINIMAL}\n[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"s\"\nalgorithms = [\"RS256\"]"
+        ));
+        assert!(msg.contains("auth.jwt.algorithms[0]"), "{msg}");
+        let msg = problems(&format!(
+            "{MINIMAL}\n[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"s\"\nalgorithms = [\"none\"]"
+        ));
+        assert!(msg.contains("auth.jwt.algorithms"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth]\nmode = \"upstream\""));
+        assert!(msg.contains("auth.upstream.query"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth]\nproxy = \"require\""));
+        assert!(msg.contains("auth.proxy"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth.jwt]\nleeway = \"soon\""));
+        assert!(msg.contains("auth.jwt.leeway") && msg.contains("soon"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[rate_limits]\nrequests_per_ip = 0\nwebhook_events_per_second = 0"));
+        assert!(msg.contains("rate_limits.requests_per_ip"), "{msg}");
+        assert!(msg.contains("rate_limits.webhook_events_per_second"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[rate_limits]\nrequests_per_second = 5"));
+        assert!(msg.contains("requests_per_second"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth.jwt]\njwks_url = \"idp\""));
+        assert!(msg.contains("auth.jwt.jwks_url"), "{msg}");
     }
 
     #[test]
