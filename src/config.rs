@@ -1041,7 +1041,10 @@ messages_per_connection = 20
         assert_eq!(c.auth.mode, AuthMode::Jwt);
         assert_eq!(c.auth.jwt.audience, vec!["subcar".to_string()]);
         assert_eq!(c.auth.jwt.leeway, Duration::from_secs(5));
-        assert_eq!(c.auth.jwt.algorithms, [JwtAlgorithm::RS256, JwtAlgorithm::EdDSA]);
+        assert_eq!(
+            c.auth.jwt.algorithms,
+            [JwtAlgorithm::RS256, JwtAlgorithm::EdDSA]
+        );
         assert_eq!(c.rate_limits.connection_attempts_per_ip, Some(5));
         assert_eq!(c.rate_limits.requests_per_ip, None);
     }
@@ -1055,7 +1058,10 @@ messages_per_connection = 20
         let msg = problems(&format!(
             "{MINIMAL}\n[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"s\"\njwks_path = \"k.json\"\nalgorithms = [\"RS256\"]"
         ));
-        assert!(msg.contains("auth.jwt.jwks_path: cannot be set together with auth.jwt.secret"), "{msg}");
+        assert!(
+            msg.contains("auth.jwt.jwks_path: cannot be set together with auth.jwt.secret"),
+            "{msg}"
+        );
         let msg = problems(&format!(
             "{MINIMAL}\n[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"s\"\nalgorithms = [\"RS256\"]"
         ));
@@ -1069,11 +1075,21 @@ messages_per_connection = 20
         let msg = problems(&format!("{MINIMAL}\n[auth]\nproxy = \"require\""));
         assert!(msg.contains("auth.proxy"), "{msg}");
         let msg = problems(&format!("{MINIMAL}\n[auth.jwt]\nleeway = \"soon\""));
-        assert!(msg.contains("auth.jwt.leeway") && msg.contains("soon"), "{msg}");
-        let msg = problems(&format!("{MINIMAL}\n[rate_limits]\nrequests_per_ip = 0\nwebhook_events_per_second = 0"));
+        assert!(
+            msg.contains("auth.jwt.leeway") && msg.contains("soon"),
+            "{msg}"
+        );
+        let msg = problems(&format!(
+            "{MINIMAL}\n[rate_limits]\nrequests_per_ip = 0\nwebhook_events_per_second = 0"
+        ));
         assert!(msg.contains("rate_limits.requests_per_ip"), "{msg}");
-        assert!(msg.contains("rate_limits.webhook_events_per_second"), "{msg}");
-        let msg = problems(&format!("{MINIMAL}\n[rate_limits]\nrequests_per_second = 5"));
+        assert!(
+            msg.contains("rate_limits.webhook_events_per_second"),
+            "{msg}"
+        );
+        let msg = problems(&format!(
+            "{MINIMAL}\n[rate_limits]\nrequests_per_second = 5"
+        ));
         assert!(msg.contains("requests_per_second"), "{msg}");
         let msg = problems(&format!("{MINIMAL}\n[auth.jwt]\njwks_url = \"idp\""));
         assert!(msg.contains("auth.jwt.jwks_url"), "{msg}");
