@@ -306,7 +306,13 @@ where
             merge_init_credentials(&mut self.headers, p);
         }
         let auth = self.shared.authenticator.authenticate(&self.headers);
-        match auth.await {
+        // Upstream authentication may take up to upstream.timeout: shutdown
+        // must not wait for it.
+        let auth = tokio::select! {
+            r = auth => r,
+            _ = self.cancel.cancelled() => return Flow::Stop,
+        };
+        match auth {
             Ok(identity) => {
                 if let Some(at) = identity.expires {
                     let Ok(left) = at.duration_since(std::time::SystemTime::now()) else {
