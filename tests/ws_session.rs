@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::{Sink, Stream};
 use http::HeaderMap;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use subcar::auth::{AuthError, Identity, Refusal};
 use subcar::config::SchemaConfig;
 use subcar::subscriptions::{Registry, Routes};

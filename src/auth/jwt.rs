@@ -11,7 +11,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::jwks::{Jwks, JwksError};
+use super::jwks::Jwks;
 use super::{AuthBuildError, AuthError, Authenticator, Identity, Refusal};
 use crate::config::{JwtAlgorithm, JwtConfig};
 
@@ -49,10 +49,7 @@ impl JwtVerifier {
             Keys::Jwks(Arc::new(Jwks::from_url(url.to_string(), client)))
         } else {
             // Config validation guarantees one source of keys.
-            return Err(AuthBuildError::Jwks(JwksError::Read {
-                path: "auth.jwt".into(),
-                source: std::io::Error::other("no source of keys configured"),
-            }));
+            return Err(AuthBuildError::NoKeys);
         };
         let algorithms = if config.algorithms.is_empty() {
             match keys {
@@ -108,6 +105,7 @@ impl Inner {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway.as_secs();
         validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
         }
@@ -259,6 +257,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(refused(v.verify(&hs512).await), Refusal::Algorithm);
+    }
+
+    #[tokio::test]
+    async fn a_token_not_valid_yet_is_refused() {
+        let v = verifier(|_| {});
+        let claims = json!({"exp": unix_now() + 600, "nbf": unix_now() + 300});
+        assert_eq!(
+            refused(v.verify(&hs(claims, "s3cret")).await),
+            Refusal::NotYetValid
+        );
     }
 
     #[tokio::test]

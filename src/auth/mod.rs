@@ -110,6 +110,8 @@ pub enum AuthBuildError {
     Jwks(#[from] jwks::JwksError),
     #[error("cannot build the JWKS HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("auth.jwt: no source of keys configured")]
+    NoKeys,
 }
 
 /// The configured authenticator and, for `jwks_url`, the key refresher the

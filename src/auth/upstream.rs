@@ -53,11 +53,6 @@ impl UpstreamAuth {
             }),
         }
     }
-
-    /// Credentials currently cached (for tests of the bound).
-    pub fn cached(&self) -> usize {
-        self.inner.cache.lock().len()
-    }
 }
 
 impl Authenticator for UpstreamAuth {
@@ -158,4 +153,39 @@ fn cache_key(c: &Credentials) -> [u8; 32] {
         }
     }
     h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{UpstreamConfig, UpstreamUrl};
+
+    #[tokio::test]
+    async fn the_cache_stays_bounded_and_forgets_after_the_ttl() {
+        let upstream = Upstream::new(&UpstreamConfig {
+            url: UpstreamUrl("http://127.0.0.1:9/graphql".parse().unwrap()),
+            timeout: Duration::from_secs(1),
+            batching: false,
+        })
+        .unwrap();
+        let config = UpstreamAuthConfig {
+            query: Some("{ me { id } }".into()),
+            cache_ttl: Duration::from_secs(60),
+        };
+        let auth = UpstreamAuth::new(&config, None, upstream);
+        let inner = &auth.inner;
+        for i in 0..(CACHE_CAPACITY * 3 / 2) as u64 {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&i.to_be_bytes());
+            inner.remember(key, json!({"i": i}));
+            assert!(inner.cache.lock().len() <= CACHE_CAPACITY);
+        }
+        let last = ((CACHE_CAPACITY * 3 / 2) as u64 - 1).to_be_bytes();
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&last);
+        assert!(inner.cached(&key).is_some());
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(inner.cached(&key).is_none());
+    }
 }
