@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{HeaderName, Request, Response};
@@ -36,6 +37,7 @@ use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
 use crate::status::StatusSource;
 use crate::subscriptions::{Dispatcher, Registry, Routes};
+use crate::transport::upgrade::CLOSE_SPREAD;
 use crate::transport::{InboundStack, SessionLimits, Shared, WsEndpoint};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -171,6 +173,7 @@ impl App {
     fn public_service(
         &self,
         shutdown: &Shutdown,
+        sessions: &Shutdown,
     ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
         let server = &self.config.server;
         let router = PublicRouter::new(
@@ -180,7 +183,7 @@ impl App {
             self.schema.clone(),
             self.metrics.clone(),
         )
-        .with_websocket(self.upgrade_service(shutdown));
+        .with_websocket(self.upgrade_service(shutdown, sessions));
         let service = ServiceBuilder::new()
             // Bodies are boxed once at this stage boundary.
             .map_response(|res: Response<_>| res.map(body::boxed))
@@ -208,8 +211,9 @@ impl App {
 
     /// WebSocket upgrades on the GraphQL path: sessions share the schema,
     /// the registry, the authenticator and the upstream client (for queries
-    /// over the socket).
-    fn upgrade_service(&self, shutdown: &Shutdown) -> UpgradeService {
+    /// over the socket). Upgrades stop with `shutdown`; open sockets
+    /// close with `sessions`.
+    fn upgrade_service(&self, shutdown: &Shutdown, sessions: &Shutdown) -> UpgradeService {
         let rate_limits = &self.config.rate_limits;
         let inbound = ServiceBuilder::new()
             // Applied per connection by the session (each socket gets its
@@ -228,7 +232,7 @@ impl App {
             limits: SessionLimits::from_config(&self.config),
             metrics: self.metrics.clone(),
         };
-        let endpoint = WsEndpoint::new(Arc::new(shared), shutdown.clone());
+        let endpoint = WsEndpoint::new(Arc::new(shared), shutdown.clone(), sessions.clone());
         let service = ServiceBuilder::new()
             // Upgrade attempts per client IP, first: a reconnect loop is
             // refused with a map lookup, before the handshake is checked,
@@ -332,13 +336,21 @@ impl Bound {
         self.app.registry.clone()
     }
 
+    /// Field routes; a configuration reload swaps their rules in place.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.app.routes.clone()
+    }
+
     pub fn health(&self) -> Arc<Health> {
         self.app.health.clone()
     }
 
     /// Serves until `shutdown` is triggered, then drains: readiness turns
-    /// false, listeners stop accepting, and requests in flight get
-    /// `server.drain_timeout` to finish.
+    /// false at once, listeners stop accepting and new upgrades are refused,
+    /// requests in flight get `server.drain_timeout` to finish, and open
+    /// sockets are closed with `1001` when it is over (spread over
+    /// [`CLOSE_SPREAD`]). Until then subscribers keep receiving events: the
+    /// webhook and the dispatcher run to the end.
     pub async fn run(self, shutdown: Shutdown) {
         let app = self.app;
         tracing::info!(
@@ -347,6 +359,9 @@ impl Bound {
             upstream = %app.config.upstream.url,
             "subcar listening"
         );
+        // The realtime half (sessions, dispatcher, webhook) outlives the
+        // drain of the public listener: it has a shutdown of its own.
+        let realtime = Shutdown::new();
         if app.schema.upstream_part() == UpstreamPart::Pending {
             shutdown.spawn(
                 app.schema
@@ -367,20 +382,20 @@ impl Bound {
         Dispatcher::spawn(
             app.registry.clone(),
             app.bus.subscribe(),
-            &shutdown,
+            &realtime,
             app.config.limits.outbound_queue,
         );
         // Registry and bus state into /metrics, off the hot path.
-        shutdown.spawn(crate::subscriptions::sampler::run(
+        realtime.spawn(crate::subscriptions::sampler::run(
             app.registry.clone(),
             app.bus.clone(),
             app.metrics.clone(),
-            shutdown.clone(),
+            realtime.clone(),
         ));
         shutdown.spawn(server::serve(
             self.public,
             app.tls.clone(),
-            app.public_service(&shutdown),
+            app.public_service(&shutdown, &realtime),
             shutdown.clone(),
         ));
         // Events from the upstream on the internal listener; requests in
@@ -390,11 +405,11 @@ impl Bound {
             let webhook = webhook.clone();
             async move { Ok::<_, Infallible>(webhook.handle(request).await) }
         });
-        shutdown.spawn(server::serve(
+        realtime.spawn(server::serve(
             self.webhook,
             None,
             webhook_service,
-            shutdown.clone(),
+            realtime.clone(),
         ));
         // The admin listener outlives the drain so probes can watch it: it has
         // a shutdown of its own, triggered once the public side has drained.
@@ -422,13 +437,34 @@ impl Bound {
         shutdown.triggered().await;
         app.health.set_draining();
         let grace = app.config.server.drain_timeout;
-        if shutdown.drained(grace).await {
+        let ends = tokio::time::Instant::now() + grace;
+        let requests_done = shutdown.drained(grace).await;
+        // Subscribers may leave on their own until the drain time is up.
+        let connections = || app.registry.stats.connections.load(Ordering::Relaxed);
+        while connections() > 0 && tokio::time::Instant::now() < ends {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if connections() > 0 {
+            tracing::info!(
+                sockets = connections(),
+                "drain time is up: closing open sockets with 1001"
+            );
+        }
+        realtime.trigger();
+        let sockets_done = realtime.drained(CLOSE_SPREAD + CLOSE_GRACE).await;
+        if requests_done && sockets_done {
             tracing::info!("drained; exiting");
         } else {
             tracing::warn!(
                 ?grace,
-                "drain timeout passed with requests still in flight; exiting"
+                requests_done,
+                sockets_done,
+                "drain timeout passed with work still in flight; exiting"
             );
         }
+        admin_shutdown.trigger();
     }
 }
+
+/// After its close is due, a socket has this long to take the close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);

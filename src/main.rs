@@ -46,9 +46,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilterHandle) -> ExitCode {
-    if let Some(path) = path {
-        tokio::spawn(reload_on_sighup(path, config.clone(), log_filter));
-    }
+    let running = config.clone();
     let bound = match App::build(config) {
         Ok(app) => match app.learn_upstream_schema().await {
             Ok(()) => app.bind().await,
@@ -63,6 +61,9 @@ async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilterHandle)
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    if let Some(path) = path {
+        tokio::spawn(reload_on_sighup(path, running, log_filter, bound.routes()));
+    }
     let shutdown = Shutdown::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -136,7 +137,9 @@ fn init_tracing(config: &Config) -> LogFilterHandle {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
     let (filter, handle) = reload::Layer::new(filter);
     let json = config.log.format == LogFormat::Json;
-    let text_layer = (!json).then(|| fmt::layer().with_writer(std::io::stderr));
+    // Colours only for a terminal: log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let text_layer = (!json).then(|| fmt::layer().with_ansi(ansi).with_writer(std::io::stderr));
     let json_layer = json.then(|| {
         fmt::layer()
             .json()
@@ -153,7 +156,12 @@ fn init_tracing(config: &Config) -> LogFilterHandle {
 
 /// Re-reads the configuration on every SIGHUP, applies what can change while
 /// running and names what needs a restart.
-async fn reload_on_sighup(path: PathBuf, mut running: Config, log_filter: LogFilterHandle) {
+async fn reload_on_sighup(
+    path: PathBuf,
+    mut running: Config,
+    log_filter: LogFilterHandle,
+    routes: std::sync::Arc<subcar::subscriptions::Routes>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; configuration reload is off");
@@ -178,13 +186,26 @@ async fn reload_on_sighup(path: PathBuf, mut running: Config, log_filter: LogFil
                 tracing::info!(filter = %filter, "log.filter applied");
             }
         }
+        if plan.subscriptions {
+            let problems = routes.reload(&new.subscriptions);
+            for problem in &problems {
+                tracing::warn!("{problem}");
+            }
+            if problems.is_empty() {
+                running.subscriptions = new.subscriptions.clone();
+            }
+            tracing::info!(
+                not_applied = problems.len(),
+                "subscriptions filter/allow rules applied"
+            );
+        }
         for section in &plan.needs_restart {
             tracing::warn!(
                 section,
                 "configuration changed; this section takes effect after a restart"
             );
         }
-        if plan.log_filter.is_none() && plan.needs_restart.is_empty() {
+        if plan.log_filter.is_none() && !plan.subscriptions && plan.needs_restart.is_empty() {
             tracing::info!("configuration reloaded; nothing changed");
         }
     }

@@ -61,6 +61,8 @@ pub enum Refusal {
     heartbeat_timeout,
     init_timeout,
     invalid_message,
+    /// An upgrade while the process drains for shutdown.
+    draining,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -193,7 +195,10 @@ impl Metrics {
         self.proxy_latency.observe(elapsed.as_secs_f64());
     }
 
+    /// Counts a refusal and logs it: every refusal passes here, with its
+    /// reason and never the client's credentials.
     pub fn refused(&self, reason: Refusal) {
+        tracing::info!(reason = ?reason, "client refused");
         self.refusals.get_or_create(&ReasonLabel { reason }).inc();
     }
 

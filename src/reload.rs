@@ -1,6 +1,7 @@
 //! SIGHUP: the configuration file is read again; what can change without
-//! dropping connections is applied, and every other change is named in the
-//! log as needing a restart.
+//! dropping connections is applied (`log.filter`, the `filter` and `allow`
+//! expressions of `[[subscriptions]]`), and every other change is named in
+//! the log as needing a restart.
 
 use crate::config::Config;
 
@@ -9,6 +10,9 @@ use crate::config::Config;
 pub struct ReloadPlan {
     /// The new `log.filter`, when it changed.
     pub log_filter: Option<String>,
+    /// Whether `[[subscriptions]]` changed: their expressions are applied
+    /// in place, and what cannot be is reported then.
+    pub subscriptions: bool,
     /// Sections that changed but only take effect after a restart.
     pub needs_restart: Vec<&'static str>,
 }
@@ -24,15 +28,12 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
     if running.log.filter != new.log.filter {
         plan.log_filter = Some(new.log.filter.clone());
     }
-    let sections: [(&'static str, bool); 10] = [
+    plan.subscriptions = differs(&running.subscriptions, &new.subscriptions);
+    let sections: [(&'static str, bool); 9] = [
         ("server", differs(&running.server, &new.server)),
         ("admin", differs(&running.admin, &new.admin)),
         ("upstream", differs(&running.upstream, &new.upstream)),
         ("schema", differs(&running.schema, &new.schema)),
-        (
-            "subscriptions",
-            differs(&running.subscriptions, &new.subscriptions),
-        ),
         ("webhook", differs(&running.webhook, &new.webhook)),
         ("heartbeat", differs(&running.heartbeat, &new.heartbeat)),
         ("limits", differs(&running.limits, &new.limits)),
@@ -65,6 +66,17 @@ mod tests {
         let plan = plan(&running, &new);
         assert_eq!(plan.log_filter.as_deref(), Some("debug"));
         assert_eq!(plan.needs_restart, vec!["server"]);
+        assert!(!plan.subscriptions);
+    }
+
+    #[test]
+    fn subscription_rules_are_applied_not_restarted() {
+        let block = "[[subscriptions]]\nfield = \"a\"\n";
+        let running = parse(block);
+        let new = parse(&format!("{block}filter = \"event.n > 1\"\n"));
+        let plan = plan(&running, &new);
+        assert!(plan.subscriptions);
+        assert!(plan.needs_restart.is_empty());
     }
 
     #[test]

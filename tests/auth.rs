@@ -5,14 +5,13 @@
 //! `auth.proxy = "require"`, `allow` and claims-scoped filters.
 
 mod auth_support;
-mod support;
 mod ws_support;
 
 use std::time::Duration;
 
 use auth_support::{JwksServer, SigningKey, hs256, jwks, jwt_auth, now};
 use serde_json::{Value, json};
-use support::{TestSubcar, TestUpstream};
+use ws_support::support::{self, TestSubcar, TestUpstream};
 use ws_support::{Client, Next, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
 
 fn acked(next: &Next) -> bool {

@@ -284,3 +284,225 @@ async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
     assert_eq!(res.status(), 200, "still serving after the reload");
     child.kill().await.unwrap();
 }
+
+/// SIGTERM with a subscriber connected: new connections are refused at
+/// once, the open socket keeps receiving events until `drain_timeout` is
+/// over, then it is closed with `1001` and the process exits 0.
+#[tokio::test]
+async fn sigterm_keeps_sockets_until_the_drain_ends_then_closes_them_1001() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &upstream.url(), "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("drain_timeout = \"5s\"", "drain_timeout = \"1s\"");
+    std::fs::write(&path, &text).unwrap();
+    let webhook = webhook_addr(&text);
+    let (mut child, public) = spawn_running(&path, Stdio::null()).await;
+    let mut ws = ws_subscribed(&public).await;
+    post_until_received(&webhook, &mut ws, "before").await;
+    let client = reqwest::Client::new();
+    let post = |id: &str| {
+        client
+            .post(format!("http://{webhook}/webhook"))
+            .json(&json!({"topic": "incidentUpdated", "payload": {"id": id}}))
+            .send()
+    };
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // New connections are refused while the drain runs.
+    let mut refused = false;
+    for _ in 0..100 {
+        let mut request = format!("ws://{public}/graphql")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        if tokio_tungstenite::connect_async(request).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "upgrades are refused once draining");
+    // The open socket still gets events posted during the drain.
+    assert_eq!(post("during").await.unwrap().status(), 202);
+    let during = loop {
+        let v = ws_recv(&mut ws).await.expect("still open during the drain");
+        if v["payload"]["data"]["incidentUpdated"]["id"] != "before" {
+            break v;
+        }
+    };
+    assert_eq!(during["payload"]["data"]["incidentUpdated"]["id"], "during");
+    assert_eq!(
+        ws_recv(&mut ws).await,
+        Err(Some(1001)),
+        "closed with 1001 at the end"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The `[webhook] listen` address of a config written by [`write_config`].
+fn webhook_addr(text: &str) -> String {
+    text.lines()
+        .skip_while(|l| *l != "[webhook]")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
+/// A graphql-transport-ws connection, acknowledged, with subscription "1"
+/// to `incidentUpdated { id }`.
+async fn ws_subscribed(public: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{public}/graphql")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws_send(&mut ws, json!({"type": "connection_init"})).await;
+    assert_eq!(ws_recv(&mut ws).await.unwrap()["type"], "connection_ack");
+    ws_send(
+        &mut ws,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { incidentUpdated { id } }"}}),
+    )
+    .await;
+    ws
+}
+
+/// Posts `incidentUpdated` events with id `id` until one arrives on `ws`
+/// (the subscription is registered by then).
+async fn post_until_received(webhook: &str, ws: &mut Ws, id: &str) {
+    use futures_util::StreamExt;
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        let res = client
+            .post(format!("http://{webhook}/webhook"))
+            .json(&json!({"topic": "incidentUpdated", "payload": {"id": id}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))) =
+            tokio::time::timeout(Duration::from_millis(100), ws.next()).await
+        {
+            return;
+        }
+    }
+    panic!("the subscription receives no events");
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message as JSON, or the close code.
+async fn ws_recv(ws: &mut Ws) -> Result<serde_json::Value, Option<u16>> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame arrives")
+            .expect("the socket is open")
+            .unwrap()
+        {
+            Message::Text(t) => return Ok(serde_json::from_str(&t).unwrap()),
+            Message::Close(frame) => return Err(frame.map(|f| u16::from(f.code))),
+            _ => continue,
+        }
+    }
+}
+
+async fn ws_send<S>(ws: &mut S, v: serde_json::Value)
+where
+    S: futures_util::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+        .await
+        .unwrap();
+}
+
+/// SIGHUP with a changed `filter`: the live subscription follows the new
+/// expression on the same socket.
+#[tokio::test]
+async fn sighup_applies_a_new_filter_to_live_subscriptions() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let block = "[[subscriptions]]\nfield = \"incidentUpdated\"\n";
+    let path = write_config(&dir, &upstream.url(), block);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let webhook = webhook_addr(&text);
+    let (mut child, public) = spawn_running(&path, Stdio::piped()).await;
+    let mut ws = ws_subscribed(&public).await;
+    post_until_received(&webhook, &mut ws, "warm-up").await;
+
+    let filtered = text.replace(
+        block,
+        &format!("{block}filter = \"event.id != 'hidden'\"\n"),
+    );
+    std::fs::write(&path, filtered).unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("reload is logged")
+            .unwrap()
+            .expect("subcar still running");
+        if line.contains("filter/allow rules applied") {
+            assert!(line.contains("not_applied=0"), "{line}");
+            break;
+        }
+    }
+    let client = reqwest::Client::new();
+    for id in ["hidden", "shown"] {
+        let res = client
+            .post(format!("http://{webhook}/webhook"))
+            .json(&json!({"topic": "incidentUpdated", "payload": {"id": id}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    // Warm-up events may still be queued; the first other id must be the
+    // one the new filter lets through.
+    let next = loop {
+        let v = ws_recv(&mut ws).await.expect("the socket stays open");
+        if v["payload"]["data"]["incidentUpdated"]["id"] != "warm-up" {
+            break v;
+        }
+    };
+    assert_eq!(next["payload"]["data"]["incidentUpdated"]["id"], "shown");
+    child.kill().await.unwrap();
+}

@@ -1,15 +1,14 @@
 //! Rate limits, capacity and heartbeats seen from outside, over real
 //! sockets: every refusal path with its status or close code.
 
-mod support;
 mod ws_support;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{TestSubcar, TestUpstream};
 use tokio_tungstenite::tungstenite::{self, Message};
+use ws_support::support::{TestSubcar, TestUpstream};
 use ws_support::{Client, Next, post, publish, spawn, wait_subscriptions};
 
 fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, http::HeaderMap, Value) {

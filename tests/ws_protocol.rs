@@ -152,6 +152,47 @@ async fn validation_error_is_an_error_message_without_complete() {
 }
 
 #[tokio::test]
+async fn field_errors_travel_in_next_and_the_subscription_goes_on() {
+    let rt = spawn("").await;
+    let mut c = Client::ready(rt.addr).await;
+    c.subscribe("1", "subscription { incidentUpdated { id title } }")
+        .await;
+    wait_subscriptions(&rt, 1).await;
+    // `id` is non-null and missing: null propagates to the nullable field.
+    publish(
+        rt.webhook,
+        json!({"topic": "incidentUpdated", "payload": {"title": "no id"}}),
+    )
+    .await;
+    let next = c.recv().await;
+    assert_eq!(next["type"], "next");
+    assert_eq!(next["payload"]["data"], json!({"incidentUpdated": null}));
+    assert_eq!(
+        next["payload"]["errors"][0]["path"],
+        json!(["incidentUpdated", "id"])
+    );
+    publish(
+        rt.webhook,
+        json!({"topic": "incidentUpdated", "payload": {"id": "7", "title": "ok"}}),
+    )
+    .await;
+    assert_eq!(
+        c.recv().await,
+        json!({"id": "1", "type": "next", "payload": {"data": {"incidentUpdated": {"id": "7", "title": "ok"}}}})
+    );
+}
+
+#[tokio::test]
+async fn client_pong_with_payload_is_accepted_silently() {
+    let rt = spawn("").await;
+    let mut c = Client::ready(rt.addr).await;
+    c.send(json!({"type": "pong", "payload": {"t": 1}})).await;
+    c.send(json!({"type": "ping", "payload": {"t": 2}})).await;
+    // The pong got no answer and did not close the socket.
+    assert_eq!(c.recv().await, json!({"type": "pong", "payload": {"t": 2}}));
+}
+
+#[tokio::test]
 async fn oversized_frames_close_1009() {
     let rt = spawn("[limits]\nmax_message_bytes = 1024").await;
     let mut c = Client::ready(rt.addr).await;
@@ -170,16 +211,41 @@ async fn queries_and_mutations_run_at_the_upstream_with_credentials() {
     c.send(json!({"type": "connection_init", "payload": {"Authorization": "Bearer t0k"}}))
         .await;
     assert_eq!(c.recv().await["type"], "connection_ack");
-    c.subscribe("q", "query { hello }").await;
+    c.subscribe(
+        "q",
+        r#"query { hello auth: header(name: "authorization") }"#,
+    )
+    .await;
     assert_eq!(
         c.recv().await,
-        json!({"id": "q", "type": "next", "payload": {"data": {"hello": "world", "auth": "Bearer t0k"}}})
+        json!({"id": "q", "type": "next", "payload": {"data": {"hello": "Hello, world!", "auth": "Bearer t0k"}}})
     );
     assert_eq!(c.recv().await, json!({"id": "q", "type": "complete"}));
-    c.subscribe("m", "mutation { fail }").await;
+    // A field error is data plus errors: `next` then `complete`.
+    c.subscribe("f", "query { fail }").await;
+    let next = c.recv().await;
+    assert_eq!((&next["type"], &next["id"]), (&json!("next"), &json!("f")));
+    assert_eq!(
+        next["payload"]["errors"][0]["message"],
+        "this field always fails"
+    );
+    assert_eq!(c.recv().await, json!({"id": "f", "type": "complete"}));
+    // A request error (the upstream answers only `errors`) fails the
+    // operation; the upgrade's headers reach the upstream with it.
+    let mut c = Client::connect_with(
+        rt.addr,
+        Some("graphql-transport-ws"),
+        &[("x-test-behavior", "status:400")],
+    )
+    .await
+    .unwrap();
+    c.send(json!({"type": "connection_init"})).await;
+    assert_eq!(c.recv().await["type"], "connection_ack");
+    c.subscribe("m", "mutation { increment }").await;
     let err = c.recv().await;
     assert_eq!(err["type"], "error");
-    assert_eq!(err["payload"][0]["message"], "boom");
+    assert_eq!(err["id"], "m");
+    assert_eq!(err["payload"][0]["message"], "upstream says 400");
     c.send(json!({"type": "ping"})).await;
     assert_eq!(c.recv().await["type"], "pong", "no complete after an error");
 }
@@ -196,7 +262,8 @@ async fn upgrade_headers_are_forwarded_with_queries() {
     .unwrap();
     c.send(json!({"type": "connection_init"})).await;
     assert_eq!(c.recv().await["type"], "connection_ack");
-    c.subscribe("q", "{ hello }").await;
+    c.subscribe("q", r#"{ auth: header(name: "authorization") }"#)
+        .await;
     assert_eq!(c.recv().await["payload"]["data"]["auth"], "Bearer up");
 }
 

@@ -5,10 +5,12 @@
 //! subscriber "not allowed"); it is logged at most once a minute per field,
 //! because one bad expression would otherwise log once per event.
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Env, Program, Value as CelValue};
 use parking_lot::Mutex;
@@ -45,14 +47,53 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-/// The compiled rules of one subscription field.
+/// The compiled rules of one subscription field. A configuration reload
+/// swaps the expressions in place, so live subscriptions follow them.
 #[derive(Debug, Default)]
 pub struct FieldRules {
     field: String,
-    filter: Option<Rule>,
-    allow: Option<Rule>,
+    compiled: ArcSwap<Compiled>,
     last_log: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Compiled {
+    filter: Option<Rule>,
+    allow: Option<Rule>,
+}
+
+impl Compiled {
+    fn new(config: &SubscriptionConfig) -> Result<Self, FilterError> {
+        let field = &config.field;
+        let rule = |key, source: &Option<String>| {
+            source
+                .as_deref()
+                .map(|s| compile(field, key, s))
+                .transpose()
+        };
+        Ok(Self {
+            filter: rule("filter", &config.filter)?,
+            allow: rule("allow", &config.allow)?,
+        })
+    }
+
+    fn uses_claims(&self) -> bool {
+        self.filter.as_ref().is_some_and(|r| r.uses_claims)
+    }
+}
+
+/// Why new rules were not applied to a running field.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error(transparent)]
+    Invalid(#[from] FilterError),
+    /// Subscriptions are grouped by claims only when the filter reads them:
+    /// live groups cannot be regrouped.
+    #[error(
+        "subscriptions field {field:?}: the new filter {change} `claims`; this takes effect after a restart"
+    )]
+    ClaimsUsage { field: String, change: &'static str },
 }
 
 fn env() -> Arc<Env> {
@@ -107,35 +148,72 @@ fn map_to_cel(m: &Map<String, Value>) -> CelValue {
     CelValue::Map(CelMap { map: Arc::new(map) })
 }
 
-/// An event converted to CEL once, evaluated against many subscriptions.
+/// An event converted to CEL at most once, however many subscriptions'
+/// filters are evaluated against it.
 pub struct PreparedEvent<'e> {
     raw: &'e Value,
-    cel: CelValue,
+    /// The root scope binding `event`, built at the first CEL evaluation:
+    /// binding a value copies it whole, so it is done once per event and
+    /// each evaluation only adds its small `args`/`claims` in a child scope.
+    scope: OnceCell<Context<'static, 'static>>,
+}
+
+impl<'e> PreparedEvent<'e> {
+    pub fn new(raw: &'e Value) -> Self {
+        Self {
+            raw,
+            scope: OnceCell::new(),
+        }
+    }
+
+    pub fn raw(&self) -> &'e Value {
+        self.raw
+    }
+
+    fn scope(&self) -> &Context<'static, 'static> {
+        self.scope.get_or_init(|| {
+            let mut ctx = Context::with_env(env());
+            ctx.add_variable_from_value("event", to_cel(self.raw));
+            ctx
+        })
+    }
 }
 
 impl FieldRules {
     /// Compiles the field's `filter` and `allow` expressions.
     pub fn compile(config: &SubscriptionConfig) -> Result<Self, FilterError> {
-        let field = &config.field;
         Ok(Self {
-            field: field.clone(),
-            filter: config
-                .filter
-                .as_deref()
-                .map(|s| compile(field, "filter", s))
-                .transpose()?,
-            allow: config
-                .allow
-                .as_deref()
-                .map(|s| compile(field, "allow", s))
-                .transpose()?,
+            field: config.field.clone(),
+            compiled: ArcSwap::from_pointee(Compiled::new(config)?),
             ..Self::default()
         })
     }
 
+    /// Swaps in the expressions of `config` (a reload). Evaluations already
+    /// running finish with the old ones.
+    pub fn replace(&self, config: &SubscriptionConfig) -> Result<(), ReplaceError> {
+        let new = Compiled::new(config)?;
+        let reads_claims = new.uses_claims();
+        if reads_claims != self.uses_claims() {
+            return Err(ReplaceError::ClaimsUsage {
+                field: self.field.clone(),
+                change: if reads_claims {
+                    "starts reading"
+                } else {
+                    "stops reading"
+                },
+            });
+        }
+        self.compiled.store(Arc::new(new));
+        Ok(())
+    }
+
     /// Whether a client with `claims` may subscribe with `args`.
     pub fn allows(&self, claims: &Value, args: &Map<String, Value>) -> bool {
-        let Some(rule) = &self.allow else { return true };
+        let compiled = self.compiled.load();
+        let Some(rule) = &compiled.allow else {
+            return true;
+        };
         let mut ctx = Context::with_env(env());
         ctx.add_variable_from_value("claims", to_cel(claims));
         ctx.add_variable_from_value("args", map_to_cel(args));
@@ -145,36 +223,26 @@ impl FieldRules {
     /// Whether the filter reads `claims` (then subscribers with different
     /// claims cannot share one evaluation).
     pub fn uses_claims(&self) -> bool {
-        self.filter.as_ref().is_some_and(|r| r.uses_claims)
-    }
-
-    /// Converts `event` for several [`Self::matches_prepared`] calls.
-    pub fn prepare_event<'e>(&self, event: &'e Value) -> PreparedEvent<'e> {
-        let cel = if self.filter.is_some() {
-            to_cel(event)
-        } else {
-            CelValue::Null
-        };
-        PreparedEvent { raw: event, cel }
+        self.compiled.load().uses_claims()
     }
 
     /// Whether `event` reaches a subscription with `args` and `claims`.
     pub fn matches(&self, event: &Value, args: &Map<String, Value>, claims: &Value) -> bool {
-        self.matches_prepared(&self.prepare_event(event), args, claims)
+        self.matches_prepared(&PreparedEvent::new(event), args, claims)
     }
 
-    /// [`Self::matches`] for an event converted once.
+    /// [`Self::matches`] for an event shared by several evaluations.
     pub fn matches_prepared(
         &self,
         event: &PreparedEvent<'_>,
         args: &Map<String, Value>,
         claims: &Value,
     ) -> bool {
-        let Some(rule) = &self.filter else {
+        let compiled = self.compiled.load();
+        let Some(rule) = &compiled.filter else {
             return default_rule(event.raw, args);
         };
-        let mut ctx = Context::with_env(env());
-        ctx.add_variable_from_value("event", event.cel.clone());
+        let mut ctx = event.scope().new_inner_scope();
         ctx.add_variable_from_value("args", map_to_cel(args));
         if rule.uses_claims {
             ctx.add_variable_from_value("claims", to_cel(claims));
@@ -299,6 +367,30 @@ mod tests {
         assert!(!r.allows(&json!({"roles": ["dev"]}), &args(json!({}))));
         assert!(!r.allows(&json!({}), &args(json!({}))));
         assert!(rules(None, None).allows(&json!({}), &args(json!({}))));
+    }
+
+    #[test]
+    fn replace_swaps_expressions_but_not_claims_usage() {
+        let r = rules(Some("event.n > 1"), None);
+        let ev = json!({"n": 2});
+        assert!(r.matches(&ev, &args(json!({})), &json!({})));
+        let config = |filter: &str| SubscriptionConfig {
+            field: "incidentUpdated".into(),
+            topic: None,
+            filter: Some(filter.into()),
+            allow: Some("false".into()),
+        };
+        r.replace(&config("event.n > 5")).unwrap();
+        assert!(!r.matches(&ev, &args(json!({})), &json!({})));
+        assert!(!r.allows(&json!({}), &args(json!({}))));
+        let err = r.replace(&config("event.n > claims.n")).unwrap_err();
+        assert!(matches!(err, ReplaceError::ClaimsUsage { .. }), "{err}");
+        assert!(matches!(
+            r.replace(&config("event.n >")).unwrap_err(),
+            ReplaceError::Invalid(_)
+        ));
+        // Refused replacements leave the rules as they were.
+        assert!(r.matches(&json!({"n": 6}), &args(json!({})), &json!({})));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::graphql::filter::PreparedEvent;
 use crate::shutdown::Shutdown;
 
 use super::registry::{Group, Registry};
@@ -104,8 +105,9 @@ fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
             return;
         }
     };
+    let prepared = PreparedEvent::new(&event.payload);
     for group in registry.groups(&event.topic) {
-        if !group.matches(&event.payload) {
+        if !group.matches(&prepared) {
             continue;
         }
         let payload = group.prepared.project(&event.payload);

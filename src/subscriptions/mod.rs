@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::SubscriptionConfig;
-use crate::graphql::filter::{FieldRules, FilterError};
+use crate::graphql::filter::{FieldRules, FilterError, ReplaceError};
 
 pub use dispatcher::Dispatcher;
 pub use outbox::{Delivery, Inbox, Outbox};
@@ -39,17 +39,16 @@ impl Routes {
         configs: &[SubscriptionConfig],
         schema_fields: impl IntoIterator<Item = String>,
     ) -> Result<Self, FilterError> {
-        let default_rules = Arc::new(FieldRules::default());
-        let mut by_field: HashMap<String, Route> = schema_fields
-            .into_iter()
-            .map(|f| {
-                let route = Route {
-                    topic: Arc::from(f.as_str()),
-                    rules: default_rules.clone(),
-                };
-                (f, route)
-            })
-            .collect();
+        let mut by_field: HashMap<String, Route> = HashMap::new();
+        for field in schema_fields {
+            // Rules of its own per field, so a reload can give it a filter.
+            let rules = FieldRules::compile(&unconfigured(&field))?;
+            let route = Route {
+                topic: Arc::from(field.as_str()),
+                rules: Arc::new(rules),
+            };
+            by_field.insert(field, route);
+        }
         for c in configs {
             by_field.insert(
                 c.field.clone(),
@@ -61,8 +60,44 @@ impl Routes {
         }
         Ok(Self {
             by_field,
-            default_rules,
+            default_rules: Arc::new(FieldRules::default()),
         })
+    }
+
+    /// Applies the `filter` and `allow` expressions of `configs` to the
+    /// running fields (live subscriptions included); returns what needs a
+    /// restart instead. Fields left out of `configs` lose their rules.
+    pub fn reload(&self, configs: &[SubscriptionConfig]) -> Vec<RouteReloadError> {
+        let mut problems = Vec::new();
+        let mut fields: Vec<&String> = self.by_field.keys().collect();
+        fields.sort();
+        for field in fields {
+            let route = &self.by_field[field];
+            let config = configs
+                .iter()
+                .find(|c| &c.field == field)
+                .cloned()
+                .unwrap_or_else(|| unconfigured(field));
+            if *route.topic != *config.topic() {
+                problems.push(RouteReloadError::Topic {
+                    field: field.clone(),
+                    running: route.topic.to_string(),
+                    new: config.topic().to_owned(),
+                });
+                continue;
+            }
+            if let Err(e) = route.rules.replace(&config) {
+                problems.push(e.into());
+            }
+        }
+        for c in configs {
+            if !self.by_field.contains_key(&c.field) {
+                problems.push(RouteReloadError::UnknownField {
+                    field: c.field.clone(),
+                });
+            }
+        }
+        problems
     }
 
     /// The route of `field`; a field the schema has but nothing configured
@@ -85,6 +120,35 @@ impl Routes {
         t.dedup();
         t
     }
+}
+
+/// A field's configuration when no `[[subscriptions]]` block names it.
+fn unconfigured(field: &str) -> SubscriptionConfig {
+    SubscriptionConfig {
+        field: field.to_owned(),
+        topic: None,
+        filter: None,
+        allow: None,
+    }
+}
+
+/// A `[[subscriptions]]` change a reload cannot apply while running.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteReloadError {
+    #[error(transparent)]
+    Rules(#[from] ReplaceError),
+    #[error(
+        "subscriptions field {field:?}: topic {new:?} differs from the running {running:?}; this takes effect after a restart"
+    )]
+    Topic {
+        field: String,
+        running: String,
+        new: String,
+    },
+    #[error(
+        "subscriptions field {field:?} is not a field of the running schema; this takes effect after a restart"
+    )]
+    UnknownField { field: String },
 }
 
 /// The fields of `type Subscription` / `extend type Subscription` in `sdl`.
@@ -127,5 +191,33 @@ mod tests {
         assert_eq!(&*routes.route("x").topic, "x");
         assert_eq!(&*routes.route("y").topic, "why");
         assert_eq!(routes.topics(), vec!["why", "x"]);
+    }
+
+    #[test]
+    fn reload_swaps_rules_in_place_and_names_what_needs_a_restart() {
+        let fields = vec!["x".to_string(), "y".to_string()];
+        let routes = Routes::new(&[], fields).unwrap();
+        let live = routes.route("x");
+        let ev = serde_json::json!({"n": 1});
+        let args = serde_json::Map::new();
+        assert!(live.rules.matches(&ev, &args, &serde_json::json!({})));
+        let filtered = SubscriptionConfig {
+            filter: Some("event.n > 1".into()),
+            ..unconfigured("x")
+        };
+        let moved = SubscriptionConfig {
+            topic: Some("elsewhere".into()),
+            ..unconfigured("y")
+        };
+        let problems = routes.reload(&[filtered, moved, unconfigured("z")]);
+        // The route a live subscription holds follows the new filter.
+        assert!(!live.rules.matches(&ev, &args, &serde_json::json!({})));
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].contains("\"y\"") && text[0].contains("elsewhere"));
+        assert!(text[1].contains("\"z\""));
+        // Dropping the block removes the filter again.
+        assert!(routes.reload(&[]).is_empty());
+        assert!(live.rules.matches(&ev, &args, &serde_json::json!({})));
     }
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::Route;
 use super::outbox::{Delivery, Offer, Outbox};
+use crate::graphql::filter::PreparedEvent;
 use crate::graphql::{GroupKey, PreparedSubscription};
 
 /// Identical subscriptions: same engine key, same root response key (the
@@ -268,10 +269,10 @@ impl Registry {
 
 impl Group {
     /// Whether `event` passes this group's filter (evaluated once per group).
-    pub fn matches(&self, event: &Value) -> bool {
+    pub fn matches(&self, event: &PreparedEvent<'_>) -> bool {
         self.route
             .rules
-            .matches(event, self.prepared.args(), &self.claims)
+            .matches_prepared(event, self.prepared.args(), &self.claims)
     }
 
     /// Wraps the shared `payload` into each member's envelope, for the

@@ -7,7 +7,8 @@
 //! match so the legacy `graphql-ws` can be added beside it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
@@ -24,21 +25,32 @@ use crate::shutdown::Shutdown;
 /// The legacy subscriptions-transport-ws subprotocol (not served yet).
 const LEGACY_SUBPROTOCOL: &str = "graphql-ws";
 
+/// At the end of a drain, open sockets are closed over this window rather
+/// than all at once, so their clients do not reconnect in the same instant.
+pub const CLOSE_SPREAD: Duration = Duration::from_secs(1);
+
 /// Accepts WebSocket upgrades; cheap to clone.
 #[derive(Clone)]
 pub struct WsEndpoint {
     shared: Arc<Shared>,
     config: WebSocketConfig,
-    shutdown: Shutdown,
+    /// Triggered when the drain starts: new upgrades are refused.
+    drain: Shutdown,
+    /// Tracks the sessions; triggered when the drain time is up and open
+    /// sockets are to be closed with `1001`.
+    sessions: Shutdown,
+    accepted: Arc<AtomicU64>,
 }
 
 impl WsEndpoint {
-    pub fn new(shared: Arc<Shared>, shutdown: Shutdown) -> Self {
+    pub fn new(shared: Arc<Shared>, drain: Shutdown, sessions: Shutdown) -> Self {
         let config = websocket_config(shared.limits.max_message_bytes);
         Self {
             shared,
             config,
-            shutdown,
+            drain,
+            sessions,
+            accepted: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -117,20 +129,22 @@ impl WsEndpoint {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return res;
         }
-        if self.shutdown.is_triggered() {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+        if self.drain.is_triggered() {
+            self.shared.metrics.refused(Refusal::draining);
+            let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
         }
         let accept = derive_accept_key(key.as_bytes());
         let forwarded = request.headers().clone();
         let on_upgrade = hyper::upgrade::on(&mut request);
-        let (shared, config, cancel) = (
-            self.shared.clone(),
-            self.config,
-            // A child token per session: polling it locks the session's own
-            // node, not the one node every session would otherwise share.
-            self.shutdown.token().child_token(),
-        );
-        self.shutdown.spawn(async move {
+        let (shared, config) = (self.shared.clone(), self.config);
+        // A child token per session: polling it locks the session's own
+        // node, not the one node every session would otherwise share.
+        let closing = self.sessions.token().child_token();
+        let delay = close_delay(self.accepted.fetch_add(1, Ordering::Relaxed));
+        self.sessions.spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
                 Err(e) => {
@@ -153,10 +167,22 @@ impl WsEndpoint {
                 .clone();
             // A clone: the family's guard must not live across awaits.
             gauge.inc();
-            Session::new(WsTransport::new(ws), shared, forwarded, cancel)
-                .run()
-                .await;
+            tracing::debug!("websocket connected");
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let session = Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone());
+            // The session's own token fires `delay` after the drain's end.
+            let close_later = async {
+                closing.cancelled().await;
+                tokio::time::sleep(delay).await;
+                cancel.cancel();
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                () = session.run() => {}
+                () = close_later => {}
+            }
             gauge.dec();
+            tracing::debug!("websocket session ended");
         });
         let mut res = Response::new(body::empty());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -195,10 +221,35 @@ impl<B> tower::Service<Request<B>> for WsEndpoint {
     }
 }
 
+/// The `n`th connection's place in [`CLOSE_SPREAD`]: Fibonacci hashing
+/// spreads consecutive connections evenly over the window.
+fn close_delay(n: u64) -> Duration {
+    let fraction = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    CLOSE_SPREAD.mul_f64(fraction)
+}
+
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     let code = match status {
         StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
         _ => "BAD_REQUEST",
     };
     crate::error::graphql_error(status, code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_delays_cover_the_window_evenly() {
+        let mut buckets = [0u32; 10];
+        for n in 0..10_000 {
+            let d = close_delay(n);
+            assert!(d < CLOSE_SPREAD);
+            buckets[(d.as_secs_f64() / CLOSE_SPREAD.as_secs_f64() * 10.0) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((900..=1100).contains(&b), "{buckets:?}");
+        }
+    }
 }

@@ -72,6 +72,12 @@ impl QueryRoot {
     async fn fail(&self) -> async_graphql::Result<String> {
         Err("this field always fails".into())
     }
+
+    /// Answers after two seconds: an operation that stays in flight.
+    async fn slow(&self) -> bool {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        true
+    }
 }
 
 #[derive(SimpleObject)]

@@ -1,25 +1,29 @@
 //! Harness for the realtime tests: subcar in-process on ephemeral ports
-//! (public + webhook listeners) with a test schema, a tiny upstream for
-//! queries over the socket, a graphql-transport-ws client over a real
-//! socket, and a webhook sender.
+//! (public + webhook listeners) with a test schema, the real async-graphql
+//! upstream of `tests/support` for queries over the socket, a
+//! graphql-transport-ws client over a real socket, and a webhook sender.
 #![allow(dead_code)]
 
-use std::convert::Infallible;
+#[path = "../support/mod.rs"]
+pub mod support;
+
+use support::TestUpstream;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use subcar::app::App;
 use subcar::config::Config;
 use subcar::shutdown::Shutdown;
 use subcar::subscriptions::Registry;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
@@ -58,8 +62,8 @@ impl Drop for Rt {
 /// Starts subcar with `extra` TOML appended (sections other than
 /// `[server]`, `[upstream]`, `[schema]`).
 pub async fn spawn(extra: &str) -> Rt {
-    let upstream = spawn_upstream().await;
-    spawn_with_upstream(&format!("http://{upstream}/graphql"), extra).await
+    let upstream = TestUpstream::start().await;
+    spawn_with_upstream(&upstream.url(), extra).await
 }
 
 /// Like [`spawn`], with queries (and upstream authentication) going to
@@ -105,49 +109,6 @@ introspect_upstream = false
     };
     tokio::spawn(bound.run(rt.shutdown.clone()));
     rt
-}
-
-/// A GraphQL upstream for operations sent over the socket: `fail` in the
-/// query answers a request error, `slow` answers after two seconds, otherwise data echoing the Authorization
-/// header it received.
-async fn spawn_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        let query = req["query"].as_str().unwrap_or("");
-                        if query.contains("slow") {
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                        }
-                        let answer = if query.contains("fail") {
-                            json!({"errors": [{"message": "boom", "extensions": {"code": "BAD"}}]})
-                        } else {
-                            json!({"data": {"hello": "world", "auth": auth}})
-                        };
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                            answer.to_string(),
-                        ))))
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 /// A graphql-transport-ws client on a real socket.
