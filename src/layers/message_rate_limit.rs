@@ -15,7 +15,7 @@ use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
 use either::Either;
-use governor::clock::Clock;
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tower::{Layer, Service};
 
@@ -25,14 +25,20 @@ use crate::transport::inbound::{Admission, MessageKind};
 pub const FLOOD_STRIKES: u32 = 10;
 
 /// Gives each connection its own bucket of `quota`; off without one.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MessageRateLimitLayer {
     quota: Option<Quota>,
+    /// One clock for every connection's bucket: creating a clock probes the
+    /// CPU (CPUID, a VM exit under virtualisation), too slow per connection.
+    clock: DefaultClock,
 }
 
 impl MessageRateLimitLayer {
     pub fn new(quota: Option<Quota>) -> Self {
-        Self { quota }
+        Self {
+            quota,
+            clock: DefaultClock::default(),
+        }
     }
 }
 
@@ -42,7 +48,9 @@ impl<S> Layer<S> for MessageRateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         MessageRateLimit {
             inner,
-            limiter: self.quota.map(RateLimiter::direct),
+            limiter: self
+                .quota
+                .map(|q| RateLimiter::direct_with_clock(q, self.clock.clone())),
             strikes: 0,
         }
     }
