@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::Route;
 use super::outbox::{Delivery, Offer, Outbox};
-use crate::graphql::filter::PreparedEvent;
+use crate::graphql::filter::{GroupVars, PreparedEvent};
 use crate::graphql::{GroupKey, PreparedSubscription};
 
 /// Identical subscriptions: same engine key, same root response key (the
@@ -65,7 +65,10 @@ pub struct Group {
     topic: Arc<str>,
     pub(crate) prepared: Arc<PreparedSubscription>,
     pub(crate) route: Route,
-    pub(crate) claims: Arc<Value>,
+    /// `args` and `claims` for the filter, converted once. The claims are
+    /// the group's own only when the filter reads them (they are part of
+    /// the group's id then); otherwise no evaluation looks at them.
+    vars: GroupVars,
     /// Only changed under the registry's write lock.
     len: AtomicUsize,
     /// One member table per shard; a std-style mutex because nothing async
@@ -215,9 +218,9 @@ impl Registry {
                 Arc::new(Group {
                     id,
                     topic: route.topic.clone(),
+                    vars: GroupVars::new(prepared.args(), &claims),
                     prepared,
                     route,
-                    claims,
                     len: AtomicUsize::new(0),
                     members: (0..self.shards).map(|_| Mutex::default()).collect(),
                 })
@@ -272,7 +275,7 @@ impl Group {
     pub fn matches(&self, event: &PreparedEvent<'_>) -> bool {
         self.route
             .rules
-            .matches_prepared(event, self.prepared.args(), &self.claims)
+            .matches_prepared(event, self.prepared.args(), &self.vars)
     }
 
     /// Wraps the shared `payload` into each member's envelope, for the
