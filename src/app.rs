@@ -384,6 +384,7 @@ impl Bound {
             app.bus.subscribe(),
             &realtime,
             app.config.limits.outbound_queue,
+            app.metrics.dispatch_latency.clone(),
         );
         // Registry and bus state into /metrics, off the hot path.
         realtime.spawn(crate::subscriptions::sampler::run(
