@@ -88,6 +88,9 @@ async fn proxy_counters_move_as_requests_flow() {
     assert!(value(&after, "subcar_proxy_latency_seconds_count", None) >= 4.0);
 }
 
+/// A sample's name, an optional label, and the value it should reach.
+type Expected = (&'static str, Option<(&'static str, &'static str)>, f64);
+
 /// The realtime half: connections, subscriptions, events in, messages out,
 /// webhook statuses and the dispatch latency histogram all move.
 #[tokio::test]
@@ -100,7 +103,7 @@ async fn realtime_counters_move_as_events_flow() {
     c.recv().await;
     let (status, _, _) = ws_support::post(rt.webhook, "{", "application/json", &[]).await;
     assert_eq!(status, 400);
-    let expected: [(&str, Option<(&str, &str)>, f64); 7] = [
+    let expected: [Expected; 7] = [
         (
             "subcar_connections",
             Some(("transport", "graphql_transport_ws")),
