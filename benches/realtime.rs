@@ -7,7 +7,13 @@
 //! (b) sustained deliveries/s to 1,000 subscribers, batched and unbatched;
 //! (c) resident memory per idle connection (one subscription each) at 10,000;
 //! (d) webhook → subscriber latency p50/p99 at 1,000 events/s to 100 subscribers.
+//! (e) connection setup rate: connections/s from TCP connect to `connection_ack`.
 //! `REALTIME_BENCH_SCALE=0.1` shrinks every count for a quick run.
+//! `REALTIME_BENCH_AUTH=1` compares subcar with `auth.mode = "jwt"` and every
+//! rate limit on (set high enough not to refuse the load, so only their
+//! cost shows) against subcar without them, instead of the bare broadcast,
+//! each run twice in ABBA order and averaged.
+//! Clients then send an HS256 token in `connection_init.payload`.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -24,6 +30,37 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+const JWT_SECRET: &str = "realtime-bench-secret-0123456789";
+
+/// Whether this run compares subcar with and without auth and rate limits.
+fn auth_mode() -> bool {
+    std::env::var("REALTIME_BENCH_AUTH").is_ok_and(|v| v == "1")
+}
+
+/// The `connection_init` every client sends: with a token in auth mode
+/// (both subcars get it, so the messages are the same size).
+fn init_message() -> &'static str {
+    static INIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INIT.get_or_init(|| {
+        if !auth_mode() {
+            return r#"{"type":"connection_init"}"#.to_owned();
+        }
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"sub": "bench", "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap();
+        serde_json::json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})
+            .to_string()
+    })
+}
 
 const SCHEMA: &str = "type Query { hello: String }\ntype Subscription { counter: Int }\n";
 
@@ -97,6 +134,26 @@ fn seq_of(frame: &[u8]) -> Option<usize> {
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 async fn connect(addr: SocketAddr, graphql: bool) -> Ws {
+    let mut ws = handshake(addr, graphql).await;
+    if graphql {
+        ws.send(Message::text(
+            r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { counter }"}}"#,
+        ))
+        .await
+        .unwrap();
+        // Messages are handled in order: the pong means the subscription is live.
+        ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+        expect_type(&mut ws, "pong").await;
+    } else {
+        ws.send(Message::text("subscriber")).await.unwrap();
+        expect_type(&mut ws, "ready").await;
+    }
+    ws
+}
+
+/// TCP connect, WebSocket handshake and, for subcar, `connection_init`
+/// answered by `connection_ack`.
+async fn handshake(addr: SocketAddr, graphql: bool) -> Ws {
     let stream = TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).unwrap();
     let mut req = format!("ws://{addr}/graphql")
@@ -113,21 +170,8 @@ async fn connect(addr: SocketAddr, graphql: bool) -> Ws {
             .await
             .expect("handshake");
     if graphql {
-        ws.send(Message::text(r#"{"type":"connection_init"}"#))
-            .await
-            .unwrap();
+        ws.send(Message::text(init_message())).await.unwrap();
         expect_type(&mut ws, "connection_ack").await;
-        ws.send(Message::text(
-            r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { counter }"}}"#,
-        ))
-        .await
-        .unwrap();
-        // Messages are handled in order: the pong means the subscription is live.
-        ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
-        expect_type(&mut ws, "pong").await;
-    } else {
-        ws.send(Message::text("subscriber")).await.unwrap();
-        expect_type(&mut ws, "ready").await;
     }
     ws
 }
@@ -320,13 +364,24 @@ async fn wait_listening(addr: SocketAddr) {
     panic!("{addr} never listened");
 }
 
-async fn start_subcar(dir: &std::path::Path) -> Target {
+async fn start_subcar(dir: &std::path::Path, auth: bool) -> Target {
     let (addr, webhook, admin) = (free_addr(), free_addr(), free_addr());
     std::fs::write(dir.join("schema.graphql"), SCHEMA).unwrap();
+    // Every limit on, each high enough for the load (all clients share
+    // 127.0.0.1): the checks run on every upgrade, message and event.
+    let auth = if auth {
+        format!(
+            "[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"{JWT_SECRET}\"\n\
+             [rate_limits]\nconnection_attempts_per_ip = 1000000\nrequests_per_ip = 1000000\n\
+             messages_per_connection = 1000\nwebhook_events_per_second = 100000000\n"
+        )
+    } else {
+        String::new()
+    };
     let config = format!(
         "[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:9/graphql\"\n\
          [schema]\npath = \"schema.graphql\"\nintrospect_upstream = false\n[webhook]\nlisten = \"{webhook}\"\n\
-         [limits]\nmax_connections = 20000\n[log]\nfilter = \"error\"\n"
+         [limits]\nmax_connections = 20000\n[log]\nfilter = \"error\"\n{auth}"
     );
     std::fs::write(dir.join("subcar.toml"), config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_subcar"))
@@ -390,6 +445,53 @@ struct Results {
     unbatched_per_s: f64,
     lat_p50_us: f64,
     lat_p99_us: f64,
+    setup_per_s: f64,
+}
+
+impl Results {
+    fn mean(&self, other: &Self) -> Self {
+        let m = |a: f64, b: f64| (a + b) / 2.0;
+        Self {
+            fanout_p50_ms: m(self.fanout_p50_ms, other.fanout_p50_ms),
+            fanout_p99_ms: m(self.fanout_p99_ms, other.fanout_p99_ms),
+            rss_per_conn_kib: m(self.rss_per_conn_kib, other.rss_per_conn_kib),
+            batched_per_s: m(self.batched_per_s, other.batched_per_s),
+            unbatched_per_s: m(self.unbatched_per_s, other.unbatched_per_s),
+            lat_p50_us: m(self.lat_p50_us, other.lat_p50_us),
+            lat_p99_us: m(self.lat_p99_us, other.lat_p99_us),
+            setup_per_s: m(self.setup_per_s, other.setup_per_s),
+        }
+    }
+}
+
+/// (e): connections/s from TCP connect to `connection_ack` (to `ready` for
+/// the bare broadcast), 64 in flight.
+async fn setup_rate(target: &Target, r: &mut Results) {
+    let n = scale(5_000);
+    let (addr, graphql) = (target.addr(), target.graphql());
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let sem = sem.clone();
+            tokio::spawn(async move {
+                let _p = sem.acquire().await.unwrap();
+                let mut ws = handshake(addr, graphql).await;
+                if !graphql {
+                    ws.send(Message::text("subscriber")).await.unwrap();
+                    expect_type(&mut ws, "ready").await;
+                }
+                ws
+            })
+        })
+        .collect();
+    let mut sockets = Vec::with_capacity(n);
+    for t in tasks {
+        sockets.push(t.await.unwrap());
+    }
+    r.setup_per_s = n as f64 / start.elapsed().as_secs_f64();
+    drop(sockets);
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 /// (a) and (c): 10,000 subscribers.
@@ -540,6 +642,12 @@ async fn run(target: Target) -> Results {
         scale(100)
     );
     latency(&target, &mut r).await;
+    eprintln!(
+        "[{}] (e) connection setup rate, {} connections",
+        target.name(),
+        scale(5_000)
+    );
+    setup_rate(&target, &mut r).await;
     r
 }
 
@@ -555,18 +663,36 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let base = run(start_baseline().await).await;
-        let sub = run(start_subcar(dir.path()).await).await;
+        let auth = auth_mode();
+        let (sub, base, columns) = if auth {
+            // ABBA order, each metric averaged per configuration: the load
+            // generator's state drifts over a run (TIME_WAIT sockets pile
+            // up), which a single plain-then-auth pass would charge to auth.
+            let authed = tempfile::tempdir().unwrap();
+            let p1 = run(start_subcar(dir.path(), false).await).await;
+            let a1 = run(start_subcar(authed.path(), true).await).await;
+            let a2 = run(start_subcar(authed.path(), true).await).await;
+            let p2 = run(start_subcar(dir.path(), false).await).await;
+            (
+                a1.mean(&a2),
+                p1.mean(&p2),
+                ("subcar jwt+limits", "subcar plain"),
+            )
+        } else {
+            let base = run(start_baseline().await).await;
+            let sub = run(start_subcar(dir.path(), false).await).await;
+            (sub, base, ("subcar", "bare tungstenite"))
+        };
         println!(
             "\nrealtime benchmark (loopback, load generator in-process; cores: {})",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!(
-            "{:<58} {:>14} {:>14} {:>8}",
-            "metric", "subcar", "bare tungstenite", "ratio"
+            "{:<58} {:>17} {:>17} {:>8}",
+            "metric", columns.0, columns.1, "ratio"
         );
         let row = |name: String, s: f64, b: f64| {
-            println!("{name:<58} {s:>14.2} {b:>14.2} {:>8.2}", s / b)
+            println!("{name:<58} {s:>17.2} {b:>17.2} {:>8.2}", s / b)
         };
         let (a, b, d) = (scale(10_000), scale(1_000), scale(100));
         row(
@@ -603,6 +729,11 @@ fn main() {
             format!("(d) latency p99 us (1k events/s, {d} subscribers)"),
             sub.lat_p99_us,
             base.lat_p99_us,
+        );
+        row(
+            format!("(e) connections/s to ack, {} connections", scale(5_000)),
+            sub.setup_per_s,
+            base.setup_per_s,
         );
     });
 }

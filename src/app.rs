@@ -17,23 +17,28 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use crate::auth::{Auth, AuthBuildError};
 use crate::body::{self, Body};
 use crate::bus::{self, Bus, BusBuildError};
-use crate::config::Config;
+use crate::config::{Config, ProxyAuth};
 use crate::graphql::filter::FilterError;
 use crate::health::{self, Health};
 use crate::ingest::Webhook;
 use crate::ingest::signature::BadSecret;
-use crate::metrics::Metrics;
+use crate::layers::ip_rate_limit::IpRateLimitLayer;
+use crate::layers::message_rate_limit::MessageRateLimitLayer;
+use crate::layers::per_second;
+use crate::layers::require_auth::RequireAuthLayer;
+use crate::metrics::{Metrics, Refusal};
 use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
 use crate::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
-use crate::server::router::{AdminRouter, GraphqlService, PublicRouter};
+use crate::server::router::{AdminRouter, GraphqlService, PublicRouter, UpgradeService};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
 use crate::status::StatusSource;
 use crate::subscriptions::{Dispatcher, Registry, Routes};
 use crate::transport::upgrade::CLOSE_SPREAD;
-use crate::transport::{AllowAll, SessionLimits, Shared, WsEndpoint};
+use crate::transport::{InboundStack, SessionLimits, Shared, WsEndpoint};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -51,6 +56,8 @@ pub enum AppError {
     WebhookSecret(#[from] BadSecret),
     #[error(transparent)]
     Bus(#[from] BusBuildError),
+    #[error(transparent)]
+    Auth(#[from] AuthBuildError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -73,6 +80,7 @@ pub struct App {
     registry: Arc<Registry>,
     routes: Arc<Routes>,
     webhook: Arc<Webhook>,
+    auth: Auth,
 }
 
 impl App {
@@ -82,6 +90,7 @@ impl App {
         let schema = schema::load(&config.schema)?;
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let upstream = Upstream::new(&config.upstream)?;
+        let auth = Auth::from_config(&config.auth, &upstream)?;
         let fields = crate::subscriptions::subscription_fields(&schema.current().sdl());
         let routes = Arc::new(Routes::new(&config.subscriptions, fields)?);
         // Shared by the webhook (publish, dedup), the dispatcher (live
@@ -93,6 +102,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let webhook = Arc::new(
             Webhook::new(&config.webhook, routes.topics(), bus.clone())?
+                .with_rate_limit(config.rate_limits.webhook_events_per_second)
                 .with_metrics(metrics.clone()),
         );
         Ok(Self {
@@ -106,6 +116,7 @@ impl App {
             registry,
             routes,
             webhook,
+            auth,
         })
     }
 
@@ -180,7 +191,7 @@ impl App {
             self.schema.clone(),
             self.metrics.clone(),
         )
-        .with_websocket(self.ws_endpoint(shutdown, sessions));
+        .with_websocket(self.upgrade_service(shutdown, sessions));
         let service = ServiceBuilder::new()
             // Bodies are boxed once at this stage boundary.
             .map_response(|res: Response<_>| res.map(body::boxed))
@@ -207,20 +218,43 @@ impl App {
     }
 
     /// WebSocket upgrades on the GraphQL path: sessions share the schema,
-    /// the registry and the upstream client (for queries over the socket).
-    /// Upgrades stop with `shutdown`; open sockets close with `sessions`.
-    fn ws_endpoint(&self, shutdown: &Shutdown, sessions: &Shutdown) -> WsEndpoint {
+    /// the registry, the authenticator and the upstream client (for queries
+    /// over the socket). Upgrades stop with `shutdown`; open sockets
+    /// close with `sessions`.
+    fn upgrade_service(&self, shutdown: &Shutdown, sessions: &Shutdown) -> UpgradeService {
+        let rate_limits = &self.config.rate_limits;
+        let inbound = ServiceBuilder::new()
+            // Applied per connection by the session (each socket gets its
+            // own bucket); refused messages never reach the protocol code.
+            .layer(MessageRateLimitLayer::new(
+                rate_limits.messages_per_connection.and_then(per_second),
+            ))
+            .into_inner();
         let shared = Shared {
             schema: self.schema.clone(),
             bus: self.bus.clone(),
             routes: self.routes.clone(),
             registry: self.registry.clone(),
             executor: Arc::new(self.upstream.clone()),
-            authenticator: Arc::new(AllowAll),
+            authenticator: self.auth.authenticator.clone(),
+            inbound: InboundStack::new(inbound),
             limits: SessionLimits::from_config(&self.config),
             metrics: self.metrics.clone(),
         };
-        WsEndpoint::new(Arc::new(shared), shutdown.clone(), sessions.clone())
+        let endpoint = WsEndpoint::new(Arc::new(shared), shutdown.clone(), sessions.clone());
+        let service = ServiceBuilder::new()
+            // Upgrade attempts per client IP, first: a reconnect loop is
+            // refused with a map lookup, before the handshake is checked,
+            // the capacity counted or a session built. Authentication comes
+            // later, at connection_init, as graphql-transport-ws wants it.
+            .layer(IpRateLimitLayer::new(
+                rate_limits.connection_attempts_per_ip.and_then(per_second),
+                &self.config.server.trusted_proxies,
+                self.metrics.clone(),
+                Refusal::rate_limit_connection,
+            ))
+            .service(endpoint);
+        BoxCloneSyncService::new(service)
     }
 
     /// Queries and mutations: the proxy with the upstream timeout. The router
@@ -232,7 +266,21 @@ impl App {
             self.config.server.trusted_proxies.clone(),
             self.config.server.max_request_bytes,
         );
+        let require =
+            (self.config.auth.proxy == ProxyAuth::Require).then(|| self.auth.authenticator.clone());
         let service = ServiceBuilder::new()
+            // Requests per client IP, outermost: a flood is refused before
+            // it costs a token check or an upstream call.
+            .layer(IpRateLimitLayer::new(
+                self.config.rate_limits.requests_per_ip.and_then(per_second),
+                &self.config.server.trusted_proxies,
+                self.metrics.clone(),
+                Refusal::rate_limit_request,
+            ))
+            // auth.proxy = "require": the sockets' check, before anything
+            // reaches the upstream; outside the timeout, which is the
+            // upstream's (upstream-mode auth has its own).
+            .layer(RequireAuthLayer::new(require, self.metrics.clone()))
             // Covers the wait for the upstream's response headers only: a
             // streaming response may then take as long as it needs.
             .timeout(self.config.upstream.timeout)
@@ -330,6 +378,10 @@ impl Bound {
                     .introspect_in_background(app.upstream.clone(), shutdown.clone()),
             );
         }
+        // JWKS from a URL: fetched now and kept fresh, one task per process.
+        if let Some(jwks) = app.auth.jwks.clone().filter(|j| j.is_remote()) {
+            shutdown.spawn(jwks.keep_fresh(shutdown.clone()));
+        }
         shutdown.spawn(health::probe_upstream(
             app.health.clone(),
             app.upstream.clone(),
@@ -344,6 +396,7 @@ impl Bound {
             app.bus.subscribe(),
             &realtime,
             app.config.limits.outbound_queue,
+            app.metrics.dispatch_latency.clone(),
         );
         // Registry and bus state into /metrics, off the hot path.
         realtime.spawn(crate::subscriptions::sampler::run(
@@ -387,6 +440,7 @@ impl Bound {
                     health: app.health.clone(),
                     schema: app.schema.clone(),
                     limits: app.config.limits.clone(),
+                    rate_limits: app.config.rate_limits.clone(),
                     upstream_url: app.config.upstream.url.to_string(),
                 }),
             ),

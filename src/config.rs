@@ -34,9 +34,13 @@ pub struct Config {
     #[serde(default)]
     pub webhook: WebhookConfig,
     #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
     pub heartbeat: HeartbeatConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
     #[serde(default)]
     pub bus: BusConfig,
     #[serde(default)]
@@ -224,6 +228,145 @@ pub enum UnknownTopics {
     Reject,
     /// Accepted and dropped.
     Accept,
+}
+
+/// `[auth]`: who may open a subscription socket (and, with
+/// `proxy = "require"`, send queries and mutations).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// A cookie that carries the token when no `Authorization` header does.
+    pub cookie: Option<String>,
+    pub proxy: ProxyAuth,
+    pub jwt: JwtConfig,
+    pub upstream: UpstreamAuthConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            cookie: None,
+            proxy: ProxyAuth::Passthrough,
+            jwt: JwtConfig::default(),
+            upstream: UpstreamAuthConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Everyone is admitted with empty claims.
+    None,
+    /// A JWT verified with `[auth.jwt]`; its claims become `claims`.
+    Jwt,
+    /// `auth.upstream.query` answered without errors; its `data` becomes `claims`.
+    Upstream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyAuth {
+    /// Queries and mutations go to the upstream with credentials untouched.
+    Passthrough,
+    /// The same check as for sockets first; `401` when it fails.
+    Require,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// HS256 shared secret.
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
+    /// A JWK Set over HTTP(S) (RS256, ES256, EdDSA keys by `kid`).
+    pub jwks_url: Option<UpstreamUrl>,
+    /// A JWK Set in a file, read at start-up.
+    pub jwks_path: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; a token must name one of them when set.
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(deserialize_with = "duration")]
+    pub leeway: Duration,
+    /// Accepted `alg` values; empty: HS256 with a secret, RS256/ES256/EdDSA with JWKS.
+    pub algorithms: Vec<JwtAlgorithm>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_file: None,
+            jwks_url: None,
+            jwks_path: None,
+            issuer: None,
+            audience: Vec::new(),
+            leeway: Duration::from_secs(30),
+            algorithms: Vec::new(),
+        }
+    }
+}
+
+/// A JWS algorithm subcar verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamAuthConfig {
+    /// Sent to the upstream with the client's credentials, e.g. `"{ me { id roles } }"`.
+    pub query: Option<String>,
+    /// How long an admitted credential's claims are reused.
+    #[serde(deserialize_with = "duration")]
+    pub cache_ttl: Duration,
+}
+
+impl Default for UpstreamAuthConfig {
+    fn default() -> Self {
+        Self {
+            query: None,
+            cache_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[rate_limits]`: events per second with a burst of the same size; each
+/// unset limit is off.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// WebSocket upgrade attempts per client IP.
+    pub connection_attempts_per_ip: Option<u32>,
+    /// Queries and mutations on the proxy path per client IP.
+    pub requests_per_ip: Option<u32>,
+    /// Client messages per socket.
+    pub messages_per_connection: Option<u32>,
+    /// Events accepted by the webhook, all senders together.
+    pub webhook_events_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -478,6 +621,21 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
     })
 }
 
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a string or an array of strings"))?
+    {
+        OneOrMany::One(s) => Ok(vec![s]),
+        OneOrMany::Many(v) => Ok(v),
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let raw = String::deserialize(d)?;
     humantime::parse_duration(&raw).map_err(|_| {
@@ -591,6 +749,31 @@ impl Config {
                 ));
             }
         }
+        self.validate_auth(&mut problems);
+        for (key, value) in [
+            (
+                "rate_limits.connection_attempts_per_ip",
+                self.rate_limits.connection_attempts_per_ip,
+            ),
+            (
+                "rate_limits.requests_per_ip",
+                self.rate_limits.requests_per_ip,
+            ),
+            (
+                "rate_limits.messages_per_connection",
+                self.rate_limits.messages_per_connection,
+            ),
+            (
+                "rate_limits.webhook_events_per_second",
+                self.rate_limits.webhook_events_per_second,
+            ),
+        ] {
+            if value == Some(0) {
+                problems.push(format!(
+                    "{key}: 0 is not allowed: expected a positive number of events per second, or leave it unset to turn the limit off"
+                ));
+            }
+        }
         let mut fields = BTreeMap::new();
         for (i, sub) in self.subscriptions.iter().enumerate() {
             if let Some(first) = fields.insert(sub.field.as_str(), i) {
@@ -611,6 +794,77 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate_auth(&self, problems: &mut Vec<String>) {
+        let auth = &self.auth;
+        if auth.cookie.as_deref() == Some("") {
+            problems.push(
+                "auth.cookie: \"\" is not a cookie name: expected a name like \"session\"".into(),
+            );
+        }
+        let jwt = &auth.jwt;
+        let sources = [
+            ("auth.jwt.secret", jwt.secret.is_some()),
+            ("auth.jwt.secret_file", jwt.secret_file.is_some()),
+            ("auth.jwt.jwks_url", jwt.jwks_url.is_some()),
+            ("auth.jwt.jwks_path", jwt.jwks_path.is_some()),
+        ];
+        let set: Vec<&str> = sources
+            .iter()
+            .filter(|(_, s)| *s)
+            .map(|(k, _)| *k)
+            .collect();
+        match auth.mode {
+            AuthMode::Jwt if set.is_empty() => problems.push(
+                "auth.jwt: auth.mode = \"jwt\" needs keys: expected one of auth.jwt.secret, secret_file, jwks_url or jwks_path".into(),
+            ),
+            AuthMode::Jwt if set.len() > 1 => problems.push(format!(
+                "{}: cannot be set together with {}: expected one source of keys",
+                set[1], set[0]
+            )),
+            AuthMode::Jwt => {
+                let hmac = jwt.secret.is_some() || jwt.secret_file.is_some();
+                for (i, alg) in jwt.algorithms.iter().enumerate() {
+                    if alg.is_hmac() != hmac {
+                        let expected = if hmac {
+                            "HS256, HS384 or HS512 with a shared secret"
+                        } else {
+                            "RS*, PS*, ES256, ES384 or EdDSA with JWKS keys"
+                        };
+                        problems.push(format!(
+                            "auth.jwt.algorithms[{i}]: {alg:?} does not fit {}: expected {expected}",
+                            set[0]
+                        ));
+                    }
+                }
+                if matches!(&jwt.secret, Some(s) if s.0.is_empty()) {
+                    problems.push("auth.jwt.secret: an empty secret is not allowed: expected a long random string".into());
+                }
+            }
+            AuthMode::Upstream => {
+                if !set.is_empty() {
+                    problems.push(format!(
+                        "{}: only used with auth.mode = \"jwt\": expected auth.mode = \"jwt\" or no [auth.jwt] keys",
+                        set.first().copied().unwrap_or("auth.jwt")
+                    ));
+                }
+                match auth.upstream.query.as_deref().map(str::trim) {
+                    None | Some("") => problems.push(
+                        "auth.upstream.query: required with auth.mode = \"upstream\": expected a GraphQL query like \"{ me { id roles } }\"".into(),
+                    ),
+                    Some(_) => {}
+                }
+                if auth.upstream.cache_ttl.is_zero() {
+                    problems.push("auth.upstream.cache_ttl: \"0s\" is not allowed: expected a positive duration".into());
+                }
+            }
+            AuthMode::None => {
+                if auth.proxy == ProxyAuth::Require {
+                    problems.push("auth.proxy: \"require\" needs an authentication: expected auth.mode = \"jwt\" or \"upstream\", or auth.proxy = \"passthrough\"".into());
+                }
+            }
         }
     }
 
@@ -637,6 +891,19 @@ impl Config {
                 )])
             })?;
             self.webhook.secret = Some(Secret(secret.trim().to_owned()));
+        }
+        if let Some(p) = &mut self.auth.jwt.jwks_path {
+            resolve(p);
+        }
+        if let Some(p) = &mut self.auth.jwt.secret_file {
+            resolve(p);
+            let secret = std::fs::read_to_string(&*p).map_err(|e| {
+                ConfigError::Invalid(vec![format!(
+                    "auth.jwt.secret_file: cannot read {}: {e}",
+                    p.display()
+                )])
+            })?;
+            self.auth.jwt.secret = Some(Secret(secret.trim().to_owned()));
         }
         Ok(())
     }
@@ -739,6 +1006,16 @@ mod tests {
         assert_eq!(c.server.drain_timeout, defaults.server.drain_timeout);
         assert_eq!(c.limits.outbound_queue, defaults.limits.outbound_queue);
         assert_eq!(c.webhook.max_body_bytes, defaults.webhook.max_body_bytes);
+        assert_eq!(c.auth.mode, defaults.auth.mode);
+        assert_eq!(c.auth.proxy, defaults.auth.proxy);
+        assert_eq!(c.auth.jwt.leeway, defaults.auth.jwt.leeway);
+        assert_eq!(c.auth.upstream.cache_ttl, defaults.auth.upstream.cache_ttl);
+        assert_eq!(c.heartbeat.timeout, defaults.heartbeat.timeout);
+        assert_eq!(
+            c.limits.max_subscriptions_per_connection,
+            defaults.limits.max_subscriptions_per_connection
+        );
+        assert!(c.rate_limits.requests_per_ip.is_none());
         assert!(c.schema.path.is_absolute() || c.schema.path.exists());
     }
 
@@ -820,6 +1097,83 @@ mod tests {
         ))
         .unwrap();
         assert!(!format!("{c:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn auth_and_rate_limits_parse() {
+        let c = parse(&format!(
+            r#"{MINIMAL}
+[auth]
+mode = "jwt"
+cookie = "session"
+proxy = "require"
+[auth.jwt]
+jwks_url = "https://idp.example.com/jwks.json"
+issuer = "idp"
+audience = "subcar"
+leeway = "5s"
+algorithms = ["RS256", "EdDSA"]
+[rate_limits]
+connection_attempts_per_ip = 5
+messages_per_connection = 20
+"#
+        ))
+        .unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Jwt);
+        assert_eq!(c.auth.jwt.audience, vec!["subcar".to_string()]);
+        assert_eq!(c.auth.jwt.leeway, Duration::from_secs(5));
+        assert_eq!(
+            c.auth.jwt.algorithms,
+            [JwtAlgorithm::RS256, JwtAlgorithm::EdDSA]
+        );
+        assert_eq!(c.rate_limits.connection_attempts_per_ip, Some(5));
+        assert_eq!(c.rate_limits.requests_per_ip, None);
+    }
+
+    #[test]
+    fn auth_problems_name_their_keys() {
+        let msg = problems(&format!("{MINIMAL}\n[auth]\nmode = \"jwt\""));
+        assert!(msg.contains("auth.jwt"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth]\nmode = \"ldap\""));
+        assert!(msg.contains("auth.mode") && msg.contains("ldap"), "{msg}");
+        let msg = problems(&format!(
+            "{MINIMAL}\n[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"s\"\njwks_path = \"k.json\"\nalgorithms = [\"RS256\"]"
+        ));
+        assert!(
+            msg.contains("auth.jwt.jwks_path: cannot be set together with auth.jwt.secret"),
+            "{msg}"
+        );
+        let msg = problems(&format!(
+            "{MINIMAL}\n[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"s\"\nalgorithms = [\"RS256\"]"
+        ));
+        assert!(msg.contains("auth.jwt.algorithms[0]"), "{msg}");
+        let msg = problems(&format!(
+            "{MINIMAL}\n[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"s\"\nalgorithms = [\"none\"]"
+        ));
+        assert!(msg.contains("auth.jwt.algorithms"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth]\nmode = \"upstream\""));
+        assert!(msg.contains("auth.upstream.query"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth]\nproxy = \"require\""));
+        assert!(msg.contains("auth.proxy"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth.jwt]\nleeway = \"soon\""));
+        assert!(
+            msg.contains("auth.jwt.leeway") && msg.contains("soon"),
+            "{msg}"
+        );
+        let msg = problems(&format!(
+            "{MINIMAL}\n[rate_limits]\nrequests_per_ip = 0\nwebhook_events_per_second = 0"
+        ));
+        assert!(msg.contains("rate_limits.requests_per_ip"), "{msg}");
+        assert!(
+            msg.contains("rate_limits.webhook_events_per_second"),
+            "{msg}"
+        );
+        let msg = problems(&format!(
+            "{MINIMAL}\n[rate_limits]\nrequests_per_second = 5"
+        ));
+        assert!(msg.contains("requests_per_second"), "{msg}");
+        let msg = problems(&format!("{MINIMAL}\n[auth.jwt]\njwks_url = \"idp\""));
+        assert!(msg.contains("auth.jwt.jwks_url"), "{msg}");
     }
 
     #[test]

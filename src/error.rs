@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::body::{self, Body};
 use crate::proxy::ProxyError;
+use crate::transport::protocol::CloseCode;
 
 /// A GraphQL-shaped error response.
 pub fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
@@ -55,6 +56,54 @@ pub fn rescue_boxed(error: tower::BoxError) -> Response<Body> {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_SERVER_ERROR",
                 "internal error",
+            )
+        }
+    }
+}
+
+/// Maps a failed authentication on the proxy path (`auth.proxy =
+/// "require"`) to `401 UNAUTHENTICATED`, or `503` when the check could not
+/// be made.
+pub fn rescue_auth_http(error: &crate::auth::AuthError) -> Response<Body> {
+    use crate::auth::AuthError;
+    match error {
+        AuthError::Refused(r) => {
+            let mut res = graphql_error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                &format!("unauthenticated: {r}"),
+            );
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            res
+        }
+        AuthError::Unavailable(_) => {
+            tracing::warn!(error = %error, "authentication check failed");
+            let mut res = graphql_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "AUTH_UNAVAILABLE",
+                "authentication is unavailable, retry later",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+    }
+}
+
+/// The close code and reason for a socket whose `connection_init` failed
+/// authentication: `4403` for refused credentials (the reference client
+/// retries it, a fresh token may pass), `1013` when the check could not be
+/// made.
+pub fn auth_close(error: &crate::auth::AuthError) -> (CloseCode, String) {
+    use crate::auth::AuthError;
+    match error {
+        AuthError::Refused(r) => (CloseCode::Forbidden, format!("Forbidden: {r}")),
+        AuthError::Unavailable(_) => {
+            tracing::warn!(error = %error, "authentication check failed");
+            (
+                CloseCode::TryAgainLater,
+                "authentication unavailable".into(),
             )
         }
     }

@@ -10,6 +10,7 @@
 //! [`app`] is the composition root; everything else is one stage of the flow.
 
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod bus;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod graphql;
 pub mod health;
 pub mod ingest;
+pub mod layers;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

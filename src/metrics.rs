@@ -150,7 +150,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "dispatch_latency",
-            "From webhook acceptance to the event queued for its last subscriber",
+            "From an event leaving the bus (for the memory bus: its acceptance by the webhook) to its frame queued for the last subscriber",
             Unit::Seconds,
             m.dispatch_latency.clone(),
         );

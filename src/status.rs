@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::bus::{Bus, BusState};
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, RateLimitsConfig};
 use crate::health::{Health, UpstreamStatus};
 use crate::schema::{LiveSchema, UpstreamPart};
 use crate::subscriptions::Registry;
@@ -21,6 +21,7 @@ pub struct StatusSource {
     pub health: Arc<Health>,
     pub schema: LiveSchema,
     pub limits: LimitsConfig,
+    pub rate_limits: RateLimitsConfig,
     pub upstream_url: String,
 }
 
@@ -36,6 +37,8 @@ pub struct Status {
     pub upstream: UpstreamReport,
     pub schema: SchemaReport,
     pub limits: LimitsConfig,
+    /// Events per second; `null` is off.
+    pub rate_limits: RateLimitsConfig,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +98,7 @@ impl StatusSource {
                 upstream_part: self.schema.upstream_part(),
             },
             limits: self.limits.clone(),
+            rate_limits: self.rate_limits.clone(),
         }
     }
 }

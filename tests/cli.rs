@@ -211,14 +211,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
             .send(),
     );
     upstream.wait_for_requests(1).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(&child, "-TERM");
 
     let res = slow
         .await
@@ -255,14 +248,7 @@ async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
     let changed = text.replace("filter = \"warn\"", "filter = \"info\"")
         + "\n[limits]\nmax_connections = 5\n";
     std::fs::write(&path, changed).unwrap();
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(&child, "-HUP");
 
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (mut applied, mut restart) = (false, false);
@@ -303,22 +289,8 @@ async fn sigterm_keeps_sockets_until_the_drain_ends_then_closes_them_1001() {
     let (mut child, public) = spawn_running(&path, Stdio::null()).await;
     let mut ws = ws_subscribed(&public).await;
     post_until_received(&webhook, &mut ws, "before").await;
-    let client = reqwest::Client::new();
-    let post = |id: &str| {
-        client
-            .post(format!("http://{webhook}/webhook"))
-            .json(&json!({"topic": "incidentUpdated", "payload": {"id": id}}))
-            .send()
-    };
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(&child, "-TERM");
     // New connections are refused while the drain runs.
     let mut refused = false;
     for _ in 0..100 {
@@ -337,7 +309,7 @@ async fn sigterm_keeps_sockets_until_the_drain_ends_then_closes_them_1001() {
     }
     assert!(refused, "upgrades are refused once draining");
     // The open socket still gets events posted during the drain.
-    assert_eq!(post("during").await.unwrap().status(), 202);
+    post_event(&webhook, "during").await;
     let during = loop {
         let v = ws_recv(&mut ws).await.expect("still open during the drain");
         if v["payload"]["data"]["incidentUpdated"]["id"] != "before" {
@@ -355,6 +327,23 @@ async fn sigterm_keeps_sockets_until_the_drain_ends_then_closes_them_1001() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+fn send_signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().unwrap().to_string();
+    let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Posts one `incidentUpdated` event with payload id `id`; expects `202`.
+async fn post_event(webhook: &str, id: &str) {
+    let res = reqwest::Client::new()
+        .post(format!("http://{webhook}/webhook"))
+        .json(&json!({"topic": "incidentUpdated", "payload": {"id": id}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
 }
 
 /// The `[webhook] listen` address of a config written by [`write_config`].
@@ -395,15 +384,8 @@ async fn ws_subscribed(public: &str) -> Ws {
 /// (the subscription is registered by then).
 async fn post_until_received(webhook: &str, ws: &mut Ws, id: &str) {
     use futures_util::StreamExt;
-    let client = reqwest::Client::new();
     for _ in 0..100 {
-        let res = client
-            .post(format!("http://{webhook}/webhook"))
-            .json(&json!({"topic": "incidentUpdated", "payload": {"id": id}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
+        post_event(webhook, id).await;
         if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))) =
             tokio::time::timeout(Duration::from_millis(100), ws.next()).await
         {
@@ -465,14 +447,7 @@ async fn sighup_applies_a_new_filter_to_live_subscriptions() {
         &format!("{block}filter = \"event.id != 'hidden'\"\n"),
     );
     std::fs::write(&path, filtered).unwrap();
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(&child, "-HUP");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     loop {
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
@@ -485,15 +460,8 @@ async fn sighup_applies_a_new_filter_to_live_subscriptions() {
             break;
         }
     }
-    let client = reqwest::Client::new();
     for id in ["hidden", "shown"] {
-        let res = client
-            .post(format!("http://{webhook}/webhook"))
-            .json(&json!({"topic": "incidentUpdated", "payload": {"id": id}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
+        post_event(&webhook, id).await;
     }
     // Warm-up events may still be queued; the first other id must be the
     // one the new filter lets through.

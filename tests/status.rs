@@ -6,7 +6,8 @@ use ws_support::{Client, spawn, wait_subscriptions};
 
 #[tokio::test]
 async fn status_reports_connections_subscriptions_and_limits() {
-    let rt = spawn("[limits]\nmax_connections = 77").await;
+    let rt =
+        spawn("[limits]\nmax_connections = 77\n[rate_limits]\nmessages_per_connection = 30").await;
     let mut a = Client::ready(rt.addr).await;
     let mut b = Client::ready(rt.addr).await;
     a.subscribe("1", "subscription { counter }").await;
@@ -34,6 +35,8 @@ async fn status_reports_connections_subscriptions_and_limits() {
     assert_eq!(status["bus"]["kind"], "memory");
     assert_eq!(status["bus"]["connected"], true);
     assert_eq!(status["limits"]["max_connections"], 77);
+    assert_eq!(status["rate_limits"]["messages_per_connection"], 30);
+    assert!(status["rate_limits"]["requests_per_ip"].is_null(), "off");
     assert!(
         status["upstream"]["url"]
             .as_str()

@@ -10,12 +10,13 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::{Sink, Stream};
 use http::HeaderMap;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use subcar::auth::{AuthError, Identity, Refusal};
 use subcar::config::SchemaConfig;
 use subcar::subscriptions::{Registry, Routes};
 use subcar::transport::protocol::{ClientMessage, CloseCode, Inbound, Outbound};
 use subcar::transport::{
-    AllowAll, Authenticator, ExecuteError, Executor, Refused, Session, SessionLimits, Shared,
+    AllowAll, Authenticator, ExecuteError, Executor, InboundStack, Session, SessionLimits, Shared,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
@@ -64,12 +65,8 @@ impl Executor for NoUpstream {
 struct DenyAll;
 
 impl Authenticator for DenyAll {
-    fn authenticate(
-        &self,
-        _: &HeaderMap,
-        _: Option<&Map<String, Value>>,
-    ) -> BoxFuture<'static, Result<Value, Refused>> {
-        Box::pin(async { Err(Refused) })
+    fn authenticate(&self, _: &HeaderMap) -> BoxFuture<'static, Result<Identity, AuthError>> {
+        Box::pin(async { Err(AuthError::Refused(Refusal::Missing)) })
     }
 }
 
@@ -101,6 +98,7 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
         registry: registry.clone(),
         executor: Arc::new(NoUpstream),
         authenticator,
+        inbound: InboundStack::admit_all(),
         limits: SessionLimits {
             init_timeout: Duration::from_secs(3),
             heartbeat_interval: Duration::from_secs(15),

@@ -11,6 +11,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Env, Program, Value as CelValue};
 use parking_lot::Mutex;
@@ -179,6 +181,42 @@ impl<'e> PreparedEvent<'e> {
     }
 }
 
+/// A group's `args` and `claims` as CEL values, converted once when the
+/// group forms: an evaluation only borrows them.
+pub struct GroupVars {
+    args: Box<dyn Val>,
+    claims: Box<dyn Val>,
+}
+
+impl std::fmt::Debug for GroupVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupVars").finish_non_exhaustive()
+    }
+}
+
+impl GroupVars {
+    pub fn new(args: &Map<String, Value>, claims: &Value) -> Self {
+        let val = |v: CelValue| -> Box<dyn Val> {
+            v.try_into()
+                .expect("JSON converts to CEL values without opaque types")
+        };
+        Self {
+            args: val(map_to_cel(args)),
+            claims: val(to_cel(claims)),
+        }
+    }
+}
+
+impl VariableResolver for GroupVars {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "args" => Some(CowVal::Borrowed(self.args.as_ref())),
+            "claims" => Some(CowVal::Borrowed(self.claims.as_ref())),
+            _ => None,
+        }
+    }
+}
+
 impl FieldRules {
     /// Compiles the field's `filter` and `allow` expressions.
     pub fn compile(config: &SubscriptionConfig) -> Result<Self, FilterError> {
@@ -228,25 +266,25 @@ impl FieldRules {
 
     /// Whether `event` reaches a subscription with `args` and `claims`.
     pub fn matches(&self, event: &Value, args: &Map<String, Value>, claims: &Value) -> bool {
-        self.matches_prepared(&PreparedEvent::new(event), args, claims)
+        let vars = GroupVars::new(args, claims);
+        self.matches_prepared(&PreparedEvent::new(event), args, &vars)
     }
 
-    /// [`Self::matches`] for an event shared by several evaluations.
+    /// [`Self::matches`] for an event shared by several evaluations, with
+    /// the group's variables converted once (`args` is still read raw by
+    /// the default rule).
     pub fn matches_prepared(
         &self,
         event: &PreparedEvent<'_>,
         args: &Map<String, Value>,
-        claims: &Value,
+        vars: &GroupVars,
     ) -> bool {
         let compiled = self.compiled.load();
         let Some(rule) = &compiled.filter else {
             return default_rule(event.raw, args);
         };
         let mut ctx = event.scope().new_inner_scope();
-        ctx.add_variable_from_value("args", map_to_cel(args));
-        if rule.uses_claims {
-            ctx.add_variable_from_value("claims", to_cel(claims));
-        }
+        ctx.set_variable_resolver(vars);
         self.truthy("filter", rule, rule.program.execute(&ctx))
     }
 

@@ -40,6 +40,12 @@ pub enum WebhookError {
     UnsupportedMediaType,
     #[error("no subscription field is fed by topic {topic:?}")]
     UnknownTopic { topic: String, index: Option<usize> },
+    #[error("more than webhook_events_per_second events: retry after {} s", crate::layers::retry_after_secs(*.retry_after))]
+    RateLimited { retry_after: std::time::Duration },
+    #[error(
+        "a request of {events} events is more than rate_limits.webhook_events_per_second allows at once ({burst}): split it"
+    )]
+    BatchOverRate { events: usize, burst: u32 },
     #[error("the event bus is unavailable")]
     BusUnavailable(#[source] BusError),
     #[error("not found")]
@@ -60,6 +66,9 @@ impl WebhookError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
             }
             Self::UnknownTopic { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_TOPIC"),
+            Self::RateLimited { .. } | Self::BatchOverRate { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
+            }
             Self::BusUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "BUS_UNAVAILABLE"),
             Self::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
@@ -83,9 +92,15 @@ impl WebhookError {
         }
         let mut resp = json_response(status, &json!({ "error": error }));
         match self {
-            Self::BusUnavailable(_) => {
+            Self::BusUnavailable(_) | Self::BatchOverRate { .. } => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited { retry_after } => {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::layers::retry_after_secs(retry_after)),
+                );
             }
             Self::MethodNotAllowed => {
                 resp.headers_mut()
@@ -94,6 +109,35 @@ impl WebhookError {
             _ => {}
         }
         resp
+    }
+}
+
+impl Webhook {
+    fn check_rate(&self, events: usize) -> Result<(), WebhookError> {
+        let (Some((limiter, burst)), Some(n)) = (
+            &self.rate,
+            u32::try_from(events)
+                .ok()
+                .and_then(std::num::NonZeroU32::new),
+        ) else {
+            return Ok(());
+        };
+        use governor::clock::Clock;
+        match limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                if let Some(m) = &self.metrics {
+                    m.refused(crate::metrics::Refusal::rate_limit_webhook);
+                }
+                Err(WebhookError::RateLimited {
+                    retry_after: not_until.wait_time_from(limiter.clock().now()),
+                })
+            }
+            Err(_) => Err(WebhookError::BatchOverRate {
+                events,
+                burst: *burst,
+            }),
+        }
     }
 }
 
@@ -127,6 +171,10 @@ pub struct Webhook {
     topics: HashSet<String>,
     unknown_topics: UnknownTopics,
     max_body_bytes: usize,
+    /// `rate_limits.webhook_events_per_second`, all senders together.
+    /// Counted here rather than in a layer: only the parsed body says how
+    /// many events a request carries.
+    rate: Option<(governor::DefaultDirectRateLimiter, u32)>,
     pub stats: WebhookStats,
     metrics: Option<Arc<Metrics>>,
 }
@@ -149,9 +197,18 @@ impl Webhook {
             topics: topics.into_iter().collect(),
             unknown_topics: config.unknown_topics,
             max_body_bytes: config.max_body_bytes,
+            rate: None,
             stats: WebhookStats::default(),
             metrics: None,
         })
+    }
+
+    /// Accepts at most `per_second` events per second (a burst of as many).
+    pub fn with_rate_limit(mut self, per_second: Option<u32>) -> Self {
+        self.rate = per_second
+            .and_then(crate::layers::per_second)
+            .map(|q| (governor::RateLimiter::direct(q), per_second.unwrap_or(1)));
+        self
     }
 
     /// Counts requests by status and events by topic in `metrics`.
@@ -243,6 +300,7 @@ impl Webhook {
                 .dropped_unknown_topic
                 .fetch_add((before - events.len()) as u64, Ordering::Relaxed);
         }
+        self.check_rate(events.len())?;
         let mut duplicates = 0;
         if !events.is_empty() {
             let topics: Vec<Arc<str>> = match &self.metrics {

@@ -76,6 +76,34 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: ClientConnection, trusted:
     }
 }
 
+/// The client's address for rate limits: the peer, or for a peer in
+/// `trusted` the rightmost `X-Forwarded-For` entry that is not itself a
+/// trusted proxy (entries left of it could be forged by the client).
+pub fn client_ip(headers: &HeaderMap, client: ClientConnection, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = client.remote.ip();
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut last = peer;
+    for hop in hops.into_iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        last = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    last
+}
+
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let parts: Vec<&str> = headers
         .get_all(name)
@@ -137,6 +165,28 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
+    }
+
+    #[test]
+    fn client_ip_is_the_first_untrusted_hop_from_the_right() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.2.2.2"),
+        );
+        assert_eq!(
+            client_ip(&h, client("10.1.1.1"), &trusted).to_string(),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            client_ip(&h, client("192.0.2.1"), &trusted).to_string(),
+            "192.0.2.1"
+        );
+        assert_eq!(
+            client_ip(&HeaderMap::new(), client("10.1.1.1"), &trusted).to_string(),
+            "10.1.1.1"
+        );
     }
 
     #[test]

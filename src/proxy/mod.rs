@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, header};
 use http_body_util::BodyExt;
 
-pub use headers::{ClientConnection, remove_hop_by_hop};
+pub use headers::{ClientConnection, client_ip, remove_hop_by_hop};
 pub use upstream::{PROBE_USER_AGENT, Upstream, UpstreamBuildError};
 
 use crate::body::{self, Body, BoxError};

@@ -25,6 +25,9 @@ use crate::transport::WsEndpoint;
 /// The GraphQL path's handler for queries and mutations (the proxy stack).
 pub type GraphqlService = BoxCloneSyncService<Request<Body>, Response<Body>, tower::BoxError>;
 
+/// The GraphQL path's handler for WebSocket upgrades (the upgrade stack).
+pub type UpgradeService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
 /// Routes of the public listener.
 #[derive(Clone)]
 pub struct PublicRouter {
@@ -39,7 +42,7 @@ struct PublicRoutes {
     schema: LiveSchema,
     metrics: Arc<Metrics>,
     /// WebSocket upgrades on the GraphQL path (subscriptions).
-    websocket: Option<WsEndpoint>,
+    websocket: Option<UpgradeService>,
 }
 
 impl PublicRouter {
@@ -65,7 +68,7 @@ impl PublicRouter {
     }
 
     /// Serves WebSocket upgrades on the GraphQL path with `endpoint`.
-    pub fn with_websocket(mut self, endpoint: WsEndpoint) -> Self {
+    pub fn with_websocket(mut self, endpoint: UpgradeService) -> Self {
         if let Some(routes) = Arc::get_mut(&mut self.routes) {
             routes.websocket = Some(endpoint);
         }
@@ -92,7 +95,9 @@ impl Service<Request<Body>> for PublicRouter {
             if let Some(ws) = &routes.websocket
                 && WsEndpoint::is_upgrade(request.headers())
             {
-                return Either::Right(ready(Ok(ws.upgrade(request))));
+                // The upgrade stack is always ready; its layers answer refusals.
+                let upgrade = ws.clone().oneshot(request);
+                return Either::Left(Box::pin(upgrade));
             }
             // The proxy stack is always ready; a clone keeps this router shareable.
             let graphql = routes.graphql.clone().oneshot(request);

@@ -9,8 +9,11 @@
 //! worker thread.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +39,15 @@ struct Job {
     resume: Option<(Cursor, Bytes)>,
 }
 
+/// The jobs planned from one read of the bus, shared by every worker.
+struct Batch {
+    jobs: Vec<Job>,
+    /// When the first of its events came off the bus.
+    received: Instant,
+    /// Workers that have not finished it; the last one records the latency.
+    remaining: AtomicUsize,
+}
+
 /// Handle to the running dispatcher.
 #[derive(Debug, Clone)]
 pub struct Dispatcher;
@@ -45,19 +57,23 @@ impl Dispatcher {
     /// shutdown or when the bus closes. `outbound_queue` is the per-connection
     /// queue size: workers yield to the sessions after a quarter of it, so a
     /// burst of events never fills a queue its reader is draining, while
-    /// frames still leave in large batches (one write each).
+    /// frames still leave in large batches (one write each). `latency`
+    /// records, per batch, the time from its first event leaving the bus
+    /// to its last frame queued for a subscriber.
     pub fn spawn(
         registry: Arc<Registry>,
         bus: Box<dyn BusSubscription>,
         shutdown: &Shutdown,
         outbound_queue: usize,
+        latency: Histogram,
     ) -> Self {
         let yield_every = (outbound_queue / 4).max(1);
         let mut workers = Vec::with_capacity(registry.shards());
         for shard in 0..registry.shards() {
-            let (tx, rx) = mpsc::channel::<Arc<Vec<Job>>>(WORKER_QUEUE);
+            let (tx, rx) = mpsc::channel::<Arc<Batch>>(WORKER_QUEUE);
             workers.push(tx);
-            shutdown.spawn(worker(shard, registry.clone(), rx, yield_every));
+            let latency = latency.clone();
+            shutdown.spawn(worker(shard, registry.clone(), rx, yield_every, latency));
         }
         shutdown.spawn(plan(registry, bus, workers, shutdown.token().clone()));
         Self
@@ -67,7 +83,7 @@ impl Dispatcher {
 async fn plan(
     registry: Arc<Registry>,
     mut bus: Box<dyn BusSubscription>,
-    workers: Vec<mpsc::Sender<Arc<Vec<Job>>>>,
+    workers: Vec<mpsc::Sender<Arc<Batch>>>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -78,6 +94,7 @@ async fn plan(
                 None => break,
             },
         };
+        let received = Instant::now();
         let mut jobs = Vec::new();
         plan_item(&registry, first, &mut jobs);
         for _ in 1..MAX_BATCH {
@@ -89,10 +106,14 @@ async fn plan(
         if jobs.is_empty() {
             continue;
         }
-        let jobs = Arc::new(jobs);
+        let batch = Arc::new(Batch {
+            jobs,
+            received,
+            remaining: AtomicUsize::new(workers.len()),
+        });
         for w in &workers {
             // A worker only fails to receive when it is gone (shutdown).
-            let _ = w.send(jobs.clone()).await;
+            let _ = w.send(batch.clone()).await;
         }
     }
 }
@@ -147,11 +168,12 @@ pub(crate) fn with_cursor(payload: &[u8], cursor: Cursor) -> Bytes {
 async fn worker(
     shard: usize,
     registry: Arc<Registry>,
-    mut rx: mpsc::Receiver<Arc<Vec<Job>>>,
+    mut rx: mpsc::Receiver<Arc<Batch>>,
     yield_every: usize,
+    latency: Histogram,
 ) {
-    while let Some(jobs) = rx.recv().await {
-        for (i, job) in jobs.iter().enumerate() {
+    while let Some(batch) = rx.recv().await {
+        for (i, job) in batch.jobs.iter().enumerate() {
             job.group
                 .deliver(shard, &job.payload, job.resume.as_ref(), &registry.stats);
             // Let the sessions drain what was just queued: a burst of events
@@ -159,6 +181,9 @@ async fn worker(
             if i % yield_every == yield_every - 1 {
                 tokio::task::yield_now().await;
             }
+        }
+        if batch.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            latency.observe(batch.received.elapsed().as_secs_f64());
         }
         tokio::task::yield_now().await;
     }
@@ -186,7 +211,14 @@ mod tests {
         let registry = Registry::new(2);
         let bus = MemoryBus::new(0);
         let shutdown = Shutdown::new();
-        Dispatcher::spawn(registry.clone(), bus.subscribe(), &shutdown, 1000);
+        let latency = Histogram::new([0.001, 1.0]);
+        Dispatcher::spawn(
+            registry.clone(),
+            bus.subscribe(),
+            &shutdown,
+            1000,
+            latency.clone(),
+        );
 
         let pa = prepare(&schema, "subscription { a }");
         let pb = prepare(&schema, "subscription { b }");

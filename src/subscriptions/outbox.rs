@@ -1,14 +1,24 @@
 //! A connection's bounded queue of outgoing frames, as the dispatcher sees
 //! it ([`Outbox`]) and as the connection's session drains it ([`Inbox`]).
 //!
-//! The dispatcher only ever `try_send`s: a full queue marks the connection
-//! as a slow consumer (the session closes it) and never makes the
-//! dispatcher, or any other connection, wait.
+//! The dispatcher only ever offers: a full queue marks the connection as a
+//! slow consumer (the session closes it) and never makes the dispatcher, or
+//! any other connection, wait.
+//!
+//! Not a tokio mpsc channel: fan-out pushes one frame per subscriber per
+//! event, and a short mutex-guarded `VecDeque` push costs a fraction of a
+//! channel send; the session takes everything queued at once by swapping
+//! the deque out, and is woken only when the queue goes from empty to not.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::bus::Cursor;
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 /// One `next` frame for one subscription of the connection.
@@ -23,20 +33,46 @@ pub struct Delivery {
     pub cursor: Option<Cursor>,
 }
 
+#[derive(Debug)]
+struct Queue {
+    /// A std-style mutex: held only for a push or a swap, never across an await.
+    items: Mutex<VecDeque<Delivery>>,
+    /// Frames offered and not yet taken by the session (queued here or in
+    /// the session's local batch): what the capacity bounds.
+    pending: AtomicUsize,
+    capacity: usize,
+    ready: Notify,
+    /// Set when the session is gone: offers are dropped.
+    closed: AtomicBool,
+}
+
 /// The dispatcher's side of a connection's queue; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Delivery>,
+    queue: Arc<Queue>,
     slow: CancellationToken,
 }
 
 /// The session's side.
 #[derive(Debug)]
 pub struct Inbox {
-    pub rx: mpsc::Receiver<Delivery>,
+    pub rx: Receiver,
     /// Cancelled when the queue overflowed: the session closes the socket.
     pub slow: CancellationToken,
 }
+
+/// Takes frames in the order they were offered.
+#[derive(Debug)]
+pub struct Receiver {
+    queue: Arc<Queue>,
+    /// The batch taken from the shared queue by the last swap.
+    local: VecDeque<Delivery>,
+}
+
+/// No frame is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no frame queued")]
+pub struct Empty;
 
 /// What happened to one frame offered to an outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,29 +84,143 @@ pub enum Offer {
     Dropped,
 }
 
+/// Past this many slots, an emptied batch buffer is released, so that a
+/// connection idle after a burst goes back to costing almost nothing.
+const KEEP_CAPACITY: usize = 64;
+
 /// A queue holding at most `capacity` frames.
 pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let queue = Arc::new(Queue {
+        items: Mutex::new(VecDeque::new()),
+        pending: AtomicUsize::new(0),
+        capacity: capacity.max(1),
+        ready: Notify::new(),
+        closed: AtomicBool::new(false),
+    });
     let slow = CancellationToken::new();
     (
         Outbox {
-            tx,
+            queue: queue.clone(),
             slow: slow.clone(),
         },
-        Inbox { rx, slow },
+        Inbox {
+            rx: Receiver {
+                queue,
+                local: VecDeque::new(),
+            },
+            slow,
+        },
     )
 }
 
 impl Outbox {
     /// Queues a frame without waiting.
     pub fn offer(&self, delivery: Delivery) -> Offer {
-        match self.tx.try_send(delivery) {
-            Ok(()) => Offer::Queued,
-            Err(TrySendError::Full(_)) if !self.slow.is_cancelled() => {
-                self.slow.cancel();
-                Offer::Overflowed
-            }
-            Err(_) => Offer::Dropped,
+        let q = &*self.queue;
+        if q.closed.load(Ordering::Relaxed) || self.slow.is_cancelled() {
+            return Offer::Dropped;
         }
+        if q.pending.fetch_add(1, Ordering::AcqRel) >= q.capacity {
+            q.pending.fetch_sub(1, Ordering::AcqRel);
+            self.slow.cancel();
+            return Offer::Overflowed;
+        }
+        let was_empty = {
+            let mut items = q.items.lock();
+            items.push_back(delivery);
+            items.len() == 1
+        };
+        if was_empty {
+            // Stores a permit when the session is not waiting yet.
+            q.ready.notify_one();
+        }
+        Offer::Queued
+    }
+}
+
+impl Receiver {
+    /// The next frame, waiting for one. Cancel-safe: a frame is only taken
+    /// when this returns it. The session holds an [`Outbox`] of its own, so
+    /// the queue never ends while it runs.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(d) = self.take() {
+                return Some(d);
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// A frame already queued, without waiting.
+    pub fn try_recv(&mut self) -> Result<Delivery, Empty> {
+        self.take().ok_or(Empty)
+    }
+
+    fn take(&mut self) -> Option<Delivery> {
+        if self.local.is_empty() {
+            if self.local.capacity() > KEEP_CAPACITY {
+                self.local = VecDeque::new();
+            }
+            std::mem::swap(&mut *self.queue.items.lock(), &mut self.local);
+        }
+        let d = self.local.pop_front()?;
+        self.queue.pending.fetch_sub(1, Ordering::AcqRel);
+        Some(d)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Relaxed);
+        // Frees what was queued for the gone session now, not when the last
+        // subscription's outbox clone goes.
+        self.queue.items.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(serial: u64) -> Delivery {
+        Delivery {
+            serial,
+            frame: Bytes::from_static(b"{}"),
+            cursor: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_order_bounds_and_marks_the_slow_consumer_once() {
+        let (out, mut inbox) = outbox(3);
+        for i in 0..3 {
+            assert_eq!(out.offer(d(i)), Offer::Queued);
+        }
+        assert_eq!(inbox.rx.recv().await.unwrap().serial, 0);
+        // One taken: one slot free, counting the session's local batch.
+        assert_eq!(out.offer(d(3)), Offer::Queued);
+        assert_eq!(out.offer(d(4)), Offer::Overflowed);
+        assert!(inbox.slow.is_cancelled());
+        assert_eq!(out.offer(d(5)), Offer::Dropped);
+        let got: Vec<u64> = std::iter::from_fn(|| inbox.rx.try_recv().ok())
+            .map(|d| d.serial)
+            .collect();
+        assert_eq!(got, vec![1, 2, 3]);
+        assert_eq!(inbox.rx.try_recv().unwrap_err(), Empty);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_session_is_woken_and_a_gone_one_drops_offers() {
+        let (out, mut inbox) = outbox(8);
+        let waiter = tokio::spawn(async move {
+            let first = inbox.rx.recv().await.unwrap().serial;
+            (first, inbox)
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(out.offer(d(7)), Offer::Queued);
+        let (first, inbox) = waiter.await.unwrap();
+        assert_eq!(first, 7);
+        drop(inbox);
+        assert_eq!(out.offer(d(8)), Offer::Dropped);
     }
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::Route;
 use super::outbox::{Delivery, Offer, Outbox};
 use crate::bus::Cursor;
-use crate::graphql::filter::PreparedEvent;
+use crate::graphql::filter::{GroupVars, PreparedEvent};
 use crate::graphql::{GroupKey, PreparedSubscription};
 
 /// Identical subscriptions: same engine key, same root response key (the
@@ -66,7 +66,10 @@ pub struct Group {
     topic: Arc<str>,
     pub(crate) prepared: Arc<PreparedSubscription>,
     pub(crate) route: Route,
-    pub(crate) claims: Arc<Value>,
+    /// `args` and `claims` for the filter, converted once. The claims are
+    /// the group's own only when the filter reads them (they are part of
+    /// the group's id then); otherwise no evaluation looks at them.
+    vars: GroupVars,
     /// Only changed under the registry's write lock.
     len: AtomicUsize,
     /// Members that want a cursor with each event (resume).
@@ -227,9 +230,9 @@ impl Registry {
                 Arc::new(Group {
                     id,
                     topic: route.topic.clone(),
+                    vars: GroupVars::new(prepared.args(), &claims),
                     prepared,
                     route,
-                    claims,
                     len: AtomicUsize::new(0),
                     resume_members: AtomicUsize::new(0),
                     members: (0..self.shards).map(|_| Mutex::default()).collect(),
@@ -290,7 +293,7 @@ impl Group {
     pub fn matches(&self, event: &PreparedEvent<'_>) -> bool {
         self.route
             .rules
-            .matches_prepared(event, self.prepared.args(), &self.claims)
+            .matches_prepared(event, self.prepared.args(), &self.vars)
     }
 
     /// Whether some member wants cursors (read once per event by the planner).

@@ -3,6 +3,7 @@
 //! socket ([`session`]), which registers subscriptions with the registry and
 //! runs queries and mutations through an [`Executor`].
 
+pub mod inbound;
 pub mod protocol;
 pub mod session;
 pub mod upgrade;
@@ -13,13 +14,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
-use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::schema::LiveSchema;
 use crate::subscriptions::{Registry, Routes};
 
+pub use crate::auth::{AllowAll, Authenticator};
+pub use inbound::InboundStack;
 pub use session::Session;
 pub use upgrade::WsEndpoint;
 
@@ -59,35 +61,6 @@ impl Executor for crate::proxy::Upstream {
     }
 }
 
-/// Why `connection_init` was refused (close `4403`).
-#[derive(Debug, thiserror::Error)]
-#[error("forbidden")]
-pub struct Refused;
-
-/// Decides who may connect, from the upgrade headers (with credentials of
-/// `connection_init.payload` merged in) and the payload; returns the claims.
-pub trait Authenticator: Send + Sync + 'static {
-    fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        payload: Option<&Map<String, Value>>,
-    ) -> BoxFuture<'static, Result<Value, Refused>>;
-}
-
-/// `auth.mode = "none"`: everyone, with empty claims.
-#[derive(Debug, Default)]
-pub struct AllowAll;
-
-impl Authenticator for AllowAll {
-    fn authenticate(
-        &self,
-        _: &HeaderMap,
-        _: Option<&Map<String, Value>>,
-    ) -> BoxFuture<'static, Result<Value, Refused>> {
-        Box::pin(std::future::ready(Ok(Value::Object(Map::new()))))
-    }
-}
-
 /// Per-connection limits and timers, from `heartbeat` and `limits`.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
@@ -123,6 +96,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub executor: Arc<dyn Executor>,
     pub authenticator: Arc<dyn Authenticator>,
+    /// Policies on each client message (rate limit per connection).
+    pub inbound: InboundStack,
     pub limits: SessionLimits,
     /// Connections and refusals by reason.
     pub metrics: Arc<Metrics>,

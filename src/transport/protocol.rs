@@ -148,7 +148,9 @@ pub enum CloseCode {
     Forbidden = 4403,
     ConnectionInitTimeout = 4408,
     SubscriberAlreadyExists = 4409,
-    TooManyInitRequests = 4429,
+    /// A second `connection_init`, or a client that kept flooding after
+    /// `RATE_LIMITED` errors.
+    TooManyRequests = 4429,
     InternalServerError = 4500,
 }
 

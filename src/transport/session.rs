@@ -19,7 +19,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceExt};
 
+use super::inbound::{Admission, InboundService, MessageKind};
 use super::protocol::{ClientMessage, CloseCode, Frame, Inbound, Outbound, SubscribePayload};
 use super::{ExecuteError, Shared};
 use crate::bus::{BusError, Cursor, Replay};
@@ -29,6 +31,9 @@ use crate::subscriptions::dispatcher::with_cursor;
 use crate::subscriptions::outbox::{Inbox, Outbox, outbox};
 use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
 use crate::subscriptions::{Delivery, Route, SubscriptionHandle};
+
+/// The close reason for a client that kept flooding after being told.
+const FLOODING: &str = "Too many messages";
 
 /// Deliveries written per flush at most, so that one busy connection
 /// still yields to its own inbound messages.
@@ -173,6 +178,11 @@ pub struct Session<T> {
     deadline: Pin<Box<Sleep>>,
     deadline_kind: Deadline,
     heartbeat: Option<Interval>,
+    /// When the credential expires (a JWT's `exp`): close `4403` then. A
+    /// timer entry of this task, not a task of its own.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// This connection's inbound-message policies.
+    inbound: InboundService,
 }
 
 impl<T, E> Session<T>
@@ -204,6 +214,8 @@ where
             deadline,
             deadline_kind: Deadline::Init,
             heartbeat: None,
+            expiry: None,
+            inbound: shared.inbound.service(),
             shared,
         }
     }
@@ -223,6 +235,9 @@ where
                 Some(r) = self.replays.next(), if !self.replays.is_empty() => self.on_replay(r).await,
                 _ = async { self.heartbeat.as_mut().expect("guarded").tick().await }, if self.heartbeat.is_some() => {
                     self.on_heartbeat().await
+                }
+                _ = async { self.expiry.as_mut().expect("guarded").await }, if self.expiry.is_some() => {
+                    Flow::Close(CloseCode::Forbidden, "Forbidden: token expired".into())
                 }
                 m = self.io.next() => self.on_inbound(m).await,
             };
@@ -330,6 +345,20 @@ where
             Some(Inbound::Message(m)) => m,
         };
         self.alive();
+        let admission = match self.inbound.ready().await {
+            Ok(svc) => svc.call(MessageKind::of(&msg)).await,
+            Err(never) => match never {},
+        };
+        match admission {
+            Ok(Admission::Admit) => {}
+            Ok(Admission::Limited { retry_after }) => {
+                return self.on_limited(msg, retry_after).await;
+            }
+            Ok(Admission::Flooding) => {
+                return Flow::Close(CloseCode::TooManyRequests, FLOODING.into());
+            }
+            Err(never) => match never {},
+        }
         match msg {
             ClientMessage::ConnectionInit { payload } => self.on_init(payload).await,
             // Answered in any state, like the reference server does.
@@ -349,10 +378,29 @@ where
         }
     }
 
+    /// A message refused by the inbound stack's rate limit: an `error` for
+    /// a `subscribe`; a `ping` goes unanswered (there is no operation).
+    async fn on_limited(&mut self, msg: ClientMessage, retry_after: std::time::Duration) -> Flow {
+        self.shared.metrics.refused(Refusal::rate_limit_message);
+        match msg {
+            ClientMessage::Subscribe { id, .. } => {
+                let e = coded_error(
+                    &format!(
+                        "Too many messages on this connection: retry after {} ms",
+                        retry_after.as_millis().max(1)
+                    ),
+                    "RATE_LIMITED",
+                );
+                self.write([Outbound::Text(Frame::error(&id, &[e]))]).await
+            }
+            _ => Flow::Continue,
+        }
+    }
+
     async fn on_init(&mut self, payload: Option<Map<String, Value>>) -> Flow {
         if self.init_received {
             return Flow::Close(
-                CloseCode::TooManyInitRequests,
+                CloseCode::TooManyRequests,
                 "Too many initialisation requests".into(),
             );
         }
@@ -361,13 +409,30 @@ where
         if let Some(p) = &payload {
             merge_init_credentials(&mut self.headers, p);
         }
-        let auth = self
-            .shared
-            .authenticator
-            .authenticate(&self.headers, payload.as_ref());
-        match auth.await {
-            Ok(claims) => self.claims = Arc::new(claims),
-            Err(_) => return Flow::Close(CloseCode::Forbidden, "Forbidden".into()),
+        let auth = self.shared.authenticator.authenticate(&self.headers);
+        // Upstream authentication may take up to upstream.timeout: shutdown
+        // must not wait for it.
+        let auth = tokio::select! {
+            r = auth => r,
+            _ = self.cancel.cancelled() => return Flow::Stop,
+        };
+        match auth {
+            Ok(identity) => {
+                if let Some(at) = identity.expires {
+                    let Ok(left) = at.duration_since(std::time::SystemTime::now()) else {
+                        return Flow::Close(
+                            CloseCode::Forbidden,
+                            "Forbidden: token expired".into(),
+                        );
+                    };
+                    self.expiry = Some(Box::pin(tokio::time::sleep(left)));
+                }
+                self.claims = Arc::new(identity.claims);
+            }
+            Err(e) => {
+                let (code, reason) = crate::error::auth_close(&e);
+                return Flow::Close(code, reason);
+            }
         }
         // Acknowledged before the ack is written: a subscribe right behind
         // the ack is valid.
@@ -647,11 +712,12 @@ fn refusal(code: CloseCode, reason: &str) -> Option<Refusal> {
         CloseCode::Forbidden => Refusal::auth,
         CloseCode::ConnectionInitTimeout => Refusal::init_timeout,
         CloseCode::GoingAway if reason.starts_with("heartbeat") => Refusal::heartbeat_timeout,
+        CloseCode::TooManyRequests if reason == FLOODING => Refusal::rate_limit_message,
         CloseCode::BadRequest
         | CloseCode::MessageTooBig
         | CloseCode::Unauthorized
         | CloseCode::SubscriberAlreadyExists
-        | CloseCode::TooManyInitRequests => Refusal::invalid_message,
+        | CloseCode::TooManyRequests => Refusal::invalid_message,
         _ => return None,
     })
 }

@@ -201,6 +201,26 @@ impl WsEndpoint {
     }
 }
 
+/// The endpoint as the innermost service of the upgrade stack, so the
+/// composition root can put layers (connection-attempt rate limits) in
+/// front of it.
+impl<B> tower::Service<Request<B>> for WsEndpoint {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        std::future::ready(Ok(self.upgrade(request)))
+    }
+}
+
 /// The `n`th connection's place in [`CLOSE_SPREAD`]: Fibonacci hashing
 /// spreads consecutive connections evenly over the window.
 fn close_delay(n: u64) -> Duration {

@@ -1,9 +1,12 @@
 // subcar through the reference npm clients: the graphql-ws client
 // (createClient over the `ws` package) subscribes, events are signed with
 // the `standardwebhooks` package and POSTed to the webhook, and arrive.
+// A second subcar with auth.mode = "jwt" checks tokens passed by the
+// client's connectionParams.
 //
 // Needs a built subcar binary: SUBCAR_BIN=/path/to/subcar node --test
 import { test, before, after } from 'node:test';
+import { createHmac } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -25,10 +28,34 @@ type Subscription {
 }
 `;
 
+const JWT_SECRET = 'js-group-jwt-secret-0123456789';
+
 let subcar;
+let authed;
 let upstream;
 let publicPort;
 let webhookPort;
+let authedPort;
+
+/** An HS256 JWT for `claims`, expiring in ten minutes. */
+function jwt(claims, secret = JWT_SECRET) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ exp: Math.floor(Date.now() / 1000) + 600, ...claims })}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+async function waitHealthy(port) {
+  for (let i = 0; ; i++) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    assert.ok(i < 200, 'subcar started');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 async function freePort() {
   const server = createServer();
@@ -90,20 +117,42 @@ secret = "${SECRET}"
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
-  for (let i = 0; ; i++) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${publicPort}/healthz`);
-      if (res.ok) break;
-    } catch {
-      // not listening yet
-    }
-    assert.ok(i < 200, 'subcar started');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  authedPort = await freePort();
+  writeFileSync(
+    join(dir, 'authed.toml'),
+    `
+[server]
+listen = "127.0.0.1:${authedPort}"
+[admin]
+listen = "127.0.0.1:${await freePort()}"
+[upstream]
+url = "http://127.0.0.1:${upstream.address().port}/graphql"
+[schema]
+path = "schema.graphql"
+introspect_upstream = false
+[[subscriptions]]
+field = "incidentUpdated"
+topic = "incident.updated"
+allow = "claims.role == 'ops'"
+[webhook]
+listen = "127.0.0.1:${await freePort()}"
+[auth]
+mode = "jwt"
+[auth.jwt]
+secret = "${JWT_SECRET}"
+`,
+  );
+  authed = spawn(bin, ['run', '--config', join(dir, 'authed.toml')], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  await waitHealthy(publicPort);
+  await waitHealthy(authedPort);
 });
 
 after(async () => {
   subcar?.kill('SIGTERM');
+  authed?.kill('SIGTERM');
   upstream?.close();
 });
 
@@ -209,5 +258,53 @@ test('validation errors reach the client as errors', async () => {
     });
   } finally {
     await c.dispose();
+  }
+});
+
+/** A client of the jwt-mode subcar; resolves `closed` with the close event. */
+function authedClient(connectionParams) {
+  let closed;
+  const closedEvent = new Promise((resolve) => (closed = resolve));
+  const c = createClient({
+    url: `ws://127.0.0.1:${authedPort}/graphql`,
+    webSocketImpl: WebSocket,
+    retryAttempts: 0,
+    lazy: false,
+    connectionParams,
+    on: { closed: (e) => closed(e) },
+  });
+  return { c, closedEvent };
+}
+
+test('connectionParams with a valid token are acknowledged and claims reach allow', async () => {
+  const { c } = authedClient({ Authorization: `Bearer ${jwt({ sub: 'u1', role: 'dev' })}` });
+  try {
+    assert.deepEqual(await query(c, '{ hello }'), { data: { hello: 'world' } });
+    // allow = "claims.role == 'ops'": a dev is refused with FORBIDDEN.
+    await assert.rejects(
+      async () => {
+        for await (const _ of c.iterate({ query: 'subscription { incidentUpdated { id } }' })) {
+          // never reached
+        }
+      },
+      (errors) => errors[0]?.extensions?.code === 'FORBIDDEN',
+    );
+    // The socket stayed open.
+    assert.deepEqual(await query(c, '{ hello }'), { data: { hello: 'world' } });
+  } finally {
+    await c.dispose();
+  }
+});
+
+test('connectionParams with a bad or missing token are closed 4403', async () => {
+  for (const params of [{ Authorization: `Bearer ${jwt({ sub: 'u1' }, 'wrong-secret')}` }, {}]) {
+    const { c, closedEvent } = authedClient(params);
+    try {
+      const event = await closedEvent;
+      assert.equal(event.code, 4403);
+      assert.match(event.reason, /^Forbidden: /);
+    } finally {
+      await c.dispose();
+    }
   }
 });

@@ -3,6 +3,8 @@
 //! into the awkward modes a proxy must survive: `big` (a 20 MB body streamed
 //! lazily), `multipart` and `sse` (incremental bodies whose second part waits
 //! for [`TestUpstream::release`]), `status:<code>`, `sleep:<ms>`.
+//! `me` is an authentication query: it answers the caller's identity for an
+//! `Authorization: Bearer user:<id>:<tenant>` header and an error otherwise.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, Object, Schema};
+use async_graphql::{Context, EmptySubscription, Object, Schema, SimpleObject};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -51,6 +53,22 @@ impl QueryRoot {
             .map(str::to_owned)
     }
 
+    /// Who the caller is, from its `Authorization` header.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        let token = ctx
+            .data::<HeaderMap>()
+            .ok()
+            .and_then(|h| h.get("authorization"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer user:"))
+            .ok_or("not authenticated")?;
+        let (id, tenant) = token.split_once(':').ok_or("malformed token")?;
+        Ok(Me {
+            id: id.to_owned(),
+            tenant: tenant.to_owned(),
+        })
+    }
+
     async fn fail(&self) -> async_graphql::Result<String> {
         Err("this field always fails".into())
     }
@@ -60,6 +78,12 @@ impl QueryRoot {
         tokio::time::sleep(Duration::from_secs(2)).await;
         true
     }
+}
+
+#[derive(SimpleObject)]
+pub struct Me {
+    pub id: String,
+    pub tenant: String,
 }
 
 pub struct MutationRoot;

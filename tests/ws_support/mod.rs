@@ -63,6 +63,12 @@ impl Drop for Rt {
 /// `[server]`, `[upstream]`, `[schema]`).
 pub async fn spawn(extra: &str) -> Rt {
     let upstream = TestUpstream::start().await;
+    spawn_with_upstream(&upstream.url(), extra).await
+}
+
+/// Like [`spawn`], with queries (and upstream authentication) going to
+/// `upstream_url`.
+pub async fn spawn_with_upstream(upstream_url: &str, extra: &str) -> Rt {
     let schema = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(schema.path(), SCHEMA).unwrap();
     let text = format!(
@@ -73,14 +79,13 @@ drain_timeout = "2s"
 [admin]
 listen = "127.0.0.1:0"
 [upstream]
-url = "{upstream}"
+url = "{upstream_url}"
 timeout = "5s"
 [schema]
 path = "{schema}"
 introspect_upstream = false
 {extra}
 "#,
-        upstream = upstream.url(),
         schema = schema.path().display(),
     );
     let text = if text.contains("[webhook]") {
@@ -139,6 +144,18 @@ impl Client {
         }
         let (ws, _) = tokio_tungstenite::connect_async(req).await?;
         Ok(Self { ws })
+    }
+
+    /// Connects and sends `connection_init` with `payload`; returns the
+    /// client and the first answer (the ack, or the close).
+    pub async fn init(addr: SocketAddr, headers: &[(&str, &str)], payload: Value) -> (Self, Next) {
+        let mut c = Self::connect_with(addr, Some("graphql-transport-ws"), headers)
+            .await
+            .expect("upgrade accepted");
+        c.send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        let first = c.next().await;
+        (c, first)
     }
 
     /// Connects, sends `connection_init` and waits for the ack.

@@ -1,0 +1,101 @@
+//! `auth.proxy = "require"`: queries and mutations must pass the same
+//! check as sockets before they reach the upstream; `401` with a
+//! GraphQL-shaped `UNAUTHENTICATED` body otherwise. The request itself,
+//! credentials included, goes on untouched: the upstream stays the
+//! authority on what the client may read or change.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::auth::Authenticator;
+use crate::body::Body;
+use crate::metrics::{Metrics, Refusal};
+
+/// Checks credentials with `authenticator`; `None` passes everything.
+#[derive(Clone)]
+pub struct RequireAuthLayer {
+    authenticator: Option<Arc<dyn Authenticator>>,
+    metrics: Arc<Metrics>,
+}
+
+impl RequireAuthLayer {
+    pub fn new(authenticator: Option<Arc<dyn Authenticator>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            authenticator,
+            metrics,
+        }
+    }
+}
+
+impl<S> Layer<S> for RequireAuthLayer {
+    type Service = RequireAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireAuth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The middleware of [`RequireAuthLayer`].
+#[derive(Clone)]
+pub struct RequireAuth<S> {
+    inner: S,
+    layer: RequireAuthLayer,
+}
+
+impl<S, B> Service<Request<B>> for RequireAuth<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let Some(authenticator) = &self.layer.authenticator else {
+            let future = self.inner.call(request);
+            return ResponseFuture(Box::pin(future));
+        };
+        let check = authenticator.authenticate(request.headers());
+        // The ready service goes into the future; its clone stays for the
+        // next call (tower's `mem::replace` idiom).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.layer.metrics.clone();
+        ResponseFuture(Box::pin(async move {
+            match check.await {
+                Ok(_) => inner.call(request).await,
+                Err(e) => {
+                    metrics.refused(Refusal::auth);
+                    Ok(crate::error::rescue_auth_http(&e))
+                }
+            }
+        }))
+    }
+}
+
+type BoxFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
+/// The response of [`RequireAuth`].
+pub struct ResponseFuture<E>(BoxFuture<E>);
+
+impl<E> Future for ResponseFuture<E> {
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
