@@ -38,7 +38,7 @@ use crate::shutdown::Shutdown;
 use crate::status::StatusSource;
 use crate::subscriptions::{Dispatcher, Registry, Routes};
 use crate::transport::upgrade::CLOSE_SPREAD;
-use crate::transport::{InboundStack, SessionLimits, Shared, WsEndpoint};
+use crate::transport::{CountLimits, InboundStack, SessionLimits, Shared, WsEndpoint};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -80,6 +80,8 @@ pub struct App {
     registry: Arc<Registry>,
     routes: Arc<Routes>,
     webhook: Arc<Webhook>,
+    /// Connection and subscription counts allowed; a reload changes them.
+    count_limits: Arc<CountLimits>,
     auth: Auth,
 }
 
@@ -106,6 +108,7 @@ impl App {
                 .with_metrics(metrics.clone()),
         );
         Ok(Self {
+            count_limits: Arc::new(CountLimits::from_config(&config.limits)),
             config: Arc::new(config),
             health: Arc::new(Health::new(schema.clone(), bus.clone())),
             upstream,
@@ -238,7 +241,7 @@ impl App {
             executor: Arc::new(self.upstream.clone()),
             authenticator: self.auth.authenticator.clone(),
             inbound: InboundStack::new(inbound),
-            limits: SessionLimits::from_config(&self.config),
+            limits: SessionLimits::from_config(&self.config, self.count_limits.clone()),
             metrics: self.metrics.clone(),
         };
         let endpoint = WsEndpoint::new(Arc::new(shared), shutdown.clone(), sessions.clone());
@@ -350,6 +353,11 @@ impl Bound {
         self.app.routes.clone()
     }
 
+    /// The count limits; a configuration reload sets them.
+    pub fn count_limits(&self) -> Arc<CountLimits> {
+        self.app.count_limits.clone()
+    }
+
     pub fn health(&self) -> Arc<Health> {
         self.app.health.clone()
     }
@@ -440,6 +448,7 @@ impl Bound {
                     health: app.health.clone(),
                     schema: app.schema.clone(),
                     limits: app.config.limits.clone(),
+                    count_limits: app.count_limits.clone(),
                     rate_limits: app.config.rate_limits.clone(),
                     upstream_url: app.config.upstream.url.to_string(),
                 }),

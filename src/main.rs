@@ -69,7 +69,13 @@ async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilterHandle)
         }
     };
     if let Some(path) = path {
-        tokio::spawn(reload_on_sighup(path, running, log_filter, bound.routes()));
+        tokio::spawn(reload_on_sighup(
+            path,
+            running,
+            log_filter,
+            bound.routes(),
+            bound.count_limits(),
+        ));
     }
     let shutdown = Shutdown::new();
     let trigger = shutdown.clone();
@@ -184,6 +190,7 @@ async fn reload_on_sighup(
     mut running: Config,
     log_filter: LogFilterHandle,
     routes: std::sync::Arc<subcar::subscriptions::Routes>,
+    count_limits: std::sync::Arc<subcar::transport::CountLimits>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
@@ -222,13 +229,27 @@ async fn reload_on_sighup(
                 "subscriptions filter/allow rules applied"
             );
         }
+        if let Some((max_connections, max_subscriptions)) = plan.count_limits {
+            count_limits.set(max_connections, max_subscriptions);
+            running.limits.max_connections = max_connections;
+            running.limits.max_subscriptions_per_connection = max_subscriptions;
+            tracing::info!(
+                max_connections,
+                max_subscriptions_per_connection = max_subscriptions,
+                "limits applied"
+            );
+        }
         for section in &plan.needs_restart {
             tracing::warn!(
                 section,
                 "configuration changed; this section takes effect after a restart"
             );
         }
-        if plan.log_filter.is_none() && !plan.subscriptions && plan.needs_restart.is_empty() {
+        if plan.log_filter.is_none()
+            && !plan.subscriptions
+            && plan.count_limits.is_none()
+            && plan.needs_restart.is_empty()
+        {
             tracing::info!("configuration reloaded; nothing changed");
         }
     }

@@ -13,6 +13,9 @@ pub struct ReloadPlan {
     /// Whether `[[subscriptions]]` changed: their expressions are applied
     /// in place, and what cannot be is reported then.
     pub subscriptions: bool,
+    /// New `limits.max_connections` and
+    /// `limits.max_subscriptions_per_connection`, when either changed.
+    pub count_limits: Option<(usize, usize)>,
     /// Sections that changed but only take effect after a restart.
     pub needs_restart: Vec<&'static str>,
 }
@@ -29,6 +32,18 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
         plan.log_filter = Some(new.log.filter.clone());
     }
     plan.subscriptions = differs(&running.subscriptions, &new.subscriptions);
+    let counts =
+        |l: &crate::config::LimitsConfig| (l.max_connections, l.max_subscriptions_per_connection);
+    if counts(&running.limits) != counts(&new.limits) {
+        plan.count_limits = Some(counts(&new.limits));
+    }
+    // The other limits size each connection's buffers and queue when it is
+    // accepted: they need a restart.
+    let mut new_limits = new.limits.clone();
+    (
+        new_limits.max_connections,
+        new_limits.max_subscriptions_per_connection,
+    ) = counts(&running.limits);
     let sections: [(&'static str, bool); 9] = [
         ("server", differs(&running.server, &new.server)),
         ("admin", differs(&running.admin, &new.admin)),
@@ -36,7 +51,7 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
         ("schema", differs(&running.schema, &new.schema)),
         ("webhook", differs(&running.webhook, &new.webhook)),
         ("heartbeat", differs(&running.heartbeat, &new.heartbeat)),
-        ("limits", differs(&running.limits, &new.limits)),
+        ("limits", differs(&running.limits, &new_limits)),
         ("bus", differs(&running.bus, &new.bus)),
         ("log.format", running.log.format != new.log.format),
     ];
@@ -67,6 +82,23 @@ mod tests {
         assert_eq!(plan.log_filter.as_deref(), Some("debug"));
         assert_eq!(plan.needs_restart, vec!["server"]);
         assert!(!plan.subscriptions);
+    }
+
+    #[test]
+    fn count_limits_are_applied_and_buffer_sizes_need_a_restart() {
+        let running = parse("");
+        let new = parse("[limits]\nmax_connections = 5\nmax_subscriptions_per_connection = 1\n");
+        let counts = plan(&running, &new);
+        assert_eq!(counts.count_limits, Some((5, 1)));
+        assert!(
+            counts.needs_restart.is_empty(),
+            "{:?}",
+            counts.needs_restart
+        );
+        let new = parse("[limits]\noutbound_queue = 7\n");
+        let sizes = plan(&running, &new);
+        assert_eq!(sizes.count_limits, None);
+        assert_eq!(sizes.needs_restart, vec!["limits"]);
     }
 
     #[test]

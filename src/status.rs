@@ -21,6 +21,8 @@ pub struct StatusSource {
     pub health: Arc<Health>,
     pub schema: LiveSchema,
     pub limits: LimitsConfig,
+    /// The count limits in force (a reload may have changed them).
+    pub count_limits: Arc<crate::transport::CountLimits>,
     pub rate_limits: RateLimitsConfig,
     pub upstream_url: String,
 }
@@ -97,7 +99,11 @@ impl StatusSource {
             schema: SchemaReport {
                 upstream_part: self.schema.upstream_part(),
             },
-            limits: self.limits.clone(),
+            limits: LimitsConfig {
+                max_connections: self.count_limits.max_connections(),
+                max_subscriptions_per_connection: self.count_limits.max_subscriptions(),
+                ..self.limits.clone()
+            },
             rate_limits: self.rate_limits.clone(),
         }
     }

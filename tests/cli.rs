@@ -245,8 +245,8 @@ async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
     let (mut child, public) = spawn_running(&path, Stdio::piped()).await;
     let client = reqwest::Client::new();
 
-    let changed = text.replace("filter = \"warn\"", "filter = \"info\"")
-        + "\n[limits]\nmax_connections = 5\n";
+    let changed =
+        text.replace("filter = \"warn\"", "filter = \"info\"") + "\n[limits]\noutbound_queue = 5\n";
     std::fs::write(&path, changed).unwrap();
     send_signal(&child, "-HUP");
 
@@ -427,10 +427,11 @@ where
         .unwrap();
 }
 
-/// SIGHUP with a changed `filter`: the live subscription follows the new
-/// expression on the same socket.
+/// SIGHUP with a changed `filter` and a lower subscription limit: the live
+/// subscription follows the new expression, and the open socket the new
+/// limit.
 #[tokio::test]
-async fn sighup_applies_a_new_filter_to_live_subscriptions() {
+async fn sighup_applies_a_new_filter_and_limits_to_live_connections() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -445,20 +446,23 @@ async fn sighup_applies_a_new_filter_to_live_subscriptions() {
     let filtered = text.replace(
         block,
         &format!("{block}filter = \"event.id != 'hidden'\"\n"),
-    );
+    ) + "\n[limits]\nmax_subscriptions_per_connection = 1\n";
     std::fs::write(&path, filtered).unwrap();
     send_signal(&child, "-HUP");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
+    let (mut rules, mut limits) = (false, false);
+    while !(rules && limits) {
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
             .await
             .expect("reload is logged")
             .unwrap()
             .expect("subcar still running");
+        assert!(!line.contains("after a restart"), "{line}");
         if line.contains("filter/allow rules applied") {
             assert!(line.contains("not_applied=0"), "{line}");
-            break;
+            rules = true;
         }
+        limits |= line.contains("limits applied");
     }
     for id in ["hidden", "shown"] {
         post_event(&webhook, id).await;
@@ -472,5 +476,19 @@ async fn sighup_applies_a_new_filter_to_live_subscriptions() {
         }
     };
     assert_eq!(next["payload"]["data"]["incidentUpdated"]["id"], "shown");
+    // One subscription is open: a second one is now over the limit.
+    ws_send(
+        &mut ws,
+        json!({"id": "2", "type": "subscribe", "payload": {"query": "subscription { incidentUpdated { id } }"}}),
+    )
+    .await;
+    let refused = loop {
+        let v = ws_recv(&mut ws).await.expect("the socket stays open");
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(refused["id"], "2");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
     child.kill().await.unwrap();
 }

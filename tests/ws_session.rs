@@ -16,7 +16,8 @@ use subcar::config::SchemaConfig;
 use subcar::subscriptions::{Registry, Routes};
 use subcar::transport::protocol::{ClientMessage, CloseCode, Inbound, Outbound};
 use subcar::transport::{
-    AllowAll, Authenticator, ExecuteError, Executor, InboundStack, Session, SessionLimits, Shared,
+    AllowAll, Authenticator, CountLimits, ExecuteError, Executor, InboundStack, Session,
+    SessionLimits, Shared,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
@@ -103,10 +104,9 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
             init_timeout: Duration::from_secs(3),
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(10),
-            max_subscriptions: 2,
             outbound_queue: 16,
             max_message_bytes: 65536,
-            max_connections: 10,
+            counts: Arc::new(CountLimits::new(10, 2)),
         },
         metrics: Arc::new(subcar::metrics::Metrics::new()),
     });

@@ -9,6 +9,7 @@ pub mod session;
 pub mod upgrade;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,22 +68,63 @@ pub struct SessionLimits {
     pub init_timeout: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
-    pub max_subscriptions: usize,
     pub outbound_queue: usize,
     pub max_message_bytes: usize,
-    pub max_connections: usize,
+    /// The limits that are counts of live things, changeable while running.
+    pub counts: Arc<CountLimits>,
+}
+
+/// `limits.max_connections` and `limits.max_subscriptions_per_connection`:
+/// checked against live counts at each upgrade and `subscribe`, so a
+/// configuration reload can change them without touching a connection.
+#[derive(Debug)]
+pub struct CountLimits {
+    max_connections: AtomicUsize,
+    max_subscriptions: AtomicUsize,
+}
+
+impl CountLimits {
+    pub fn new(max_connections: usize, max_subscriptions: usize) -> Self {
+        Self {
+            max_connections: AtomicUsize::new(max_connections),
+            max_subscriptions: AtomicUsize::new(max_subscriptions),
+        }
+    }
+
+    pub fn from_config(limits: &crate::config::LimitsConfig) -> Self {
+        Self::new(
+            limits.max_connections,
+            limits.max_subscriptions_per_connection,
+        )
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn max_subscriptions(&self) -> usize {
+        self.max_subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Applies new values (a reload); connections over a lowered limit stay,
+    /// only new ones are refused.
+    pub fn set(&self, max_connections: usize, max_subscriptions: usize) {
+        self.max_connections
+            .store(max_connections, Ordering::Relaxed);
+        self.max_subscriptions
+            .store(max_subscriptions, Ordering::Relaxed);
+    }
 }
 
 impl SessionLimits {
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &Config, counts: Arc<CountLimits>) -> Self {
         Self {
             init_timeout: config.heartbeat.init_timeout,
             heartbeat_interval: config.heartbeat.interval,
             heartbeat_timeout: config.heartbeat.timeout,
-            max_subscriptions: config.limits.max_subscriptions_per_connection,
             outbound_queue: config.limits.outbound_queue,
             max_message_bytes: config.limits.max_message_bytes,
-            max_connections: config.limits.max_connections,
+            counts,
         }
     }
 }

@@ -500,7 +500,7 @@ where
                     .values()
                     .filter(|o| matches!(o, Op::Subscription { .. }))
                     .count();
-                if count >= self.shared.limits.max_subscriptions {
+                if count >= self.shared.limits.counts.max_subscriptions() {
                     self.shared
                         .metrics
                         .refused(Refusal::rate_limit_subscription);

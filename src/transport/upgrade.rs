@@ -121,7 +121,7 @@ impl WsEndpoint {
             .stats
             .connections
             .load(Ordering::Relaxed)
-            >= limits.max_connections
+            >= limits.counts.max_connections()
         {
             self.shared.metrics.refused(Refusal::capacity);
             let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
