@@ -44,6 +44,9 @@ struct Queue {
     ready: Notify,
     /// Set when the session is gone: offers are dropped.
     closed: AtomicBool,
+    /// Set on the first overflow, before the token is cancelled: checked on
+    /// every offer, where the token's own check would take its lock.
+    overflowed: AtomicBool,
 }
 
 /// The dispatcher's side of a connection's queue; cheap to clone.
@@ -96,6 +99,7 @@ pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
         capacity: capacity.max(1),
         ready: Notify::new(),
         closed: AtomicBool::new(false),
+        overflowed: AtomicBool::new(false),
     });
     let slow = CancellationToken::new();
     (
@@ -117,11 +121,14 @@ impl Outbox {
     /// Queues a frame without waiting.
     pub fn offer(&self, delivery: Delivery) -> Offer {
         let q = &*self.queue;
-        if q.closed.load(Ordering::Relaxed) || self.slow.is_cancelled() {
+        if q.closed.load(Ordering::Relaxed) || q.overflowed.load(Ordering::Relaxed) {
             return Offer::Dropped;
         }
         if q.pending.fetch_add(1, Ordering::AcqRel) >= q.capacity {
             q.pending.fetch_sub(1, Ordering::AcqRel);
+            if q.overflowed.swap(true, Ordering::AcqRel) {
+                return Offer::Dropped;
+            }
             self.slow.cancel();
             return Offer::Overflowed;
         }
