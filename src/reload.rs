@@ -1,7 +1,8 @@
 //! SIGHUP: the configuration file is read again; what can change without
 //! dropping connections is applied (`log.filter`, the `filter` and `allow`
-//! expressions of `[[subscriptions]]`), and every other change is named in
-//! the log as needing a restart.
+//! expressions of `[[subscriptions]]`, `limits.max_connections` and
+//! `limits.max_subscriptions_per_connection`), and every other change is
+//! named in the log as needing a restart.
 
 use crate::config::Config;
 

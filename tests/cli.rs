@@ -237,7 +237,6 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 /// section that needs a restart is named, and serving goes on.
 #[tokio::test]
 async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, &upstream.url(), "[log]\nfilter = \"warn\"");
@@ -247,20 +246,13 @@ async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
 
     let changed =
         text.replace("filter = \"warn\"", "filter = \"info\"") + "\n[limits]\noutbound_queue = 5\n";
-    std::fs::write(&path, changed).unwrap();
-    send_signal(&child, "-HUP");
-
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (mut applied, mut restart) = (false, false);
-    while !(applied && restart) {
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .expect("reload is logged")
-            .unwrap()
-            .expect("subcar still running");
+    reload(&mut child, &path, &changed, |line| {
         applied |= line.contains("log.filter applied");
         restart |= line.contains("after a restart") && line.contains("limits");
-    }
+        applied && restart
+    })
+    .await;
     let res = client
         .post(format!("http://{public}/graphql"))
         .json(&json!({"query": "{ hello }"}))
@@ -327,6 +319,30 @@ async fn sigterm_keeps_sockets_until_the_drain_ends_then_closes_them_1001() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Writes `text` to the running child's config file, sends SIGHUP, and
+/// feeds the child's stderr lines to `done` until it says so.
+async fn reload(
+    child: &mut tokio::process::Child,
+    path: &std::path::Path,
+    text: &str,
+    mut done: impl FnMut(&str) -> bool,
+) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    std::fs::write(path, text).unwrap();
+    send_signal(child, "-HUP");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("reload is logged")
+            .unwrap()
+            .expect("subcar still running");
+        if done(&line) {
+            return;
+        }
+    }
 }
 
 fn send_signal(child: &tokio::process::Child, signal: &str) {
@@ -432,7 +448,6 @@ where
 /// limit.
 #[tokio::test]
 async fn sighup_applies_a_new_filter_and_limits_to_live_connections() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let block = "[[subscriptions]]\nfield = \"incidentUpdated\"\n";
@@ -447,23 +462,17 @@ async fn sighup_applies_a_new_filter_and_limits_to_live_connections() {
         block,
         &format!("{block}filter = \"event.id != 'hidden'\"\n"),
     ) + "\n[limits]\nmax_subscriptions_per_connection = 1\n";
-    std::fs::write(&path, filtered).unwrap();
-    send_signal(&child, "-HUP");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (mut rules, mut limits) = (false, false);
-    while !(rules && limits) {
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .expect("reload is logged")
-            .unwrap()
-            .expect("subcar still running");
+    reload(&mut child, &path, &filtered, |line| {
         assert!(!line.contains("after a restart"), "{line}");
         if line.contains("filter/allow rules applied") {
             assert!(line.contains("not_applied=0"), "{line}");
             rules = true;
         }
         limits |= line.contains("limits applied");
-    }
+        rules && limits
+    })
+    .await;
     for id in ["hidden", "shown"] {
         post_event(&webhook, id).await;
     }

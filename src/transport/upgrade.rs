@@ -124,17 +124,11 @@ impl WsEndpoint {
             >= limits.counts.max_connections()
         {
             self.shared.metrics.refused(Refusal::capacity);
-            let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return res;
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
         }
         if self.drain.is_triggered() {
             self.shared.metrics.refused(Refusal::draining);
-            let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return res;
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
         }
         let accept = derive_accept_key(key.as_bytes());
         let forwarded = request.headers().clone();
@@ -228,12 +222,15 @@ fn close_delay(n: u64) -> Duration {
     CLOSE_SPREAD.mul_f64(fraction)
 }
 
+/// A refused upgrade; a `503` (capacity, drain) says when to come back.
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
-    let code = match status {
-        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
-        _ => "BAD_REQUEST",
-    };
-    crate::error::graphql_error(status, code, message)
+    if status != StatusCode::SERVICE_UNAVAILABLE {
+        return crate::error::graphql_error(status, "BAD_REQUEST", message);
+    }
+    let mut res = crate::error::graphql_error(status, "UNAVAILABLE", message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
 }
 
 #[cfg(test)]
