@@ -6,10 +6,12 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use subcar::app::App;
+use subcar::app::{App, AppError};
 use subcar::config::Config;
 use subcar::shutdown::Shutdown;
+use subcar::subscriptions::Registry;
 use tokio::task::JoinHandle;
 
 pub use upstream::TestUpstream;
@@ -22,12 +24,18 @@ pub fn manifest_dir() -> PathBuf {
 pub struct TestSubcar {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    pub webhook: SocketAddr,
+    pub registry: Arc<Registry>,
     shutdown: Shutdown,
     task: Option<JoinHandle<()>>,
 }
 
 pub struct Builder {
     introspect: bool,
+    /// The subscription SDL (`schema.path`); `examples/schema.graphql` by default.
+    schema_path: PathBuf,
+    /// Lines for the `[schema]` section.
+    schema: String,
     upstream_url: String,
     server: String,
     upstream: String,
@@ -38,6 +46,8 @@ impl TestSubcar {
     pub fn builder(upstream_url: impl Into<String>) -> Builder {
         Builder {
             introspect: false,
+            schema_path: manifest_dir().join("examples/schema.graphql"),
+            schema: String::new(),
             upstream_url: upstream_url.into(),
             server: String::new(),
             upstream: String::new(),
@@ -83,6 +93,19 @@ impl Builder {
         self
     }
 
+    /// Another subscription SDL file for `schema.path`.
+    pub fn schema_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.schema_path = path.into();
+        self
+    }
+
+    /// Extra lines for the `[schema]` section (e.g. `upstream_sdl`).
+    pub fn schema(mut self, lines: &str) -> Self {
+        self.schema.push_str(lines);
+        self.schema.push('\n');
+        self
+    }
+
     /// Extra lines for the `[server]` section.
     pub fn server(mut self, lines: &str) -> Self {
         self.server.push_str(lines);
@@ -105,7 +128,6 @@ impl Builder {
     }
 
     pub fn config_text(&self) -> String {
-        let schema = manifest_dir().join("examples/schema.graphql");
         format!(
             r#"
 [server]
@@ -120,6 +142,7 @@ url = "{url}"
 [schema]
 path = "{schema}"
 introspect_upstream = {introspect}
+{schema_lines}
 [webhook]
 listen = "127.0.0.1:0"
 {extra}
@@ -127,28 +150,34 @@ listen = "127.0.0.1:0"
             server = self.server,
             url = self.upstream_url,
             upstream = self.upstream,
-            schema = schema.display(),
+            schema = self.schema_path.display(),
+            schema_lines = self.schema,
             extra = self.extra,
             introspect = self.introspect,
         )
     }
 
     pub async fn spawn(self) -> TestSubcar {
+        self.try_spawn().await.expect("subcar starts")
+    }
+
+    /// Like [`Builder::spawn`], returning what stopped the start-up (the
+    /// configuration must parse).
+    pub async fn try_spawn(self) -> Result<TestSubcar, AppError> {
         let config =
             Config::parse(&self.config_text(), std::iter::empty()).expect("test config is valid");
-        let app = App::build(config).expect("app builds");
-        app.learn_upstream_schema().await.expect("schemas merge");
-        let bound = app.bind().await.expect("binds");
-        let addr = bound.public_addr();
-        let admin = bound.admin_addr();
+        let app = App::build(config)?;
+        app.learn_upstream_schema().await?;
+        let bound = app.bind().await?;
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(bound.run(shutdown.clone()));
-        TestSubcar {
-            addr,
-            admin,
+        Ok(TestSubcar {
+            addr: bound.public_addr(),
+            admin: bound.admin_addr(),
+            webhook: bound.webhook_addr(),
+            registry: bound.registry(),
+            task: Some(tokio::spawn(bound.run(shutdown.clone()))),
             shutdown,
-            task: Some(task),
-        }
+        })
     }
 }
 

@@ -5,14 +5,20 @@
 //! for [`TestUpstream::release`]), `status:<code>`, `sleep:<ms>`.
 //! `me` is an authentication query: it answers the caller's identity for an
 //! `Authorization: Bearer user:<id>:<tenant>` header and an error otherwise.
+//! `ticket(id)` is the entity the enrichment tests complete events with, with
+//! rights per caller (see [`QueryRoot::ticket`]); request bodies naming an id
+//! `http-<code>` or `http-garbage` are answered with that HTTP status or with
+//! bytes that are not JSON.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, Object, Schema, SimpleObject};
+use async_graphql::{
+    Context, EmptySubscription, Enum, ErrorExtensions, ID, Object, Schema, SimpleObject, Union,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -78,6 +84,233 @@ impl QueryRoot {
         tokio::time::sleep(Duration::from_secs(2)).await;
         true
     }
+
+    /// A ticket as the caller may see it. Callers are `Bearer user:<id>:<tenant>`
+    /// or a JWT (not verified here) whose `role` claim stands for the tenant;
+    /// anyone else gets an `UNAUTHENTICATED` error. Ids:
+    /// - `<tenant>-<n>`: a ticket of that tenant, `null` for other tenants;
+    ///   tenant `public` is seen by everyone. `ops-1`, `ops-2`, `dev-1` have
+    ///   hand-written values ([`ticket_data`]), others are derived from the id;
+    /// - `slow-<ms>-<id>`: as `<id>`, answered after `<ms>` milliseconds;
+    /// - `forbidden`: an error with `extensions.code = "FORBIDDEN"`;
+    /// - `broken`: a public ticket whose `notes` field fails.
+    ///
+    /// `notes` is visible to tenant `ops` only (`null` for the others).
+    async fn ticket(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Ticket>> {
+        let caller = ctx
+            .data::<HeaderMap>()
+            .ok()
+            .and_then(caller_of)
+            .ok_or_else(|| coded("not authenticated", "UNAUTHENTICATED"))?;
+        let mut key = id.as_str();
+        if let Some((ms, rest)) = key.strip_prefix("slow-").and_then(|s| s.split_once('-')) {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            key = rest;
+        }
+        let broken = key == "broken";
+        let data = match key {
+            "forbidden" => return Err(coded("you may not see this ticket", "FORBIDDEN")),
+            "broken" => ticket_data("public-broken"),
+            _ => ticket_data(key),
+        };
+        Ok(data
+            .filter(|d| d.tenant == "public" || d.tenant == caller.tenant)
+            .map(|data| Ticket {
+                id: id.to_string(),
+                data,
+                caller_tenant: caller.tenant,
+                broken,
+            }))
+    }
+}
+
+/// The identity behind an `Authorization` header, for [`QueryRoot::ticket`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    pub id: String,
+    pub tenant: String,
+}
+
+/// `Bearer user:<id>:<tenant>`, or a JWT with `sub` and `role` claims.
+pub fn caller_of(headers: &HeaderMap) -> Option<Caller> {
+    let bearer = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    if let Some((id, tenant)) = bearer.strip_prefix("user:").and_then(|t| t.split_once(':')) {
+        return Some(Caller {
+            id: id.to_owned(),
+            tenant: tenant.to_owned(),
+        });
+    }
+    use base64::Engine;
+    let payload = bearer.split('.').nth(1)?;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()?,
+    )
+    .ok()?;
+    Some(Caller {
+        id: claims["sub"].as_str()?.to_owned(),
+        tenant: claims["role"].as_str()?.to_owned(),
+    })
+}
+
+fn coded(message: &str, code: &'static str) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Severity {
+    P1,
+    P2,
+    P3,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct User {
+    pub id: ID,
+    pub name: String,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Comment {
+    pub text: String,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct StatusChange {
+    pub from: String,
+    pub to: String,
+}
+
+/// What happened last to a ticket: an abstract type for fragments with type
+/// conditions.
+#[derive(Union, Clone, Debug)]
+pub enum Activity {
+    Comment(Comment),
+    StatusChange(StatusChange),
+}
+
+/// The stored values of a ticket, before rights are applied.
+#[derive(Clone, Debug)]
+pub struct TicketData {
+    pub tenant: String,
+    pub title: Option<String>,
+    pub severity: Severity,
+    pub tags: Vec<String>,
+    pub owner: Option<User>,
+    pub notes: String,
+    pub last_activity: Option<Activity>,
+}
+
+/// The tickets of [`QueryRoot::ticket`] by id: `None` for an id that is not
+/// `<tenant>-<something>`.
+pub fn ticket_data(key: &str) -> Option<TicketData> {
+    let user = |id: &str, name: &str| {
+        Some(User {
+            id: ID::from(id),
+            name: name.to_owned(),
+        })
+    };
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    Some(match key {
+        "ops-1" => TicketData {
+            tenant: "ops".into(),
+            title: Some("db down".into()),
+            severity: Severity::P1,
+            tags: strings(&["db", "prod"]),
+            owner: user("u1", "Ada"),
+            notes: "failover to the replica".into(),
+            last_activity: Some(Activity::Comment(Comment {
+                text: "on it".into(),
+            })),
+        },
+        "ops-2" => TicketData {
+            tenant: "ops".into(),
+            title: Some("disk full".into()),
+            severity: Severity::P2,
+            tags: Vec::new(),
+            owner: None,
+            notes: "grow the volume".into(),
+            last_activity: Some(Activity::StatusChange(StatusChange {
+                from: "open".into(),
+                to: "resolved".into(),
+            })),
+        },
+        "dev-1" => TicketData {
+            tenant: "dev".into(),
+            title: Some("flaky test".into()),
+            severity: Severity::P3,
+            tags: strings(&["ci"]),
+            owner: user("u3", "Grace"),
+            notes: "retry it".into(),
+            last_activity: None,
+        },
+        _ => {
+            let (tenant, _) = key.split_once('-')?;
+            TicketData {
+                tenant: tenant.into(),
+                title: Some(format!("Ticket {key}")),
+                severity: Severity::P2,
+                tags: vec![tenant.to_owned()],
+                owner: user(&format!("u-{tenant}"), &format!("{tenant} on-call")),
+                notes: format!("notes of {key}"),
+                last_activity: Some(Activity::Comment(Comment {
+                    text: "opened".into(),
+                })),
+            }
+        }
+    })
+}
+
+/// A ticket as one caller sees it.
+pub struct Ticket {
+    id: String,
+    data: TicketData,
+    caller_tenant: String,
+    broken: bool,
+}
+
+#[Object]
+impl Ticket {
+    async fn id(&self) -> ID {
+        ID::from(self.id.as_str())
+    }
+
+    async fn title(&self) -> Option<&str> {
+        self.data.title.as_deref()
+    }
+
+    async fn severity(&self) -> Severity {
+        self.data.severity
+    }
+
+    async fn tags(&self) -> &[String] {
+        &self.data.tags
+    }
+
+    async fn owner(&self) -> Option<&User> {
+        self.data.owner.as_ref()
+    }
+
+    /// Tenant `ops` only; fails for the `broken` ticket.
+    async fn notes(&self) -> async_graphql::Result<Option<&str>> {
+        if self.broken {
+            return Err("notes are unavailable".into());
+        }
+        Ok((self.caller_tenant == "ops").then_some(self.data.notes.as_str()))
+    }
+
+    async fn last_activity(&self) -> Option<&Activity> {
+        self.data.last_activity.as_ref()
+    }
+
+    async fn tenant(&self) -> &str {
+        &self.data.tenant
+    }
 }
 
 #[derive(SimpleObject)]
@@ -100,10 +333,26 @@ impl MutationRoot {
 
 pub type UpstreamSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
+/// The upstream's schema (also for `schema.upstream_sdl` files: see [`sdl`]).
+pub fn schema() -> UpstreamSchema {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(Arc::new(AtomicI64::new(0)))
+        .finish()
+}
+
+/// The upstream's schema as SDL, for tests that run subcar against an
+/// upstream that is down or broken.
+pub fn sdl() -> String {
+    schema().sdl()
+}
+
 struct State {
     schema: UpstreamSchema,
     recorded: Mutex<Vec<Recorded>>,
     release: Notify,
+    /// Requests being answered, and the most seen at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 /// A running upstream; stops with the test's runtime.
@@ -121,13 +370,12 @@ impl TestUpstream {
     pub async fn start_on(port: u16) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let schema = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
-            .data(Arc::new(AtomicI64::new(0)))
-            .finish();
         let state = Arc::new(State {
-            schema,
+            schema: schema(),
             recorded: Mutex::new(Vec::new()),
             release: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let serving = state.clone();
         tokio::spawn(async move {
@@ -166,6 +414,25 @@ impl TestUpstream {
         self.state.release.notify_one();
     }
 
+    /// How many recorded requests have a body containing `needle`.
+    pub fn count_containing(&self, needle: &str) -> usize {
+        self.bodies_containing(needle).len()
+    }
+
+    /// The recorded requests whose body contains `needle`, in arrival order.
+    pub fn bodies_containing(&self, needle: &str) -> Vec<Recorded> {
+        let needle = needle.as_bytes();
+        self.recorded()
+            .into_iter()
+            .filter(|r| r.body.windows(needle.len()).any(|w| w == needle))
+            .collect()
+    }
+
+    /// The most requests (probes excluded) it was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Waits until the upstream has received `n` requests.
     pub async fn wait_for_requests(&self, n: usize) {
         for _ in 0..500 {
@@ -196,6 +463,29 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             headers: parts.headers.clone(),
             body: body.clone(),
         });
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    }
+    let response = answer(&state, parts, body).await;
+    if !is_probe {
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+    Ok(response)
+}
+
+async fn answer(state: &Arc<State>, parts: http::request::Parts, body: Bytes) -> Response<Body> {
+    match http_marker(&body) {
+        Some(HttpMarker::Status(status)) => {
+            let body = format!(r#"{{"errors":[{{"message":"upstream says {status}"}}]}}"#);
+            return json(status, body);
+        }
+        Some(HttpMarker::Garbage) => {
+            return Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"<html>this is not json")).boxed())
+                .unwrap();
+        }
+        None => {}
     }
     let behavior = parts
         .headers
@@ -204,19 +494,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         .unwrap_or("")
         .to_owned();
     match behavior.split_once(':').unwrap_or((behavior.as_str(), "")) {
-        ("big", _) => return Ok(big()),
+        ("big", _) => return big(),
         ("multipart", _) => {
-            return Ok(two_parts(
-                state,
+            return two_parts(
+                state.clone(),
                 "multipart/mixed; boundary=\"-\"",
                 MULTIPART,
-            ));
+            );
         }
-        ("sse", _) => return Ok(two_parts(state, "text/event-stream", SSE)),
+        ("sse", _) => return two_parts(state.clone(), "text/event-stream", SSE),
         ("status", code) => {
             let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
             let body = format!(r#"{{"errors":[{{"message":"upstream says {code}"}}]}}"#);
-            return Ok(json(status, body));
+            return json(status, body);
         }
         ("sleep", ms) => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await,
         _ => {}
@@ -225,30 +515,53 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         match async_graphql::http::parse_query_string(parts.uri.query().unwrap_or("")) {
             Ok(r) => async_graphql::BatchRequest::Single(r),
             Err(e) => {
-                return Ok(json(
+                return json(
                     StatusCode::BAD_REQUEST,
                     format!(r#"{{"errors":[{{"message":"{e}"}}]}}"#),
-                ));
+                );
             }
         }
     } else {
         match serde_json::from_slice::<async_graphql::BatchRequest>(&body) {
             Ok(r) => r,
             Err(e) => {
-                return Ok(json(
+                return json(
                     StatusCode::BAD_REQUEST,
                     serde_json::json!({"errors":[{"message": e.to_string()}]}).to_string(),
-                ));
+                );
             }
         }
     };
     let request = request.data(parts.headers);
     let response = state.schema.execute_batch(request).await;
-    Ok(json(
+    json(
         StatusCode::OK,
         serde_json::to_string(&response).unwrap(),
-    ))
+    )
 }
+
+/// What a request naming a ticket id `http-…` asks for.
+enum HttpMarker {
+    Status(StatusCode),
+    Garbage,
+}
+
+fn http_marker(body: &[u8]) -> Option<HttpMarker> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.match_indices("http-").find_map(|(i, _)| {
+        let rest = &text[i + 5..];
+        if rest.starts_with("garbage") {
+            return Some(HttpMarker::Garbage);
+        }
+        let code = rest.get(..3)?;
+        code.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| StatusCode::from_u16(code.parse().ok()?).ok())
+            .flatten()
+            .map(HttpMarker::Status)
+    })
+}
+
 
 fn json(status: StatusCode, body: String) -> Response<Body> {
     Response::builder()
