@@ -2,15 +2,20 @@
 //! real async-graphql test upstream (tests/support/upstream.rs), on loopback,
 //! with the clients in this process.
 //!
-//! 1,000 subscribers in 10 roles (HS256 JWTs with a `role` claim) hold the
-//! same subscription on one enriched topic with `share_by = "claims.role"`;
-//! 200 key-only events (`{"id": "public-<n>"}`) are posted one by one to the
-//! webhook at 100 events/s. `cargo bench --bench enrichment` prints, with
-//! `upstream.batching = false` and then `true`:
-//! - upstream requests carrying `SubcarResolve` per event (10 unbatched:
-//!   one per role; 1 batched, holding 10 operations);
-//! - deliveries/s from the first POST to the last receipt;
-//! - latency webhook POST → subscriber receipt (the fetch included), p50/p99/max.
+//! 1,000 subscribers (HS256 JWTs with a `role` claim) on one enriched topic
+//! with `share_by = "claims.role"`; 200 key-only events
+//! (`{"id": "public-<n>"}`) posted one by one to the webhook at 100 events/s.
+//! Two populations, each with `upstream.batching = false` and `true`:
+//! - "10 roles": one subscription, a token per user, 10 roles: 10 fetches
+//!   per event, one per role. Batching does not merge them: a request
+//!   carries one set of credentials, and these are 10;
+//! - "10 selections": one role and one token for all, 10 selection sets:
+//!   10 fetches per event, which batching sends as 1 request.
+//!
+//! `cargo bench --bench enrichment` prints per configuration: upstream
+//! requests carrying `SubcarResolve` per event and the operations they hold,
+//! deliveries/s from the first POST to the last receipt, and latency
+//! webhook POST → subscriber receipt (the fetch included), p50/p99/max.
 //!
 //! `ENRICH_BENCH_SCALE=0.1` shrinks the subscriber and event counts.
 
@@ -29,10 +34,43 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &str = "enrichment-bench-secret-0123456789";
-const ROLES: usize = 10;
+const GROUPS: usize = 10;
 const RATE_PER_SECOND: u64 = 100;
 const RESOLVE: &str = "SubcarResolve";
-const QUERY: &str = "subscription { ticketUpdated { id title severity tags owner { name } } }";
+
+/// Who subscribes to what.
+#[derive(Clone, Copy)]
+enum Population {
+    /// Subscriber `i` has its own token, role `i % 10`, and the same query.
+    TenRoles,
+    /// Everyone has the same token and role; subscriber `i` has selection
+    /// set `i % 10`.
+    TenSelections,
+}
+
+impl Population {
+    fn name(self) -> &'static str {
+        match self {
+            Self::TenRoles => "10 roles × 1 selection",
+            Self::TenSelections => "1 role × 10 selections",
+        }
+    }
+
+    fn token(self, i: usize) -> String {
+        match self {
+            Self::TenRoles => token(&format!("user{i}"), i % GROUPS),
+            Self::TenSelections => token("service", 0),
+        }
+    }
+
+    fn query(self, i: usize) -> String {
+        let extra = match self {
+            Self::TenRoles => String::new(),
+            Self::TenSelections => format!(" k{}: title", i % GROUPS),
+        };
+        format!("subscription {{ ticketUpdated {{ id title severity tags owner {{ name }}{extra} }} }}")
+    }
+}
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
@@ -43,7 +81,7 @@ fn scale() -> f64 {
         .unwrap_or(1.0)
 }
 
-fn token(i: usize) -> String {
+fn token(sub: &str, role: usize) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -51,7 +89,7 @@ fn token(i: usize) -> String {
         + 3600;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &json!({"sub": format!("user{i}"), "role": format!("role{}", i % ROLES), "exp": exp}),
+        &json!({"sub": sub, "role": format!("role{role}"), "exp": exp}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap()
@@ -85,8 +123,8 @@ share_by = "claims.role"
         .await
 }
 
-/// A subscriber of [`QUERY`] with the token of user `i`.
-async fn subscriber(subcar: &TestSubcar, i: usize) -> Ws {
+/// Subscriber `i` of `population`.
+async fn subscriber(subcar: &TestSubcar, population: Population, i: usize) -> Ws {
     let mut req = format!("ws://{}/graphql", subcar.addr)
         .into_client_request()
         .unwrap();
@@ -95,11 +133,12 @@ async fn subscriber(subcar: &TestSubcar, i: usize) -> Ws {
         "graphql-transport-ws".parse().unwrap(),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", token(i))}});
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", population.token(i))}});
     ws.send(Message::text(init.to_string())).await.unwrap();
     let ack = ws.next().await.unwrap().unwrap();
     assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack}");
-    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": QUERY}});
+    let subscribe =
+        json!({"id": "1", "type": "subscribe", "payload": {"query": population.query(i)}});
     ws.send(Message::text(subscribe.to_string())).await.unwrap();
     ws
 }
@@ -132,10 +171,16 @@ struct Run {
     latencies_us: Vec<u64>,
 }
 
-async fn run(upstream: &TestUpstream, batching: bool, subscribers: usize, events: usize) -> Run {
+async fn run(
+    upstream: &TestUpstream,
+    population: Population,
+    batching: bool,
+    subscribers: usize,
+    events: usize,
+) -> Run {
     let subcar = subcar(upstream, batching).await;
     let clients: Vec<Ws> = futures_util::stream::iter(0..subscribers)
-        .map(|i| subscriber(&subcar, i))
+        .map(|i| subscriber(&subcar, population, i))
         .buffer_unordered(50)
         .collect()
         .await;
@@ -217,7 +262,7 @@ async fn run(upstream: &TestUpstream, batching: bool, subscribers: usize, events
 }
 
 fn main() {
-    let subscribers = ((1000.0 * scale()) as usize).max(ROLES);
+    let subscribers = ((1000.0 * scale()) as usize).max(GROUPS);
     let events = ((200.0 * scale()) as usize).max(10);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -226,19 +271,26 @@ fn main() {
     runtime.block_on(async {
         let upstream = TestUpstream::start().await;
         println!(
-            "enrichment: {subscribers} subscribers in {ROLES} roles (share_by = \"claims.role\"), {events} key-only events at {RATE_PER_SECOND}/s"
+            "enrichment: {subscribers} subscribers, share_by = \"claims.role\", {events} key-only events at {RATE_PER_SECOND}/s"
         );
         println!(
-            "| upstream.batching | SubcarResolve requests/event | operations/event | delivered | deliveries/s | POST → receipt p50 / p99 / max (ms) |"
+            "| subscribers | upstream.batching | SubcarResolve requests/event | operations/event | delivered | deliveries/s | POST → receipt p50 / p99 / max (ms) |"
         );
-        println!("|---|---|---|---|---|---|");
-        for (batching, expected_requests) in [(false, ROLES as f64), (true, 1.0)] {
-            let r = run(&upstream, batching, subscribers, events).await;
+        println!("|---|---|---|---|---|---|---|");
+        let configurations = [
+            (Population::TenRoles, false, GROUPS),
+            (Population::TenRoles, true, GROUPS),
+            (Population::TenSelections, false, GROUPS),
+            (Population::TenSelections, true, 1),
+        ];
+        for (population, batching, expected_requests) in configurations {
+            let r = run(&upstream, population, batching, subscribers, events).await;
             let l = &r.latencies_us;
             println!(
-                "| {batching} | {:.2}{} | {:.2} | {}/{} | {:.0} | {:.2} / {:.2} / {:.2} |",
+                "| {} | {batching} | {:.2}{} | {:.2} | {}/{} | {:.0} | {:.2} / {:.2} / {:.2} |",
+                population.name(),
                 r.requests_per_event,
-                if r.requests_per_event == expected_requests {
+                if r.requests_per_event == expected_requests as f64 {
                     String::new()
                 } else {
                     format!(" (expected {expected_requests})")

@@ -459,8 +459,55 @@ async fn without_share_by_subscribers_share_a_fetch_only_with_the_same_credentia
     );
 }
 
+/// Four selection sets of one subscriber: four groups with the same
+/// credentials.
+const FOUR: [&str; 4] = [
+    "subscription { ticketUpdated { id } }",
+    "subscription { ticketUpdated { title } }",
+    "subscription { ticketUpdated { id notes } }",
+    "subscription { t: ticketUpdated { tags } }",
+];
+
 #[tokio::test]
 async fn with_batching_one_event_is_one_http_request_holding_every_fetch() {
+    let env = Env::start("batching = true", &ticket_updated("")).await;
+    let mut c = env.user("u1", "ops").await;
+    for (i, query) in FOUR.iter().enumerate() {
+        subscribe(&mut c, &i.to_string(), query, json!({})).await;
+    }
+    env.wait_subscriptions(4).await;
+    env.publish("ticket.updated", json!({"id": "ops-1"})).await;
+    let got = payloads_by_id(&mut c, 4).await;
+    assert_eq!(
+        got["0"],
+        [json!({"data": {"ticketUpdated": {"id": "ops-1"}}})]
+    );
+    assert_eq!(
+        got["1"],
+        [json!({"data": {"ticketUpdated": {"title": "db down"}}})]
+    );
+    assert_eq!(
+        got["2"],
+        [json!({"data": {"ticketUpdated": {"id": "ops-1", "notes": "failover to the replica"}}})]
+    );
+    assert_eq!(got["3"], [json!({"data": {"t": {"tags": ["db", "prod"]}}})]);
+    let requests = env.upstream.bodies_containing(RESOLVE);
+    assert_eq!(requests.len(), 1, "one HTTP request for the event");
+    let operations = body_json(&requests[0]);
+    let operations = operations.as_array().expect("a JSON array of operations");
+    assert_eq!(operations.len(), 4, "{operations:?}");
+    for op in operations {
+        assert_eq!(op["operationName"], RESOLVE, "{op}");
+    }
+    assert_eq!(header(&requests[0], "authorization"), Some("Bearer user:u1:ops"));
+
+    env.publish("ticket.updated", json!({"id": "ops-2"})).await;
+    assert_eq!(payloads_by_id(&mut c, 4).await.len(), 4);
+    assert_eq!(env.resolves(), 2, "one more request for the second event");
+}
+
+#[tokio::test]
+async fn with_batching_subscribers_of_different_rights_never_share_a_request() {
     let env = Env::start(
         "batching = true",
         &format!(
@@ -472,20 +519,25 @@ async fn with_batching_one_event_is_one_http_request_holding_every_fetch() {
     let mut subs = six_subscribers(&env).await;
     env.publish("ticket.updated", json!({"id": "public-1"}))
         .await;
+    // Each tenant sees its own notes: nothing was answered with another
+    // tenant's credentials.
     each_receives(&mut subs, "public-1").await;
     let requests = env.upstream.bodies_containing(RESOLVE);
-    assert_eq!(requests.len(), 1, "one HTTP request for the event");
-    let operations = body_json(&requests[0]);
-    let operations = operations.as_array().expect("a JSON array of operations");
-    assert_eq!(operations.len(), 4, "{operations:?}");
-    for op in operations {
-        assert_eq!(op["operationName"], RESOLVE, "{op}");
-    }
-
-    env.publish("ticket.updated", json!({"id": "public-2"}))
-        .await;
-    each_receives(&mut subs, "public-2").await;
-    assert_eq!(env.resolves(), 2, "one more request for the second event");
+    let operations: usize = requests
+        .iter()
+        .map(|r| body_json(r).as_array().expect("batched").len())
+        .sum();
+    assert_eq!(operations, 4, "2 selection sets × 2 tenants");
+    // A request carries one set of credentials: at least one per tenant.
+    let mut tenants: Vec<String> = requests.iter().map(tenant_of).collect();
+    tenants.sort();
+    tenants.dedup();
+    assert_eq!(tenants, ["dev", "ops"]);
+    assert!(
+        (2..=4).contains(&requests.len()),
+        "{} requests",
+        requests.len()
+    );
 }
 
 #[tokio::test]
