@@ -36,7 +36,7 @@ use crate::server::router::{AdminRouter, GraphqlService, PublicRouter, UpgradeSe
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
 use crate::status::StatusSource;
-use crate::subscriptions::{Dispatcher, Registry, Routes};
+use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
 use crate::transport::upgrade::CLOSE_SPREAD;
 use crate::transport::{CountLimits, InboundStack, SessionLimits, Shared, WsEndpoint};
 
@@ -46,6 +46,8 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub enum AppError {
     #[error(transparent)]
     Schema(#[from] SchemaLoadError),
+    #[error(transparent)]
+    Resolve(#[from] Box<crate::graphql::fetch::ResolveSchemaError>),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
@@ -83,6 +85,8 @@ pub struct App {
     /// Connection and subscription counts allowed; a reload changes them.
     count_limits: Arc<CountLimits>,
     auth: Auth,
+    /// Completes events of `[subscriptions.resolve]` fields from the upstream.
+    enricher: Arc<Enricher>,
 }
 
 impl App {
@@ -107,7 +111,12 @@ impl App {
                 .with_rate_limit(config.rate_limits.webhook_events_per_second)
                 .with_metrics(metrics.clone()),
         );
-        Ok(Self {
+        let enricher = Arc::new(Enricher::new(
+            Arc::new(upstream.clone()),
+            config.upstream.batching,
+        ));
+        let app = Self {
+            enricher,
             count_limits: Arc::new(CountLimits::from_config(&config.limits)),
             config: Arc::new(config),
             health: Arc::new(Health::new(schema.clone(), bus.clone())),
@@ -120,7 +129,22 @@ impl App {
             routes,
             webhook,
             auth,
-        })
+        };
+        app.check_resolve()?;
+        Ok(app)
+    }
+
+    /// Checks every `[subscriptions.resolve]` against the merged schema,
+    /// once the upstream's part of it is known.
+    fn check_resolve(&self) -> Result<(), AppError> {
+        let schema = self.schema.current();
+        if !schema.upstream_loaded() {
+            return Ok(());
+        }
+        for (field, resolve) in self.routes.enriched() {
+            schema.resolve_target(field, resolve)?;
+        }
+        Ok(())
     }
 
     /// At start-up, one introspection of the upstream when the schema needs
@@ -131,7 +155,7 @@ impl App {
             return Ok(());
         }
         match self.schema.introspect(&self.upstream).await {
-            Ok(()) => Ok(()),
+            Ok(()) => self.check_resolve(),
             Err(e @ SchemaLoadError::Invalid(_)) => Err(e.into()),
             Err(e) => {
                 tracing::warn!(
@@ -405,6 +429,7 @@ impl Bound {
             &realtime,
             app.config.limits.outbound_queue,
             app.metrics.dispatch_latency.clone(),
+            app.enricher.clone(),
         );
         // Registry and bus state into /metrics, off the hot path.
         realtime.spawn(crate::subscriptions::sampler::run(

@@ -183,6 +183,58 @@ pub struct SubscriptionConfig {
     /// CEL over `claims`, `args`: who may subscribe.
     #[serde(default)]
     pub allow: Option<String>,
+    /// Complete key-only events from the upstream (enrichment).
+    #[serde(default)]
+    pub resolve: Option<ResolveConfig>,
+}
+
+/// `[subscriptions.resolve]`: how an event is completed by querying the
+/// upstream with each subscriber's selection set and credentials.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveConfig {
+    /// A field of the upstream's Query type returning the subscription
+    /// field's type.
+    pub query_field: String,
+    /// CEL over `event`, `claims`, `args`, one per argument of `query_field`.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// CEL over `claims`, `args`: subscribers with equal values share one
+    /// fetch. Unset: subscribers share only with identical credentials.
+    #[serde(default)]
+    pub share_by: Option<String>,
+    #[serde(default)]
+    pub on_null: OnNull,
+    #[serde(default)]
+    pub prefer: Prefer,
+    /// Fetches of this field in flight towards the upstream at once.
+    #[serde(default = "default_resolve_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_resolve_concurrency() -> usize {
+    32
+}
+
+/// What a subscriber gets when the upstream answers `null` (or forbidden)
+/// for the entity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNull {
+    /// Nothing: the event's existence is not revealed.
+    #[default]
+    Skip,
+    /// A `next` with the field `null`.
+    Deliver,
+}
+
+/// Which side wins when both the payload and the upstream have a field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefer {
+    #[default]
+    Payload,
+    Upstream,
 }
 
 impl SubscriptionConfig {
@@ -781,6 +833,23 @@ impl Config {
                     "subscriptions[{i}].field: {:?} is already configured by subscriptions[{first}]: expected each field once",
                     sub.field
                 ));
+            }
+            if let Some(r) = &sub.resolve {
+                if r.query_field.is_empty() {
+                    problems.push(format!(
+                        "subscriptions[{i}].resolve.query_field: empty: expected a field of the upstream's Query type"
+                    ));
+                }
+                if !self.schema.introspect_upstream && self.schema.upstream_sdl.is_none() {
+                    problems.push(format!(
+                        "subscriptions[{i}].resolve: needs the upstream's Query type: expected schema.introspect_upstream = true or schema.upstream_sdl"
+                    ));
+                }
+                if r.max_concurrency == 0 {
+                    problems.push(format!(
+                        "subscriptions[{i}].resolve.max_concurrency: 0 is not allowed: expected a positive number"
+                    ));
+                }
             }
         }
         problems.extend(self.bus.problems());

@@ -27,7 +27,7 @@ pub enum FilterError {
     )]
     Compile {
         field: String,
-        key: &'static str,
+        key: String,
         line: isize,
         column: isize,
         message: String,
@@ -103,12 +103,12 @@ fn env() -> Arc<Env> {
     ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
 }
 
-fn compile(field: &str, key: &'static str, source: &str) -> Result<Rule, FilterError> {
+fn compile(field: &str, key: &str, source: &str) -> Result<Rule, FilterError> {
     let program = env().compile(source).map_err(|errs| {
         let first = errs.errors.first();
         FilterError::Compile {
             field: field.to_owned(),
-            key,
+            key: key.to_owned(),
             line: first.map_or(0, |e| e.pos.0),
             column: first.map_or(0, |e| e.pos.1),
             message: first.map_or_else(|| errs.to_string(), |e| e.msg.clone()),
@@ -120,6 +120,46 @@ fn compile(field: &str, key: &'static str, source: &str) -> Result<Rule, FilterE
         source: source.to_owned(),
         uses_claims,
     })
+}
+
+/// A CEL expression computing a value (enrichment arguments, `share_by`),
+/// compiled once at start-up.
+#[derive(Debug)]
+pub struct Expression(Rule);
+
+impl Expression {
+    /// Compiles `source`, the value of config key `key` of `field`.
+    pub fn compile(field: &str, key: &str, source: &str) -> Result<Self, FilterError> {
+        compile(field, key, source).map(Self)
+    }
+
+    pub fn source(&self) -> &str {
+        &self.0.source
+    }
+
+    pub fn uses_claims(&self) -> bool {
+        self.0.uses_claims
+    }
+
+    /// The value over `event` with a group's `args` and `claims`.
+    pub fn eval_event(&self, event: &PreparedEvent<'_>, vars: &GroupVars) -> Result<Value, String> {
+        let mut ctx = event.scope().new_inner_scope();
+        ctx.set_variable_resolver(vars);
+        json(self.0.program.execute(&ctx))
+    }
+
+    /// The value over one subscriber's `claims` and `args`.
+    pub fn eval(&self, claims: &Value, args: &Map<String, Value>) -> Result<Value, String> {
+        let mut ctx = Context::with_env(env());
+        ctx.add_variable_from_value("claims", to_cel(claims));
+        ctx.add_variable_from_value("args", map_to_cel(args));
+        json(self.0.program.execute(&ctx))
+    }
+}
+
+fn json(result: cel::ResolveResult) -> Result<Value, String> {
+    let value = result.map_err(|e| e.to_string())?;
+    value.json().map_err(|e| e.to_string())
 }
 
 /// A JSON value as a CEL value (integers as `int`, or `uint` past `i64`).
@@ -344,6 +384,7 @@ mod tests {
             topic: None,
             filter: filter.map(str::to_owned),
             allow: allow.map(str::to_owned),
+            resolve: None,
         };
         FieldRules::compile(&config).unwrap()
     }
@@ -417,6 +458,7 @@ mod tests {
             topic: None,
             filter: Some(filter.into()),
             allow: Some("false".into()),
+            resolve: None,
         };
         r.replace(&config("event.n > 5")).unwrap();
         assert!(!r.matches(&ev, &args(json!({})), &json!({})));
@@ -438,6 +480,7 @@ mod tests {
             topic: None,
             filter: Some("event.severity ==".into()),
             allow: None,
+            resolve: None,
         };
         let err = FieldRules::compile(&config).unwrap_err();
         let FilterError::Compile { field, key, .. } = &err;

@@ -14,6 +14,7 @@
 
 pub mod canonical;
 mod coerce;
+pub mod fetch;
 pub mod filter;
 pub mod introspection;
 mod literal;
@@ -102,6 +103,8 @@ pub struct PreparedSubscription {
     args: Map<String, Value>,
     variables: Map<String, Value>,
     group_key: GroupKey,
+    /// The upstream query completing its events, for an enriched field.
+    fetch: Option<Box<fetch::FetchQuery>>,
 }
 
 /// `extensions.code` of the error `prepare` answers while a field waits
@@ -137,6 +140,19 @@ impl Schema {
         query: &str,
         operation_name: Option<&str>,
         variables: &Map<String, Value>,
+    ) -> Result<Prepared, Vec<GraphQLError>> {
+        self.prepare_with(query, operation_name, variables, &|_| None)
+    }
+
+    /// [`Self::prepare`] where `resolve` gives the `[subscriptions.resolve]`
+    /// of enriched Subscription fields: their subscriptions also get the
+    /// upstream query that completes each event ([`PreparedSubscription::fetch`]).
+    pub fn prepare_with<'r>(
+        &self,
+        query: &str,
+        operation_name: Option<&str>,
+        variables: &Map<String, Value>,
+        resolve: &dyn Fn(&str) -> Option<&'r crate::config::ResolveConfig>,
     ) -> Result<Prepared, Vec<GraphQLError>> {
         let doc: Doc = graphql_parser::parse_query::<String>(query)
             .map_err(|e| vec![syntax_error(e)])?
@@ -188,12 +204,28 @@ impl Schema {
         let root = compiler
             .field(sub, &parent, key, &nodes)
             .ok_or_else(|| vec![GraphQLError::new("The subscription selects no field.")])?;
+        let fetch = match resolve(&def.name) {
+            None => None,
+            Some(config) => {
+                let target = self.resolve_target(&def.name, config).map_err(|e| {
+                    let code = match *e {
+                        fetch::ResolveSchemaError::NotLoaded { .. } => SCHEMA_NOT_READY,
+                        _ => "INTERNAL_SERVER_ERROR",
+                    };
+                    vec![GraphQLError::new(e.to_string()).with_code(code)]
+                })?;
+                Some(Box::new(fetch::FetchQuery::build(
+                    &doc, view.vars, &nodes, key, &target, &vars,
+                )))
+            }
+        };
         let group_key = GroupKey::new(&root, &args);
         Ok(Prepared::Subscription(Arc::new(PreparedSubscription {
             root,
             args,
             variables: vars,
             group_key,
+            fetch,
         })))
     }
 

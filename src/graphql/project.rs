@@ -20,14 +20,37 @@ struct Run<'p> {
     out: Vec<u8>,
     errors: Vec<GraphQLError>,
     path: Vec<Seg<'p>>,
+    lookup: Lookup,
+}
+
+/// How the value's objects are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// By field name: an event payload.
+    FieldName,
+    /// By response key (aliases): a value already shaped like the response,
+    /// such as the upstream's answer to an enrichment query.
+    ResponseKey,
 }
 
 /// The serialised execution result for `payload` as the value of `root`.
 pub(crate) fn execute(root: &FieldPlan, payload: &Value) -> Vec<u8> {
+    execute_with(root, payload, Lookup::FieldName, Vec::new())
+}
+
+/// [`execute`] for a value keyed as `lookup` says, with `errors` listed
+/// before those of the projection itself.
+pub(crate) fn execute_with(
+    root: &FieldPlan,
+    payload: &Value,
+    lookup: Lookup,
+    errors: Vec<GraphQLError>,
+) -> Vec<u8> {
     let mut run = Run {
         out: Vec::with_capacity(256),
-        errors: Vec::new(),
+        errors,
         path: Vec::with_capacity(8),
+        lookup,
     };
     run.out.push(b'{');
     run.out.extend_from_slice(&root.key_json);
@@ -290,7 +313,11 @@ impl<'p> Run<'p> {
             let child = if matches!(f.completion, Completion::Typename) {
                 Some(v)
             } else {
-                map.and_then(|m| m.get(&f.name))
+                let key = match self.lookup {
+                    Lookup::FieldName => &f.name,
+                    Lookup::ResponseKey => &f.key,
+                };
+                map.and_then(|m| m.get(key))
             };
             let r = self.field_value(f, child);
             self.path.pop();

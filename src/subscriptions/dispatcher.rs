@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::graphql::filter::PreparedEvent;
 use crate::shutdown::Shutdown;
 
+use super::enrich::{Enricher, FieldEnrichment, Planned};
 use super::registry::{Group, Registry};
 use crate::bus::{BusItem, BusSubscription, Cursor};
 
@@ -66,6 +67,7 @@ impl Dispatcher {
         shutdown: &Shutdown,
         outbound_queue: usize,
         latency: Histogram,
+        enricher: Arc<Enricher>,
     ) -> Self {
         let yield_every = (outbound_queue / 4).max(1);
         let mut workers = Vec::with_capacity(registry.shards());
@@ -75,7 +77,13 @@ impl Dispatcher {
             let latency = latency.clone();
             shutdown.spawn(worker(shard, registry.clone(), rx, yield_every, latency));
         }
-        shutdown.spawn(plan(registry, bus, workers, shutdown.token().clone()));
+        shutdown.spawn(plan(
+            registry,
+            bus,
+            workers,
+            enricher,
+            shutdown.token().clone(),
+        ));
         Self
     }
 }
@@ -84,6 +92,7 @@ async fn plan(
     registry: Arc<Registry>,
     mut bus: Box<dyn BusSubscription>,
     workers: Vec<mpsc::Sender<Arc<Batch>>>,
+    enricher: Arc<Enricher>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -96,10 +105,10 @@ async fn plan(
         };
         let received = Instant::now();
         let mut jobs = Vec::new();
-        plan_item(&registry, first, &mut jobs);
+        plan_item(&registry, &enricher, first, &mut jobs);
         for _ in 1..MAX_BATCH {
             match bus.try_recv() {
-                Some(item) => plan_item(&registry, item, &mut jobs),
+                Some(item) => plan_item(&registry, &enricher, item, &mut jobs),
                 None => break,
             }
         }
@@ -118,7 +127,7 @@ async fn plan(
     }
 }
 
-fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
+fn plan_item(registry: &Arc<Registry>, enricher: &Enricher, item: BusItem, jobs: &mut Vec<Job>) {
     let (event, cursor) = match item {
         BusItem::Event(e, c) => (e, c),
         BusItem::Lagged(n) => {
@@ -131,8 +140,21 @@ fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
         }
     };
     let prepared = PreparedEvent::new(&event.payload);
+    let mut enriched: Vec<(Arc<FieldEnrichment>, Vec<Planned>)> = Vec::new();
     for group in registry.groups(&event.topic) {
         if !group.matches(&prepared) {
+            continue;
+        }
+        if let (Some(field), Some(_)) = (&group.route.enrich, &group.fetching) {
+            let args = field.args(&prepared, group.vars());
+            let planned = Planned {
+                group: group.clone(),
+                args,
+            };
+            match enriched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, field)) {
+                Some((_, list)) => list.push(planned),
+                None => enriched.push((field.clone(), vec![planned])),
+            }
             continue;
         }
         let payload = group.prepared.project(&event.payload);
@@ -150,6 +172,9 @@ fn plan_item(registry: &Registry, item: BusItem, jobs: &mut Vec<Job>) {
             payload,
             resume,
         });
+    }
+    for (field, planned) in enriched {
+        enricher.submit(&field, &event, planned, registry);
     }
 }
 
@@ -197,6 +222,19 @@ mod tests {
     use crate::subscriptions::{Routes, outbox::outbox, registry::Subscriber};
     use serde_json::{Map, json};
 
+    struct NoUpstream;
+
+    impl crate::subscriptions::enrich::UpstreamFetch for NoUpstream {
+        fn post(
+            &self,
+            _: Bytes,
+            _: http::HeaderMap,
+        ) -> futures_util::future::BoxFuture<'static, Result<(http::StatusCode, Bytes), String>>
+        {
+            Box::pin(async { Err("no upstream in this test".to_owned()) })
+        }
+    }
+
     fn prepare(schema: &Schema, q: &str) -> Arc<crate::graphql::PreparedSubscription> {
         match schema.prepare(q, None, &Map::new()).unwrap() {
             Prepared::Subscription(p) => p,
@@ -218,6 +256,7 @@ mod tests {
             &shutdown,
             1000,
             latency.clone(),
+            Arc::new(Enricher::new(Arc::new(NoUpstream), false)),
         );
 
         let pa = prepare(&schema, "subscription { a }");
@@ -236,6 +275,7 @@ mod tests {
                 serial: 7,
                 resume: false,
                 outbox: out,
+                credentials: Default::default(),
             };
             let h = registry.register(&slot, sub);
             conns.push((slot, h, inbox, p.field().to_owned()));
@@ -288,6 +328,7 @@ mod tests {
                 serial: 1,
                 resume: false,
                 outbox: out,
+                credentials: Default::default(),
             },
         );
         let group = registry.groups("a").pop().unwrap();

@@ -4,6 +4,7 @@
 //! a connection is just an [`outbox::Outbox`] of pre-serialised frames.
 
 pub mod dispatcher;
+pub mod enrich;
 pub mod outbox;
 pub mod registry;
 pub mod sampler;
@@ -15,6 +16,7 @@ use crate::config::SubscriptionConfig;
 use crate::graphql::filter::{FieldRules, FilterError, ReplaceError};
 
 pub use dispatcher::Dispatcher;
+pub use enrich::{Enricher, FetchCredentials, FieldEnrichment};
 pub use outbox::{Delivery, Inbox, Outbox};
 pub use registry::{Registry, SubscriptionHandle};
 
@@ -23,6 +25,8 @@ pub use registry::{Registry, SubscriptionHandle};
 pub struct Route {
     pub topic: Arc<str>,
     pub rules: Arc<FieldRules>,
+    /// `[subscriptions.resolve]`: events are completed from the upstream.
+    pub enrich: Option<Arc<FieldEnrichment>>,
 }
 
 /// Field → route, for configured fields and for every other field of the
@@ -46,6 +50,7 @@ impl Routes {
             let route = Route {
                 topic: Arc::from(field.as_str()),
                 rules: Arc::new(rules),
+                enrich: None,
             };
             by_field.insert(field, route);
         }
@@ -55,6 +60,11 @@ impl Routes {
                 Route {
                     topic: Arc::from(c.topic()),
                     rules: Arc::new(FieldRules::compile(c)?),
+                    enrich: c
+                        .resolve
+                        .as_ref()
+                        .map(|r| FieldEnrichment::compile(&c.field, r).map(Arc::new))
+                        .transpose()?,
                 },
             );
         }
@@ -78,6 +88,12 @@ impl Routes {
                 .find(|c| &c.field == field)
                 .cloned()
                 .unwrap_or_else(|| unconfigured(field));
+            let running = route.enrich.as_ref().map(|e| &e.config);
+            if running != config.resolve.as_ref() {
+                problems.push(RouteReloadError::Resolve {
+                    field: field.clone(),
+                });
+            }
             if *route.topic != *config.topic() {
                 problems.push(RouteReloadError::Topic {
                     field: field.clone(),
@@ -106,7 +122,24 @@ impl Routes {
         self.by_field.get(field).cloned().unwrap_or_else(|| Route {
             topic: Arc::from(field),
             rules: self.default_rules.clone(),
+            enrich: None,
         })
+    }
+
+    /// The `[subscriptions.resolve]` of `field`, when it is enriched.
+    pub fn resolve_config(&self, field: &str) -> Option<&crate::config::ResolveConfig> {
+        self.by_field.get(field)?.enrich.as_ref().map(|e| &e.config)
+    }
+
+    /// Every enriched field with its `[subscriptions.resolve]`.
+    pub fn enriched(&self) -> Vec<(&str, &crate::config::ResolveConfig)> {
+        let mut out: Vec<_> = self
+            .by_field
+            .iter()
+            .filter_map(|(f, r)| r.enrich.as_ref().map(|e| (f.as_str(), &e.config)))
+            .collect();
+        out.sort_by_key(|(f, _)| *f);
+        out
     }
 
     /// Every topic that feeds some field (for the webhook's unknown-topic check).
@@ -129,6 +162,7 @@ fn unconfigured(field: &str) -> SubscriptionConfig {
         topic: None,
         filter: None,
         allow: None,
+        resolve: None,
     }
 }
 
@@ -149,6 +183,10 @@ pub enum RouteReloadError {
         "subscriptions field {field:?} is not a field of the running schema; this takes effect after a restart"
     )]
     UnknownField { field: String },
+    #[error(
+        "subscriptions field {field:?}: resolve differs from the running one; this takes effect after a restart"
+    )]
+    Resolve { field: String },
 }
 
 /// The fields of `type Subscription` / `extend type Subscription` in `sdl`.
@@ -186,6 +224,7 @@ mod tests {
             topic: Some("why".into()),
             filter: None,
             allow: None,
+            resolve: None,
         };
         let routes = Routes::new(&[cfg], fields).unwrap();
         assert_eq!(&*routes.route("x").topic, "x");

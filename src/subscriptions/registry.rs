@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use super::Route;
+use super::enrich::{FetchCredentials, Lane};
 use super::outbox::{Delivery, Offer, Outbox};
 use crate::bus::Cursor;
 use crate::graphql::filter::{GroupVars, PreparedEvent};
@@ -30,6 +31,9 @@ struct GroupId {
     key: GroupKey,
     response_key: Box<str>,
     claims: Option<String>,
+    /// For an enriched field: subscribers that may share one fetch (their
+    /// `share_by` value, or their credentials).
+    share: Option<String>,
 }
 
 /// The groups of one topic.
@@ -77,6 +81,19 @@ pub struct Group {
     /// One member table per shard; a std-style mutex because nothing async
     /// happens while it is held.
     members: Box<[Mutex<HashMap<u64, Member>>]>,
+    /// For an enriched field: the credentials its fetches use and the order
+    /// in which their results are delivered.
+    pub(crate) fetching: Option<Box<GroupFetch>>,
+}
+
+/// The fetch state of an enriched group.
+#[derive(Debug, Default)]
+pub(crate) struct GroupFetch {
+    /// The credentials of the latest member: members share a fetch only
+    /// when any one's credentials may stand for all (same `share` value),
+    /// and the latest is the least likely to have expired.
+    pub credentials: Mutex<FetchCredentials>,
+    pub lane: Lane,
 }
 
 #[derive(Debug)]
@@ -104,6 +121,8 @@ pub struct Subscriber<'a> {
     /// Deliver each event with its cursor in `payload.extensions.cursor`.
     pub resume: bool,
     pub outbox: Outbox,
+    /// What the connection authenticates with, for enrichment fetches.
+    pub credentials: FetchCredentials,
 }
 
 /// Registration of one connection: which shard its subscriptions live in.
@@ -209,11 +228,18 @@ impl Registry {
             serial,
             resume,
             outbox,
+            credentials,
         } = sub;
+        let enrich = route.enrich.clone().filter(|_| prepared.fetch().is_some());
+        let by_claims =
+            route.rules.uses_claims() || enrich.as_ref().is_some_and(|e| e.uses_claims());
         let id = GroupId {
             key: prepared.group_key().clone(),
             response_key: prepared.response_key().into(),
-            claims: route.rules.uses_claims().then(|| claims.to_string()),
+            claims: by_claims.then(|| claims.to_string()),
+            share: enrich
+                .as_ref()
+                .map(|e| e.share_key(&claims, prepared.args(), &credentials)),
         };
         let member = Member {
             prefix: envelope_prefix(op_id),
@@ -236,9 +262,13 @@ impl Registry {
                     len: AtomicUsize::new(0),
                     resume_members: AtomicUsize::new(0),
                     members: (0..self.shards).map(|_| Mutex::default()).collect(),
+                    fetching: enrich.as_ref().map(|_| Box::default()),
                 })
             })
             .clone();
+        if let Some(f) = &group.fetching {
+            *f.credentials.lock() = credentials;
+        }
         group.len.fetch_add(1, Ordering::Relaxed);
         if resume {
             // Before the member is visible: the dispatcher never finds a
@@ -294,6 +324,19 @@ impl Group {
         self.route
             .rules
             .matches_prepared(event, self.prepared.args(), &self.vars)
+    }
+
+    /// Delivers one shared payload to every member (all shards): for
+    /// enriched groups, whose payloads are completed off the planner.
+    pub(crate) fn deliver_all(&self, payload: &Bytes, stats: &RegistryStats) {
+        for shard in 0..self.members.len() {
+            self.deliver(shard, payload, None, stats);
+        }
+    }
+
+    /// The group's `args` and `claims` for CEL.
+    pub(crate) fn vars(&self) -> &GroupVars {
+        &self.vars
     }
 
     /// Whether some member wants cursors (read once per event by the planner).

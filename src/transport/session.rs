@@ -30,7 +30,7 @@ use crate::metrics::Refusal;
 use crate::subscriptions::dispatcher::with_cursor;
 use crate::subscriptions::outbox::{Inbox, Outbox, outbox};
 use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
-use crate::subscriptions::{Delivery, Route, SubscriptionHandle};
+use crate::subscriptions::{Delivery, FetchCredentials, Route, SubscriptionHandle};
 
 /// The close reason for a client that kept flooding after being told.
 const FLOODING: &str = "Too many messages";
@@ -457,11 +457,13 @@ where
         }
         let variables = payload.variables.clone().unwrap_or_default();
         let schema = self.shared.schema.current();
+        let routes = &self.shared.routes;
         let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            schema.prepare(
+            schema.prepare_with(
                 &payload.query,
                 payload.operation_name.as_deref(),
                 &variables,
+                &|field| routes.resolve_config(field),
             )
         }));
         let prepared = match prepared {
@@ -491,6 +493,13 @@ where
         match prepared {
             Prepared::Subscription(p) => {
                 let route = self.shared.routes.route(p.field());
+                if resume.is_some() && p.fetch().is_some() {
+                    let e = coded_error(
+                        "extensions.resume is not supported on a field completed from the upstream (resolve): subscribe without it",
+                        "RESUME_UNSUPPORTED",
+                    );
+                    return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
+                }
                 if !route.rules.allows(&self.claims, p.args()) {
                     let e = coded_error("Forbidden: not allowed to subscribe", "FORBIDDEN");
                     return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
@@ -527,6 +536,7 @@ where
                         serial,
                         resume: resume.is_some(),
                         outbox: self.outbox.clone(),
+                        credentials: FetchCredentials::from_headers(&self.headers),
                     },
                 );
                 self.live.push(serial);
