@@ -10,14 +10,17 @@
 //! `http-<code>` or `http-garbage` are answered with that HTTP status or with
 //! bytes that are not JSON.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_graphql::parser::types::Field;
 use async_graphql::{
-    Context, EmptySubscription, Enum, ErrorExtensions, ID, Object, Schema, SimpleObject, Union,
+    Context, ContextSelectionSet, EmptySubscription, Enum, ErrorExtensions, ID, Object,
+    OutputType, Positioned, Schema, ServerError, ServerResult, SimpleObject, Union,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -266,6 +269,39 @@ pub fn ticket_data(key: &str) -> Option<TicketData> {
     })
 }
 
+/// The `String` of `Ticket.notes`, or a failure to produce it. A failure
+/// inside an `Option` nulls only this field, as the GraphQL spec says; an
+/// error returned by the resolver itself would make async-graphql null the
+/// nearest nullable value above it (the whole ticket).
+pub enum Notes {
+    Text(String),
+    Unavailable,
+}
+
+impl OutputType for Notes {
+    fn type_name() -> Cow<'static, str> {
+        <String as OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <String as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<async_graphql::Value> {
+        match self {
+            Self::Text(text) => Ok(async_graphql::Value::String(text.clone())),
+            Self::Unavailable => Err(ctx.set_error_path(ServerError::new(
+                "notes are unavailable",
+                Some(field.pos),
+            ))),
+        }
+    }
+}
+
 /// A ticket as one caller sees it.
 pub struct Ticket {
     id: String,
@@ -297,11 +333,11 @@ impl Ticket {
     }
 
     /// Tenant `ops` only; fails for the `broken` ticket.
-    async fn notes(&self) -> async_graphql::Result<Option<&str>> {
+    async fn notes(&self) -> Option<Notes> {
         if self.broken {
-            return Err("notes are unavailable".into());
+            return Some(Notes::Unavailable);
         }
-        Ok((self.caller_tenant == "ops").then_some(self.data.notes.as_str()))
+        (self.caller_tenant == "ops").then(|| Notes::Text(self.data.notes.clone()))
     }
 
     async fn last_activity(&self) -> Option<&Activity> {
