@@ -20,12 +20,21 @@ use ws_support::{Client, PATIENCE, publish};
 /// not carry it).
 const RESOLVE: &str = "SubcarResolve";
 
-/// `[[subscriptions]]` for `field` on `topic`, completed by the upstream's
-/// `ticket(id: event.id)`, with more `[subscriptions.resolve]` lines.
-fn resolved(field: &str, topic: &str, resolve: &str) -> String {
+/// `[[subscriptions]]` for `field` on `topic` with a
+/// `[subscriptions.resolve]` of `resolve` lines.
+fn subscription(field: &str, topic: &str, resolve: &str) -> String {
     format!(
-        "[[subscriptions]]\nfield = \"{field}\"\ntopic = \"{topic}\"\n\
-         [subscriptions.resolve]\nquery_field = \"ticket\"\nargs = {{ id = \"event.id\" }}\n{resolve}\n"
+        "[[subscriptions]]\nfield = \"{field}\"\ntopic = \"{topic}\"\n[subscriptions.resolve]\n{resolve}\n"
+    )
+}
+
+/// `field` on `topic` completed by the upstream's `ticket(id: event.id)`,
+/// with more `[subscriptions.resolve]` lines.
+fn resolved(field: &str, topic: &str, resolve: &str) -> String {
+    subscription(
+        field,
+        topic,
+        &format!("query_field = \"ticket\"\nargs = {{ id = \"event.id\" }}\n{resolve}"),
     )
 }
 
@@ -261,13 +270,50 @@ async fn key_only_events_are_completed_for_each_selection_set() {
         assert!(query.contains("query SubcarResolve"), "{query}");
         assert_eq!(header(r, "authorization"), Some("Bearer user:u1:ops"));
     }
-    assert!(
-        fetches.iter().any(|r| {
-            let q = body_json(r)["query"].as_str().unwrap().to_owned();
-            q.contains("headline") && q.contains("person")
-        }),
-        "aliases and fragments are carried over"
+    for r in &fetches {
+        let query = body_json(r)["query"].as_str().unwrap().to_owned();
+        assert!(query.contains("__typename"), "subcar adds __typename: {query}");
+    }
+    // The WATCH groups' fetches keep its aliases, fragments and variables.
+    let watch: Vec<Value> = fetches
+        .iter()
+        .map(body_json)
+        .filter(|b| b["query"].as_str().unwrap().contains("headline"))
+        .collect();
+    assert_eq!(watch.len(), 4, "{watch:?}");
+    for body in &watch {
+        assert!(body["query"].as_str().unwrap().contains("person"), "{body}");
+    }
+    let with_notes: Vec<&Value> = watch.iter().map(|b| &b["variables"]["withNotes"]).collect();
+    assert_eq!(
+        with_notes.iter().filter(|v| ***v == json!(true)).count(),
+        2,
+        "{watch:?}"
     );
+}
+
+#[tokio::test]
+async fn resolve_args_may_read_the_subscribers_claims() {
+    let env = Env::start(
+        "",
+        &format!(
+            "{UPSTREAM_AUTH}{}",
+            subscription(
+                "ticketUpdated",
+                "ticket.updated",
+                "query_field = \"ticket\"\nargs = { id = \"claims.me.tenant + '-' + event.n\" }"
+            )
+        ),
+    )
+    .await;
+    let mut ops = env.user("u1", "ops").await;
+    let mut dev = env.user("u3", "dev").await;
+    subscribe(&mut ops, "s", ID_TITLE, json!({})).await;
+    subscribe(&mut dev, "s", ID_TITLE, json!({})).await;
+    env.wait_subscriptions(2).await;
+    env.publish("ticket.updated", json!({"n": "1"})).await;
+    assert_eq!(next_for(&mut ops, "s").await, id_title("ops-1", "db down"));
+    assert_eq!(next_for(&mut dev, "s").await, id_title("dev-1", "flaky test"));
 }
 
 #[tokio::test]
@@ -948,9 +994,7 @@ const BAD_RESOLVES: [(&str, &[&str]); 4] = [
 ];
 
 fn bad_resolve(resolve: &str) -> String {
-    format!(
-        "[[subscriptions]]\nfield = \"ticketUpdated\"\ntopic = \"ticket.updated\"\n[subscriptions.resolve]\n{resolve}\n"
-    )
+    subscription("ticketUpdated", "ticket.updated", resolve)
 }
 
 /// Why subcar refuses `resolve`: the start-up error or, should the check
