@@ -68,7 +68,9 @@ impl Population {
             Self::TenRoles => String::new(),
             Self::TenSelections => format!(" k{}: title", i % GROUPS),
         };
-        format!("subscription {{ ticketUpdated {{ id title severity tags owner {{ name }}{extra} }} }}")
+        format!(
+            "subscription {{ ticketUpdated {{ id title severity tags owner {{ name }}{extra} }} }}"
+        )
     }
 }
 

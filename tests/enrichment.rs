@@ -77,7 +77,12 @@ impl Env {
 
     /// A connection whose `connection_init` carries `Bearer user:<id>:<tenant>`.
     async fn user(&self, id: &str, tenant: &str) -> Client {
-        connect(&self.subcar, &[], json!({"Authorization": bearer(id, tenant)})).await
+        connect(
+            &self.subcar,
+            &[],
+            json!({"Authorization": bearer(id, tenant)}),
+        )
+        .await
     }
 
     fn resolves(&self) -> usize {
@@ -123,8 +128,10 @@ async fn wait_subscriptions(subcar: &TestSubcar, n: usize) {
 }
 
 async fn subscribe(c: &mut Client, id: &str, query: &str, variables: Value) {
-    c.send(json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}}))
-        .await;
+    c.send(
+        json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}}),
+    )
+    .await;
 }
 
 /// The next message, which must be a `next` for `id`; returns its payload.
@@ -272,7 +279,10 @@ async fn key_only_events_are_completed_for_each_selection_set() {
     }
     for r in &fetches {
         let query = body_json(r)["query"].as_str().unwrap().to_owned();
-        assert!(query.contains("__typename"), "subcar adds __typename: {query}");
+        assert!(
+            query.contains("__typename"),
+            "subcar adds __typename: {query}"
+        );
     }
     // The WATCH groups' fetches keep its aliases, fragments and variables.
     let watch: Vec<Value> = fetches
@@ -313,7 +323,10 @@ async fn resolve_args_may_read_the_subscribers_claims() {
     env.wait_subscriptions(2).await;
     env.publish("ticket.updated", json!({"n": "1"})).await;
     assert_eq!(next_for(&mut ops, "s").await, id_title("ops-1", "db down"));
-    assert_eq!(next_for(&mut dev, "s").await, id_title("dev-1", "flaky test"));
+    assert_eq!(
+        next_for(&mut dev, "s").await,
+        id_title("dev-1", "flaky test")
+    );
 }
 
 #[tokio::test]
@@ -328,7 +341,13 @@ async fn the_upstream_gets_the_authorization_and_cookie_of_the_upgrade_request()
         json!({}),
     )
     .await;
-    subscribe(&mut c, "1", "subscription { ticketUpdated { id notes } }", json!({})).await;
+    subscribe(
+        &mut c,
+        "1",
+        "subscription { ticketUpdated { id notes } }",
+        json!({}),
+    )
+    .await;
     env.wait_subscriptions(1).await;
     env.publish("ticket.updated", json!({"id": "ops-1"})).await;
     assert_eq!(
@@ -545,7 +564,10 @@ async fn with_batching_one_event_is_one_http_request_holding_every_fetch() {
     for op in operations {
         assert_eq!(op["operationName"], RESOLVE, "{op}");
     }
-    assert_eq!(header(&requests[0], "authorization"), Some("Bearer user:u1:ops"));
+    assert_eq!(
+        header(&requests[0], "authorization"),
+        Some("Bearer user:u1:ops")
+    );
 
     env.publish("ticket.updated", json!({"id": "ops-2"})).await;
     assert_eq!(payloads_by_id(&mut c, 4).await.len(), 4);
@@ -593,7 +615,13 @@ async fn max_concurrency_caps_the_fetches_in_flight() {
     for i in 0..6 {
         // Six credentials: six fetches for one event.
         let mut c = env.user(&format!("u{i}"), "ops").await;
-        subscribe(&mut c, "s", "subscription { ticketUpdated { id } }", json!({})).await;
+        subscribe(
+            &mut c,
+            "s",
+            "subscription { ticketUpdated { id } }",
+            json!({}),
+        )
+        .await;
         clients.push(c);
     }
     env.wait_subscriptions(6).await;
@@ -739,7 +767,11 @@ async fn upstream_field_errors_are_errors_of_the_next_and_the_subscription_goes_
     // The path starts with the response key of the subscription.
     let aliased = &got["aliased"][0];
     assert_eq!(aliased["data"], json!({"b": {"notes": null}}), "{aliased}");
-    assert_eq!(aliased["errors"][0]["path"], json!(["b", "notes"]), "{aliased}");
+    assert_eq!(
+        aliased["errors"][0]["path"],
+        json!(["b", "notes"]),
+        "{aliased}"
+    );
     // The next event arrives, complete.
     assert_eq!(
         got["s"][1],
@@ -862,10 +894,7 @@ async fn a_fetch_slower_than_the_upstream_timeout_is_upstream_unavailable() {
         json!(["ticketUpdated"])
     );
     assert_eq!(p["data"]["ticketUpdated"]["id"], "slow-5000-ops-1", "{p}");
-    assert_eq!(
-        next_for(&mut c, "s").await,
-        id_title("ops-2", "disk full")
-    );
+    assert_eq!(next_for(&mut c, "s").await, id_title("ops-2", "disk full"));
 }
 
 #[tokio::test]
@@ -917,10 +946,7 @@ async fn a_slow_fetch_followed_by_a_fast_one_still_delivers_in_publish_order() {
         next_for(&mut c, "s").await,
         id_title("slow-500-ops-1", "db down")
     );
-    assert_eq!(
-        next_for(&mut c, "s").await,
-        id_title("ops-2", "disk full")
-    );
+    assert_eq!(next_for(&mut c, "s").await, id_title("ops-2", "disk full"));
 }
 
 #[tokio::test]
@@ -963,8 +989,15 @@ async fn resume_on_an_enriched_field_is_refused_and_the_socket_stays_open() {
         "payload": {"query": ID_TITLE, "extensions": {"resume": {}}}}))
         .await;
     let m = c.recv().await;
-    assert_eq!((&m["type"], &m["id"]), (&json!("error"), &json!("r")), "{m}");
-    assert_eq!(m["payload"][0]["extensions"]["code"], "RESUME_UNSUPPORTED", "{m}");
+    assert_eq!(
+        (&m["type"], &m["id"]),
+        (&json!("error"), &json!("r")),
+        "{m}"
+    );
+    assert_eq!(
+        m["payload"][0]["extensions"]["code"], "RESUME_UNSUPPORTED",
+        "{m}"
+    );
     // Still open, and the same subscription without resume works.
     subscribe(&mut c, "s", ID_TITLE, json!({})).await;
     env.wait_subscriptions(1).await;
@@ -984,7 +1017,10 @@ const BAD_RESOLVES: [(&str, &[&str]); 4] = [
         &["query_field", "nope"],
     ),
     // `hello` is a `String`, the subscription field a `Ticket`.
-    ("query_field = \"hello\"", &["query_field", "String", "Ticket"]),
+    (
+        "query_field = \"hello\"",
+        &["query_field", "String", "Ticket"],
+    ),
     (
         "query_field = \"ticket\"\nargs = { id = \"event.id\", colour = \"'red'\" }",
         &["args", "colour"],
@@ -1019,7 +1055,10 @@ async fn refusal(upstream: &TestUpstream, resolve: &str) -> String {
     let mut c = connect(&subcar, &[], json!({"Authorization": bearer("u1", "ops")})).await;
     subscribe(&mut c, "s", ID_TITLE, json!({})).await;
     let m = c.recv().await;
-    assert_eq!(m["type"], "error", "subcar accepted resolve {resolve:?}: {m}");
+    assert_eq!(
+        m["type"], "error",
+        "subcar accepted resolve {resolve:?}: {m}"
+    );
     m["payload"].to_string()
 }
 
@@ -1033,7 +1072,10 @@ async fn a_resolve_config_that_does_not_fit_the_schema_is_refused_naming_the_key
             "{resolve:?}: {message}"
         );
         for word in words {
-            assert!(has_word(&message, word), "{resolve:?}: {word:?} in {message}");
+            assert!(
+                has_word(&message, word),
+                "{resolve:?}: {word:?} in {message}"
+            );
         }
     }
     // The good one starts.

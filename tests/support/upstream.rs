@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use async_graphql::parser::types::Field;
 use async_graphql::{
-    Context, ContextSelectionSet, EmptySubscription, Enum, ErrorExtensions, ID, Object,
-    OutputType, Positioned, Schema, ServerError, ServerResult, SimpleObject, Union,
+    Context, ContextSelectionSet, EmptySubscription, Enum, ErrorExtensions, ID, Object, OutputType,
+    Positioned, Schema, ServerError, ServerResult, SimpleObject, Union,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -294,10 +294,9 @@ impl OutputType for Notes {
     ) -> ServerResult<async_graphql::Value> {
         match self {
             Self::Text(text) => Ok(async_graphql::Value::String(text.clone())),
-            Self::Unavailable => Err(ctx.set_error_path(ServerError::new(
-                "notes are unavailable",
-                Some(field.pos),
-            ))),
+            Self::Unavailable => {
+                Err(ctx.set_error_path(ServerError::new("notes are unavailable", Some(field.pos))))
+            }
         }
     }
 }
@@ -532,11 +531,7 @@ async fn answer(state: &Arc<State>, parts: http::request::Parts, body: Bytes) ->
     match behavior.split_once(':').unwrap_or((behavior.as_str(), "")) {
         ("big", _) => return big(),
         ("multipart", _) => {
-            return two_parts(
-                state.clone(),
-                "multipart/mixed; boundary=\"-\"",
-                MULTIPART,
-            );
+            return two_parts(state.clone(), "multipart/mixed; boundary=\"-\"", MULTIPART);
         }
         ("sse", _) => return two_parts(state.clone(), "text/event-stream", SSE),
         ("status", code) => {
@@ -570,10 +565,7 @@ async fn answer(state: &Arc<State>, parts: http::request::Parts, body: Bytes) ->
     };
     let request = request.data(parts.headers);
     let response = state.schema.execute_batch(request).await;
-    json(
-        StatusCode::OK,
-        serde_json::to_string(&response).unwrap(),
-    )
+    json(StatusCode::OK, serde_json::to_string(&response).unwrap())
 }
 
 /// What a request naming a ticket id `http-…` asks for.
@@ -597,7 +589,6 @@ fn http_marker(body: &[u8]) -> Option<HttpMarker> {
             .map(HttpMarker::Status)
     })
 }
-
 
 fn json(status: StatusCode, body: String) -> Response<Body> {
     Response::builder()
