@@ -873,6 +873,31 @@ async fn a_non_json_answer_is_upstream_unavailable_for_that_event_only() {
     assert_eq!(next_for(&mut c, "s").await, id_title("ops-1", "db down"));
 }
 
+/// An upstream that answers 5xx is down, even when its body is shaped like
+/// a GraphQL error (a gateway in front of it, a restarting server): the
+/// subscriber learns that the event could not be completed, it is not
+/// silently left out as if it had no rights.
+#[tokio::test]
+async fn an_http_5xx_from_the_upstream_is_upstream_unavailable() {
+    let env = Env::start("", &ticket_updated("")).await;
+    let mut c = env.user("u1", "ops").await;
+    subscribe(&mut c, "s", ID_TITLE, json!({})).await;
+    env.wait_subscriptions(1).await;
+    for id in ["http-500", "http-503"] {
+        env.publish("ticket.updated", json!({"id": id})).await;
+    }
+    env.publish("ticket.updated", json!({"id": "ops-1"})).await;
+    for id in ["http-500", "http-503"] {
+        let p = next_for(&mut c, "s").await;
+        assert_eq!(p["data"]["ticketUpdated"]["id"], id, "{p}");
+        assert_eq!(
+            error_coded(&p, "UPSTREAM_UNAVAILABLE")["path"],
+            json!(["ticketUpdated"])
+        );
+    }
+    assert_eq!(next_for(&mut c, "s").await, id_title("ops-1", "db down"));
+}
+
 #[tokio::test]
 async fn a_fetch_slower_than_the_upstream_timeout_is_upstream_unavailable() {
     let env = Env::start("timeout = \"300ms\"", &ticket_updated("")).await;
@@ -976,6 +1001,45 @@ async fn fifty_events_alternating_slow_and_fast_fetches_arrive_in_order() {
         }
         nothing_more(c).await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// Teardown while a fetch is in flight
+
+#[tokio::test]
+async fn subscribers_leaving_during_a_fetch_get_nothing_and_leave_nothing_behind() {
+    let env = Env::start("", &ticket_updated("")).await;
+    let mut completing = env.user("u1", "ops").await;
+    subscribe(&mut completing, "s", ID_TITLE, json!({})).await;
+    let closing = {
+        let mut c = env.user("u2", "ops").await;
+        subscribe(&mut c, "s", ID_TITLE, json!({})).await;
+        c
+    };
+    env.wait_subscriptions(2).await;
+    env.publish("ticket.updated", json!({"id": "slow-300-ops-1"}))
+        .await;
+    env.upstream.wait_for_requests(3).await;
+    // One completes its subscription, the other closes its socket, both
+    // while their fetches are in flight.
+    completing
+        .send(json!({"id": "s", "type": "complete"}))
+        .await;
+    closing.close().await;
+    env.wait_subscriptions(0).await;
+    // Past the fetches: nothing came for the completed id.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    nothing_more(&mut completing).await;
+    let sizes = env.subcar.registry.sizes();
+    assert_eq!((sizes.topics, sizes.groups), (0, 0), "{sizes:?}");
+    // A new subscription of the same group starts afresh.
+    subscribe(&mut completing, "again", ID_TITLE, json!({})).await;
+    env.wait_subscriptions(1).await;
+    env.publish("ticket.updated", json!({"id": "ops-2"})).await;
+    assert_eq!(
+        next_for(&mut completing, "again").await,
+        id_title("ops-2", "disk full")
+    );
 }
 
 // ---------------------------------------------------------------------------
