@@ -1075,7 +1075,7 @@ async fn resume_on_an_enriched_field_is_refused_and_the_socket_stays_open() {
 
 /// The `[subscriptions.resolve]` body of each bad configuration, and the
 /// words its error must name.
-const BAD_RESOLVES: [(&str, &[&str]); 4] = [
+const BAD_RESOLVES: [(&str, &[&str]); 7] = [
     (
         "query_field = \"nope\"\nargs = { id = \"event.id\" }",
         &["query_field", "nope"],
@@ -1091,6 +1091,20 @@ const BAD_RESOLVES: [(&str, &[&str]); 4] = [
     ),
     // `ticket(id: ID!)` with no expression for `id`.
     ("query_field = \"ticket\"", &["id"]),
+    // A payload field of another type than the argument's.
+    (
+        "query_field = \"ticket\"\nargs = { id = \"event.severity\" }",
+        &["args", "id", "Severity"],
+    ),
+    // CEL that does not compile.
+    (
+        "query_field = \"ticket\"\nargs = { id = \"event.(\" }",
+        &["args", "id"],
+    ),
+    (
+        "query_field = \"ticket\"\nargs = { id = \"event.id\" }\nshare_by = \"claims.(\"",
+        &["share_by"],
+    ),
 ];
 
 fn bad_resolve(resolve: &str) -> String {
