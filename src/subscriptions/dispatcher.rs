@@ -256,7 +256,11 @@ mod tests {
             &shutdown,
             1000,
             latency.clone(),
-            Arc::new(Enricher::new(Arc::new(NoUpstream), false)),
+            Arc::new(Enricher::new(
+                Arc::new(NoUpstream),
+                false,
+                std::time::Duration::from_secs(1),
+            )),
         );
 
         let pa = prepare(&schema, "subscription { a }");
