@@ -114,6 +114,7 @@ impl App {
         let enricher = Arc::new(Enricher::new(
             Arc::new(upstream.clone()),
             config.upstream.batching,
+            config.upstream.timeout,
         ));
         let app = Self {
             enricher,
@@ -435,6 +436,7 @@ impl Bound {
         realtime.spawn(crate::subscriptions::sampler::run(
             app.registry.clone(),
             app.bus.clone(),
+            app.enricher.stats(),
             app.metrics.clone(),
             realtime.clone(),
         ));

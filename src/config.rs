@@ -1089,6 +1089,41 @@ mod tests {
     }
 
     #[test]
+    fn resolve_has_defaults_and_named_errors() {
+        let base = format!(
+            "{MINIMAL}\n[[subscriptions]]\nfield = \"a\"\n[subscriptions.resolve]\nquery_field = \"q\"\n"
+        );
+        let c = parse(&format!("{base}args = {{ id = \"event.id\" }}")).unwrap();
+        let r = c.subscriptions[0].resolve.as_ref().unwrap();
+        assert_eq!(r.args["id"], "event.id");
+        assert_eq!(
+            (
+                r.on_null,
+                r.prefer,
+                r.max_concurrency,
+                r.share_by.as_deref()
+            ),
+            (OnNull::Skip, Prefer::Payload, 32, None)
+        );
+        let msg = problems(&format!("{base}on_null = \"maybe\""));
+        assert!(msg.contains("on_null") && msg.contains("skip"), "{msg}");
+        let msg = problems(&format!("{base}max_concurrency = 0"));
+        assert!(
+            msg.contains("subscriptions[0].resolve.max_concurrency"),
+            "{msg}"
+        );
+        let offline = base.replace(
+            "path = \"schema.graphql\"",
+            "path = \"schema.graphql\"\nintrospect_upstream = false",
+        );
+        let msg = problems(&offline);
+        assert!(
+            msg.contains("subscriptions[0].resolve: needs the upstream"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_section_and_key() {
         let msg = problems(&format!("{MINIMAL}\n[server]\nlisten_addr = \"x\""));
         assert!(msg.contains("server"), "{msg}");

@@ -85,6 +85,10 @@ pub struct Metrics {
     pub refusals: Family<ReasonLabel, Counter>,
     pub bus_up: Gauge,
     pub bus_lagged_events: Counter<u64, AtomicU64>,
+    pub enrichment_requests: Counter<u64, AtomicU64>,
+    pub enrichment_operations: Counter<u64, AtomicU64>,
+    pub enrichment_failures: Counter<u64, AtomicU64>,
+    pub enrichment_skipped: Counter<u64, AtomicU64>,
 }
 
 /// Latency buckets from 100 µs to ~13 s.
@@ -114,6 +118,10 @@ impl Metrics {
             refusals: Family::default(),
             bus_up: Gauge::default(),
             bus_lagged_events: Counter::default(),
+            enrichment_requests: Counter::default(),
+            enrichment_operations: Counter::default(),
+            enrichment_failures: Counter::default(),
+            enrichment_skipped: Counter::default(),
             registry: Registry::default(),
         };
         let build_info = Family::<VersionLabel, Gauge>::default();
@@ -169,6 +177,26 @@ impl Metrics {
             "Proxied requests: time to the upstream's response headers",
             Unit::Seconds,
             m.proxy_latency.clone(),
+        );
+        registry.register(
+            "enrichment_requests",
+            "HTTP requests sent to the upstream to complete events ([subscriptions.resolve])",
+            m.enrichment_requests.clone(),
+        );
+        registry.register(
+            "enrichment_operations",
+            "Enrichment queries sent (several per request when batched)",
+            m.enrichment_operations.clone(),
+        );
+        registry.register(
+            "enrichment_failures",
+            "Enrichment queries without a usable answer (upstream down, timeout, garbage), delivered with UPSTREAM_UNAVAILABLE",
+            m.enrichment_failures.clone(),
+        );
+        registry.register(
+            "enrichment_skipped",
+            "Deliveries left out because the upstream answered null or forbidden (on_null = \"skip\")",
+            m.enrichment_skipped.clone(),
         );
         registry.register(
             "refusals",

@@ -503,11 +503,19 @@ impl PreparedSubscription {
                 .and_then(Value::as_str)
                 .is_some_and(|c| FORBIDDEN_CODES.contains(&c))
         });
-        let data = object
-            .get("data")
-            .and_then(|d| d.get(&root.key))
-            .filter(|d| !d.is_null());
-        let Some(data) = data.filter(|_| !forbidden) else {
+        if forbidden {
+            return self.on_null(policy, errors);
+        }
+        // No `data` at all: the upstream refused the request before running
+        // it (e.g. the query does not fit its schema). Nothing says the
+        // entity is null, so the subscriber is told instead of skipped.
+        let Some(data) = object.get("data") else {
+            let first = errors.first().map_or("no data", |e| e.message.as_str());
+            return Some(
+                self.unavailable(payload, &format!("the upstream refused the query: {first}")),
+            );
+        };
+        let Some(data) = data.get(&root.key).filter(|d| !d.is_null()) else {
             return self.on_null(policy, errors);
         };
         let mut merged = data.clone();
@@ -866,6 +874,18 @@ mod tests {
         );
         assert_eq!(v["errors"][0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE");
         assert_eq!(v["errors"][0]["path"], json!(["incidentUpdated"]));
+        let refused = json!({"errors": [{"message": "Cannot query field \"x\""}]});
+        let out = p
+            .complete(FetchResponse::Response(&refused), &payload, skip)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["errors"][0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Cannot query field")
+        );
         let garbage = json!([1, 2]);
         let out = p
             .complete(FetchResponse::Response(&garbage), &payload, skip)

@@ -198,12 +198,27 @@ async fn worker(
     latency: Histogram,
 ) {
     while let Some(batch) = rx.recv().await {
-        for (i, job) in batch.jobs.iter().enumerate() {
-            job.group
-                .deliver(shard, &job.payload, job.resume.as_ref(), &registry.stats);
+        let jobs = &batch.jobs;
+        let mut run = Vec::new();
+        let mut since_yield = 0;
+        let mut i = 0;
+        while i < jobs.len() {
+            // Consecutive events of one group go to each member at once.
+            let group = &jobs[i].group;
+            let end = jobs[i..]
+                .iter()
+                .take(yield_every)
+                .position(|j| !Arc::ptr_eq(&j.group, group))
+                .map_or((i + yield_every).min(jobs.len()), |n| i + n);
+            run.clear();
+            run.extend(jobs[i..end].iter().map(|j| (&j.payload, j.resume.as_ref())));
+            group.deliver_run(shard, &run, &registry.stats);
+            since_yield += end - i;
+            i = end;
             // Let the sessions drain what was just queued: a burst of events
             // then spreads over time instead of piling up in one outbox.
-            if i % yield_every == yield_every - 1 {
+            if since_yield >= yield_every {
+                since_yield = 0;
                 tokio::task::yield_now().await;
             }
         }
@@ -256,7 +271,11 @@ mod tests {
             &shutdown,
             1000,
             latency.clone(),
-            Arc::new(Enricher::new(Arc::new(NoUpstream), false)),
+            Arc::new(Enricher::new(
+                Arc::new(NoUpstream),
+                false,
+                std::time::Duration::from_secs(1),
+            )),
         );
 
         let pa = prepare(&schema, "subscription { a }");

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared, join_all};
@@ -262,6 +263,8 @@ pub struct EnrichStats {
 pub struct Enricher {
     upstream: Arc<dyn UpstreamFetch>,
     batching: bool,
+    /// How long a fetch may wait for a `max_concurrency` slot.
+    wait: Duration,
     stats: Arc<EnrichStats>,
 }
 
@@ -298,10 +301,14 @@ enum Answer {
 type Call = Shared<BoxFuture<'static, Arc<Vec<Answer>>>>;
 
 impl Enricher {
-    pub fn new(upstream: Arc<dyn UpstreamFetch>, batching: bool) -> Self {
+    /// `wait` bounds the time a fetch waits for a `max_concurrency` slot
+    /// (`upstream.timeout`): with a stalled upstream, events fail fast
+    /// instead of piling up.
+    pub fn new(upstream: Arc<dyn UpstreamFetch>, batching: bool, wait: Duration) -> Self {
         Self {
             upstream,
             batching,
+            wait,
             stats: Arc::default(),
         }
     }
@@ -397,8 +404,17 @@ impl Enricher {
                 let upstream = self.upstream.clone();
                 let limit = field.limit.clone();
                 let stats = self.stats.clone();
+                let wait = self.wait;
                 async move {
-                    let _permit = limit.acquire_owned().await;
+                    let n = bodies.len();
+                    let Ok(Ok(_permit)) = tokio::time::timeout(wait, limit.acquire_owned()).await
+                    else {
+                        stats.failed.fetch_add(n as u64, Ordering::Relaxed);
+                        let why = format!(
+                            "resolve.max_concurrency fetches were in flight for {wait:?}; this one was not sent"
+                        );
+                        return Arc::new(vec![Answer::Failed(why); n]);
+                    };
                     Arc::new(
                         fetch(&*upstream, batched, bodies, credentials.headers(), &stats).await,
                     )
@@ -525,4 +541,94 @@ async fn deliver(
         }
     });
     join_all(each).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lane_delivers_in_ticket_order_and_empties() {
+        let lane = Arc::new(Lane::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Later tickets finish their "fetch" first.
+        for n in 0..5u64 {
+            let mut ticket = lane.ticket();
+            let (lane, order) = (lane.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50 - n * 10)).await;
+                ticket.turn().await;
+                order.lock().push(n);
+                lane.finish(ticket);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock(), vec![0, 1, 2, 3, 4]);
+        assert!(
+            lane.state.lock().tail.is_none(),
+            "nothing waits: no state kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_ticket_does_not_block_the_next() {
+        let lane = Lane::default();
+        let first = lane.ticket();
+        let mut second = lane.ticket();
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), second.turn())
+            .await
+            .expect("the second ticket's turn comes");
+        lane.finish(second);
+        assert!(lane.state.lock().tail.is_none());
+    }
+
+    #[test]
+    fn share_keys_follow_share_by_or_credentials() {
+        let config = |share_by: Option<&str>| ResolveConfig {
+            query_field: "q".into(),
+            args: Default::default(),
+            share_by: share_by.map(str::to_owned),
+            on_null: Default::default(),
+            prefer: Default::default(),
+            max_concurrency: 1,
+        };
+        let alice = FetchCredentials {
+            authorization: Some(HeaderValue::from_static("Bearer a")),
+            cookie: None,
+        };
+        let bob = FetchCredentials {
+            authorization: Some(HeaderValue::from_static("Bearer b")),
+            cookie: None,
+        };
+        let args = Map::new();
+        let by_role = FieldEnrichment::compile("f", &config(Some("claims.role"))).unwrap();
+        let ops = serde_json::json!({"role": "ops"});
+        assert_eq!(
+            by_role.share_key(&ops, &args, &alice),
+            by_role.share_key(&ops, &args, &bob)
+        );
+        assert_ne!(
+            by_role.share_key(&ops, &args, &alice),
+            by_role.share_key(&serde_json::json!({"role": "dev"}), &args, &alice)
+        );
+        // A share_by that fails shares by credentials only.
+        let none = serde_json::json!({});
+        assert_ne!(
+            by_role.share_key(&none, &args, &alice),
+            by_role.share_key(&none, &args, &bob)
+        );
+        let by_credentials = FieldEnrichment::compile("f", &config(None)).unwrap();
+        assert_ne!(
+            by_credentials.share_key(&ops, &args, &alice),
+            by_credentials.share_key(&ops, &args, &bob)
+        );
+        assert_eq!(
+            by_credentials.share_key(&ops, &args, &alice),
+            by_credentials.share_key(&none, &args, &alice.clone())
+        );
+    }
 }

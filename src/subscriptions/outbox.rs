@@ -120,12 +120,19 @@ pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
 impl Outbox {
     /// Queues a frame without waiting.
     pub fn offer(&self, delivery: Delivery) -> Offer {
+        self.offer_all(1, std::iter::once(delivery))
+    }
+
+    /// Queues `n` frames, in order, without waiting: all of them, or none
+    /// when they do not all fit (the connection is then a slow consumer).
+    /// `frames` is only consumed when they fit.
+    pub fn offer_all(&self, n: usize, frames: impl IntoIterator<Item = Delivery>) -> Offer {
         let q = &*self.queue;
         if q.closed.load(Ordering::Relaxed) || q.overflowed.load(Ordering::Relaxed) {
             return Offer::Dropped;
         }
-        if q.pending.fetch_add(1, Ordering::AcqRel) >= q.capacity {
-            q.pending.fetch_sub(1, Ordering::AcqRel);
+        if q.pending.fetch_add(n, Ordering::AcqRel) + n > q.capacity {
+            q.pending.fetch_sub(n, Ordering::AcqRel);
             if q.overflowed.swap(true, Ordering::AcqRel) {
                 return Offer::Dropped;
             }
@@ -134,8 +141,9 @@ impl Outbox {
         }
         let was_empty = {
             let mut items = q.items.lock();
-            items.push_back(delivery);
-            items.len() == 1
+            let before = items.len();
+            items.extend(frames);
+            before == 0
         };
         if was_empty {
             // Stores a permit when the session is not waiting yet.
@@ -214,6 +222,18 @@ mod tests {
             .collect();
         assert_eq!(got, vec![1, 2, 3]);
         assert_eq!(inbox.rx.try_recv().unwrap_err(), Empty);
+    }
+
+    #[tokio::test]
+    async fn a_run_is_queued_whole_or_not_at_all() {
+        let (out, mut inbox) = outbox(4);
+        assert_eq!(out.offer_all(3, (0..3).map(d)), Offer::Queued);
+        assert_eq!(out.offer_all(2, (3..5).map(d)), Offer::Overflowed);
+        assert!(inbox.slow.is_cancelled());
+        let got: Vec<u64> = std::iter::from_fn(|| inbox.rx.try_recv().ok())
+            .map(|d| d.serial)
+            .collect();
+        assert_eq!(got, vec![0, 1, 2]);
     }
 
     #[tokio::test]

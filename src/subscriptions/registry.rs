@@ -354,29 +354,52 @@ impl Group {
         resume: Option<&(Cursor, Bytes)>,
         stats: &RegistryStats,
     ) {
+        self.deliver_run(shard, &[(payload, resume)], stats);
+    }
+
+    /// [`Self::deliver`] for consecutive events of this group at once: each
+    /// member's frames are written into one buffer and queued with one
+    /// offer, so the per-subscriber cost is paid per run, not per event.
+    pub(crate) fn deliver_run(
+        &self,
+        shard: usize,
+        run: &[(&Bytes, Option<&(Cursor, Bytes)>)],
+        stats: &RegistryStats,
+    ) {
         let members = self.members[shard].lock();
         let (mut delivered, mut dropped) = (0, 0);
         for m in members.values() {
-            let (payload, cursor) = match (m.resume, resume) {
-                (true, Some((c, p))) => (p, Some(*c)),
-                _ => (payload, None),
-            };
-            let mut frame = BytesMut::with_capacity(m.prefix.len() + payload.len() + 1);
-            frame.put_slice(&m.prefix);
-            frame.put_slice(payload);
-            frame.put_u8(b'}');
-            let delivery = Delivery {
-                serial: m.serial,
-                frame: frame.freeze(),
-                cursor,
-            };
-            match m.outbox.offer(delivery) {
-                Offer::Queued => delivered += 1,
+            let size: usize = run
+                .iter()
+                .map(|e| m.prefix.len() + pick(m.resume, e).0.len() + 1)
+                .sum();
+            let mut buf = BytesMut::with_capacity(size);
+            let last = run.len() - 1;
+            let frames = run.iter().enumerate().map(|(i, e)| {
+                let (payload, cursor) = pick(m.resume, e);
+                buf.put_slice(&m.prefix);
+                buf.put_slice(payload);
+                buf.put_u8(b'}');
+                // The last frame takes the buffer itself: a run of one
+                // costs one allocation, like a frame built alone.
+                let frame = if i == last {
+                    std::mem::take(&mut buf).freeze()
+                } else {
+                    buf.split().freeze()
+                };
+                Delivery {
+                    serial: m.serial,
+                    frame,
+                    cursor,
+                }
+            });
+            match m.outbox.offer_all(run.len(), frames) {
+                Offer::Queued => delivered += run.len() as u64,
                 Offer::Overflowed => {
                     stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    dropped += 1;
+                    dropped += run.len() as u64;
                 }
-                Offer::Dropped => dropped += 1,
+                Offer::Dropped => dropped += run.len() as u64,
             }
         }
         drop(members);
@@ -384,6 +407,17 @@ impl Group {
         if dropped > 0 {
             stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
+    }
+}
+
+/// The payload a member gets for one event: with the cursor when it resumes.
+fn pick<'a>(
+    resumes: bool,
+    (payload, resume): &(&'a Bytes, Option<&'a (Cursor, Bytes)>),
+) -> (&'a Bytes, Option<Cursor>) {
+    match (resumes, resume) {
+        (true, Some((c, p))) => (p, Some(*c)),
+        _ => (payload, None),
     }
 }
 

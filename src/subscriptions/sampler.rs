@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
 use super::Registry;
+use super::enrich::EnrichStats;
 use crate::bus::{Bus, BusState};
 use crate::metrics::{FieldLabel, Metrics, Refusal};
 use crate::shutdown::Shutdown;
@@ -19,6 +20,7 @@ const PERIOD: Duration = Duration::from_secs(1);
 pub async fn run(
     registry: Arc<Registry>,
     bus: Arc<dyn Bus>,
+    enrich: Arc<EnrichStats>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) {
@@ -26,6 +28,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut fields: HashSet<String> = HashSet::new();
     let (mut delivered, mut slow, mut lagged) = (0, 0, 0);
+    let mut enriched = [0u64; 4];
     loop {
         tokio::select! {
             _ = shutdown.triggered() => return,
@@ -58,5 +61,16 @@ pub async fn run(
         metrics
             .bus_up
             .set(i64::from(bus.state() == BusState::Connected));
+        let counters = [
+            (&enrich.requests, &metrics.enrichment_requests),
+            (&enrich.operations, &metrics.enrichment_operations),
+            (&enrich.failed, &metrics.enrichment_failures),
+            (&enrich.skipped, &metrics.enrichment_skipped),
+        ];
+        for (last, (source, counter)) in enriched.iter_mut().zip(counters) {
+            let now = source.load(Ordering::Relaxed);
+            counter.inc_by(now - *last);
+            *last = now;
+        }
     }
 }
