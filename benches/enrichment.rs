@@ -83,12 +83,17 @@ fn scale() -> f64 {
         .unwrap_or(1.0)
 }
 
+/// An HS256 token. One `exp` for the whole run, so that the same claims
+/// make the same token (the same credentials, which batching groups by).
 fn token(sub: &str, role: usize) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
+    static EXP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let exp = *EXP.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600
+    });
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &json!({"sub": sub, "role": format!("role{role}"), "exp": exp}),
