@@ -456,6 +456,11 @@ async fn fetch(
     let answers = match upstream.post(body, headers).await {
         Err(e) => vec![Answer::Failed(e); n],
         Ok((StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _)) => vec![Answer::Forbidden; n],
+        // Whatever its body says, a server error tells nothing about the
+        // entity: the subscriber is told rather than skipped.
+        Ok((status, _)) if status.is_server_error() => {
+            vec![Answer::Failed(format!("the upstream answered status {status}")); n]
+        }
         Ok((status, body)) => match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Array(list)) if batched && list.len() == n => {
                 list.into_iter().map(Answer::Response).collect()
