@@ -447,10 +447,13 @@ async fn each_receives(subs: &mut [(Client, &'static str, &'static str)], id: &s
     }
 }
 
-#[tokio::test]
-async fn one_fetch_per_selection_set_and_share_by_value() {
+/// [`six_subscribers`] with `share_by` on the tenant, after each received
+/// exactly what its rights allow for one event (ticket `public-1`).
+async fn six_sharing_by_tenant_receive_one_event(
+    upstream: &str,
+) -> (Env, Vec<(Client, &'static str, &'static str)>) {
     let env = Env::start(
-        "",
+        upstream,
         &format!(
             "{UPSTREAM_AUTH}{}",
             ticket_updated("share_by = \"claims.me.tenant\"")
@@ -461,6 +464,12 @@ async fn one_fetch_per_selection_set_and_share_by_value() {
     env.publish("ticket.updated", json!({"id": "public-1"}))
         .await;
     each_receives(&mut subs, "public-1").await;
+    (env, subs)
+}
+
+#[tokio::test]
+async fn one_fetch_per_selection_set_and_share_by_value() {
+    let (env, mut subs) = six_sharing_by_tenant_receive_one_event("").await;
     // 2 selection sets × 2 tenants.
     let fetches = env.upstream.bodies_containing(RESOLVE);
     assert_eq!(fetches.len(), 4);
@@ -576,20 +585,9 @@ async fn with_batching_one_event_is_one_http_request_holding_every_fetch() {
 
 #[tokio::test]
 async fn with_batching_subscribers_of_different_rights_never_share_a_request() {
-    let env = Env::start(
-        "batching = true",
-        &format!(
-            "{UPSTREAM_AUTH}{}",
-            ticket_updated("share_by = \"claims.me.tenant\"")
-        ),
-    )
-    .await;
-    let mut subs = six_subscribers(&env).await;
-    env.publish("ticket.updated", json!({"id": "public-1"}))
-        .await;
     // Each tenant sees its own notes: nothing was answered with another
     // tenant's credentials.
-    each_receives(&mut subs, "public-1").await;
+    let (env, _subs) = six_sharing_by_tenant_receive_one_event("batching = true").await;
     let requests = env.upstream.bodies_containing(RESOLVE);
     let operations: usize = requests
         .iter()

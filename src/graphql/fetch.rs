@@ -257,14 +257,7 @@ impl FetchQuery {
         target: &ResolveTarget,
         coerced: &Map<String, Value>,
     ) -> Self {
-        let fragments: HashMap<&str, &Frag> = doc
-            .definitions
-            .iter()
-            .filter_map(|d| match d {
-                Definition::Fragment(f) => Some((f.name.as_str(), f)),
-                Definition::Operation(_) => None,
-            })
-            .collect();
+        let fragments = super::fragments(doc);
         let mut items: Vec<Selection<'static, String>> = Vec::new();
         for n in nodes {
             items.extend(n.selection_set.items.iter().cloned());

@@ -195,14 +195,7 @@ pub fn execute(
         return None;
     }
     let query_type = schema.get(schema.query.as_deref()?)?;
-    let fragments: HashMap<&str, &Frag> = doc
-        .definitions
-        .iter()
-        .filter_map(|d| match d {
-            Definition::Fragment(f) => Some((f.name.as_str(), f)),
-            Definition::Operation(_) => None,
-        })
-        .collect();
+    let fragments = super::fragments(&doc);
     if !only_introspection(view.selection_set, &fragments, 0) {
         return None;
     }
