@@ -15,7 +15,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::graphql::filter::PreparedEvent;
 use crate::shutdown::Shutdown;
@@ -77,13 +76,7 @@ impl Dispatcher {
             let latency = latency.clone();
             shutdown.spawn(worker(shard, registry.clone(), rx, yield_every, latency));
         }
-        shutdown.spawn(plan(
-            registry,
-            bus,
-            workers,
-            enricher,
-            shutdown.token().clone(),
-        ));
+        shutdown.spawn(plan(registry, bus, workers, enricher, shutdown.clone()));
         Self
     }
 }
@@ -93,8 +86,9 @@ async fn plan(
     mut bus: Box<dyn BusSubscription>,
     workers: Vec<mpsc::Sender<Arc<Batch>>>,
     enricher: Arc<Enricher>,
-    cancel: CancellationToken,
+    tasks: Shutdown,
 ) {
+    let cancel = tasks.token().clone();
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -105,10 +99,10 @@ async fn plan(
         };
         let received = Instant::now();
         let mut jobs = Vec::new();
-        plan_item(&registry, &enricher, first, &mut jobs);
+        plan_item(&registry, &enricher, &tasks, first, &mut jobs);
         for _ in 1..MAX_BATCH {
             match bus.try_recv() {
-                Some(item) => plan_item(&registry, &enricher, item, &mut jobs),
+                Some(item) => plan_item(&registry, &enricher, &tasks, item, &mut jobs),
                 None => break,
             }
         }
@@ -127,7 +121,13 @@ async fn plan(
     }
 }
 
-fn plan_item(registry: &Arc<Registry>, enricher: &Enricher, item: BusItem, jobs: &mut Vec<Job>) {
+fn plan_item(
+    registry: &Arc<Registry>,
+    enricher: &Enricher,
+    tasks: &Shutdown,
+    item: BusItem,
+    jobs: &mut Vec<Job>,
+) {
     let (event, cursor) = match item {
         BusItem::Event(e, c) => (e, c),
         BusItem::Lagged(n) => {
@@ -174,7 +174,7 @@ fn plan_item(registry: &Arc<Registry>, enricher: &Enricher, item: BusItem, jobs:
         });
     }
     for (field, planned) in enriched {
-        enricher.submit(&field, &event, planned, registry);
+        enricher.submit(&field, &event, planned, registry, tasks);
     }
 }
 

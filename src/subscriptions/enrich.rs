@@ -35,6 +35,7 @@ use crate::bus::Event;
 use crate::config::ResolveConfig;
 use crate::graphql::fetch::{FetchResponse, Policy};
 use crate::graphql::filter::{Expression, FilterError, GroupVars, PreparedEvent};
+use crate::shutdown::Shutdown;
 
 /// Operations per batched request at most.
 const MAX_BATCH: usize = 32;
@@ -325,6 +326,7 @@ impl Enricher {
         event: &Arc<Event>,
         planned: Vec<Planned>,
         registry: &Arc<super::Registry>,
+        tasks: &Shutdown,
     ) {
         let mut requests: Vec<(Bytes, FetchCredentials)> = Vec::new();
         let mut seen: HashMap<(Bytes, FetchCredentials), usize> = HashMap::new();
@@ -358,14 +360,23 @@ impl Enricher {
                 source: source.map(|i| place[i]),
             })
             .collect();
-        tokio::spawn(deliver(
+        let work = deliver(
             field.clone(),
             event.clone(),
             items,
             calls,
             registry.clone(),
             self.stats.clone(),
-        ));
+        );
+        // Tracked, and dropped at shutdown: once the realtime path stops
+        // there is nobody left to deliver to.
+        let cancel = tasks.token().clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = work => {}
+                () = cancel.cancelled() => {}
+            }
+        });
     }
 
     /// The HTTP requests for `requests` (one each, or batched by
