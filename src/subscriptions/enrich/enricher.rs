@@ -1,22 +1,5 @@
-//! Enrichment: events that carry only a key, completed from the upstream
-//! with each subscriber's own rights (`[subscriptions.resolve]`).
-//!
-//! Subscribers of an enriched field are grouped as usual and further by
-//! their `share_by` value (default: their credentials), so one group is one
-//! upstream fetch per event. The planner evaluates the query field's
-//! arguments per group and hands the event's groups to [`Enricher::submit`],
-//! which takes each group's place in its [`Lane`] at once and then fetches
-//! off the planner:
-//!
-//! - identical requests of one event (same body, same credentials) are sent
-//!   once;
-//! - with `upstream.batching`, requests with the same credentials are sent
-//!   as one JSON-array request (a request carries one set of credentials,
-//!   so subscribers of different rights are never batched together);
-//! - at most `resolve.max_concurrency` requests per field are in flight,
-//!   each within `upstream.timeout`;
-//! - a group delivers event n+1 only after event n, though their fetches
-//!   overlap; a slow fetch holds back only its own group.
+//! Fetching from the upstream for enriched events, off the planner, and
+//! delivering each group's completion in its turn.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,201 +8,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared, join_all};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use parking_lot::Mutex;
+use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
-use tokio::sync::{Semaphore, oneshot};
 
-use super::registry::Group;
+use super::lane::Ticket;
+use super::{FetchCredentials, FieldEnrichment};
 use crate::bus::Event;
-use crate::config::ResolveConfig;
-use crate::graphql::fetch::{FetchResponse, Policy};
-use crate::graphql::filter::{Expression, FilterError, GroupVars, PreparedEvent};
+use crate::graphql::fetch::FetchResponse;
 use crate::shutdown::Shutdown;
+use crate::subscriptions::Registry;
+use crate::subscriptions::registry::Group;
 
 /// Operations per batched request at most.
 const MAX_BATCH: usize = 32;
-
-/// The headers that carry a connection's identity to the upstream.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
-pub struct FetchCredentials {
-    pub authorization: Option<HeaderValue>,
-    pub cookie: Option<HeaderValue>,
-}
-
-impl FetchCredentials {
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        Self {
-            authorization: headers.get(header::AUTHORIZATION).cloned(),
-            cookie: headers.get(header::COOKIE).cloned(),
-        }
-    }
-
-    fn headers(&self) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Some(v) = &self.authorization {
-            h.insert(header::AUTHORIZATION, v.clone());
-        }
-        if let Some(v) = &self.cookie {
-            h.insert(header::COOKIE, v.clone());
-        }
-        h
-    }
-
-    /// A text standing for these credentials in a group's identity.
-    fn key(&self) -> String {
-        let text = |v: &Option<HeaderValue>| {
-            v.as_ref()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default()
-        };
-        format!(
-            "credentials:{}\n{}",
-            text(&self.authorization),
-            text(&self.cookie)
-        )
-    }
-}
-
-/// The compiled `[subscriptions.resolve]` of one field.
-#[derive(Debug)]
-pub struct FieldEnrichment {
-    pub config: ResolveConfig,
-    field: String,
-    args: Vec<(String, Expression)>,
-    share_by: Option<Expression>,
-    limit: Arc<Semaphore>,
-}
-
-impl FieldEnrichment {
-    pub fn compile(field: &str, config: &ResolveConfig) -> Result<Self, FilterError> {
-        let args = config
-            .args
-            .iter()
-            .map(|(name, source)| {
-                Expression::compile(field, &format!("resolve.args.{name}"), source)
-                    .map(|e| (name.clone(), e))
-            })
-            .collect::<Result<_, _>>()?;
-        let share_by = config
-            .share_by
-            .as_deref()
-            .map(|s| Expression::compile(field, "resolve.share_by", s))
-            .transpose()?;
-        Ok(Self {
-            config: config.clone(),
-            field: field.to_owned(),
-            args,
-            share_by,
-            limit: Arc::new(Semaphore::new(config.max_concurrency)),
-        })
-    }
-
-    pub fn policy(&self) -> Policy {
-        Policy {
-            on_null: self.config.on_null,
-            prefer: self.config.prefer,
-        }
-    }
-
-    /// Whether the arguments read `claims`: then subscribers with different
-    /// claims cannot share a group.
-    pub fn uses_claims(&self) -> bool {
-        self.args.iter().any(|(_, e)| e.uses_claims())
-    }
-
-    /// Which subscribers may share this subscriber's fetches: its
-    /// `share_by` value, or its credentials (also when `share_by` fails,
-    /// the safe side: sharing with nobody of other credentials).
-    pub fn share_key(
-        &self,
-        claims: &Value,
-        args: &Map<String, Value>,
-        credentials: &FetchCredentials,
-    ) -> String {
-        let Some(expr) = &self.share_by else {
-            return credentials.key();
-        };
-        match expr.eval(claims, args) {
-            Ok(v) => format!("share_by:{v}"),
-            Err(e) => {
-                tracing::warn!(
-                    field = %self.field,
-                    expression = %expr.source(),
-                    "resolve.share_by failed ({e}); this subscriber shares fetches only with the same credentials"
-                );
-                credentials.key()
-            }
-        }
-    }
-
-    /// The query field's arguments for one event and group.
-    pub(crate) fn args(
-        &self,
-        event: &PreparedEvent<'_>,
-        vars: &GroupVars,
-    ) -> Result<Map<String, Value>, String> {
-        self.args
-            .iter()
-            .map(|(name, expr)| {
-                expr.eval_event(event, vars)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| format!("resolve.args.{name} = {:?} failed: {e}", expr.source()))
-            })
-            .collect()
-    }
-}
-
-/// Delivery order of one group's enriched events: each event takes a
-/// ticket when planned and delivers after the previous ticket is done.
-#[derive(Debug, Default)]
-pub(crate) struct Lane {
-    state: Mutex<LaneState>,
-}
-
-#[derive(Debug, Default)]
-struct LaneState {
-    last: u64,
-    /// Fires when the newest ticket is done; `None` when no ticket is out.
-    tail: Option<oneshot::Receiver<()>>,
-}
-
-pub(crate) struct Ticket {
-    seq: u64,
-    previous: Option<oneshot::Receiver<()>>,
-    done: oneshot::Sender<()>,
-}
-
-impl Lane {
-    fn ticket(&self) -> Ticket {
-        let (done, rx) = oneshot::channel();
-        let mut s = self.state.lock();
-        s.last += 1;
-        Ticket {
-            seq: s.last,
-            previous: s.tail.replace(rx),
-            done,
-        }
-    }
-
-    fn finish(&self, ticket: Ticket) {
-        let _ = ticket.done.send(());
-        let mut s = self.state.lock();
-        if s.last == ticket.seq {
-            // Nobody queued behind this ticket: its receiver is the tail.
-            s.tail = None;
-        }
-    }
-}
-
-impl Ticket {
-    async fn turn(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            // An error means the previous delivery was abandoned: go on.
-            let _ = previous.await;
-        }
-    }
-}
 
 /// Sends enrichment requests to the upstream.
 pub trait UpstreamFetch: Send + Sync + 'static {
@@ -325,7 +126,7 @@ impl Enricher {
         field: &Arc<FieldEnrichment>,
         event: &Arc<Event>,
         planned: Vec<Planned>,
-        registry: &Arc<super::Registry>,
+        registry: &Arc<Registry>,
         tasks: &Shutdown,
     ) {
         let mut requests: Vec<(Bytes, FetchCredentials)> = Vec::new();
@@ -507,7 +308,7 @@ async fn deliver(
     event: Arc<Event>,
     items: Vec<Item>,
     calls: Vec<Call>,
-    registry: Arc<super::Registry>,
+    registry: Arc<Registry>,
     stats: Arc<EnrichStats>,
 ) {
     let policy = field.policy();
@@ -557,94 +358,4 @@ async fn deliver(
         }
     });
     join_all(each).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_lane_delivers_in_ticket_order_and_empties() {
-        let lane = Arc::new(Lane::default());
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        // Later tickets finish their "fetch" first.
-        for n in 0..5u64 {
-            let mut ticket = lane.ticket();
-            let (lane, order) = (lane.clone(), order.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50 - n * 10)).await;
-                ticket.turn().await;
-                order.lock().push(n);
-                lane.finish(ticket);
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(*order.lock(), vec![0, 1, 2, 3, 4]);
-        assert!(
-            lane.state.lock().tail.is_none(),
-            "nothing waits: no state kept"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_abandoned_ticket_does_not_block_the_next() {
-        let lane = Lane::default();
-        let first = lane.ticket();
-        let mut second = lane.ticket();
-        drop(first);
-        tokio::time::timeout(Duration::from_secs(1), second.turn())
-            .await
-            .expect("the second ticket's turn comes");
-        lane.finish(second);
-        assert!(lane.state.lock().tail.is_none());
-    }
-
-    #[test]
-    fn share_keys_follow_share_by_or_credentials() {
-        let config = |share_by: Option<&str>| ResolveConfig {
-            query_field: "q".into(),
-            args: Default::default(),
-            share_by: share_by.map(str::to_owned),
-            on_null: Default::default(),
-            prefer: Default::default(),
-            max_concurrency: 1,
-        };
-        let alice = FetchCredentials {
-            authorization: Some(HeaderValue::from_static("Bearer a")),
-            cookie: None,
-        };
-        let bob = FetchCredentials {
-            authorization: Some(HeaderValue::from_static("Bearer b")),
-            cookie: None,
-        };
-        let args = Map::new();
-        let by_role = FieldEnrichment::compile("f", &config(Some("claims.role"))).unwrap();
-        let ops = serde_json::json!({"role": "ops"});
-        assert_eq!(
-            by_role.share_key(&ops, &args, &alice),
-            by_role.share_key(&ops, &args, &bob)
-        );
-        assert_ne!(
-            by_role.share_key(&ops, &args, &alice),
-            by_role.share_key(&serde_json::json!({"role": "dev"}), &args, &alice)
-        );
-        // A share_by that fails shares by credentials only.
-        let none = serde_json::json!({});
-        assert_ne!(
-            by_role.share_key(&none, &args, &alice),
-            by_role.share_key(&none, &args, &bob)
-        );
-        let by_credentials = FieldEnrichment::compile("f", &config(None)).unwrap();
-        assert_ne!(
-            by_credentials.share_key(&ops, &args, &alice),
-            by_credentials.share_key(&ops, &args, &bob)
-        );
-        assert_eq!(
-            by_credentials.share_key(&ops, &args, &alice),
-            by_credentials.share_key(&none, &args, &alice.clone())
-        );
-    }
 }

@@ -1,0 +1,217 @@
+//! Enrichment: events that carry only a key, completed from the upstream
+//! with each subscriber's own rights (`[subscriptions.resolve]`).
+//!
+//! Subscribers of an enriched field are grouped as usual and further by
+//! their `share_by` value (default: their credentials), so one group is one
+//! upstream fetch per event. The planner evaluates the query field's
+//! arguments per group and hands the event's groups to [`Enricher::submit`],
+//! which takes each group's place in its [`Lane`] at once and then fetches
+//! off the planner:
+//!
+//! - identical requests of one event (same body, same credentials) are sent
+//!   once;
+//! - with `upstream.batching`, requests with the same credentials are sent
+//!   as one JSON-array request (a request carries one set of credentials,
+//!   so subscribers of different rights are never batched together);
+//! - at most `resolve.max_concurrency` requests per field are in flight,
+//!   each within `upstream.timeout`;
+//! - a group delivers event n+1 only after event n, though their fetches
+//!   overlap; a slow fetch holds back only its own group.
+
+mod enricher;
+mod lane;
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, header};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+
+pub(crate) use enricher::Planned;
+pub use enricher::{EnrichStats, Enricher, UpstreamFetch};
+pub(crate) use lane::Lane;
+
+use crate::config::ResolveConfig;
+use crate::graphql::fetch::Policy;
+use crate::graphql::filter::{Expression, FilterError, GroupVars, PreparedEvent};
+
+/// The headers that carry a connection's identity to the upstream.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
+pub struct FetchCredentials {
+    pub authorization: Option<HeaderValue>,
+    pub cookie: Option<HeaderValue>,
+}
+
+impl FetchCredentials {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self {
+            authorization: headers.get(header::AUTHORIZATION).cloned(),
+            cookie: headers.get(header::COOKIE).cloned(),
+        }
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = &self.authorization {
+            h.insert(header::AUTHORIZATION, v.clone());
+        }
+        if let Some(v) = &self.cookie {
+            h.insert(header::COOKIE, v.clone());
+        }
+        h
+    }
+
+    /// A text standing for these credentials in a group's identity.
+    fn key(&self) -> String {
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default()
+        };
+        format!(
+            "credentials:{}\n{}",
+            text(&self.authorization),
+            text(&self.cookie)
+        )
+    }
+}
+
+/// The compiled `[subscriptions.resolve]` of one field.
+#[derive(Debug)]
+pub struct FieldEnrichment {
+    pub config: ResolveConfig,
+    field: String,
+    args: Vec<(String, Expression)>,
+    share_by: Option<Expression>,
+    limit: Arc<Semaphore>,
+}
+
+impl FieldEnrichment {
+    pub fn compile(field: &str, config: &ResolveConfig) -> Result<Self, FilterError> {
+        let args = config
+            .args
+            .iter()
+            .map(|(name, source)| {
+                Expression::compile(field, &format!("resolve.args.{name}"), source)
+                    .map(|e| (name.clone(), e))
+            })
+            .collect::<Result<_, _>>()?;
+        let share_by = config
+            .share_by
+            .as_deref()
+            .map(|s| Expression::compile(field, "resolve.share_by", s))
+            .transpose()?;
+        Ok(Self {
+            config: config.clone(),
+            field: field.to_owned(),
+            args,
+            share_by,
+            limit: Arc::new(Semaphore::new(config.max_concurrency)),
+        })
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            on_null: self.config.on_null,
+            prefer: self.config.prefer,
+        }
+    }
+
+    /// Whether the arguments read `claims`: then subscribers with different
+    /// claims cannot share a group.
+    pub fn uses_claims(&self) -> bool {
+        self.args.iter().any(|(_, e)| e.uses_claims())
+    }
+
+    /// Which subscribers may share this subscriber's fetches: its
+    /// `share_by` value, or its credentials (also when `share_by` fails,
+    /// the safe side: sharing with nobody of other credentials).
+    pub fn share_key(
+        &self,
+        claims: &Value,
+        args: &Map<String, Value>,
+        credentials: &FetchCredentials,
+    ) -> String {
+        let Some(expr) = &self.share_by else {
+            return credentials.key();
+        };
+        match expr.eval(claims, args) {
+            Ok(v) => format!("share_by:{v}"),
+            Err(e) => {
+                tracing::warn!(
+                    field = %self.field,
+                    expression = %expr.source(),
+                    "resolve.share_by failed ({e}); this subscriber shares fetches only with the same credentials"
+                );
+                credentials.key()
+            }
+        }
+    }
+
+    /// The query field's arguments for one event and group.
+    pub(crate) fn args(
+        &self,
+        event: &PreparedEvent<'_>,
+        vars: &GroupVars,
+    ) -> Result<Map<String, Value>, String> {
+        self.args
+            .iter()
+            .map(|(name, expr)| {
+                expr.eval_event(event, vars)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| format!("resolve.args.{name} = {:?} failed: {e}", expr.source()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_keys_follow_share_by_or_credentials() {
+        let config = |share_by: Option<&str>| ResolveConfig {
+            query_field: "q".into(),
+            args: Default::default(),
+            share_by: share_by.map(str::to_owned),
+            on_null: Default::default(),
+            prefer: Default::default(),
+            max_concurrency: 1,
+        };
+        let alice = FetchCredentials {
+            authorization: Some(HeaderValue::from_static("Bearer a")),
+            cookie: None,
+        };
+        let bob = FetchCredentials {
+            authorization: Some(HeaderValue::from_static("Bearer b")),
+            cookie: None,
+        };
+        let args = Map::new();
+        let by_role = FieldEnrichment::compile("f", &config(Some("claims.role"))).unwrap();
+        let ops = serde_json::json!({"role": "ops"});
+        assert_eq!(
+            by_role.share_key(&ops, &args, &alice),
+            by_role.share_key(&ops, &args, &bob)
+        );
+        assert_ne!(
+            by_role.share_key(&ops, &args, &alice),
+            by_role.share_key(&serde_json::json!({"role": "dev"}), &args, &alice)
+        );
+        // A share_by that fails shares by credentials only.
+        let none = serde_json::json!({});
+        assert_ne!(
+            by_role.share_key(&none, &args, &alice),
+            by_role.share_key(&none, &args, &bob)
+        );
+        let by_credentials = FieldEnrichment::compile("f", &config(None)).unwrap();
+        assert_ne!(
+            by_credentials.share_key(&ops, &args, &alice),
+            by_credentials.share_key(&ops, &args, &bob)
+        );
+        assert_eq!(
+            by_credentials.share_key(&ops, &args, &alice),
+            by_credentials.share_key(&none, &args, &alice.clone())
+        );
+    }
+}
