@@ -4,7 +4,8 @@
 //! client ─HTTP─▶ server/ ─▶ router ─┬─ query/mutation ─▶ [layers] ─▶ proxy/ ──────────▶ upstream
 //!                                    ├─ WebSocket upgrade ─▶ [layers] ─▶ transport/ ◀── deliveries ──┐
 //! upstream ─POST─▶ ingest/ ─▶ bus/ ─▶ subscriptions/dispatcher ─▶ subscriptions/registry ─────────────┘
-//!                                         └── graphql/ (validate, project, filter; pure)
+//!                                         ├── graphql/ (validate, project, filter; pure)
+//!                                         └── subscriptions/enrich ─▶ upstream (key-only events completed per group)
 //! ```
 //!
 //! [`app`] is the composition root; everything else is one stage of the flow.

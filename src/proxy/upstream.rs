@@ -14,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use super::ProxyError;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+use crate::subscriptions::enrich::{FetchError, UpstreamFetch};
 
 /// Idle pooled connections are closed after this; the upstream's own
 /// keep-alive timeout is usually longer, so subcar closes first and never
@@ -142,5 +143,22 @@ impl Upstream {
         );
         let body = Bytes::from_static(br#"{"query":"{__typename}"}"#);
         self.post_graphql(body, &headers).await.map(|_| ())
+    }
+}
+
+/// Enrichment fetches go through the same pooled client.
+impl UpstreamFetch for Upstream {
+    fn post(
+        &self,
+        body: Bytes,
+        headers: HeaderMap,
+    ) -> futures_util::future::BoxFuture<'static, Result<(StatusCode, Bytes), FetchError>> {
+        let upstream = self.clone();
+        Box::pin(async move {
+            upstream
+                .post_graphql(body, &headers)
+                .await
+                .map_err(FetchError::new)
+        })
     }
 }

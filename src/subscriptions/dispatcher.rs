@@ -244,9 +244,15 @@ mod tests {
             &self,
             _: Bytes,
             _: http::HeaderMap,
-        ) -> futures_util::future::BoxFuture<'static, Result<(http::StatusCode, Bytes), String>>
-        {
-            Box::pin(async { Err("no upstream in this test".to_owned()) })
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<(http::StatusCode, Bytes), crate::subscriptions::enrich::FetchError>,
+        > {
+            Box::pin(async {
+                Err(crate::subscriptions::enrich::FetchError::new(
+                    std::io::Error::other("no upstream in this test"),
+                ))
+            })
         }
     }
 

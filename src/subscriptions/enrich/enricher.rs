@@ -29,22 +29,18 @@ pub trait UpstreamFetch: Send + Sync + 'static {
         &self,
         body: Bytes,
         headers: HeaderMap,
-    ) -> BoxFuture<'static, Result<(StatusCode, Bytes), String>>;
+    ) -> BoxFuture<'static, Result<(StatusCode, Bytes), FetchError>>;
 }
 
-impl UpstreamFetch for crate::proxy::Upstream {
-    fn post(
-        &self,
-        body: Bytes,
-        headers: HeaderMap,
-    ) -> BoxFuture<'static, Result<(StatusCode, Bytes), String>> {
-        let upstream = self.clone();
-        Box::pin(async move {
-            upstream
-                .post_graphql(body, &headers)
-                .await
-                .map_err(|e| e.to_string())
-        })
+/// Why an enrichment request got no HTTP answer (unreachable, timeout,
+/// a broken response); its text reaches the subscriber's error.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct FetchError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl FetchError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
     }
 }
 
@@ -266,7 +262,7 @@ async fn fetch(
     stats.requests.fetch_add(1, Ordering::Relaxed);
     stats.operations.fetch_add(n as u64, Ordering::Relaxed);
     let answers = match upstream.post(body, headers).await {
-        Err(e) => vec![Answer::Failed(e); n],
+        Err(e) => vec![Answer::Failed(e.to_string()); n],
         Ok((StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _)) => vec![Answer::Forbidden; n],
         // Whatever its body says, a server error tells nothing about the
         // entity: the subscriber is told rather than skipped.

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
 pub(crate) use enricher::Planned;
-pub use enricher::{EnrichStats, Enricher, UpstreamFetch};
+pub use enricher::{EnrichStats, Enricher, FetchError, UpstreamFetch};
 pub(crate) use lane::Lane;
 
 use crate::config::ResolveConfig;
