@@ -688,6 +688,41 @@ async fn on_null_skip_treats_forbidden_errors_and_http_401_403_like_null() {
         nothing_more(c).await;
     }
     assert_eq!(env.resolves(), 8, "every event was fetched for both");
+    // 3 events hidden from each of the two subscribers.
+    for (name, expected) in [
+        ("subcar_enrichment_requests_total", 8.0),
+        ("subcar_enrichment_operations_total", 8.0),
+        ("subcar_enrichment_skipped_total", 6.0),
+        ("subcar_enrichment_failures_total", 0.0),
+    ] {
+        assert_eq!(
+            metric_settled(&env.subcar, name, expected).await,
+            expected,
+            "{name}"
+        );
+    }
+}
+
+/// The value of an unlabelled metric once it reached `expected` (metrics
+/// are sampled once a second), or after 5 s whatever it is then.
+async fn metric_settled(subcar: &TestSubcar, name: &str, expected: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = reqwest::get(subcar.admin_url("/metrics"))
+            .await
+            .expect("admin answers")
+            .text()
+            .await
+            .expect("text");
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        if value == expected || tokio::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
