@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use super::Route;
-use super::enrich::{FetchCredentials, Lane};
+use super::enrich::{Credentials, FetchCredentials, Lane};
 use super::outbox::{Delivery, Offer, Outbox};
 use crate::bus::Cursor;
 use crate::graphql::filter::{GroupVars, PreparedEvent};
@@ -87,12 +87,10 @@ pub struct Group {
 }
 
 /// The fetch state of an enriched group.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GroupFetch {
-    /// The credentials of the latest member: members share a fetch only
-    /// when any one's credentials may stand for all (same `share` value),
-    /// and the latest is the least likely to have expired.
-    pub credentials: Mutex<FetchCredentials>,
+    /// Shared with the field's other groups of the same share value.
+    pub credentials: Arc<Credentials>,
     pub lane: Lane,
 }
 
@@ -241,6 +239,10 @@ impl Registry {
                 .as_ref()
                 .map(|e| e.share_key(&claims, prepared.args(), &credentials)),
         };
+        let fetch_credentials = match (&enrich, &id.share) {
+            (Some(e), Some(share)) => Some(e.credentials_slot(share, credentials)),
+            _ => None,
+        };
         let member = Member {
             prefix: envelope_prefix(op_id),
             serial,
@@ -262,13 +264,15 @@ impl Registry {
                     len: AtomicUsize::new(0),
                     resume_members: AtomicUsize::new(0),
                     members: (0..self.shards).map(|_| Mutex::default()).collect(),
-                    fetching: enrich.as_ref().map(|_| Box::default()),
+                    fetching: fetch_credentials.map(|credentials| {
+                        Box::new(GroupFetch {
+                            credentials,
+                            lane: Lane::default(),
+                        })
+                    }),
                 })
             })
             .clone();
-        if let Some(f) = &group.fetching {
-            *f.credentials.lock() = credentials;
-        }
         group.len.fetch_add(1, Ordering::Relaxed);
         if resume {
             // Before the member is visible: the dispatcher never finds a

@@ -21,7 +21,8 @@
 mod enricher;
 mod lane;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Map, Value};
@@ -84,7 +85,14 @@ pub struct FieldEnrichment {
     args: Vec<(String, Expression)>,
     share_by: Option<Expression>,
     limit: Arc<Semaphore>,
+    /// One credentials slot per live share value, held by its groups: all
+    /// groups of one share value fetch with the same (latest) credentials,
+    /// so that their requests can be batched together.
+    slots: parking_lot::Mutex<HashMap<String, Weak<Credentials>>>,
 }
+
+/// The credentials the groups of one share value fetch with.
+pub(crate) type Credentials = parking_lot::Mutex<FetchCredentials>;
 
 impl FieldEnrichment {
     pub fn compile(field: &str, config: &ResolveConfig) -> Result<Self, FilterError> {
@@ -107,7 +115,31 @@ impl FieldEnrichment {
             args,
             share_by,
             limit: Arc::new(Semaphore::new(config.max_concurrency)),
+            slots: Default::default(),
         })
+    }
+
+    /// The credentials slot of share value `share`, now holding
+    /// `credentials` (the latest subscriber's, the least likely to have
+    /// expired: any subscriber of one share value may stand for all).
+    pub(crate) fn credentials_slot(
+        &self,
+        share: &str,
+        credentials: FetchCredentials,
+    ) -> Arc<Credentials> {
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.get(share).and_then(Weak::upgrade) {
+            *slot.lock() = credentials;
+            return slot;
+        }
+        // Forget share values no group holds any more, before the table
+        // doubles: it stays bounded by the live ones.
+        if slots.len() >= 64 && slots.len().is_power_of_two() {
+            slots.retain(|_, w| w.strong_count() > 0);
+        }
+        let slot = Arc::new(parking_lot::Mutex::new(credentials));
+        slots.insert(share.to_owned(), Arc::downgrade(&slot));
+        slot
     }
 
     pub fn policy(&self) -> Policy {
@@ -168,6 +200,41 @@ impl FieldEnrichment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_credentials_slot_per_live_share_value() {
+        let config = ResolveConfig {
+            query_field: "q".into(),
+            args: Default::default(),
+            share_by: Some("claims.role".into()),
+            on_null: Default::default(),
+            prefer: Default::default(),
+            max_concurrency: 1,
+        };
+        let field = FieldEnrichment::compile("f", &config).unwrap();
+        let token = |t: &'static str| FetchCredentials {
+            authorization: Some(HeaderValue::from_static(t)),
+            cookie: None,
+        };
+        let first = field.credentials_slot("ops", token("Bearer a"));
+        let second = field.credentials_slot("ops", token("Bearer b"));
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(*first.lock(), token("Bearer b"), "the latest credentials");
+        let other = field.credentials_slot("dev", token("Bearer c"));
+        assert!(!Arc::ptr_eq(&first, &other));
+        drop((first, second, other));
+        // Share values nobody holds are forgotten as the table grows.
+        let held: Vec<_> = (0..200)
+            .map(|i| field.credentials_slot(&format!("v{i}"), token("Bearer x")))
+            .filter(|_| false)
+            .collect();
+        assert!(held.is_empty());
+        assert!(
+            field.slots.lock().len() <= 128,
+            "{}",
+            field.slots.lock().len()
+        );
+    }
 
     #[test]
     fn share_keys_follow_share_by_or_credentials() {
