@@ -224,16 +224,11 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &other));
         drop((first, second, other));
         // Share values nobody holds are forgotten as the table grows.
-        let held: Vec<_> = (0..200)
-            .map(|i| field.credentials_slot(&format!("v{i}"), token("Bearer x")))
-            .filter(|_| false)
-            .collect();
-        assert!(held.is_empty());
-        assert!(
-            field.slots.lock().len() <= 128,
-            "{}",
-            field.slots.lock().len()
-        );
+        for i in 0..200 {
+            drop(field.credentials_slot(&format!("v{i}"), token("Bearer x")));
+        }
+        let left = field.slots.lock().len();
+        assert!(left < 64, "{left} entries kept for 200 dead share values");
     }
 
     #[test]
