@@ -75,6 +75,15 @@ impl Env {
         }
     }
 
+    /// [`Self::start`] with user `u1` of `ops` subscribed as `s` to ids and titles.
+    async fn one_subscriber(upstream: &str, extra: &str) -> (Self, Client) {
+        let env = Self::start(upstream, extra).await;
+        let mut c = env.user("u1", "ops").await;
+        subscribe(&mut c, "s", ID_TITLE, json!({})).await;
+        env.wait_subscriptions(1).await;
+        (env, c)
+    }
+
     /// A connection whose `connection_init` carries `Bearer user:<id>:<tenant>`.
     async fn user(&self, id: &str, tenant: &str) -> Client {
         connect(
@@ -884,10 +893,7 @@ async fn an_upstream_answering_garbage_is_an_upstream_unavailable_field_error() 
 
 #[tokio::test]
 async fn a_non_json_answer_is_upstream_unavailable_for_that_event_only() {
-    let env = Env::start("", &ticket_updated("")).await;
-    let mut c = env.user("u1", "ops").await;
-    subscribe(&mut c, "s", ID_TITLE, json!({})).await;
-    env.wait_subscriptions(1).await;
+    let (env, mut c) = Env::one_subscriber("", &ticket_updated("")).await;
     env.publish("ticket.updated", json!({"id": "http-garbage"}))
         .await;
     env.publish("ticket.updated", json!({"id": "ops-1"})).await;
@@ -909,10 +915,7 @@ async fn a_non_json_answer_is_upstream_unavailable_for_that_event_only() {
 /// silently left out as if it had no rights.
 #[tokio::test]
 async fn an_http_5xx_from_the_upstream_is_upstream_unavailable() {
-    let env = Env::start("", &ticket_updated("")).await;
-    let mut c = env.user("u1", "ops").await;
-    subscribe(&mut c, "s", ID_TITLE, json!({})).await;
-    env.wait_subscriptions(1).await;
+    let (env, mut c) = Env::one_subscriber("", &ticket_updated("")).await;
     for id in ["http-500", "http-503"] {
         env.publish("ticket.updated", json!({"id": id})).await;
     }
@@ -930,10 +933,7 @@ async fn an_http_5xx_from_the_upstream_is_upstream_unavailable() {
 
 #[tokio::test]
 async fn a_fetch_slower_than_the_upstream_timeout_is_upstream_unavailable() {
-    let env = Env::start("timeout = \"300ms\"", &ticket_updated("")).await;
-    let mut c = env.user("u1", "ops").await;
-    subscribe(&mut c, "s", ID_TITLE, json!({})).await;
-    env.wait_subscriptions(1).await;
+    let (env, mut c) = Env::one_subscriber("timeout = \"300ms\"", &ticket_updated("")).await;
     let start = Instant::now();
     env.publish("ticket.updated", json!({"id": "slow-5000-ops-1"}))
         .await;
@@ -990,10 +990,7 @@ async fn a_slow_fetch_stalls_no_other_subscription() {
 
 #[tokio::test]
 async fn a_slow_fetch_followed_by_a_fast_one_still_delivers_in_publish_order() {
-    let env = Env::start("", &ticket_updated("")).await;
-    let mut c = env.user("u1", "ops").await;
-    subscribe(&mut c, "s", ID_TITLE, json!({})).await;
-    env.wait_subscriptions(1).await;
+    let (env, mut c) = Env::one_subscriber("", &ticket_updated("")).await;
     env.publish("ticket.updated", json!({"id": "slow-500-ops-1"}))
         .await;
     env.publish("ticket.updated", json!({"id": "ops-2"})).await;
