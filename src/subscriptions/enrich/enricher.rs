@@ -313,6 +313,7 @@ async fn deliver(
         let event = &event;
         let registry = &registry;
         let stats = &stats;
+        let field = &field;
         async move {
             let answers = match call {
                 Some(call) => Some(call.await),
@@ -330,7 +331,10 @@ async fn deliver(
             let response = match answer {
                 Answer::Response(v) => FetchResponse::Response(v),
                 Answer::Forbidden => FetchResponse::Forbidden,
-                Answer::Failed(why) => FetchResponse::Failed(why),
+                Answer::Failed(why) => {
+                    field.log_failure(why);
+                    FetchResponse::Failed(why)
+                }
             };
             let payload = item
                 .group

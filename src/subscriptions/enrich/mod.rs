@@ -22,7 +22,9 @@ mod enricher;
 mod lane;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Map, Value};
@@ -89,6 +91,10 @@ pub struct FieldEnrichment {
     /// groups of one share value fetch with the same (latest) credentials,
     /// so that their requests can be batched together.
     slots: parking_lot::Mutex<HashMap<String, Weak<Credentials>>>,
+    /// Fetch failures are logged at most once a minute per field: a down
+    /// upstream would otherwise log once per group and event.
+    last_log: parking_lot::Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
 }
 
 /// The credentials the groups of one share value fetch with.
@@ -116,7 +122,26 @@ impl FieldEnrichment {
             share_by,
             limit: Arc::new(Semaphore::new(config.max_concurrency)),
             slots: Default::default(),
+            last_log: Default::default(),
+            suppressed: AtomicU64::new(0),
         })
+    }
+
+    /// Logs why a fetch got no usable answer (rate-limited).
+    pub(crate) fn log_failure(&self, why: &str) {
+        let now = Instant::now();
+        let mut last = self.last_log.lock();
+        if last.is_some_and(|t| now.duration_since(t).as_secs() < 60) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            field = %self.field,
+            suppressed,
+            "enrichment fetch failed ({why}); delivered with UPSTREAM_UNAVAILABLE"
+        );
     }
 
     /// The credentials slot of share value `share`, now holding
