@@ -21,6 +21,7 @@ pub mod graphql;
 pub mod health;
 pub mod ingest;
 pub mod layers;
+pub mod log_limit;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -3,22 +3,21 @@
 //!
 //! A run-time evaluation error makes the event "not matching" (and the
 //! subscriber "not allowed"); it is logged at most once a minute per field,
-//! because one bad expression would otherwise log once per event.
+//! because one bad expression would otherwise log once per event (see
+//! [`crate::log_limit`]).
 
 use std::cell::OnceCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Env, Program, Value as CelValue};
-use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 use crate::config::SubscriptionConfig;
+use crate::log_limit::LogLimit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -55,8 +54,7 @@ impl std::fmt::Debug for Rule {
 pub struct FieldRules {
     field: String,
     compiled: ArcSwap<Compiled>,
-    last_log: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
+    log_limit: LogLimit,
 }
 
 #[derive(Debug, Default)]
@@ -343,14 +341,9 @@ impl FieldRules {
     }
 
     fn log_failure(&self, key: &str, rule: &Rule, message: &str) {
-        let now = Instant::now();
-        let mut last = self.last_log.lock();
-        if last.is_some_and(|t| now.duration_since(t).as_secs() < 60) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        let Some(suppressed) = self.log_limit.admit() else {
             return;
-        }
-        *last = Some(now);
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        };
         tracing::warn!(
             field = %self.field,
             key,

@@ -22,9 +22,7 @@ mod enricher;
 mod lane;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Map, Value};
@@ -37,6 +35,7 @@ pub(crate) use lane::Lane;
 use crate::config::ResolveConfig;
 use crate::graphql::fetch::Policy;
 use crate::graphql::filter::{Expression, FilterError, GroupVars, PreparedEvent};
+use crate::log_limit::LogLimit;
 
 /// The headers that carry a connection's identity to the upstream.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
@@ -93,8 +92,7 @@ pub struct FieldEnrichment {
     slots: parking_lot::Mutex<HashMap<String, Weak<Credentials>>>,
     /// Fetch failures are logged at most once a minute per field: a down
     /// upstream would otherwise log once per group and event.
-    last_log: parking_lot::Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
+    log_limit: LogLimit,
 }
 
 /// The credentials the groups of one share value fetch with.
@@ -122,21 +120,15 @@ impl FieldEnrichment {
             share_by,
             limit: Arc::new(Semaphore::new(config.max_concurrency)),
             slots: Default::default(),
-            last_log: Default::default(),
-            suppressed: AtomicU64::new(0),
+            log_limit: LogLimit::default(),
         })
     }
 
     /// Logs why a fetch got no usable answer (rate-limited).
     pub(crate) fn log_failure(&self, why: &str) {
-        let now = Instant::now();
-        let mut last = self.last_log.lock();
-        if last.is_some_and(|t| now.duration_since(t).as_secs() < 60) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        let Some(suppressed) = self.log_limit.admit() else {
             return;
-        }
-        *last = Some(now);
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        };
         tracing::warn!(
             field = %self.field,
             suppressed,

@@ -1,0 +1,60 @@
+//! A limit for log lines that would otherwise repeat once per event: one
+//! bad expression or one down upstream must not flood the logs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// At most one line per period; the lines held back are counted.
+#[derive(Debug)]
+pub struct LogLimit {
+    period: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl Default for LogLimit {
+    /// Once a minute.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
+}
+
+impl LogLimit {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be
+    /// written now; `None` (and one more held back) otherwise.
+    pub fn admit(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut last = self.last.lock();
+        if last.is_some_and(|t| now.duration_since(t) < self.period) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_period_with_the_count_held_back() {
+        let limit = LogLimit::new(Duration::from_millis(50));
+        assert_eq!(limit.admit(), Some(0));
+        assert_eq!(limit.admit(), None);
+        assert_eq!(limit.admit(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(limit.admit(), Some(2));
+    }
+}
