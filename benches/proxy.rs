@@ -1,12 +1,14 @@
-//! Proxy overhead: the same upstream called directly and through subcar, on
-//! the same machine in the same run. Two upstreams: a trivial one (answers
-//! at once) and a realistic one (≈1 ms of work per request, as a database
-//! round trip would take).
+//! Proxy overhead: the same upstream called directly, through subcar and
+//! through a bare hyper proxy (the floor any proxy built on hyper reaches
+//! here), on the same machine in the same run. Two upstreams: a trivial one
+//! (answers at once) and a realistic one (≈1 ms of work per request, as a
+//! database round trip would take).
 //!
 //! Run: `cargo bench --bench proxy` (env `BENCH_SECONDS`, default 5, sets the
-//! measuring time per cell). subcar runs as a child process (release build);
-//! the upstream and the load generator share this process, on separate
-//! single-threaded runtimes.
+//! measuring time per target and cell; `PROXY_BENCH_ONLY=trivial:64` runs
+//! one cell, for profiling). subcar and the bare proxy run as child
+//! processes (release builds); the upstream and the load generator share
+//! this process, on separate single-threaded runtimes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +29,10 @@ const ANSWER: &str =
     r#"{"data":{"incident":{"id":"42","title":"Database latency","severity":"P1"}}}"#;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bare-proxy") {
+        return bare::serve(args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());
+    }
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -37,31 +43,61 @@ fn main() {
     let realistic = upstream_rt.block_on(start_upstream(Duration::from_millis(1)));
 
     println!(
-        "| upstream | concurrency | direct req/s | via subcar req/s | ratio | direct p50 / p99 (µs) | subcar p50 / p99 (µs) | added p50 (µs) |"
+        "| upstream | concurrency | direct req/s | via subcar req/s | ratio | bare hyper proxy req/s | ratio | direct p50 / p99 (µs) | subcar p50 / p99 (µs) | added p50 (µs) | bare proxy p50 / p99 (µs) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let only = std::env::var("PROXY_BENCH_ONLY").ok();
+    let selected = |name: &str, concurrency: usize| {
+        only.as_deref().is_none_or(|o| {
+            o.split_once(':')
+                .is_some_and(|(n, c)| name.starts_with(n) && c == concurrency.to_string())
+        })
+    };
     let load_rt = runtime();
     for (name, upstream) in [("trivial", trivial), ("realistic (1 ms)", realistic)] {
+        if !CONCURRENCIES.iter().any(|&c| selected(name, c)) {
+            continue;
+        }
         let mut subcar = spawn_subcar(upstream);
         let via = subcar.addr;
+        eprintln!("subcar pid {} (for `perf record -p`)", subcar.child.id());
+        let bare_addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut bare = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--bare-proxy",
+                &bare_addr.to_string(),
+                &upstream.to_string(),
+            ])
+            .spawn()
+            .expect("the bare proxy starts");
         load_rt.block_on(wait_until_up(via));
-        for &concurrency in &CONCURRENCIES {
-            let direct = load_rt.block_on(load(upstream, concurrency, measure));
-            let proxied = load_rt.block_on(load(via, concurrency, measure));
+        load_rt.block_on(wait_until_up(bare_addr));
+        for &concurrency in CONCURRENCIES.iter().filter(|&&c| selected(name, c)) {
+            let [direct, proxied, floor] =
+                load_rt.block_on(compare([upstream, via, bare_addr], concurrency, measure));
             println!(
-                "| {name} | {concurrency} | {:.0} | {:.0} | {:.2} | {} / {} | {} / {} | {} |",
+                "| {name} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {} / {} | {} / {} | {} | {} / {} |",
                 direct.rps,
                 proxied.rps,
                 proxied.rps / direct.rps,
+                floor.rps,
+                floor.rps / direct.rps,
                 direct.p50,
                 direct.p99,
                 proxied.p50,
                 proxied.p99,
                 proxied.p50 as i64 - direct.p50 as i64,
+                floor.p50,
+                floor.p99,
             );
         }
-        subcar.child.kill().ok();
-        subcar.child.wait().ok();
+        for child in [&mut subcar.child, &mut bare] {
+            child.kill().ok();
+            child.wait().ok();
+        }
     }
     drop(upstream_rt);
 }
@@ -164,9 +200,48 @@ struct Summary {
     p99: u64,
 }
 
+/// Latencies of several slices of one target, merged.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<u64>,
+    elapsed: Duration,
+}
+
+impl Samples {
+    fn summary(mut self) -> Summary {
+        let all = &mut self.latencies;
+        all.sort_unstable();
+        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+        Summary {
+            rps: all.len() as f64 / self.elapsed.as_secs_f64(),
+            p50: pct(0.50),
+            p99: pct(0.99),
+        }
+    }
+}
+
+/// Slices per cell: the targets take turns, so that the machine's drift
+/// over a run (it is shared) falls on all of them alike.
+const ROUNDS: u32 = 5;
+
+/// Measures `targets` for `measure` each, in `ROUNDS` alternating slices.
+async fn compare<const N: usize>(
+    targets: [SocketAddr; N],
+    concurrency: usize,
+    measure: Duration,
+) -> [Summary; N] {
+    let mut samples: [Samples; N] = std::array::from_fn(|_| Samples::default());
+    for _ in 0..ROUNDS {
+        for (addr, samples) in targets.iter().zip(samples.iter_mut()) {
+            load(*addr, concurrency, measure / ROUNDS, samples).await;
+        }
+    }
+    samples.map(Samples::summary)
+}
+
 /// `concurrency` keep-alive connections, each sending requests back to back
-/// for a warm-up second and then for `measure`.
-async fn load(addr: SocketAddr, concurrency: usize, measure: Duration) -> Summary {
+/// for a short warm-up and then for `measure`.
+async fn load(addr: SocketAddr, concurrency: usize, measure: Duration, samples: &mut Samples) {
     let recording = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -200,22 +275,56 @@ async fn load(addr: SocketAddr, concurrency: usize, measure: Duration) -> Summar
             latencies
         }));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     recording.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(measure).await;
     recording.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
     for w in workers {
-        all.extend(w.await.unwrap());
+        samples.latencies.extend(w.await.unwrap());
     }
-    all.sort_unstable();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Summary {
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
+    samples.elapsed += elapsed;
+}
+
+/// The floor a proxy on hyper can reach: a hyper server whose every request
+/// goes to the upstream through hyper-util's pooled client, nothing else.
+mod bare {
+    use super::*;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    pub fn serve(listen: SocketAddr, upstream: SocketAddr) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(accept(listen, upstream));
+    }
+
+    async fn accept(listen: SocketAddr, upstream: SocketAddr) {
+        let listener = TcpListener::bind(listen).await.unwrap();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: Client<_, hyper::body::Incoming> =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let uri: http::Uri = format!("http://{upstream}/graphql").parse().unwrap();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (client, uri) = (client.clone(), uri.clone());
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                        *req.uri_mut() = uri.clone();
+                        req.headers_mut().remove(http::header::HOST);
+                        client.request(req)
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
     }
 }

@@ -15,10 +15,12 @@
 //! each run twice in ABBA order and averaged.
 //! Clients then send an HS256 token in `connection_init.payload`.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -205,39 +207,175 @@ async fn open(addr: SocketAddr, graphql: bool, n: usize) -> Vec<Ws> {
     out
 }
 
-fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Vec<tokio::task::JoinHandle<Ws>> {
-    sockets
+/// Reads every subscriber socket from one plain thread with edge-triggered
+/// epoll (mio), parsing WebSocket frames by hand. Ten thousand
+/// tokio-tungstenite tasks would take the shared two cores from the server
+/// under test; this reader costs about one `read` per wake-up (a second
+/// reader thread measured slower: it competes with the server's workers).
+struct Readers {
+    stop: Arc<AtomicBool>,
+    waker: mio::Waker,
+    thread: std::thread::JoinHandle<()>,
+}
+
+const WAKE: mio::Token = mio::Token(usize::MAX);
+
+fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Readers {
+    let streams: Vec<std::net::TcpStream> = sockets
+        .into_iter()
+        .map(|ws| {
+            // The handshake left nothing unread (its last message was
+            // awaited), so the socket can leave tokio: keep a duplicate of
+            // its descriptor and drop the tokio side.
+            let fd = ws.get_ref().as_fd().try_clone_to_owned().unwrap();
+            drop(ws);
+            std::net::TcpStream::from(fd)
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poll = mio::Poll::new().unwrap();
+    let waker = mio::Waker::new(poll.registry(), WAKE).unwrap();
+    let (phase, flag) = (phase.clone(), stop.clone());
+    let thread = std::thread::spawn(move || read_loop(poll, streams, &phase, &flag));
+    Readers {
+        stop,
+        waker,
+        thread,
+    }
+}
+
+struct Conn {
+    client: usize,
+    stream: mio::net::TcpStream,
+    /// The start of a frame that has not fully arrived.
+    partial: Vec<u8>,
+    done: bool,
+}
+
+fn read_loop(
+    mut poll: mio::Poll,
+    streams: Vec<std::net::TcpStream>,
+    phase: &Phase,
+    stop: &AtomicBool,
+) {
+    let mut conns: Vec<Conn> = streams
         .into_iter()
         .enumerate()
-        .map(|(i, mut ws)| {
-            let phase = phase.clone();
-            tokio::spawn(async move {
-                let mut closed = true;
-                while let Some(Ok(m)) = ws.next().await {
-                    let Message::Text(t) = m else { continue };
-                    let now = phase.now_ns();
-                    let Some(seq) = seq_of(t.as_bytes()) else {
-                        continue;
-                    };
-                    if seq >= phase.count.len() {
-                        closed = false;
-                        break;
+        .map(|(client, stream)| {
+            stream.set_nonblocking(true).unwrap();
+            let mut stream = mio::net::TcpStream::from_std(stream);
+            poll.registry()
+                .register(&mut stream, mio::Token(client), mio::Interest::READABLE)
+                .unwrap();
+            Conn {
+                client,
+                stream,
+                partial: Vec::new(),
+                done: false,
+            }
+        })
+        .collect();
+    let mut events = mio::Events::with_capacity(1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "{e}");
+        }
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        for event in events.iter() {
+            let Some(conn) = conns.get_mut(event.token().0) else {
+                continue;
+            };
+            while !conn.done {
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => conn.close(phase),
+                    Ok(n) => {
+                        conn.receive(&buf[..n], phase);
+                        // Edge-triggered: a short read emptied the socket,
+                        // and data arriving later raises a new event.
+                        if n < buf.len() {
+                            break;
+                        }
                     }
-                    phase.received[i].fetch_add(1, Ordering::Relaxed);
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => conn.close(phase),
+                }
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn close(&mut self, phase: &Phase) {
+        self.done = true;
+        phase.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn receive(&mut self, data: &[u8], phase: &Phase) {
+        let now = phase.now_ns();
+        let mut pending = std::mem::take(&mut self.partial);
+        let data = if pending.is_empty() {
+            data
+        } else {
+            pending.extend_from_slice(data);
+            &pending[..]
+        };
+        let mut rest = data;
+        while let Some((opcode, payload, len)) = server_frame(rest) {
+            rest = &rest[len..];
+            match opcode {
+                OP_TEXT => {
+                    let Some(seq) = seq_of(payload) else { continue };
+                    if seq >= phase.count.len() {
+                        self.done = true;
+                        return;
+                    }
+                    phase.received[self.client].fetch_add(1, Ordering::Relaxed);
                     phase.count[seq].fetch_add(1, Ordering::Relaxed);
                     phase.last_ns[seq].fetch_max(now, Ordering::Relaxed);
                     if phase.record_latency {
                         let sent = phase.sent_ns[seq].load(Ordering::Acquire);
-                        phase.latencies[i].lock().push(now.saturating_sub(sent));
+                        phase.latencies[self.client]
+                            .lock()
+                            .push(now.saturating_sub(sent));
                     }
                 }
-                if closed {
-                    phase.closed.fetch_add(1, Ordering::Relaxed);
+                // The heartbeat: an empty pong, masked as client frames must be.
+                OP_PING => {
+                    let _ = self.stream.write_all(&[0x8A, 0x80, 0, 0, 0, 0]);
                 }
-                ws
-            })
-        })
-        .collect()
+                OP_CLOSE => return self.close(phase),
+                _ => {}
+            }
+        }
+        self.partial = rest.to_vec();
+    }
+}
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+
+/// One complete unmasked server frame at the start of `data`: its opcode,
+/// its payload and its length on the wire. Frames are never fragmented here.
+fn server_frame(data: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&b0, &b1) = (data.first()?, data.get(1)?);
+    let (len, header) = match b1 & 0x7f {
+        126 => (
+            u16::from_be_bytes(data.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(data.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let payload = data.get(header..header + len)?;
+    Some((b0 & 0x0f, payload, header + len))
 }
 
 /// How a phase publishes events: subcar's webhook or the baseline's publisher socket.
@@ -425,15 +563,11 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn stop(target: &Target, readers: Vec<tokio::task::JoinHandle<Ws>>) {
-    // Closing from our side ends each reader.
-    for r in &readers {
-        r.abort();
-    }
-    for r in readers {
-        let _ = r.await;
-    }
-    let _ = target;
+/// Stops the readers and closes their sockets.
+fn stop(readers: Readers) {
+    readers.stop.store(true, Ordering::Release);
+    readers.waker.wake().unwrap();
+    readers.thread.join().unwrap();
 }
 
 #[derive(Debug, Default)]
@@ -529,7 +663,7 @@ async fn fanout(target: &Target, r: &mut Results) {
     times.sort_unstable();
     r.fanout_p50_ms = pct(&times, 0.5) as f64 / 1e6;
     r.fanout_p99_ms = pct(&times, 0.99) as f64 / 1e6;
-    stop(target, readers).await;
+    stop(readers);
 }
 
 /// (b): 1,000 subscribers, events published as fast as accepted, with a
@@ -582,7 +716,7 @@ async fn throughput(target: &Target, batch: usize) -> f64 {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let got = phase.total();
-    stop(target, readers).await;
+    stop(readers);
     got as f64 / elapsed
 }
 
@@ -605,12 +739,7 @@ async fn latency(target: &Target, r: &mut Results) {
     while phase.total() < (events * n) as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    for rd in &readers {
-        rd.abort();
-    }
-    for rd in readers {
-        let _ = rd.await;
-    }
+    stop(readers);
     let mut lat: Vec<u64> = phase
         .latencies
         .iter()
