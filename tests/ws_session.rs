@@ -13,6 +13,7 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 use subcar::auth::{AuthError, Identity, Refusal};
 use subcar::config::SchemaConfig;
+use subcar::signal::Signal;
 use subcar::subscriptions::{Registry, Routes};
 use subcar::transport::protocol::{ClientMessage, CloseCode, Inbound, Outbound};
 use subcar::transport::{
@@ -20,7 +21,6 @@ use subcar::transport::{
     SessionLimits, Shared,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio_util::sync::CancellationToken;
 
 /// Both directions of a socket as channels.
 struct Duplex {
@@ -112,12 +112,7 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
     });
     let (to_session, rx) = unbounded_channel();
     let (tx, from_session) = unbounded_channel();
-    let session = Session::new(
-        Duplex { rx, tx },
-        shared,
-        HeaderMap::new(),
-        CancellationToken::new(),
-    );
+    let session = Session::new(Duplex { rx, tx }, shared, HeaderMap::new(), Signal::new());
     Harness {
         to_session,
         from_session,

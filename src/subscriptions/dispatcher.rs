@@ -360,7 +360,7 @@ mod tests {
         for _ in 0..5 {
             group.deliver(0, &Bytes::from_static(b"{}"), None, &registry.stats);
         }
-        assert!(inbox.slow.is_cancelled());
+        assert!(inbox.slow.is_raised());
         assert_eq!(
             registry
                 .stats

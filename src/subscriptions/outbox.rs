@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::bus::Cursor;
-use tokio_util::sync::CancellationToken;
+use crate::signal::Signal;
 
 /// One `next` frame for one subscription of the connection.
 #[derive(Debug)]
@@ -44,8 +44,8 @@ struct Queue {
     ready: Notify,
     /// Set when the session is gone: offers are dropped.
     closed: AtomicBool,
-    /// Set on the first overflow, before the token is cancelled: checked on
-    /// every offer, where the token's own check would take its lock.
+    /// Set on the first overflow, before the signal is raised: the one
+    /// atomic every offer checks.
     overflowed: AtomicBool,
 }
 
@@ -53,15 +53,15 @@ struct Queue {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     queue: Arc<Queue>,
-    slow: CancellationToken,
+    slow: Signal,
 }
 
 /// The session's side.
 #[derive(Debug)]
 pub struct Inbox {
     pub rx: Receiver,
-    /// Cancelled when the queue overflowed: the session closes the socket.
-    pub slow: CancellationToken,
+    /// Raised when the queue overflowed: the session closes the socket.
+    pub slow: Signal,
 }
 
 /// Takes frames in the order they were offered.
@@ -101,7 +101,7 @@ pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
         closed: AtomicBool::new(false),
         overflowed: AtomicBool::new(false),
     });
-    let slow = CancellationToken::new();
+    let slow = Signal::new();
     (
         Outbox {
             queue: queue.clone(),
@@ -136,7 +136,7 @@ impl Outbox {
             if q.overflowed.swap(true, Ordering::AcqRel) {
                 return Offer::Dropped;
             }
-            self.slow.cancel();
+            self.slow.raise();
             return Offer::Overflowed;
         }
         let was_empty = {
@@ -215,7 +215,7 @@ mod tests {
         // One taken: one slot free, counting the session's local batch.
         assert_eq!(out.offer(d(3)), Offer::Queued);
         assert_eq!(out.offer(d(4)), Offer::Overflowed);
-        assert!(inbox.slow.is_cancelled());
+        assert!(inbox.slow.is_raised());
         assert_eq!(out.offer(d(5)), Offer::Dropped);
         let got: Vec<u64> = std::iter::from_fn(|| inbox.rx.try_recv().ok())
             .map(|d| d.serial)
@@ -229,7 +229,7 @@ mod tests {
         let (out, mut inbox) = outbox(4);
         assert_eq!(out.offer_all(3, (0..3).map(d)), Offer::Queued);
         assert_eq!(out.offer_all(2, (3..5).map(d)), Offer::Overflowed);
-        assert!(inbox.slow.is_cancelled());
+        assert!(inbox.slow.is_raised());
         let got: Vec<u64> = std::iter::from_fn(|| inbox.rx.try_recv().ok())
             .map(|d| d.serial)
             .collect();

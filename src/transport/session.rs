@@ -2,7 +2,7 @@
 //!
 //! Generic over any `Stream<Item = Inbound> + Sink<Outbound>`, so tests
 //! drive it with channels. The loop is a `select!` whose arms await only
-//! cancel-safe futures (`next`, `recv`, `cancelled`, `tick`, a pinned
+//! cancel-safe futures (`next`, `recv`, `raised`, `tick`, a pinned
 //! `Sleep`); writes happen in arm bodies, guarded so that a client that
 //! stops reading cannot pin the session forever.
 
@@ -18,7 +18,6 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use super::inbound::{Admission, InboundService, MessageKind};
@@ -27,6 +26,7 @@ use super::{ExecuteError, Shared};
 use crate::bus::{BusError, Cursor, Replay};
 use crate::graphql::{GraphQLError, Prepared, PreparedSubscription};
 use crate::metrics::Refusal;
+use crate::signal::Signal;
 use crate::subscriptions::dispatcher::with_cursor;
 use crate::subscriptions::outbox::{Inbox, Outbox, outbox};
 use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
@@ -156,7 +156,7 @@ fn resume_request(
 pub struct Session<T> {
     io: T,
     shared: Arc<Shared>,
-    cancel: CancellationToken,
+    cancel: Signal,
     slot: ConnectionSlot,
     outbox: Outbox,
     inbox: Inbox,
@@ -191,7 +191,7 @@ where
     E: std::fmt::Display,
 {
     /// A session for a socket just upgraded with request `headers`.
-    pub fn new(io: T, shared: Arc<Shared>, headers: HeaderMap, cancel: CancellationToken) -> Self {
+    pub fn new(io: T, shared: Arc<Shared>, headers: HeaderMap, cancel: Signal) -> Self {
         let (outbox, inbox) = outbox(shared.limits.outbound_queue);
         let slot = shared.registry.connect();
         let deadline = Box::pin(tokio::time::sleep(shared.limits.init_timeout));
@@ -225,8 +225,8 @@ where
     pub async fn run(mut self) {
         let end = loop {
             let flow = tokio::select! {
-                _ = self.cancel.cancelled() => Flow::Close(CloseCode::GoingAway, "server shutting down".into()),
-                _ = self.inbox.slow.cancelled() => {
+                _ = self.cancel.raised() => Flow::Close(CloseCode::GoingAway, "server shutting down".into()),
+                _ = self.inbox.slow.raised() => {
                     Flow::Close(CloseCode::TryAgainLater, "slow consumer: too many undelivered messages".into())
                 }
                 _ = &mut self.deadline, if self.deadline_kind != Deadline::Off => self.on_deadline(),
@@ -414,7 +414,7 @@ where
         // must not wait for it.
         let auth = tokio::select! {
             r = auth => r,
-            _ = self.cancel.cancelled() => return Flow::Stop,
+            _ = self.cancel.raised() => return Flow::Stop,
         };
         match auth {
             Ok(identity) => {
@@ -709,8 +709,8 @@ where
                 }
                 Err(_) => Flow::Stop,
             },
-            _ = self.inbox.slow.cancelled() => Flow::Close(CloseCode::TryAgainLater, "slow consumer: too many undelivered messages".into()),
-            _ = self.cancel.cancelled() => Flow::Stop,
+            _ = self.inbox.slow.raised() => Flow::Close(CloseCode::TryAgainLater, "slow consumer: too many undelivered messages".into()),
+            _ = self.cancel.raised() => Flow::Stop,
         }
     }
 }

@@ -21,6 +21,7 @@ use super::{Session, Shared};
 use crate::body::{self, Body};
 use crate::metrics::{Refusal, Transport, TransportLabel};
 use crate::shutdown::Shutdown;
+use crate::signal::Signal;
 
 /// The legacy subscriptions-transport-ws subprotocol (not served yet).
 const LEGACY_SUBPROTOCOL: &str = "graphql-ws";
@@ -162,13 +163,13 @@ impl WsEndpoint {
             // A clone: the family's guard must not live across awaits.
             gauge.inc();
             tracing::debug!("websocket connected");
-            let cancel = tokio_util::sync::CancellationToken::new();
+            let cancel = Signal::new();
             let session = Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone());
             // The session's own token fires `delay` after the drain's end.
             let close_later = async {
                 closing.cancelled().await;
                 tokio::time::sleep(delay).await;
-                cancel.cancel();
+                cancel.raise();
                 std::future::pending::<()>().await
             };
             tokio::select! {

@@ -1,0 +1,85 @@
+//! A one-way flag that wakes the one task waiting on it. A connection's
+//! session polls its flags on every wake-up; a `CancellationToken` would
+//! take its node's lock and re-register a `Notified` each time, this is an
+//! atomic load.
+
+use std::future::{Future, poll_fn};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+
+/// Raised once, never lowered. Clones share the flag. Only one task may
+/// wait on it at a time (the last one to poll is the one woken).
+#[derive(Debug, Clone, Default)]
+pub struct Signal(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    raised: AtomicBool,
+    waiter: AtomicWaker,
+}
+
+impl Signal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn raise(&self) {
+        self.0.raised.store(true, Ordering::Release);
+        self.0.waiter.wake();
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.0.raised.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the flag is raised. Cancel-safe.
+    pub fn raised(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            if self.is_raised() {
+                return Poll::Ready(());
+            }
+            self.0.waiter.register(cx.waker());
+            // Raised between the check and the registration: the wake went
+            // to the previous waker, so look again.
+            if self.is_raised() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_waiting_task_wakes_when_raised() {
+        let signal = Signal::new();
+        let waiting = tokio::spawn({
+            let signal = signal.clone();
+            async move { signal.raised().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        signal.raise();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn raised_before_waiting_resolves_at_once() {
+        let signal = Signal::new();
+        signal.raise();
+        assert!(signal.is_raised());
+        signal.raised().await;
+        assert!(signal.clone().is_raised(), "clones share the flag");
+    }
+}
