@@ -13,10 +13,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::bus::Cursor;
 use crate::signal::Signal;
@@ -41,7 +42,8 @@ struct Queue {
     /// the session's local batch): what the capacity bounds.
     pending: AtomicUsize,
     capacity: usize,
-    ready: Notify,
+    /// The session, when it waits for a frame.
+    ready: AtomicWaker,
     /// Set when the session is gone: offers are dropped.
     closed: AtomicBool,
     /// Set on the first overflow, before the signal is raised: the one
@@ -97,7 +99,7 @@ pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
         items: Mutex::new(VecDeque::new()),
         pending: AtomicUsize::new(0),
         capacity: capacity.max(1),
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
         closed: AtomicBool::new(false),
         overflowed: AtomicBool::new(false),
     });
@@ -146,8 +148,7 @@ impl Outbox {
             before == 0
         };
         if was_empty {
-            // Stores a permit when the session is not waiting yet.
-            q.ready.notify_one();
+            q.ready.wake();
         }
         Offer::Queued
     }
@@ -158,12 +159,19 @@ impl Receiver {
     /// when this returns it. The session holds an [`Outbox`] of its own, so
     /// the queue never ends while it runs.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        loop {
+        std::future::poll_fn(|cx| {
             if let Some(d) = self.take() {
-                return Some(d);
+                return Poll::Ready(Some(d));
             }
-            self.queue.ready.notified().await;
-        }
+            self.queue.ready.register(cx.waker());
+            // Offered between the look and the registration: that offer
+            // woke the previous waker, so look again.
+            match self.take() {
+                Some(d) => Poll::Ready(Some(d)),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// A frame already queued, without waiting.
