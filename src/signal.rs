@@ -26,9 +26,13 @@ impl Signal {
         Self::default()
     }
 
-    pub fn raise(&self) {
-        self.0.raised.store(true, Ordering::Release);
-        self.0.waiter.wake();
+    /// Raises the flag; true for the call that raised it first.
+    pub fn raise(&self) -> bool {
+        let first = !self.0.raised.swap(true, Ordering::AcqRel);
+        if first {
+            self.0.waiter.wake();
+        }
+        first
     }
 
     pub fn is_raised(&self) -> bool {
@@ -77,7 +81,8 @@ mod tests {
     #[tokio::test]
     async fn raised_before_waiting_resolves_at_once() {
         let signal = Signal::new();
-        signal.raise();
+        assert!(signal.raise(), "the first raise");
+        assert!(!signal.raise(), "raised already");
         assert!(signal.is_raised());
         signal.raised().await;
         assert!(signal.clone().is_raised(), "clones share the flag");

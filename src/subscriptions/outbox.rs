@@ -46,9 +46,6 @@ struct Queue {
     ready: AtomicWaker,
     /// Set when the session is gone: offers are dropped.
     closed: AtomicBool,
-    /// Set on the first overflow, before the signal is raised: the one
-    /// atomic every offer checks.
-    overflowed: AtomicBool,
 }
 
 /// The dispatcher's side of a connection's queue; cheap to clone.
@@ -101,7 +98,6 @@ pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
         capacity: capacity.max(1),
         ready: AtomicWaker::new(),
         closed: AtomicBool::new(false),
-        overflowed: AtomicBool::new(false),
     });
     let slow = Signal::new();
     (
@@ -130,16 +126,17 @@ impl Outbox {
     /// `frames` is only consumed when they fit.
     pub fn offer_all(&self, n: usize, frames: impl IntoIterator<Item = Delivery>) -> Offer {
         let q = &*self.queue;
-        if q.closed.load(Ordering::Relaxed) || q.overflowed.load(Ordering::Relaxed) {
+        if q.closed.load(Ordering::Relaxed) || self.slow.is_raised() {
             return Offer::Dropped;
         }
         if q.pending.fetch_add(n, Ordering::AcqRel) + n > q.capacity {
             q.pending.fetch_sub(n, Ordering::AcqRel);
-            if q.overflowed.swap(true, Ordering::AcqRel) {
-                return Offer::Dropped;
-            }
-            self.slow.raise();
-            return Offer::Overflowed;
+            // Offers racing on a full queue: only the first is the overflow.
+            return if self.slow.raise() {
+                Offer::Overflowed
+            } else {
+                Offer::Dropped
+            };
         }
         let was_empty = {
             let mut items = q.items.lock();

@@ -165,7 +165,7 @@ impl WsEndpoint {
             tracing::debug!("websocket connected");
             let cancel = Signal::new();
             let session = Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone());
-            // The session's own token fires `delay` after the drain's end.
+            // The session's own signal is raised `delay` after the drain's end.
             let close_later = async {
                 closing.cancelled().await;
                 tokio::time::sleep(delay).await;
