@@ -111,6 +111,21 @@ pub struct PreparedSubscription {
 /// for the upstream schema.
 pub const SCHEMA_NOT_READY: &str = "SCHEMA_NOT_READY";
 
+/// The root field's coerced arguments with every declared argument the
+/// client left out (and that has no default) bound to `null`, so `filter`,
+/// `allow` and `resolve.args` read `args.x == null` for it instead of
+/// failing on a missing key. Coercion itself keeps graphql-js's rule (an
+/// absent argument is absent) for projection and introspection.
+fn absent_as_null(
+    mut args: Map<String, Value>,
+    defs: &[schema::InputValueDef],
+) -> Map<String, Value> {
+    for def in defs {
+        args.entry(def.name.clone()).or_insert(Value::Null);
+    }
+    args
+}
+
 fn syntax_error(e: graphql_parser::query::ParseError) -> GraphQLError {
     // graphql-parser reports "query parse error: Parse error at L:C\n…".
     let text = e.to_string();
@@ -219,6 +234,7 @@ impl Schema {
                 )))
             }
         };
+        let args = absent_as_null(args, &def.args);
         let group_key = GroupKey::new(&root, &args);
         Ok(Prepared::Subscription(Arc::new(PreparedSubscription {
             root,
