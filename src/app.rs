@@ -106,6 +106,7 @@ impl App {
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
         let registry = Registry::new(shards);
         let metrics = Arc::new(Metrics::new());
+        metrics.seed(routes.fields(), routes.topics().iter().map(String::as_str));
         let webhook = Arc::new(
             Webhook::new(&config.webhook, routes.topics(), bus.clone())?
                 .with_rate_limit(config.rate_limits.webhook_events_per_second)

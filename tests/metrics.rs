@@ -14,7 +14,10 @@ async fn scrape(subcar: &TestSubcar) -> prometheus_parse::Scrape {
 }
 
 async fn scrape_admin(admin: SocketAddr) -> prometheus_parse::Scrape {
-    let res = reqwest::get(format!("http://{admin}/metrics"))
+    let res = reqwest::Client::new()
+        .get(format!("http://{admin}/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
@@ -148,4 +151,108 @@ async fn realtime_counters_move_as_events_flow() {
         settled.is_ok(),
         "metrics never showed {expected:?}: {last:?}"
     );
+}
+
+/// A scraper that does not ask for OpenMetrics (curl, most agents) gets the
+/// Prometheus text format, with every family present before any traffic.
+#[tokio::test]
+async fn plain_scrapers_get_the_text_format_with_every_family_at_zero() {
+    let upstream = TestUpstream::start().await;
+    let subcar = TestSubcar::builder(upstream.url()).spawn().await;
+    let res = reqwest::get(subcar.admin_url("/metrics")).await.unwrap();
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("# TYPE subcar_refusals_total counter"),
+        "{text}"
+    );
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let has = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+    };
+    for (name, label) in [
+        (
+            "subcar_connections",
+            Some(("transport", "graphql_transport_ws")),
+        ),
+        ("subcar_subscriptions", Some(("field", "incidentUpdated"))),
+        (
+            "subcar_events_received_total",
+            Some(("topic", "incidentUpdated")),
+        ),
+        ("subcar_refusals_total", Some(("reason", "slow_consumer"))),
+        ("subcar_webhook_requests_total", Some(("status", "503"))),
+        ("subcar_upstream_up", None),
+        ("process_resident_memory_bytes", None),
+        ("process_cpu_seconds_total", None),
+        ("process_open_fds", None),
+    ] {
+        assert!(has(name, label), "{name} {label:?} missing:\n{text}");
+    }
+}
+
+/// `promtool check metrics` (which reads the text format only) over what a
+/// plain scraper gets after some traffic. CI installs promtool and sets
+/// `SUBCAR_REQUIRE_PROMTOOL=1`; elsewhere the check runs when promtool is on
+/// the PATH.
+#[tokio::test]
+async fn promtool_finds_nothing_to_complain_about() {
+    use std::io::Write;
+    let have = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !have {
+        assert!(
+            std::env::var_os("SUBCAR_REQUIRE_PROMTOOL").is_none(),
+            "promtool is not installed (Debian: apt-get install prometheus)"
+        );
+        eprintln!("promtool not installed: skipped");
+        return;
+    }
+    let rt = spawn("").await;
+    let mut c = Client::ready(rt.addr).await;
+    c.subscribe("1", "subscription { counter }").await;
+    wait_subscriptions(&rt, 1).await;
+    publish(rt.webhook, json!({"topic": "counter", "payload": 1})).await;
+    c.recv().await;
+    {
+        let accept = "*/*";
+        let text = reqwest::Client::new()
+            .get(format!("http://{}/metrics", rt.admin))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool ({accept}): {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -17,7 +17,7 @@ use super::probes;
 use crate::body::{self, Body};
 use crate::error;
 use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 use crate::schema::LiveSchema;
 use crate::status::StatusSource;
 use crate::transport::WsEndpoint;
@@ -121,11 +121,19 @@ impl Service<Request<Body>> for PublicRouter {
     }
 }
 
-fn metrics_response(metrics: &Metrics) -> Response<Body> {
-    let mut res = Response::new(body::full(metrics.render()));
+fn metrics_response<B>(request: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Body> {
+    let format = Format::negotiate(
+        request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let reachable = health.readiness().upstream.reachable == Some(true);
+    metrics.upstream_up.set(i64::from(reachable));
+    let mut res = Response::new(body::full(metrics.render_as(format)));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(format.content_type()),
     );
     res
 }
@@ -171,7 +179,7 @@ impl<B> Service<Request<B>> for AdminRouter {
         let response = match (request.method(), request.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => probes::healthz(),
             (&Method::GET | &Method::HEAD, "/readyz") => probes::readyz(&self.health),
-            (&Method::GET, "/metrics") => metrics_response(&self.metrics),
+            (&Method::GET, "/metrics") => metrics_response(&request, &self.metrics, &self.health),
             (&Method::GET, "/status") => probes::json(StatusCode::OK, &self.status.snapshot()),
             _ => probes::not_found(),
         };

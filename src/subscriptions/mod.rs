@@ -142,6 +142,11 @@ impl Routes {
         out
     }
 
+    /// Every Subscription field, configured or not.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.by_field.keys().map(String::as_str)
+    }
+
     /// Every topic that feeds some field (for the webhook's unknown-topic check).
     pub fn topics(&self) -> Vec<String> {
         let mut t: Vec<String> = self

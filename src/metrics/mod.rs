@@ -1,9 +1,17 @@
 //! Prometheus metrics, one registry per [`crate::app::App`] (no globals, so
-//! several apps in one test process do not share counters). Served as text
-//! on the admin listener's `/metrics`.
+//! several apps in one test process do not share counters). Served on the
+//! admin listener's `/metrics` in the format the scraper asks for
+//! ([`Format`]).
 //!
 //! Label values are bounded: transports, configured fields and topics, HTTP
 //! status codes and a fixed set of refusal reasons; never ids or addresses.
+//! Every family is present from the start, its known label values at zero,
+//! so that dashboards and alerts see a series before the first event.
+
+mod exposition;
+mod process;
+
+pub use exposition::Format;
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -24,6 +32,10 @@ pub struct TransportLabel {
 #[allow(non_camel_case_types)]
 pub enum Transport {
     graphql_transport_ws,
+}
+
+impl Transport {
+    pub const ALL: &[Transport] = &[Transport::graphql_transport_ws];
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +77,30 @@ pub enum Refusal {
     draining,
 }
 
+impl Refusal {
+    /// Every reason, so each series exists (at zero) from the start.
+    pub const ALL: &[Refusal] = &[
+        Refusal::auth,
+        Refusal::rate_limit_connection,
+        Refusal::rate_limit_message,
+        Refusal::rate_limit_subscription,
+        Refusal::rate_limit_request,
+        Refusal::rate_limit_webhook,
+        Refusal::capacity,
+        Refusal::slow_consumer,
+        Refusal::heartbeat_timeout,
+        Refusal::init_timeout,
+        Refusal::invalid_message,
+        Refusal::draining,
+    ];
+}
+
+/// The statuses the webhook answers (README, "The webhook").
+const WEBHOOK_STATUSES: &[u16] = &[202, 400, 401, 408, 413, 415, 422, 429, 503];
+/// The statuses of the proxy path that subcar itself produces, beside the
+/// upstream's own `200`.
+const PROXY_STATUSES: &[u16] = &[200, 400, 413, 429, 502, 504];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: &'static str,
@@ -73,6 +109,7 @@ pub struct VersionLabel {
 /// Every metric subcar exports.
 pub struct Metrics {
     registry: Registry,
+    process: Registry,
     pub connections: Family<TransportLabel, Gauge>,
     pub subscriptions: Family<FieldLabel, Gauge>,
     pub subscription_groups: Gauge,
@@ -84,6 +121,8 @@ pub struct Metrics {
     pub proxy_latency: Histogram,
     pub refusals: Family<ReasonLabel, Counter>,
     pub bus_up: Gauge,
+    /// 1 while the upstream answers subcar's probe, 0 when it does not.
+    pub upstream_up: Gauge,
     pub bus_lagged_events: Counter<u64, AtomicU64>,
     pub enrichment_requests: Counter<u64, AtomicU64>,
     pub enrichment_operations: Counter<u64, AtomicU64>,
@@ -117,12 +156,14 @@ impl Metrics {
             proxy_latency: Histogram::new(latency_buckets()),
             refusals: Family::default(),
             bus_up: Gauge::default(),
+            upstream_up: Gauge::default(),
             bus_lagged_events: Counter::default(),
             enrichment_requests: Counter::default(),
             enrichment_operations: Counter::default(),
             enrichment_failures: Counter::default(),
             enrichment_skipped: Counter::default(),
             registry: Registry::default(),
+            process: Registry::default(),
         };
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
@@ -213,7 +254,49 @@ impl Metrics {
             "Events a dispatcher lost because it fell behind the bus",
             m.bus_lagged_events.clone(),
         );
-        Self { registry, ..m }
+        registry.register(
+            "upstream_up",
+            "1 while the upstream answers subcar's reachability probe, 0 when it does not",
+            m.upstream_up.clone(),
+        );
+        // `process_*` is a convention without the subcar prefix.
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
+        for &transport in Transport::ALL {
+            let _ = m.connections.get_or_create(&TransportLabel { transport });
+        }
+        for &reason in Refusal::ALL {
+            let _ = m.refusals.get_or_create(&ReasonLabel { reason });
+        }
+        for &status in WEBHOOK_STATUSES {
+            let _ = m.webhook_requests.get_or_create(&StatusLabel { status });
+        }
+        for &status in PROXY_STATUSES {
+            let _ = m.proxy_requests.get_or_create(&StatusLabel { status });
+        }
+        Self {
+            registry,
+            process,
+            ..m
+        }
+    }
+
+    /// Creates the series of the configured fields and topics at zero.
+    pub fn seed<'a>(
+        &self,
+        fields: impl IntoIterator<Item = &'a str>,
+        topics: impl IntoIterator<Item = &'a str>,
+    ) {
+        for field in fields {
+            let _ = self.subscriptions.get_or_create(&FieldLabel {
+                field: field.to_owned(),
+            });
+        }
+        for topic in topics {
+            let _ = self.events_received.get_or_create(&TopicLabel {
+                topic: topic.to_owned(),
+            });
+        }
     }
 
     pub fn observe_proxy(&self, status: u16, elapsed: Duration) {
@@ -227,15 +310,26 @@ impl Metrics {
     /// reason and never the client's credentials.
     pub fn refused(&self, reason: Refusal) {
         tracing::info!(reason = ?reason, "client refused");
-        self.refusals.get_or_create(&ReasonLabel { reason }).inc();
+        let _ = self.refusals.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics exposition of every metric.
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        text::encode_registry(&mut out, &self.registry)
+            .and_then(|()| text::encode_registry(&mut out, &self.process))
+            .and_then(|()| text::encode_eof(&mut out))
             .expect("writing to a String does not fail");
         out
+    }
+
+    /// Every metric in `format`.
+    pub fn render_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.render(),
+            Format::Text => exposition::to_text_format(&self.render()),
+        }
     }
 }
 
@@ -262,5 +356,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("subcar_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn every_family_is_there_before_anything_happened() {
+        let m = Metrics::new();
+        m.seed(["incidentUpdated"], ["incident.updated"]);
+        let text = m.render_as(Format::Text);
+        for line in [
+            "subcar_connections{transport=\"graphql_transport_ws\"} 0",
+            "subcar_refusals_total{reason=\"draining\"} 0",
+            "subcar_webhook_requests_total{status=\"503\"} 0",
+            "subcar_subscriptions{field=\"incidentUpdated\"} 0",
+            "subcar_events_received_total{topic=\"incident.updated\"} 0",
+            "subcar_upstream_up 0",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
     }
 }
