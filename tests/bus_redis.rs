@@ -1,27 +1,27 @@
-//! Scale-out through the real Redis on 127.0.0.1:6379 (started by
-//! `.ci/run`): several replicas sharing one bus, connection kills, a bus
+//! Scale-out through a real Redis (127.0.0.1:6379, or one the tests start:
+//! `tests/bus_support/servers.rs`): several replicas sharing one bus, connection kills, a bus
 //! outage (on a private redis-server), resume on another replica.
 
 mod bus_support;
 mod ws_support;
 
-use bus_support::{Bus, Cutter, Kind, REDIS};
+use bus_support::{Bus, Cutter, Kind, redis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_every_replica_once_in_order() {
-    bus_support::fan_out_across_three_replicas(Kind::Redis, REDIS).await;
+    bus_support::fan_out_across_three_replicas(Kind::Redis, redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_marks_no_id_on_any_replica() {
-    bus_support::refused_batch_marks_no_id(Kind::Redis, REDIS).await;
+    bus_support::refused_batch_marks_no_id(Kind::Redis, redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_kill_mid_stream_loses_nothing() {
-    let bus = Bus::new(Kind::Redis, REDIS);
+    let bus = Bus::new(Kind::Redis, redis());
     let cutter = Cutter::Redis {
-        url: REDIS.into(),
+        url: redis().into(),
         prefix: bus.prefix.clone(),
     };
     bus_support::killed_connection_loses_nothing(&bus, &cutter).await;
@@ -34,12 +34,12 @@ async fn bus_outage_is_503_and_delivery_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_on_another_replica_gets_every_missed_event_once() {
-    bus_support::resume_on_another_replica(&Bus::new(Kind::Redis, REDIS)).await;
+    bus_support::resume_on_another_replica(&Bus::new(Kind::Redis, redis())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_cursor_is_refused() {
     // MAXLEN ~ trims whole stream nodes (100 entries by default): 500
     // events with a history of 5 leave the first one far behind.
-    bus_support::expired_cursor_is_refused(&Bus::new(Kind::Redis, REDIS).history(5), 500).await;
+    bus_support::expired_cursor_is_refused(&Bus::new(Kind::Redis, redis()).history(5), 500).await;
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bus_support::{Bus, Kind, REDIS};
+use bus_support::{Bus, Kind, redis};
 use serde_json::{Value, json};
 use ws_support::support::{TestUpstream, free_port, manifest_dir};
 use ws_support::{Client, PATIENCE, publish};
@@ -94,7 +94,7 @@ async fn start(path: &std::path::Path) -> Replica {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_on_one_redis_deliver_every_event_everywhere_once_in_order() {
     let upstream = TestUpstream::start().await;
-    let bus = Bus::new(Kind::Redis, REDIS);
+    let bus = Bus::new(Kind::Redis, redis());
     let dir = tempfile::tempdir().unwrap();
     let mut replicas = Vec::new();
     for name in ["a", "b", "c"] {
@@ -152,7 +152,7 @@ async fn three_processes_on_one_redis_deliver_every_event_everywhere_once_in_ord
 async fn check_reports_bus_reachability_in_its_exit_code() {
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::new(Kind::Redis, REDIS);
+    let bus = Bus::new(Kind::Redis, redis());
     let closed = format!("redis://127.0.0.1:{}", free_port());
     for (name, section, code) in [
         ("up", bus.toml(), 0),

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ws_support::{self, Client, PATIENCE, Rt, post, publish, wait_subscriptions};
 
-pub const REDIS: &str = "redis://127.0.0.1:6379";
-pub const NATS: &str = "nats://127.0.0.1:4222";
+mod servers;
+pub use servers::{nats, redis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
