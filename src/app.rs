@@ -32,6 +32,7 @@ use crate::layers::require_auth::RequireAuthLayer;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
 use crate::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
+use crate::server::graphiql::Graphiql;
 use crate::server::router::{AdminRouter, GraphqlService, PublicRouter, UpgradeService};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
@@ -213,7 +214,7 @@ impl App {
         sessions: &Shutdown,
     ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
         let server = &self.config.server;
-        let router = PublicRouter::new(
+        let mut router = PublicRouter::new(
             &server.graphql_path,
             self.graphql_service(),
             self.health.clone(),
@@ -221,6 +222,9 @@ impl App {
             self.metrics.clone(),
         )
         .with_websocket(self.upgrade_service(shutdown, sessions));
+        if self.config.graphiql_enabled() {
+            router = router.with_graphiql(Graphiql::new(&server.graphiql.assets_url));
+        }
         let service = ServiceBuilder::new()
             // Bodies are boxed once at this stage boundary.
             .map_response(|res: Response<_>| res.map(body::boxed))

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     pub graphql_path: String,
+    /// The in-browser IDE on `GET {graphql_path}` for clients asking for HTML.
+    pub graphiql: GraphiqlConfig,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
@@ -75,11 +77,33 @@ impl Default for ServerConfig {
         Self {
             listen: ([0, 0, 0, 0], 4000).into(),
             graphql_path: "/graphql".into(),
+            graphiql: GraphiqlConfig::default(),
             drain_timeout: Duration::from_secs(15),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             max_request_bytes: 10 * 1024 * 1024,
             tls: None,
+        }
+    }
+}
+
+/// `[server.graphiql]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphiqlConfig {
+    /// Unset: on unless `schema.introspection = false` (the IDE needs the schema).
+    pub enabled: Option<bool>,
+    /// Base URL the page loads its scripts and styles from, laid out as
+    /// unpkg.com is (`{assets_url}/graphiql@3.8.3/graphiql.min.js`, …), so a
+    /// mirror or an npm `node_modules` served by path can stand in.
+    pub assets_url: String,
+}
+
+impl Default for GraphiqlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            assets_url: "https://unpkg.com".into(),
         }
     }
 }
@@ -751,6 +775,11 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether `GET {graphql_path}` serves GraphiQL to browsers.
+    pub fn graphiql_enabled(&self) -> bool {
+        self.server.graphiql.enabled.unwrap_or(true)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.version != 1 {
@@ -768,6 +797,15 @@ impl Config {
                     "{key}: {path:?} is not a path: expected something like \"/graphql\""
                 ));
             }
+        }
+        let assets = &self.server.graphiql.assets_url;
+        let is_url = assets
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !is_url || assets.contains(['"', '\'', '<', '>', '`']) {
+            problems.push(format!(
+                "server.graphiql.assets_url: {assets:?} is not a URL: expected an http(s) base URL such as \"https://unpkg.com\""
+            ));
         }
         if self.webhook.secret.is_some() && self.webhook.secret_file.is_some() {
             problems.push("webhook.secret_file: cannot be set together with webhook.secret: expected one of them".into());

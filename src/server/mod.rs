@@ -2,6 +2,7 @@
 //! HTTP/2, each request handed to a tower service with the client's
 //! connection facts attached.
 
+pub mod graphiql;
 pub mod probes;
 pub mod router;
 pub mod tls;

@@ -13,6 +13,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
+use super::graphiql::Graphiql;
 use super::probes;
 use crate::body::{self, Body};
 use crate::error;
@@ -43,6 +44,8 @@ struct PublicRoutes {
     metrics: Arc<Metrics>,
     /// WebSocket upgrades on the GraphQL path (subscriptions).
     websocket: Option<UpgradeService>,
+    /// The IDE page for browsers on the GraphQL path, when enabled.
+    graphiql: Option<Graphiql>,
 }
 
 impl PublicRouter {
@@ -63,8 +66,17 @@ impl PublicRouter {
                 schema,
                 metrics,
                 websocket: None,
+                graphiql: None,
             }),
         }
+    }
+
+    /// Serves GraphiQL to browsers on the GraphQL path.
+    pub fn with_graphiql(mut self, page: Graphiql) -> Self {
+        if let Some(routes) = Arc::get_mut(&mut self.routes) {
+            routes.graphiql = Some(page);
+        }
+        self
     }
 
     /// Serves WebSocket upgrades on the GraphQL path with `endpoint`.
@@ -98,6 +110,11 @@ impl Service<Request<Body>> for PublicRouter {
                 // The upgrade stack is always ready; its layers answer refusals.
                 let upgrade = ws.clone().oneshot(request);
                 return Either::Left(Box::pin(upgrade));
+            }
+            if let Some(page) = &routes.graphiql
+                && Graphiql::wants_page(request.method(), request.headers())
+            {
+                return Either::Right(ready(Ok(page.response())));
             }
             // The proxy stack is always ready; a clone keeps this router shareable.
             let graphql = routes.graphql.clone().oneshot(request);
