@@ -163,6 +163,11 @@ pub struct SchemaConfig {
     /// The upstream schema as an SDL file, instead of introspection.
     #[serde(default)]
     pub upstream_sdl: Option<PathBuf>,
+    /// Answer introspection (`__schema`, `__type`) and serve
+    /// `{graphql_path}/schema.graphql`; `false` refuses both, for APIs that
+    /// do not publish their schema.
+    #[serde(default = "yes")]
+    pub introspection: bool,
 }
 
 fn yes() -> bool {
@@ -450,6 +455,8 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Messages queued for one connection before it counts as a slow consumer.
     pub outbound_queue: usize,
+    /// What one GraphQL document may cost (`[limits.document]`).
+    pub document: DocumentLimits,
 }
 
 impl Default for LimitsConfig {
@@ -459,6 +466,66 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: 100,
             max_message_bytes: 64 * 1024,
             outbound_queue: 1024,
+            document: DocumentLimits::default(),
+        }
+    }
+}
+
+/// `[limits.document]`: caps on every GraphQL document subcar parses (the
+/// proxy's subscription decision, introspection, subscriptions and queries
+/// over a socket), so that no document costs more than a bounded amount of
+/// CPU and memory. Over a cap: a GraphQL error coded `DOCUMENT_TOO_COMPLEX`
+/// with `extensions.limit` naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentLimits {
+    /// Lexical tokens (names, punctuators, values), counted before parsing.
+    pub max_tokens: usize,
+    /// Nesting of selection sets, counted through fragment spreads.
+    pub max_depth: usize,
+    /// Fields with an alias, in the whole document.
+    pub max_aliases: usize,
+    /// Fragment definitions in the document.
+    pub max_fragments: usize,
+    /// Size of an introspection response subcar answers itself.
+    pub max_introspection_bytes: usize,
+}
+
+/// graphql-parser refuses brackets nested deeper than 50; `max_depth`
+/// stays below so that a selection at the limit can still take arguments.
+pub const MAX_DOCUMENT_DEPTH: usize = 40;
+
+impl Default for DocumentLimits {
+    fn default() -> Self {
+        Self {
+            max_tokens: 15_000,
+            max_depth: 32,
+            max_aliases: 100,
+            max_fragments: 200,
+            max_introspection_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl DocumentLimits {
+    fn problems(&self, problems: &mut Vec<String>) {
+        let d = self;
+        for (key, value, max) in [
+            ("limits.document.max_tokens", d.max_tokens, 1_000_000),
+            ("limits.document.max_depth", d.max_depth, MAX_DOCUMENT_DEPTH),
+            ("limits.document.max_aliases", d.max_aliases, 100_000),
+            ("limits.document.max_fragments", d.max_fragments, 1_000),
+            (
+                "limits.document.max_introspection_bytes",
+                d.max_introspection_bytes,
+                1 << 30,
+            ),
+        ] {
+            if value == 0 || value > max {
+                problems.push(format!(
+                    "{key}: {value} is out of range: expected 1 to {max}"
+                ));
+            }
         }
     }
 }
@@ -801,6 +868,7 @@ impl Config {
                 ));
             }
         }
+        self.limits.document.problems(&mut problems);
         self.validate_auth(&mut problems);
         for (key, value) in [
             (

@@ -3,7 +3,17 @@
 //! their parents are distinct object types) and have compatible shapes.
 //! Fragments are inlined before comparing, which finds the same conflicts
 //! as graphql-js's pairwise fragment comparison.
+//!
+//! Cost: each pair of AST fields is compared once per (parents, mutual
+//! exclusion) and remembered, as graphql-js's `PairSet` does for fragment
+//! pairs, so a chain of fragments that each repeat a field costs linear,
+//! not exponential, time; identical fields (same parent, name, arguments
+//! and selection, as printed) sharing a response key are compared once, so
+//! many repeats of one field are not quadratic. It runs only on documents
+//! without fragment cycles, whose depth through fragments is capped by
+//! `limits.document.max_depth`, so its recursion is bounded.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use graphql_parser::Pos;
@@ -22,6 +32,7 @@ struct Entry<'d, 's> {
     ty: Option<TypeRef>,
 }
 
+#[derive(Clone)]
 enum Reason {
     Msg(String),
     Sub(Vec<(String, Reason)>),
@@ -40,9 +51,21 @@ impl Reason {
     }
 }
 
+/// A conflict: why, and where on each side.
+type Conflict = Option<(Reason, Vec<Pos>, Vec<Pos>)>;
+
+/// Identity of one comparison: both AST fields, both parent types, and
+/// whether the parents are already known to be mutually exclusive.
+type PairKey = (usize, usize, usize, usize, bool);
+
+/// Errors reported at most (graphql-js `validate` stops at 100 too), so
+/// that many conflicting repeats cannot build a huge answer.
+const MAX_ERRORS: usize = 100;
+
 struct Checker<'s, 'd> {
     schema: &'s Schema,
     fragments: &'d HashMap<&'d str, &'d Frag>,
+    compared: RefCell<HashMap<PairKey, Conflict>>,
 }
 
 /// Every merge conflict in `doc`.
@@ -51,7 +74,11 @@ pub(crate) fn check<'d>(
     fragments: &'d HashMap<&'d str, &'d Frag>,
     doc: &'d Doc,
 ) -> Vec<GraphQLError> {
-    let c = Checker { schema, fragments };
+    let c = Checker {
+        schema,
+        fragments,
+        compared: RefCell::new(HashMap::new()),
+    };
     let mut errors = Vec::new();
     for def in &doc.definitions {
         match def {
@@ -79,9 +106,16 @@ pub(crate) fn check<'d>(
 
 impl<'s, 'd> Checker<'s, 'd> {
     fn visit(&self, parent: Option<&'s TypeDef>, set: &'d Sel, errors: &mut Vec<GraphQLError>) {
+        if errors.len() >= MAX_ERRORS {
+            return;
+        }
         let fields = self.collect(parent, set);
         for entries in fields.values() {
+            let entries = distinct(entries);
             for i in 0..entries.len() {
+                if errors.len() >= MAX_ERRORS {
+                    return;
+                }
                 for j in i + 1..entries.len() {
                     if let Some((reason, l1, l2)) = self.conflict(false, &entries[i], &entries[j]) {
                         let key = response_key(entries[i].field);
@@ -183,15 +217,28 @@ impl<'s, 'd> Checker<'s, 'd> {
         }
     }
 
-    fn conflict(
-        &self,
-        mutex: bool,
-        a: &Entry<'d, 's>,
-        b: &Entry<'d, 's>,
-    ) -> Option<(Reason, Vec<Pos>, Vec<Pos>)> {
+    /// [`Self::compare`], remembered per pair.
+    fn conflict(&self, mutex: bool, a: &Entry<'d, 's>, b: &Entry<'d, 's>) -> Conflict {
         if std::ptr::eq(a.field, b.field) {
             return None;
         }
+        let parent = |e: &Entry<'d, 's>| e.parent.map_or(0, |p| p as *const TypeDef as usize);
+        let key = (
+            a.field as *const AstField as usize,
+            b.field as *const AstField as usize,
+            parent(a),
+            parent(b),
+            mutex,
+        );
+        if let Some(known) = self.compared.borrow().get(&key) {
+            return known.clone();
+        }
+        let found = self.compare(mutex, a, b);
+        self.compared.borrow_mut().insert(key, found.clone());
+        found
+    }
+
+    fn compare(&self, mutex: bool, a: &Entry<'d, 's>, b: &Entry<'d, 's>) -> Conflict {
         let exclusive = mutex
             || match (a.parent, b.parent) {
                 (Some(p1), Some(p2)) => {
@@ -243,8 +290,12 @@ impl<'s, 'd> Checker<'s, 'd> {
         let (mut l1, mut l2) = here;
         for (key, e1) in f1.iter() {
             let Some(e2) = f2.get(key) else { continue };
-            for x in e1 {
-                for y in e2 {
+            let (e1, e2) = (distinct(e1), distinct(e2));
+            for x in &e1 {
+                if subs.len() >= MAX_ERRORS {
+                    break;
+                }
+                for y in &e2 {
                     if let Some((r, s1, s2)) = self.conflict(exclusive, x, y) {
                         subs.push((key.to_owned(), r));
                         l1.extend(s1);
@@ -271,6 +322,23 @@ impl<'s, 'd> Checker<'s, 'd> {
     }
 }
 
+/// The entries of one response key with identical fields (same parent,
+/// name, arguments and selection, as printed) kept once: they cannot
+/// conflict with each other, and conflict with a third field alike.
+fn distinct<'e, 'd, 's>(entries: &'e [Entry<'d, 's>]) -> Vec<&'e Entry<'d, 's>> {
+    if entries.len() < 2 {
+        return entries.iter().collect();
+    }
+    let mut seen = HashSet::new();
+    entries
+        .iter()
+        .filter(|e| {
+            let parent = e.parent.map_or(0, |p| p as *const TypeDef as usize);
+            seen.insert((parent, e.field.to_string()))
+        })
+        .collect()
+}
+
 fn response_key(f: &AstField) -> &str {
     f.alias.as_deref().unwrap_or(&f.name)
 }
@@ -286,9 +354,12 @@ fn same_arguments(a: &AstField, b: &AstField) -> bool {
 
 /// A tiny insertion-ordered multimap keyed by response key.
 mod indexmap_lite {
+    use std::collections::HashMap;
+
     pub(super) struct Map<'k, V> {
         keys: Vec<&'k str>,
         values: Vec<Vec<V>>,
+        index: HashMap<&'k str, usize>,
     }
 
     impl<V> Default for Map<'_, V> {
@@ -296,15 +367,17 @@ mod indexmap_lite {
             Self {
                 keys: Vec::new(),
                 values: Vec::new(),
+                index: HashMap::new(),
             }
         }
     }
 
     impl<'k, V> Map<'k, V> {
         pub(super) fn push(&mut self, key: &'k str, v: V) {
-            match self.keys.iter().position(|k| *k == key) {
-                Some(i) => self.values[i].push(v),
+            match self.index.get(key) {
+                Some(&i) => self.values[i].push(v),
                 None => {
+                    self.index.insert(key, self.keys.len());
                     self.keys.push(key);
                     self.values.push(vec![v]);
                 }
@@ -312,10 +385,7 @@ mod indexmap_lite {
         }
 
         pub(super) fn get(&self, key: &str) -> Option<&Vec<V>> {
-            self.keys
-                .iter()
-                .position(|k| *k == key)
-                .map(|i| &self.values[i])
+            self.index.get(key).map(|&i| &self.values[i])
         }
 
         pub(super) fn iter(&self) -> impl Iterator<Item = (&'k str, &Vec<V>)> {
