@@ -19,6 +19,7 @@ pub mod fetch;
 pub mod filter;
 pub mod introspection;
 mod literal;
+pub mod offload;
 mod overlap;
 mod plan;
 mod project;
