@@ -1135,6 +1135,29 @@ mod tests {
     }
 
     #[test]
+    fn document_limits_have_defaults_and_are_range_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.document, DocumentLimits::default());
+        assert_eq!(c.limits.document.max_depth, 32);
+        assert!(c.schema.introspection);
+        let text = format!(
+            "{MINIMAL}introspection = false\n[limits.document]\nmax_depth = 41\nmax_tokens = 0\n"
+        );
+        let p = problems(&text);
+        assert!(
+            p.contains("limits.document.max_depth: 41 is out of range: expected 1 to 40"),
+            "{p}"
+        );
+        assert!(p.contains("limits.document.max_tokens: 0 is out of range"), "{p}");
+        let text = format!("{MINIMAL}[limits.document]\nmax_depht = 3\n");
+        assert!(problems(&text).contains("max_depht"));
+        let ok = format!("{MINIMAL}introspection = false\n[limits.document]\nmax_aliases = 7\n");
+        let c = parse(&ok).unwrap();
+        assert!(!c.schema.introspection);
+        assert_eq!(c.limits.document.max_aliases, 7);
+    }
+
+    #[test]
     fn example_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let c = Config::load(&path, std::iter::empty()).unwrap();

@@ -397,3 +397,71 @@ mod indexmap_lite {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::graphql::Schema;
+
+    const SDL: &str = "type Query { a: Int t: T } type T { a: Int b: Int t: T } type Subscription { t: T }";
+
+    fn schema() -> Schema {
+        Schema::build(SDL, None).unwrap().with_document_policy(
+            crate::config::DocumentLimits {
+                max_tokens: 1_000_000,
+                max_fragments: 1000,
+                ..Default::default()
+            },
+            true,
+        )
+    }
+
+    /// Fast enough that the exponential or quadratic versions (seconds to
+    /// hours) cannot pass; generous for a debug build on a busy machine.
+    const FAST: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_doubling_chain_is_linear() {
+        let mut doc = String::from("{ t { ...F0 } }");
+        for i in 0..30 {
+            doc.push_str(&format!(
+                " fragment F{i} on T {{ t {{ ...F{j} }} t {{ ...F{j} a }} }}",
+                j = i + 1
+            ));
+        }
+        doc.push_str(" fragment F30 on T { a }");
+        let started = Instant::now();
+        assert_eq!(schema().validate(&doc), vec![]);
+        assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn many_repeated_fields_compare_once() {
+        let doc = format!("{{ t {{ {} }} }}", "a t { b } ".repeat(10_000));
+        let started = Instant::now();
+        assert_eq!(schema().validate(&doc), vec![]);
+        assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn conflicts_are_still_found_and_capped() {
+        let errors = schema().validate("{ t { x: a x: b } }");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("\"a\" and \"b\" are different fields"));
+        let many: String = (0..300).map(|i| format!("x: a(n: {i}) ")).collect();
+        let errors = schema().validate(&format!("{{ t {{ {many} }} }}"));
+        assert!(errors.len() <= 100 + 300, "{}", errors.len());
+    }
+
+    #[test]
+    fn a_cycle_stops_validation_before_the_merge_check() {
+        let doc = "{ t { ...A } } fragment A on T { t { ...A } t { ...A } }";
+        let errors = schema().validate(doc);
+        // One per spread, as graphql-js; no merge error after them.
+        assert_eq!(
+            errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            vec!["Cannot spread fragment \"A\" within itself."; 2]
+        );
+    }
+}
