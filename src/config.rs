@@ -489,6 +489,9 @@ pub struct DocumentLimits {
     pub max_fragments: usize,
     /// Size of an introspection response subcar answers itself.
     pub max_introspection_bytes: usize,
+    /// Work of the field-merge validation rule: pairs of fields sharing a
+    /// response key compared, plus fields collected to compare them.
+    pub max_merge_comparisons: usize,
 }
 
 /// graphql-parser refuses brackets nested deeper than 50; `max_depth`
@@ -503,6 +506,7 @@ impl Default for DocumentLimits {
             max_aliases: 100,
             max_fragments: 200,
             max_introspection_bytes: 2 * 1024 * 1024,
+            max_merge_comparisons: 100_000,
         }
     }
 }
@@ -519,6 +523,11 @@ impl DocumentLimits {
                 "limits.document.max_introspection_bytes",
                 d.max_introspection_bytes,
                 1 << 30,
+            ),
+            (
+                "limits.document.max_merge_comparisons",
+                d.max_merge_comparisons,
+                100_000_000,
             ),
         ] {
             if value == 0 || value > max {

@@ -264,6 +264,20 @@ async fn twenty_thousand_repeated_fields_are_refused_by_default_and_fast_when_al
 }
 
 #[tokio::test]
+async fn many_same_key_fields_with_distinct_selections_hit_the_merge_cap() {
+    let mut rt = spawn("[limits.document]\nmax_aliases = 10000").await;
+    let many: String = (0..1800).map(|i| format!("parent {{ t{i}: title }} ")).collect();
+    let q = format!("subscription {{ incidentUpdated {{ {many} }} }}");
+    let answer = generous(rt.subscribe_once(&q)).await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    let errors = answer["payload"].as_array().unwrap();
+    let capped = errors.last().unwrap();
+    assert_eq!(code(capped), "DOCUMENT_TOO_COMPLEX", "{answer}");
+    assert_eq!(capped["extensions"]["limit"], "max_merge_comparisons");
+    rt.assert_alive(10).await;
+}
+
+#[tokio::test]
 async fn introspection_responses_are_capped() {
     let mut rt = spawn("[limits.document]\nmax_introspection_bytes = 2000").await;
     let (status, body) = generous(rt.post(json!({ "query": subcar::graphql::INTROSPECTION_QUERY }))).await;

@@ -185,7 +185,14 @@ impl Schema {
         if !errors.is_empty() {
             return Err(errors
                 .into_iter()
-                .map(|e| e.with_code("GRAPHQL_VALIDATION_FAILED"))
+                .map(|e| {
+                    // A cap reached while validating keeps its own code.
+                    if e.extensions.is_some() {
+                        e
+                    } else {
+                        e.with_code("GRAPHQL_VALIDATION_FAILED")
+                    }
+                })
                 .collect());
         }
         let vars = coerce::coerce_variables(self, view.vars, variables)?;

@@ -11,9 +11,13 @@
 //! and selection, as printed) sharing a response key are compared once, so
 //! many repeats of one field are not quadratic. It runs only on documents
 //! without fragment cycles, whose depth through fragments is capped by
-//! `limits.document.max_depth`, so its recursion is bounded.
+//! `limits.document.max_depth`, so its recursion is bounded. What is left
+//! quadratic (many fields sharing a response key with different
+//! selections, as in graphql-js) is counted, and past
+//! `limits.document.max_merge_comparisons` the check stops with a
+//! `DOCUMENT_TOO_COMPLEX` refusal.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
 use graphql_parser::Pos;
@@ -66,6 +70,10 @@ struct Checker<'s, 'd> {
     schema: &'s Schema,
     fragments: &'d HashMap<&'d str, &'d Frag>,
     compared: RefCell<HashMap<PairKey, Conflict>>,
+    /// Work done so far: one per comparison and per field collected for
+    /// one; past `limits.document.max_merge_comparisons` the check stops
+    /// and the document is refused.
+    work: Cell<usize>,
 }
 
 /// Every merge conflict in `doc`.
@@ -78,6 +86,7 @@ pub(crate) fn check<'d>(
         schema,
         fragments,
         compared: RefCell::new(HashMap::new()),
+        work: Cell::new(0),
     };
     let mut errors = Vec::new();
     for def in &doc.definitions {
@@ -101,19 +110,38 @@ pub(crate) fn check<'d>(
             }
         }
     }
+    if c.exhausted() {
+        let max = schema.limits.max_merge_comparisons;
+        errors.push(super::document::too_complex(
+            "max_merge_comparisons",
+            format!(
+                "Checking that the document's fields can be merged takes more than {max} comparisons (limits.document.max_merge_comparisons)."
+            ),
+        ));
+    }
     errors
 }
 
 impl<'s, 'd> Checker<'s, 'd> {
+    /// Counts `n` units of work; false once the budget is spent.
+    fn spend(&self, n: usize) -> bool {
+        self.work.set(self.work.get().saturating_add(n));
+        !self.exhausted()
+    }
+
+    fn exhausted(&self) -> bool {
+        self.work.get() > self.schema.limits.max_merge_comparisons
+    }
+
     fn visit(&self, parent: Option<&'s TypeDef>, set: &'d Sel, errors: &mut Vec<GraphQLError>) {
-        if errors.len() >= MAX_ERRORS {
+        if errors.len() >= MAX_ERRORS || self.exhausted() {
             return;
         }
         let fields = self.collect(parent, set);
         for entries in fields.values() {
             let entries = distinct(entries);
             for i in 0..entries.len() {
-                if errors.len() >= MAX_ERRORS {
+                if errors.len() >= MAX_ERRORS || self.exhausted() {
                     return;
                 }
                 for j in i + 1..entries.len() {
@@ -219,7 +247,7 @@ impl<'s, 'd> Checker<'s, 'd> {
 
     /// [`Self::compare`], remembered per pair.
     fn conflict(&self, mutex: bool, a: &Entry<'d, 's>, b: &Entry<'d, 's>) -> Conflict {
-        if std::ptr::eq(a.field, b.field) {
+        if std::ptr::eq(a.field, b.field) || !self.spend(1) {
             return None;
         }
         let parent = |e: &Entry<'d, 's>| e.parent.map_or(0, |p| p as *const TypeDef as usize);
@@ -286,6 +314,9 @@ impl<'s, 'd> Checker<'s, 'd> {
         let t2 = b.ty.as_ref().and_then(|t| self.schema.get(t.named()));
         let f1 = self.collect(t1, &a.field.selection_set);
         let f2 = self.collect(t2, &b.field.selection_set);
+        if !self.spend(f1.len() + f2.len()) {
+            return None;
+        }
         let mut subs = Vec::new();
         let (mut l1, mut l2) = here;
         for (key, e1) in f1.iter() {
@@ -384,6 +415,11 @@ mod indexmap_lite {
             }
         }
 
+        /// Values held, over all keys.
+        pub(super) fn len(&self) -> usize {
+            self.values.iter().map(Vec::len).sum()
+        }
+
         pub(super) fn get(&self, key: &str) -> Option<&Vec<V>> {
             self.index.get(key).map(|&i| &self.values[i])
         }
@@ -452,6 +488,26 @@ mod tests {
         let many: String = (0..300).map(|i| format!("x: a(n: {i}) ")).collect();
         let errors = schema().validate(&format!("{{ t {{ {many} }} }}"));
         assert!(errors.len() <= 100 + 300, "{}", errors.len());
+    }
+
+    #[test]
+    fn same_key_fields_with_distinct_selections_hit_the_work_cap() {
+        let s = Schema::build(SDL, None).unwrap().with_document_policy(
+            crate::config::DocumentLimits {
+                max_tokens: 1_000_000,
+                max_aliases: 100_000,
+                ..Default::default()
+            },
+            true,
+        );
+        let many: String = (0..1800).map(|i| format!("t {{ x{i}: a }} ")).collect();
+        let started = Instant::now();
+        let errors = s.validate(&format!("{{ t {{ {many} }} }}"));
+        assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+        let last = errors.last().unwrap();
+        let ext = last.extensions.as_ref().unwrap();
+        assert_eq!(ext["code"], "DOCUMENT_TOO_COMPLEX");
+        assert_eq!(ext["limit"], "max_merge_comparisons");
     }
 
     #[test]
