@@ -1157,7 +1157,10 @@ mod tests {
             p.contains("limits.document.max_depth: 41 is out of range: expected 1 to 40"),
             "{p}"
         );
-        assert!(p.contains("limits.document.max_tokens: 0 is out of range"), "{p}");
+        assert!(
+            p.contains("limits.document.max_tokens: 0 is out of range"),
+            "{p}"
+        );
         let text = format!("{MINIMAL}[limits.document]\nmax_depht = 3\n");
         assert!(problems(&text).contains("max_depht"));
         let ok = format!("{MINIMAL}introspection = false\n[limits.document]\nmax_aliases = 7\n");

@@ -132,10 +132,7 @@ impl LiveSchema {
 /// Reads the configured files and builds the schema known without the
 /// network: the subscription SDL, merged with `schema.upstream_sdl` if set.
 /// Documents prepared against it are capped by `limits`.
-pub fn load(
-    config: &SchemaConfig,
-    limits: &DocumentLimits,
-) -> Result<LiveSchema, SchemaLoadError> {
+pub fn load(config: &SchemaConfig, limits: &DocumentLimits) -> Result<LiveSchema, SchemaLoadError> {
     let read = |key: &'static str, path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|source| SchemaLoadError::Read {
             key,

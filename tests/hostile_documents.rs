@@ -109,10 +109,11 @@ impl Rt {
     /// The process answers `/healthz` and the subscriber made before the
     /// hostile input still receives an event.
     async fn assert_alive(&mut self, n: i64) {
-        let health = tokio::time::timeout(Duration::from_secs(5), reqwest::get(self.url("/healthz")))
-            .await
-            .expect("/healthz answered quickly")
-            .expect("/healthz reachable");
+        let health =
+            tokio::time::timeout(Duration::from_secs(5), reqwest::get(self.url("/healthz")))
+                .await
+                .expect("/healthz answered quickly")
+                .expect("/healthz reachable");
         assert_eq!(health.status(), 200);
         publish(self.webhook, json!({"topic": "counter", "payload": n})).await;
         let next = self.watcher.recv().await;
@@ -242,7 +243,9 @@ async fn twenty_thousand_repeated_fields_are_refused_by_default_and_fast_when_al
     assert_limit(&answer["payload"], "max_tokens");
     rt.assert_alive(4).await;
 
-    let mut rt = spawn("[limits]\nmax_message_bytes = 1048576\n[limits.document]\nmax_tokens = 100000").await;
+    let mut rt =
+        spawn("[limits]\nmax_message_bytes = 1048576\n[limits.document]\nmax_tokens = 100000")
+            .await;
     let mut c = Client::ready(rt.addr).await;
     c.subscribe("1", &q).await;
     generous(async {
@@ -266,7 +269,9 @@ async fn twenty_thousand_repeated_fields_are_refused_by_default_and_fast_when_al
 #[tokio::test]
 async fn many_same_key_fields_with_distinct_selections_hit_the_merge_cap() {
     let mut rt = spawn("[limits.document]\nmax_aliases = 10000").await;
-    let many: String = (0..1800).map(|i| format!("parent {{ t{i}: title }} ")).collect();
+    let many: String = (0..1800)
+        .map(|i| format!("parent {{ t{i}: title }} "))
+        .collect();
     let q = format!("subscription {{ incidentUpdated {{ {many} }} }}");
     let answer = generous(rt.subscribe_once(&q)).await;
     assert_eq!(answer["type"], "error", "{answer}");
@@ -280,7 +285,8 @@ async fn many_same_key_fields_with_distinct_selections_hit_the_merge_cap() {
 #[tokio::test]
 async fn introspection_responses_are_capped() {
     let mut rt = spawn("[limits.document]\nmax_introspection_bytes = 2000").await;
-    let (status, body) = generous(rt.post(json!({ "query": subcar::graphql::INTROSPECTION_QUERY }))).await;
+    let (status, body) =
+        generous(rt.post(json!({ "query": subcar::graphql::INTROSPECTION_QUERY }))).await;
     assert_eq!(status, 200);
     assert_limit(&body["errors"], "max_introspection_bytes");
     assert!(body.get("data").is_none(), "{body}");
@@ -288,8 +294,12 @@ async fn introspection_responses_are_capped() {
 
     // Under the default cap, the whole answer.
     let rt2 = spawn("").await;
-    let (_, body) = generous(rt2.post(json!({ "query": subcar::graphql::INTROSPECTION_QUERY }))).await;
-    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query", "{body}");
+    let (_, body) =
+        generous(rt2.post(json!({ "query": subcar::graphql::INTROSPECTION_QUERY }))).await;
+    assert_eq!(
+        body["data"]["__schema"]["queryType"]["name"], "Query",
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -372,7 +382,9 @@ async fn introspection_disabled_is_refused_on_every_path() {
         assert_eq!(code(&body["errors"][0]), "INTROSPECTION_DISABLED", "{body}");
     };
     // POST, alone and beside an ordinary field, and in a batch.
-    let (s, b) = rt.post(json!({ "query": subcar::graphql::INTROSPECTION_QUERY })).await;
+    let (s, b) = rt
+        .post(json!({ "query": subcar::graphql::INTROSPECTION_QUERY }))
+        .await;
     refused(s, &b);
     let (s, b) = rt
         .post(json!({ "query": "{ hello ...F } fragment F on Query { __type(name: \"Query\") { name } }" }))
@@ -387,6 +399,20 @@ async fn introspection_disabled_is_refused_on_every_path() {
         .get("/graphql?query=%7B%20__schema%20%7B%20queryType%20%7B%20name%20%7D%20%7D%20%7D")
         .await;
     refused(s, &b);
+    // Escaped names are decoded before looking.
+    let (s, b) = rt
+        .get("/graphql?query=%7B%20%5F%5Fschema%20%7B%20queryType%20%7B%20name%20%7D%20%7D%20%7D")
+        .await;
+    refused(s, &b);
+    let res = reqwest::Client::new()
+        .post(rt.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(r#"{"query":"{ \u005f\u005fschema { queryType { name } } }"}"#)
+        .send()
+        .await
+        .unwrap();
+    let s = res.status().as_u16();
+    refused(s, &res.json().await.unwrap());
     // application/graphql.
     let res = reqwest::Client::new()
         .post(rt.url("/graphql"))
@@ -398,14 +424,28 @@ async fn introspection_disabled_is_refused_on_every_path() {
     let s = res.status().as_u16();
     refused(s, &res.json().await.unwrap());
     // The socket: a query, and a subscription document.
-    let answer = rt.subscribe_once("{ __schema { queryType { name } } }").await;
-    assert_eq!(code(&answer["payload"][0]), "INTROSPECTION_DISABLED", "{answer}");
     let answer = rt
-        .subscribe_once("subscription { incidentUpdated { id ... on Query { __type(name: \"X\") { name } } } }")
+        .subscribe_once("{ __schema { queryType { name } } }")
         .await;
-    assert_eq!(code(&answer["payload"][0]), "INTROSPECTION_DISABLED", "{answer}");
+    assert_eq!(
+        code(&answer["payload"][0]),
+        "INTROSPECTION_DISABLED",
+        "{answer}"
+    );
+    let answer = rt
+        .subscribe_once(
+            "subscription { incidentUpdated { id ... on Query { __type(name: \"X\") { name } } } }",
+        )
+        .await;
+    assert_eq!(
+        code(&answer["payload"][0]),
+        "INTROSPECTION_DISABLED",
+        "{answer}"
+    );
     // The SDL is not published.
-    let res = reqwest::get(rt.url("/graphql/schema.graphql")).await.unwrap();
+    let res = reqwest::get(rt.url("/graphql/schema.graphql"))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     // __typename is not introspection.
     let (s, b) = rt.post(json!({ "query": "{ __typename hello }" })).await;
@@ -415,9 +455,13 @@ async fn introspection_disabled_is_refused_on_every_path() {
 
     // Enabled (the default): answered, and the SDL is served.
     let rt2 = spawn("").await;
-    let (s, b) = rt2.post(json!({ "query": "{ __schema { queryType { name } } }" })).await;
+    let (s, b) = rt2
+        .post(json!({ "query": "{ __schema { queryType { name } } }" }))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["data"]["__schema"]["queryType"]["name"], "Query");
-    let res = reqwest::get(rt2.url("/graphql/schema.graphql")).await.unwrap();
+    let res = reqwest::get(rt2.url("/graphql/schema.graphql"))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }

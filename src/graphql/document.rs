@@ -62,7 +62,11 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), GraphQLError> 
             b'"' if b[i..].starts_with(b"\"\"\"") => {
                 i += 3;
                 while i < b.len() && !b[i..].starts_with(b"\"\"\"") {
-                    i += if b[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
+                    i += if b[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
                 }
                 i += 3;
             }
@@ -313,7 +317,10 @@ mod tests {
         let e = prescan(&deep, &limits()).unwrap_err();
         assert_eq!(limit_of(&e), "max_depth");
         let list = format!("{{ a(x: {}) }}", "[".repeat(100_000));
-        assert_eq!(limit_of(&prescan(&list, &limits()).unwrap_err()), "max_depth");
+        assert_eq!(
+            limit_of(&prescan(&list, &limits()).unwrap_err()),
+            "max_depth"
+        );
     }
 
     #[test]
@@ -335,7 +342,10 @@ mod tests {
     fn depth_walk_is_linear_in_a_doubling_chain() {
         let mut doc = String::from("{ ...F0 }");
         for i in 0..200 {
-            doc.push_str(&format!(" fragment F{i} on T {{ ...F{n} ...F{n} }}", n = i + 1));
+            doc.push_str(&format!(
+                " fragment F{i} on T {{ ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
         }
         doc.push_str(" fragment F200 on T { x }");
         let started = std::time::Instant::now();
@@ -368,7 +378,9 @@ mod tests {
         let l = limits();
         let found = |q: &str| mentions_introspection(&parse(q, &l).unwrap());
         assert!(found("{ __schema { types { name } } }"));
-        assert!(found("{ a { ...F } } fragment F on T { b { __type(name: \"X\") { name } } }"));
+        assert!(found(
+            "{ a { ...F } } fragment F on T { b { __type(name: \"X\") { name } } }"
+        ));
         assert!(!found("{ a { __typename } }"));
     }
 }

@@ -145,7 +145,7 @@ impl<'s, 'd> Checker<'s, 'd> {
                     return;
                 }
                 for j in i + 1..entries.len() {
-                    if let Some((reason, l1, l2)) = self.conflict(false, &entries[i], &entries[j]) {
+                    if let Some((reason, l1, l2)) = self.conflict(false, entries[i], entries[j]) {
                         let key = response_key(entries[i].field);
                         let mut at = l1;
                         at.extend(l2);
@@ -440,7 +440,8 @@ mod tests {
 
     use crate::graphql::Schema;
 
-    const SDL: &str = "type Query { a: Int t: T } type T { a: Int b: Int t: T } type Subscription { t: T }";
+    const SDL: &str =
+        "type Query { a: Int t: T } type T { a: Int b: Int t: T } type Subscription { t: T }";
 
     fn schema() -> Schema {
         Schema::build(SDL, None).unwrap().with_document_policy(
@@ -484,7 +485,11 @@ mod tests {
     fn conflicts_are_still_found_and_capped() {
         let errors = schema().validate("{ t { x: a x: b } }");
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].message.contains("\"a\" and \"b\" are different fields"));
+        assert!(
+            errors[0]
+                .message
+                .contains("\"a\" and \"b\" are different fields")
+        );
         let many: String = (0..300).map(|i| format!("x: a(n: {i}) ")).collect();
         let errors = schema().validate(&format!("{{ t {{ {many} }} }}"));
         assert!(errors.len() <= 100 + 300, "{}", errors.len());
@@ -516,7 +521,10 @@ mod tests {
         let errors = schema().validate(doc);
         // One per spread, as graphql-js; no merge error after them.
         assert_eq!(
-            errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>(),
             vec!["Cannot spread fragment \"A\" within itself."; 2]
         );
     }

@@ -116,29 +116,37 @@ impl Inner {
         let schema = self.schema.current();
         let body = match (&parts.method, body_kind(&parts.headers)) {
             (&Method::GET, _) => {
-                if let Some(q) = parts.uri.query() {
-                    if operation::query_string_is_subscription(q, schema.document_limits())
-                        .map_err(refused)?
-                    {
-                        return Err(ProxyError::SubscriptionOverHttp);
-                    }
-                    if let Some(doc) = operation::document_of_query_string(q) {
-                        operation::refuse_introspection(&schema, &[&doc]).map_err(refused)?;
-                    }
+                if let Some(q) = parts.uri.query()
+                    && (!schema.introspection_enabled()
+                        || operation::may_need_parsing(q.as_bytes()))
+                {
+                    let (schema, q) = (schema.clone(), q.to_owned());
+                    // Parsing a large document runs off the async workers.
+                    crate::graphql::offload::run(q.len(), move || {
+                        inspect_query_string(&schema, &q)
+                    })
+                    .await
+                    .map_err(|_| {
+                        ProxyError::InvalidRequest("the document could not be inspected")
+                    })??;
                 }
                 body
             }
             (_, BodyKind::Inspect { json }) => {
                 let bytes = self.read_body(body).await?;
-                // Parsing a large document runs off the async workers.
-                let (inspect_schema, inspect_bytes) = (schema.clone(), bytes.clone());
-                let answer = crate::graphql::offload::run(bytes.len(), move || {
-                    inspect(&inspect_schema, &inspect_bytes, json)
-                })
-                .await
-                .map_err(|_| ProxyError::InvalidRequest("the document could not be inspected"))??;
-                if let Some(answer) = answer {
-                    return Ok(answer);
+                if !schema.introspection_enabled() || operation::may_need_parsing(&bytes) {
+                    let (schema, inspected) = (schema.clone(), bytes.clone());
+                    // Parsing a large document runs off the async workers.
+                    let answer = crate::graphql::offload::run(bytes.len(), move || {
+                        inspect(&schema, &inspected, json)
+                    })
+                    .await
+                    .map_err(|_| {
+                        ProxyError::InvalidRequest("the document could not be inspected")
+                    })??;
+                    if let Some(answer) = answer {
+                        return Ok(answer);
+                    }
                 }
                 body::full(bytes)
             }
@@ -179,6 +187,18 @@ impl Inner {
         }
         Ok(buf.freeze())
     }
+}
+
+/// Refuses a GET whose document is a subscription, over a cap, or
+/// forbidden introspection.
+fn inspect_query_string(schema: &crate::graphql::Schema, q: &str) -> Result<(), ProxyError> {
+    if operation::query_string_is_subscription(q, schema.document_limits()).map_err(refused)? {
+        return Err(ProxyError::SubscriptionOverHttp);
+    }
+    if let Some(doc) = operation::document_of_query_string(q) {
+        operation::refuse_introspection(schema, &[&doc]).map_err(refused)?;
+    }
+    Ok(())
 }
 
 /// Decides what a buffered body is: a subscription (refused), a document

@@ -138,9 +138,9 @@ pub fn refuse_introspection(schema: &Schema, documents: &[&str]) -> Result<(), G
 }
 
 fn is_limit_error(e: &GraphQLError) -> bool {
-    e.extensions
-        .as_ref()
-        .is_some_and(|x| x.get("code").and_then(|c| c.as_str()) == Some(document::DOCUMENT_TOO_COMPLEX))
+    e.extensions.as_ref().is_some_and(|x| {
+        x.get("code").and_then(|c| c.as_str()) == Some(document::DOCUMENT_TOO_COMPLEX)
+    })
 }
 
 /// The documents of a request body or query string, for
@@ -200,7 +200,10 @@ pub fn selects_subscription(
             }
         }
     };
-    Ok(matches!(selected, Some(OperationDefinition::Subscription(_))))
+    Ok(matches!(
+        selected,
+        Some(OperationDefinition::Subscription(_))
+    ))
 }
 
 fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a str> {
@@ -210,6 +213,14 @@ fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a st
         OperationDefinition::Mutation(m) => m.name,
         OperationDefinition::SelectionSet(_) => None,
     }
+}
+
+/// Whether a body or query string mentions `subscription`, `__schema` or
+/// `__type`, as raw bytes: with introspection on, only then does the proxy
+/// parse anything. (With it off the proxy always decodes and looks, since
+/// `\u005f` or `%5F` would hide the names from this scan.)
+pub fn may_need_parsing(text: &[u8]) -> bool {
+    contains(text, KEYWORD) || contains(text, b"__schema") || contains(text, b"__type")
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -227,22 +238,28 @@ mod tests {
     #[test]
     fn plain_query_is_not_parsed_as_subscription() {
         assert!(!json_body_is_subscription(br#"{"query":"{ hello }"}"#, &limits()).unwrap());
-        assert!(!json_body_is_subscription(
-            br#"{"query":"query subscriptionCount { n }"}"#,
-            &limits()
-        ).unwrap());
+        assert!(
+            !json_body_is_subscription(br#"{"query":"query subscriptionCount { n }"}"#, &limits())
+                .unwrap()
+        );
     }
 
     #[test]
     fn subscription_is_detected() {
-        assert!(json_body_is_subscription(
-            br#"{"query":"subscription { incidentUpdated { id } }"}"#,
-            &limits()
-        ).unwrap());
-        assert!(json_body_is_subscription(
-            br#"[{"query":"{ a }"},{"query":"subscription S { x }"}]"#,
-            &limits()
-        ).unwrap());
+        assert!(
+            json_body_is_subscription(
+                br#"{"query":"subscription { incidentUpdated { id } }"}"#,
+                &limits()
+            )
+            .unwrap()
+        );
+        assert!(
+            json_body_is_subscription(
+                br#"[{"query":"{ a }"},{"query":"subscription S { x }"}]"#,
+                &limits()
+            )
+            .unwrap()
+        );
     }
 
     #[test]
@@ -257,14 +274,13 @@ mod tests {
 
     #[test]
     fn get_query_string() {
-        assert!(query_string_is_subscription(
-            "query=subscription%20%7B%20x%20%7D",
-            &limits()
-        ).unwrap());
-        assert!(!query_string_is_subscription(
-            "query=%7B%20subscriptionCount%20%7D",
-            &limits()
-        ).unwrap());
+        assert!(
+            query_string_is_subscription("query=subscription%20%7B%20x%20%7D", &limits()).unwrap()
+        );
+        assert!(
+            !query_string_is_subscription("query=%7B%20subscriptionCount%20%7D", &limits())
+                .unwrap()
+        );
     }
 
     #[test]

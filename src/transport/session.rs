@@ -461,12 +461,9 @@ where
         let operation_name = payload.operation_name.clone();
         // Large documents are prepared off the async workers (graphql::offload).
         let prepared = crate::graphql::offload::run(query.len(), move || {
-            schema.prepare_with(
-                &query,
-                operation_name.as_deref(),
-                &variables,
-                &|field| shared.routes.resolve_config(field),
-            )
+            schema.prepare_with(&query, operation_name.as_deref(), &variables, &|field| {
+                shared.routes.resolve_config(field)
+            })
         })
         .await;
         let prepared = match prepared {
