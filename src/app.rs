@@ -94,7 +94,7 @@ impl App {
     /// Builds every part; fails on anything that would fail at the first
     /// request (unreadable schema, bad TLS files).
     pub fn build(config: Config) -> Result<Self, AppError> {
-        let schema = schema::load(&config.schema)?;
+        let schema = schema::load(&config.schema, &config.limits.document)?;
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let upstream = Upstream::new(&config.upstream)?;
         let auth = Auth::from_config(&config.auth, &upstream)?;

@@ -187,6 +187,11 @@ pub struct SchemaConfig {
     /// The upstream schema as an SDL file, instead of introspection.
     #[serde(default)]
     pub upstream_sdl: Option<PathBuf>,
+    /// Answer introspection (`__schema`, `__type`) and serve
+    /// `{graphql_path}/schema.graphql`; `false` refuses both, for APIs that
+    /// do not publish their schema.
+    #[serde(default = "yes")]
+    pub introspection: bool,
 }
 
 fn yes() -> bool {
@@ -474,6 +479,8 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Messages queued for one connection before it counts as a slow consumer.
     pub outbound_queue: usize,
+    /// What one GraphQL document may cost (`[limits.document]`).
+    pub document: DocumentLimits,
 }
 
 impl Default for LimitsConfig {
@@ -483,6 +490,75 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: 100,
             max_message_bytes: 64 * 1024,
             outbound_queue: 1024,
+            document: DocumentLimits::default(),
+        }
+    }
+}
+
+/// `[limits.document]`: caps on every GraphQL document subcar parses (the
+/// proxy's subscription decision, introspection, subscriptions and queries
+/// over a socket), so that no document costs more than a bounded amount of
+/// CPU and memory. Over a cap: a GraphQL error coded `DOCUMENT_TOO_COMPLEX`
+/// with `extensions.limit` naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentLimits {
+    /// Lexical tokens (names, punctuators, values), counted before parsing.
+    pub max_tokens: usize,
+    /// Nesting of selection sets, counted through fragment spreads.
+    pub max_depth: usize,
+    /// Fields with an alias, in the whole document.
+    pub max_aliases: usize,
+    /// Fragment definitions in the document.
+    pub max_fragments: usize,
+    /// Size of an introspection response subcar answers itself.
+    pub max_introspection_bytes: usize,
+    /// Work of the field-merge validation rule: pairs of fields sharing a
+    /// response key compared, plus fields collected to compare them.
+    pub max_merge_comparisons: usize,
+}
+
+/// graphql-parser refuses brackets nested deeper than 50; `max_depth`
+/// stays below so that a selection at the limit can still take arguments.
+pub const MAX_DOCUMENT_DEPTH: usize = 40;
+
+impl Default for DocumentLimits {
+    fn default() -> Self {
+        Self {
+            max_tokens: 15_000,
+            max_depth: 32,
+            max_aliases: 100,
+            max_fragments: 200,
+            max_introspection_bytes: 2 * 1024 * 1024,
+            max_merge_comparisons: 100_000,
+        }
+    }
+}
+
+impl DocumentLimits {
+    fn problems(&self, problems: &mut Vec<String>) {
+        let d = self;
+        for (key, value, max) in [
+            ("limits.document.max_tokens", d.max_tokens, 1_000_000),
+            ("limits.document.max_depth", d.max_depth, MAX_DOCUMENT_DEPTH),
+            ("limits.document.max_aliases", d.max_aliases, 100_000),
+            ("limits.document.max_fragments", d.max_fragments, 1_000),
+            (
+                "limits.document.max_introspection_bytes",
+                d.max_introspection_bytes,
+                1 << 30,
+            ),
+            (
+                "limits.document.max_merge_comparisons",
+                d.max_merge_comparisons,
+                100_000_000,
+            ),
+        ] {
+            if value == 0 || value > max {
+                problems.push(format!(
+                    "{key}: {value} is out of range: expected 1 to {max}"
+                ));
+            }
         }
     }
 }
@@ -777,7 +853,7 @@ impl Config {
 
     /// Whether `GET {graphql_path}` serves GraphiQL to browsers.
     pub fn graphiql_enabled(&self) -> bool {
-        self.server.graphiql.enabled.unwrap_or(true)
+        self.server.graphiql.enabled.unwrap_or(self.schema.introspection)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -839,6 +915,7 @@ impl Config {
                 ));
             }
         }
+        self.limits.document.problems(&mut problems);
         self.validate_auth(&mut problems);
         for (key, value) in [
             (
@@ -1102,6 +1179,32 @@ mod tests {
         assert_eq!(c.heartbeat.init_timeout, Duration::from_secs(3));
         assert_eq!(c.webhook.dedup_window, Duration::from_secs(600));
         assert_eq!(c.bus.kind, BusKind::Memory);
+    }
+
+    #[test]
+    fn document_limits_have_defaults_and_are_range_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.document, DocumentLimits::default());
+        assert_eq!(c.limits.document.max_depth, 32);
+        assert!(c.schema.introspection);
+        let text = format!(
+            "{MINIMAL}introspection = false\n[limits.document]\nmax_depth = 41\nmax_tokens = 0\n"
+        );
+        let p = problems(&text);
+        assert!(
+            p.contains("limits.document.max_depth: 41 is out of range: expected 1 to 40"),
+            "{p}"
+        );
+        assert!(
+            p.contains("limits.document.max_tokens: 0 is out of range"),
+            "{p}"
+        );
+        let text = format!("{MINIMAL}[limits.document]\nmax_depht = 3\n");
+        assert!(problems(&text).contains("max_depht"));
+        let ok = format!("{MINIMAL}introspection = false\n[limits.document]\nmax_aliases = 7\n");
+        let c = parse(&ok).unwrap();
+        assert!(!c.schema.introspection);
+        assert_eq!(c.limits.document.max_aliases, 7);
     }
 
     #[test]

@@ -26,6 +26,16 @@ pub fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response<
 /// Maps a failed proxy call to the response the client sees.
 pub fn rescue_proxy(error: &ProxyError) -> Response<Body> {
     use ProxyError::*;
+    if let Document(e) = error {
+        let body = json!({ "errors": [e] });
+        let mut res = Response::new(body::full(body.to_string()));
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return res;
+    }
     let (status, code) = match error {
         Timeout => (StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_UNAVAILABLE"),
         Unreachable(_) | BadResponse(_) => (StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE"),
@@ -33,6 +43,7 @@ pub fn rescue_proxy(error: &ProxyError) -> Response<Body> {
         ReadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
         InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
         SubscriptionOverHttp => (StatusCode::BAD_REQUEST, "SUBSCRIPTION_REQUIRES_WEBSOCKET"),
+        Document(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
     };
     graphql_error(status, code, &error.to_string())
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use parking_lot::RwLock;
 
-use crate::config::SchemaConfig;
+use crate::config::{DocumentLimits, SchemaConfig};
 use crate::graphql::{INTROSPECTION_QUERY, Schema, SchemaError};
 use crate::proxy::{ProxyError, Upstream};
 use crate::shutdown::Shutdown;
@@ -57,6 +57,9 @@ pub enum UpstreamPart {
 pub struct LiveSchema {
     current: Arc<RwLock<(Arc<Schema>, UpstreamPart)>>,
     subscription_sdl: Arc<str>,
+    /// Applied to every schema built, also the one introspection brings.
+    limits: DocumentLimits,
+    introspection: bool,
 }
 
 impl LiveSchema {
@@ -91,7 +94,8 @@ impl LiveSchema {
                 "HTTP {status}, no data (is introspection disabled upstream? then set schema.upstream_sdl) {errors}"
             )));
         }
-        let schema = Schema::build_with_introspection(&self.subscription_sdl, &json)?;
+        let schema = Schema::build_with_introspection(&self.subscription_sdl, &json)?
+            .with_document_policy(self.limits.clone(), self.introspection);
         self.replace(schema, UpstreamPart::Introspection);
         Ok(())
     }
@@ -127,7 +131,8 @@ impl LiveSchema {
 
 /// Reads the configured files and builds the schema known without the
 /// network: the subscription SDL, merged with `schema.upstream_sdl` if set.
-pub fn load(config: &SchemaConfig) -> Result<LiveSchema, SchemaLoadError> {
+/// Documents prepared against it are capped by `limits`.
+pub fn load(config: &SchemaConfig, limits: &DocumentLimits) -> Result<LiveSchema, SchemaLoadError> {
     let read = |key: &'static str, path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|source| SchemaLoadError::Read {
             key,
@@ -141,7 +146,8 @@ pub fn load(config: &SchemaConfig) -> Result<LiveSchema, SchemaLoadError> {
         .as_ref()
         .map(|p| read("schema.upstream_sdl", p))
         .transpose()?;
-    let schema = Schema::build(&subscription_sdl, upstream_sdl.as_deref())?;
+    let schema = Schema::build(&subscription_sdl, upstream_sdl.as_deref())?
+        .with_document_policy(limits.clone(), config.introspection);
     let part = match (&upstream_sdl, config.introspect_upstream) {
         (Some(_), _) => UpstreamPart::Sdl,
         (None, true) => UpstreamPart::Pending,
@@ -150,5 +156,7 @@ pub fn load(config: &SchemaConfig) -> Result<LiveSchema, SchemaLoadError> {
     Ok(LiveSchema {
         current: Arc::new(RwLock::new((Arc::new(schema), part))),
         subscription_sdl: subscription_sdl.into(),
+        limits: limits.clone(),
+        introspection: config.introspection,
     })
 }

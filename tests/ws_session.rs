@@ -85,11 +85,15 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
         "type Query { a: Int } type Subscription { counter: Int }",
     )
     .unwrap();
-    let schema = subcar::schema::load(&SchemaConfig {
-        path: file.path().to_owned(),
-        introspect_upstream: false,
-        upstream_sdl: None,
-    })
+    let schema = subcar::schema::load(
+        &SchemaConfig {
+            path: file.path().to_owned(),
+            introspect_upstream: false,
+            upstream_sdl: None,
+            introspection: true,
+        },
+        &Default::default(),
+    )
     .unwrap();
     let registry = Registry::new(1);
     let shared = Arc::new(Shared {

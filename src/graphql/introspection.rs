@@ -4,7 +4,8 @@
 //! `__type` and `__typename` is validated and executed here, shaped by the
 //! client's own selection set; anything else is the upstream's business.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use graphql_parser::query::{Definition, Field, OperationDefinition, Selection};
@@ -174,9 +175,20 @@ pub fn execute(
     operation_name: Option<&str>,
     variables: &Map<String, Value>,
 ) -> Option<Value> {
+    let refuse = |e: GraphQLError| Some(json!({ "errors": [e] }));
+    if let Err(e) = super::document::prescan(query, &schema.limits) {
+        return refuse(e);
+    }
+    // A syntax error is the upstream's to answer, in its own words.
     let doc: Doc = graphql_parser::parse_query::<String>(query)
         .ok()?
         .into_static();
+    if let Err(e) = super::document::structure(&doc, &schema.limits) {
+        return refuse(e);
+    }
+    if !schema.introspection && super::document::mentions_introspection(&doc) {
+        return refuse(super::document::introspection_disabled());
+    }
     let ops: Vec<&OperationDefinition<'static, String>> = doc
         .definitions
         .iter()
@@ -196,7 +208,7 @@ pub fn execute(
     }
     let query_type = schema.get(schema.query.as_deref()?)?;
     let fragments = super::fragments(&doc);
-    if !only_introspection(view.selection_set, &fragments, 0) {
+    if !only_introspection(view.selection_set, &fragments, &mut HashSet::new()) {
         return None;
     }
     let errors = super::validate::validate(schema, &doc);
@@ -211,22 +223,40 @@ pub fn execute(
         schema,
         compiler: Compiler::new(schema, &fragments, &vars),
         vars: &vars,
+        budget: Cell::new(schema.limits.max_introspection_bytes),
     };
     let data = exec.selection(Obj::Root(query_type), &[view.selection_set]);
+    if exec.budget.get() == 0 {
+        let limit = schema.limits.max_introspection_bytes;
+        return refuse(super::document::too_complex(
+            "max_introspection_bytes",
+            format!(
+                "The introspection response would exceed {limit} bytes (limits.document.max_introspection_bytes)."
+            ),
+        ));
+    }
     Some(json!({ "data": data }))
 }
 
-fn only_introspection(set: &Sel, fragments: &HashMap<&str, &Frag>, depth: usize) -> bool {
-    depth < 16
-        && set.items.iter().all(|s| match s {
-            Selection::Field(f) => f.name.starts_with("__"),
-            Selection::InlineFragment(i) => {
-                only_introspection(&i.selection_set, fragments, depth + 1)
+/// Whether every root field of `set` (through fragments, each followed
+/// once) is an introspection field.
+fn only_introspection<'d>(
+    set: &'d Sel,
+    fragments: &HashMap<&str, &'d Frag>,
+    visited: &mut HashSet<&'d str>,
+) -> bool {
+    set.items.iter().all(|s| match s {
+        Selection::Field(f) => f.name.starts_with("__"),
+        Selection::InlineFragment(i) => only_introspection(&i.selection_set, fragments, visited),
+        Selection::FragmentSpread(sp) => {
+            if !visited.insert(sp.fragment_name.as_str()) {
+                return true;
             }
-            Selection::FragmentSpread(sp) => fragments
+            fragments
                 .get(sp.fragment_name.as_str())
-                .is_some_and(|f| only_introspection(&f.selection_set, fragments, depth + 1)),
-        })
+                .is_some_and(|f| only_introspection(&f.selection_set, fragments, visited))
+        }
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -251,6 +281,9 @@ struct Exec<'s, 'a> {
     schema: &'s Schema,
     compiler: Compiler<'a>,
     vars: &'a Map<String, Value>,
+    /// Bytes the response may still take, estimated as it is built; at 0
+    /// the execution stops producing values (the answer is then an error).
+    budget: Cell<usize>,
 }
 
 fn opt(s: &Option<String>) -> Out<'static> {
@@ -274,12 +307,23 @@ impl<'s> Exec<'s, '_> {
         }
     }
 
+    /// Takes `bytes` from the budget; false once it is spent.
+    fn spend(&self, bytes: usize) -> bool {
+        let left = self.budget.get().saturating_sub(bytes);
+        self.budget.set(left);
+        left > 0
+    }
+
     fn selection(&self, obj: Obj<'s>, sets: &[&Sel]) -> Value {
         let Some(ty) = self.schema.get(self.type_name(obj)) else {
             return Value::Null;
         };
         let mut out = Map::new();
         for (key, nodes) in self.compiler.collect(ty, sets) {
+            // `"key":` and a separator.
+            if !self.spend(key.len() + 4) {
+                return Value::Null;
+            }
             let field = nodes[0];
             let value = if field.name == "__typename" {
                 Value::String(ty.name.clone())
@@ -310,10 +354,29 @@ impl<'s> Exec<'s, '_> {
 
     fn complete(&self, out: Out<'s>, sets: &[&Sel]) -> Value {
         match out {
-            Out::Value(v) => v,
-            Out::Obj(o) => self.selection(o, sets),
+            Out::Value(v) => {
+                let size = match &v {
+                    Value::String(s) => s.len() + 2,
+                    _ => 5,
+                };
+                if self.spend(size) { v } else { Value::Null }
+            }
+            Out::Obj(o) => {
+                if self.spend(2) {
+                    self.selection(o, sets)
+                } else {
+                    Value::Null
+                }
+            }
             Out::List(items) => {
-                Value::Array(items.into_iter().map(|i| self.complete(i, sets)).collect())
+                let mut list = Vec::with_capacity(items.len());
+                for i in items {
+                    if !self.spend(1) {
+                        break;
+                    }
+                    list.push(self.complete(i, sets));
+                }
+                Value::Array(list)
             }
         }
     }

@@ -14,10 +14,12 @@
 
 pub mod canonical;
 mod coerce;
+pub mod document;
 pub mod fetch;
 pub mod filter;
 pub mod introspection;
 mod literal;
+pub mod offload;
 mod overlap;
 mod plan;
 mod project;
@@ -36,6 +38,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use canonical::GroupKey;
+pub use document::{DOCUMENT_TOO_COMPLEX, INTROSPECTION_DISABLED};
 pub use introspection::INTROSPECTION_QUERY;
 pub use schema::{Schema, SchemaError, TypeSource, UpstreamSchema};
 
@@ -126,7 +129,7 @@ fn absent_as_null(
     args
 }
 
-fn syntax_error(e: graphql_parser::query::ParseError) -> GraphQLError {
+pub(crate) fn syntax_error(e: graphql_parser::query::ParseError) -> GraphQLError {
     // graphql-parser reports "query parse error: Parse error at L:C\n…".
     let text = e.to_string();
     let mut err = GraphQLError::new(format!("Syntax Error: {}", text.trim()));
@@ -150,6 +153,11 @@ impl Schema {
     /// document against the merged schema, coerces variables and arguments
     /// and compiles the projection. Queries and mutations are only
     /// identified.
+    ///
+    /// This is the whole document pipeline (pre-scan → parse →
+    /// `[limits.document]` → introspection policy → validate → coerce →
+    /// plan); its cost is bounded by the schema's document limits whatever
+    /// the input, which is what the fuzz target relies on.
     pub fn prepare(
         &self,
         query: &str,
@@ -169,9 +177,10 @@ impl Schema {
         variables: &Map<String, Value>,
         resolve: &dyn Fn(&str) -> Option<&'r crate::config::ResolveConfig>,
     ) -> Result<Prepared, Vec<GraphQLError>> {
-        let doc: Doc = graphql_parser::parse_query::<String>(query)
-            .map_err(|e| vec![syntax_error(e)])?
-            .into_static();
+        let doc: Doc = document::parse(query, &self.limits)?;
+        if !self.introspection && document::mentions_introspection(&doc) {
+            return Err(vec![document::introspection_disabled()]);
+        }
         let op = select_operation(&doc, operation_name).map_err(|e| vec![e])?;
         match op {
             OperationDefinition::Subscription(_) => {}
@@ -191,7 +200,14 @@ impl Schema {
         if !errors.is_empty() {
             return Err(errors
                 .into_iter()
-                .map(|e| e.with_code("GRAPHQL_VALIDATION_FAILED"))
+                .map(|e| {
+                    // A cap reached while validating keeps its own code.
+                    if e.extensions.is_some() {
+                        e
+                    } else {
+                        e.with_code("GRAPHQL_VALIDATION_FAILED")
+                    }
+                })
                 .collect());
         }
         let vars = coerce::coerce_variables(self, view.vars, variables)?;
@@ -248,9 +264,9 @@ impl Schema {
     /// Every validation error of `query` against the merged schema (all
     /// operations and fragments of the document, as graphql-js `validate`).
     pub fn validate(&self, query: &str) -> Vec<GraphQLError> {
-        match graphql_parser::parse_query::<String>(query) {
-            Ok(doc) => validate::validate(self, &doc.into_static()),
-            Err(e) => vec![syntax_error(e)],
+        match document::parse(query, &self.limits) {
+            Ok(doc) => validate::validate(self, &doc),
+            Err(errors) => errors,
         }
     }
 
@@ -324,17 +340,22 @@ fn select_operation<'d>(
 }
 
 /// Decides whether `query` (selected by `operation_name`) is a
-/// subscription, parsing only what that needs. `None` when the document does
-/// not parse or names no operation: the upstream answers those.
-pub fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationKind> {
-    let doc: Doc = graphql_parser::parse_query::<String>(query)
-        .ok()?
-        .into_static();
-    Some(match select_operation(&doc, operation_name).ok()? {
-        OperationDefinition::Subscription(_) => OperationKind::Subscription,
-        OperationDefinition::Mutation(_) => OperationKind::Mutation,
-        _ => OperationKind::Query,
-    })
+/// subscription, parsing only what that needs, under `limits`. `Ok(None)`
+/// when the document does not parse or names no operation: the upstream
+/// answers those. `Err` when it is over a cap.
+pub fn operation_kind(
+    query: &str,
+    operation_name: Option<&str>,
+    limits: &crate::config::DocumentLimits,
+) -> Result<Option<OperationKind>, GraphQLError> {
+    document::prescan(query, limits)?;
+    let Ok(doc) = graphql_parser::parse_query::<String>(query) else {
+        return Ok(None);
+    };
+    let doc: Doc = doc.into_static();
+    Ok(select_operation(&doc, operation_name)
+        .ok()
+        .map(document::kind_of))
 }
 
 impl PreparedSubscription {

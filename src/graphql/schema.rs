@@ -285,6 +285,10 @@ pub struct Schema {
     pub(crate) pending_fields: BTreeSet<String>,
     pub(crate) upstream_loaded: bool,
     possible: HashMap<String, BTreeSet<String>>,
+    /// What one document may cost (`[limits.document]`).
+    pub(crate) limits: crate::config::DocumentLimits,
+    /// `schema.introspection`: whether `__schema` / `__type` are answered.
+    pub(crate) introspection: bool,
 }
 
 pub(crate) const BUILTIN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
@@ -349,6 +353,28 @@ impl Schema {
         self.possible
             .get(abstract_or_object)
             .is_some_and(|s| s.contains(object))
+    }
+
+    /// The same schema with the documents it prepares capped by `limits`
+    /// and introspection answered or refused (`schema.introspection`).
+    pub fn with_document_policy(
+        mut self,
+        limits: crate::config::DocumentLimits,
+        introspection: bool,
+    ) -> Self {
+        self.limits = limits;
+        self.introspection = introspection;
+        self
+    }
+
+    /// The caps on documents (`[limits.document]`).
+    pub fn document_limits(&self) -> &crate::config::DocumentLimits {
+        &self.limits
+    }
+
+    /// Whether introspection is answered (`schema.introspection`).
+    pub fn introspection_enabled(&self) -> bool {
+        self.introspection
     }
 
     /// Whether the upstream schema has been merged in.
@@ -483,6 +509,8 @@ fn merge(local: Part, upstream: Option<Part>) -> Result<Schema, SchemaError> {
         pending_fields: BTreeSet::new(),
         upstream_loaded,
         possible: HashMap::new(),
+        limits: crate::config::DocumentLimits::default(),
+        introspection: true,
     };
     schema.possible = possible_types(&schema.types);
     check_references(&mut schema)?;

@@ -205,7 +205,13 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc) -> Vec<GraphQLError> {
         }
     }
     // NoFragmentCycles.
+    let before = v.errors.len();
     v.fragment_cycles(&frags, &frag_info);
+    if v.errors.len() > before {
+        // Every later walk follows spreads: nothing more runs on a document
+        // whose fragments are cyclic.
+        return v.errors;
+    }
     // OverlappingFieldsCanBeMerged.
     let overlap = super::overlap::check(schema, &v.fragments, doc);
     v.errors.extend(overlap);

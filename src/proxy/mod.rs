@@ -42,6 +42,14 @@ pub enum ProxyError {
         "subscriptions are served over WebSocket (subprotocol graphql-transport-ws) on this path, not over plain HTTP"
     )]
     SubscriptionOverHttp,
+    /// A document subcar had to parse is refused (`DOCUMENT_TOO_COMPLEX`,
+    /// `INTROSPECTION_DISABLED`): answered 400 with that error.
+    #[error("{}", .0.message)]
+    Document(Box<crate::graphql::GraphQLError>),
+}
+
+fn refused(e: crate::graphql::GraphQLError) -> ProxyError {
+    ProxyError::Document(Box::new(e))
 }
 
 /// Forwards requests to the upstream. Cheap to clone.
@@ -105,33 +113,40 @@ enum BodyKind {
 impl Inner {
     async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
+        let schema = self.schema.current();
         let body = match (&parts.method, body_kind(&parts.headers)) {
             (&Method::GET, _) => {
-                if parts
-                    .uri
-                    .query()
-                    .is_some_and(operation::query_string_is_subscription)
+                if let Some(q) = parts.uri.query()
+                    && (!schema.introspection_enabled()
+                        || operation::may_need_parsing(q.as_bytes()))
                 {
-                    return Err(ProxyError::SubscriptionOverHttp);
+                    let (schema, q) = (schema.clone(), q.to_owned());
+                    // Parsing a large document runs off the async workers.
+                    crate::graphql::offload::run(q.len(), move || {
+                        inspect_query_string(&schema, &q)
+                    })
+                    .await
+                    .map_err(|_| {
+                        ProxyError::InvalidRequest("the document could not be inspected")
+                    })??;
                 }
                 body
             }
             (_, BodyKind::Inspect { json }) => {
                 let bytes = self.read_body(body).await?;
-                let subscription = if json {
-                    operation::json_body_is_subscription(&bytes)
-                } else {
-                    operation::selects_subscription(std::str::from_utf8(&bytes).ok(), None)
-                };
-                if subscription {
-                    return Err(ProxyError::SubscriptionOverHttp);
-                }
-                if let Some(answer) = json
-                    .then(|| operation::json_introspection_request(&bytes))
-                    .flatten()
-                    .and_then(|r| self.introspect(r))
-                {
-                    return Ok(answer);
+                if !schema.introspection_enabled() || operation::may_need_parsing(&bytes) {
+                    let (schema, inspected) = (schema.clone(), bytes.clone());
+                    // Parsing a large document runs off the async workers.
+                    let answer = crate::graphql::offload::run(bytes.len(), move || {
+                        inspect(&schema, &inspected, json)
+                    })
+                    .await
+                    .map_err(|_| {
+                        ProxyError::InvalidRequest("the document could not be inspected")
+                    })??;
+                    if let Some(answer) = answer {
+                        return Ok(answer);
+                    }
                 }
                 body::full(bytes)
             }
@@ -157,26 +172,6 @@ impl Inner {
         Ok(Response::from_parts(parts, body::boxed(body)))
     }
 
-    /// Answers an introspection query from the merged schema, so tools see
-    /// subcar's Subscription root beside the upstream's types. `None` when
-    /// the query also selects ordinary fields: the upstream answers those.
-    fn introspect(&self, request: operation::GraphqlRequest) -> Option<Response<Body>> {
-        let schema = self.schema.current();
-        let variables = request.variables.unwrap_or_default();
-        let result = crate::graphql::introspection::execute(
-            &schema,
-            &request.query,
-            request.operation_name.as_deref(),
-            &variables,
-        )?;
-        let mut response = Response::new(body::full(result.to_string()));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        Some(response)
-    }
-
     /// Reads a request body whole, refusing it past `max_request_bytes`.
     async fn read_body(&self, mut body: Body) -> Result<Bytes, ProxyError> {
         let limit = self.max_request_bytes;
@@ -192,6 +187,76 @@ impl Inner {
         }
         Ok(buf.freeze())
     }
+}
+
+/// Refuses a GET whose document is a subscription, over a cap, or
+/// forbidden introspection.
+fn inspect_query_string(schema: &crate::graphql::Schema, q: &str) -> Result<(), ProxyError> {
+    if operation::query_string_is_subscription(q, schema.document_limits()).map_err(refused)? {
+        return Err(ProxyError::SubscriptionOverHttp);
+    }
+    if let Some(doc) = operation::document_of_query_string(q) {
+        operation::refuse_introspection(schema, &[&doc]).map_err(refused)?;
+    }
+    Ok(())
+}
+
+/// Decides what a buffered body is: a subscription (refused), a document
+/// over a cap or forbidden introspection (refused), an introspection query
+/// subcar answers itself (`Some` response), or something for the upstream
+/// (`None`).
+fn inspect(
+    schema: &crate::graphql::Schema,
+    bytes: &[u8],
+    json: bool,
+) -> Result<Option<Response<Body>>, ProxyError> {
+    let limits = schema.document_limits();
+    let subscription = if json {
+        operation::json_body_is_subscription(bytes, limits)
+    } else {
+        operation::selects_subscription(std::str::from_utf8(bytes).ok(), None, limits)
+    }
+    .map_err(refused)?;
+    if subscription {
+        return Err(ProxyError::SubscriptionOverHttp);
+    }
+    if !schema.introspection_enabled() {
+        let documents = if json {
+            operation::documents_of_json(bytes)
+        } else {
+            std::str::from_utf8(bytes)
+                .map(|s| vec![s.to_owned()])
+                .unwrap_or_default()
+        };
+        let documents: Vec<&str> = documents.iter().map(String::as_str).collect();
+        operation::refuse_introspection(schema, &documents).map_err(refused)?;
+    }
+    Ok(json
+        .then(|| operation::json_introspection_request(bytes))
+        .flatten()
+        .and_then(|r| introspect(schema, r)))
+}
+
+/// Answers an introspection query from the merged schema, so tools see
+/// subcar's Subscription root beside the upstream's types. `None` when
+/// the query also selects ordinary fields: the upstream answers those.
+fn introspect(
+    schema: &crate::graphql::Schema,
+    request: operation::GraphqlRequest,
+) -> Option<Response<Body>> {
+    let variables = request.variables.unwrap_or_default();
+    let result = crate::graphql::introspection::execute(
+        schema,
+        &request.query,
+        request.operation_name.as_deref(),
+        &variables,
+    )?;
+    let mut response = Response::new(body::full(result.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Some(response)
 }
 
 fn body_kind(headers: &http::HeaderMap) -> BodyKind {

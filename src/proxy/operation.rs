@@ -5,6 +5,9 @@
 use graphql_parser::query::{Definition, OperationDefinition};
 use serde::Deserialize;
 
+use crate::config::DocumentLimits;
+use crate::graphql::{GraphQLError, Schema, document};
+
 /// The fields of a GraphQL-over-HTTP request that decide its kind. Borrowed
 /// where the JSON has no escapes; everything else in the body is skipped.
 #[derive(Deserialize)]
@@ -61,25 +64,38 @@ pub fn query_string_introspection_request(query_string: &str) -> Option<GraphqlR
 
 /// Whether a JSON request body (one operation or a batch) selects a
 /// subscription. Bodies that are not valid JSON are left to the upstream.
-pub fn json_body_is_subscription(body: &[u8]) -> bool {
+/// `Err` when a document it must parse to decide is over `limits`.
+pub fn json_body_is_subscription(
+    body: &[u8],
+    limits: &DocumentLimits,
+) -> Result<bool, GraphQLError> {
     if !contains(body, KEYWORD) {
-        return false;
+        return Ok(false);
     }
     if let Ok(peek) = serde_json::from_slice::<Peek>(body) {
-        return selects_subscription(peek.query.as_deref(), peek.operation_name.as_deref());
+        return selects_subscription(
+            peek.query.as_deref(),
+            peek.operation_name.as_deref(),
+            limits,
+        );
     }
     if let Ok(batch) = serde_json::from_slice::<Vec<Peek>>(body) {
-        return batch
-            .iter()
-            .any(|p| selects_subscription(p.query.as_deref(), p.operation_name.as_deref()));
+        for p in &batch {
+            if selects_subscription(p.query.as_deref(), p.operation_name.as_deref(), limits)? {
+                return Ok(true);
+            }
+        }
     }
-    false
+    Ok(false)
 }
 
 /// Whether a GET query string selects a subscription.
-pub fn query_string_is_subscription(query_string: &str) -> bool {
+pub fn query_string_is_subscription(
+    query_string: &str,
+    limits: &DocumentLimits,
+) -> Result<bool, GraphQLError> {
     if !contains(query_string.as_bytes(), KEYWORD) {
-        return false;
+        return Ok(false);
     }
     let mut query = None;
     let mut operation_name = None;
@@ -90,19 +106,83 @@ pub fn query_string_is_subscription(query_string: &str) -> bool {
             _ => {}
         }
     }
-    selects_subscription(query.as_deref(), operation_name.as_deref())
+    selects_subscription(query.as_deref(), operation_name.as_deref(), limits)
+}
+
+/// With `schema.introspection = false`, refuses a request any of whose
+/// documents (a JSON body, a batch, a GET query string or an
+/// `application/graphql` body) selects `__schema` or `__type` anywhere.
+/// Only text that mentions those names is parsed (under the limits).
+pub fn refuse_introspection(schema: &Schema, documents: &[&str]) -> Result<(), GraphQLError> {
+    if schema.introspection_enabled() {
+        return Ok(());
+    }
+    for text in documents {
+        if !(contains(text.as_bytes(), b"__schema") || contains(text.as_bytes(), b"__type")) {
+            continue;
+        }
+        match document::parse(text, schema.document_limits()) {
+            Ok(doc) if document::mentions_introspection(&doc) => {
+                return Err(document::introspection_disabled());
+            }
+            Ok(_) => {}
+            Err(errors) => {
+                // A syntax error cannot run upstream either; a cap can.
+                if let Some(e) = errors.into_iter().find(is_limit_error) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_limit_error(e: &GraphQLError) -> bool {
+    e.extensions.as_ref().is_some_and(|x| {
+        x.get("code").and_then(|c| c.as_str()) == Some(document::DOCUMENT_TOO_COMPLEX)
+    })
+}
+
+/// The documents of a request body or query string, for
+/// [`refuse_introspection`]: the `query` of a JSON body or of each item of
+/// a batch, or the whole text of an `application/graphql` body.
+pub fn documents_of_json(body: &[u8]) -> Vec<String> {
+    if let Ok(peek) = serde_json::from_slice::<Peek>(body) {
+        return peek.query.map(|q| q.into_owned()).into_iter().collect();
+    }
+    serde_json::from_slice::<Vec<Peek>>(body)
+        .map(|batch| {
+            batch
+                .into_iter()
+                .filter_map(|p| p.query.map(|q| q.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `query` parameter of a GET query string.
+pub fn document_of_query_string(query_string: &str) -> Option<String> {
+    form_urlencoded::parse(query_string.as_bytes())
+        .find(|(k, _)| k == "query")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Whether the operation selected by `operation_name` (or the only one) in
 /// `query` is a subscription. Unparseable documents are not: the upstream
-/// answers them with its own syntax error.
-pub fn selects_subscription(query: Option<&str>, operation_name: Option<&str>) -> bool {
-    let Some(query) = query else { return false };
+/// answers them with its own syntax error. The text is pre-scanned under
+/// `limits` first (`Err` over a cap), which bounds the parser's work.
+pub fn selects_subscription(
+    query: Option<&str>,
+    operation_name: Option<&str>,
+    limits: &DocumentLimits,
+) -> Result<bool, GraphQLError> {
+    let Some(query) = query else { return Ok(false) };
     if !contains(query.as_bytes(), KEYWORD) {
-        return false;
+        return Ok(false);
     }
+    document::prescan(query, limits)?;
     let Ok(doc) = graphql_parser::parse_query::<&str>(query) else {
-        return false;
+        return Ok(false);
     };
     let mut operations = doc.definitions.iter().filter_map(|d| match d {
         Definition::Operation(op) => Some(op),
@@ -120,7 +200,10 @@ pub fn selects_subscription(query: Option<&str>, operation_name: Option<&str>) -
             }
         }
     };
-    matches!(selected, Some(OperationDefinition::Subscription(_)))
+    Ok(matches!(
+        selected,
+        Some(OperationDefinition::Subscription(_))
+    ))
 }
 
 fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a str> {
@@ -132,6 +215,14 @@ fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a st
     }
 }
 
+/// Whether a body or query string mentions `subscription`, `__schema` or
+/// `__type`, as raw bytes: with introspection on, only then does the proxy
+/// parse anything. (With it off the proxy always decodes and looks, since
+/// `\u005f` or `%5F` would hide the names from this scan.)
+pub fn may_need_parsing(text: &[u8]) -> bool {
+    contains(text, KEYWORD) || contains(text, b"__schema") || contains(text, b"__type")
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -140,47 +231,61 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    fn limits() -> DocumentLimits {
+        DocumentLimits::default()
+    }
+
     #[test]
     fn plain_query_is_not_parsed_as_subscription() {
-        assert!(!json_body_is_subscription(br#"{"query":"{ hello }"}"#));
-        assert!(!json_body_is_subscription(
-            br#"{"query":"query subscriptionCount { n }"}"#
-        ));
+        assert!(!json_body_is_subscription(br#"{"query":"{ hello }"}"#, &limits()).unwrap());
+        assert!(
+            !json_body_is_subscription(br#"{"query":"query subscriptionCount { n }"}"#, &limits())
+                .unwrap()
+        );
     }
 
     #[test]
     fn subscription_is_detected() {
-        assert!(json_body_is_subscription(
-            br#"{"query":"subscription { incidentUpdated { id } }"}"#
-        ));
-        assert!(json_body_is_subscription(
-            br#"[{"query":"{ a }"},{"query":"subscription S { x }"}]"#
-        ));
+        assert!(
+            json_body_is_subscription(
+                br#"{"query":"subscription { incidentUpdated { id } }"}"#,
+                &limits()
+            )
+            .unwrap()
+        );
+        assert!(
+            json_body_is_subscription(
+                br#"[{"query":"{ a }"},{"query":"subscription S { x }"}]"#,
+                &limits()
+            )
+            .unwrap()
+        );
     }
 
     #[test]
     fn operation_name_selects_among_several() {
         let doc = "query Q { a } subscription S { b }";
-        assert!(selects_subscription(Some(doc), Some("S")));
-        assert!(!selects_subscription(Some(doc), Some("Q")));
+        assert!(selects_subscription(Some(doc), Some("S"), &limits()).unwrap());
+        assert!(!selects_subscription(Some(doc), Some("Q"), &limits()).unwrap());
         // Ambiguous without a name: left to the upstream to reject.
-        assert!(!selects_subscription(Some(doc), None));
-        assert!(!selects_subscription(Some(doc), Some("Missing")));
+        assert!(!selects_subscription(Some(doc), None, &limits()).unwrap());
+        assert!(!selects_subscription(Some(doc), Some("Missing"), &limits()).unwrap());
     }
 
     #[test]
     fn get_query_string() {
-        assert!(query_string_is_subscription(
-            "query=subscription%20%7B%20x%20%7D"
-        ));
-        assert!(!query_string_is_subscription(
-            "query=%7B%20subscriptionCount%20%7D"
-        ));
+        assert!(
+            query_string_is_subscription("query=subscription%20%7B%20x%20%7D", &limits()).unwrap()
+        );
+        assert!(
+            !query_string_is_subscription("query=%7B%20subscriptionCount%20%7D", &limits())
+                .unwrap()
+        );
     }
 
     #[test]
     fn invalid_documents_go_to_upstream() {
-        assert!(!json_body_is_subscription(br#"{"query":"subscription {"}"#));
-        assert!(!json_body_is_subscription(b"subscription not json"));
+        assert!(!json_body_is_subscription(br#"{"query":"subscription {"}"#, &limits()).unwrap());
+        assert!(!json_body_is_subscription(b"subscription not json", &limits()).unwrap());
     }
 }

@@ -130,7 +130,13 @@ impl Service<Request<Body>> for PublicRouter {
             (&Method::GET | &Method::HEAD, "/healthz") => probes::healthz(),
             (&Method::GET | &Method::HEAD, "/readyz") => probes::readyz(&routes.health),
             (&Method::GET, p) if p == routes.schema_path => {
-                sdl_response(&routes.schema.current().sdl())
+                let schema = routes.schema.current();
+                // schema.introspection = false: the SDL is not published.
+                if schema.introspection_enabled() {
+                    sdl_response(&schema.sdl())
+                } else {
+                    probes::not_found()
+                }
             }
             _ => probes::not_found(),
         };

@@ -7,7 +7,6 @@
 //! stops reading cannot pin the session forever.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -457,15 +456,16 @@ where
         }
         let variables = payload.variables.clone().unwrap_or_default();
         let schema = self.shared.schema.current();
-        let routes = &self.shared.routes;
-        let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            schema.prepare_with(
-                &payload.query,
-                payload.operation_name.as_deref(),
-                &variables,
-                &|field| routes.resolve_config(field),
-            )
-        }));
+        let shared = self.shared.clone();
+        let query = payload.query.clone();
+        let operation_name = payload.operation_name.clone();
+        // Large documents are prepared off the async workers (graphql::offload).
+        let prepared = crate::graphql::offload::run(query.len(), move || {
+            schema.prepare_with(&query, operation_name.as_deref(), &variables, &|field| {
+                shared.routes.resolve_config(field)
+            })
+        })
+        .await;
         let prepared = match prepared {
             Ok(Ok(p)) => p,
             Ok(Err(errors)) => {
