@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::ws_support::{self, Client, PATIENCE, Rt, post, publish, wait_subscriptions};
 
 mod servers;
+// Not every test file that includes this module talks to Redis or NATS.
+#[allow(unused_imports)]
 pub use servers::{nats, redis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
