@@ -450,6 +450,9 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Messages queued for one connection before it counts as a slow consumer.
     pub outbound_queue: usize,
+    /// Queries and mutations of one socket running at the upstream at once;
+    /// one more gets an `error` with `RATE_LIMITED`.
+    pub max_inflight_per_connection: usize,
 }
 
 impl Default for LimitsConfig {
@@ -459,6 +462,7 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: 100,
             max_message_bytes: 64 * 1024,
             outbound_queue: 1024,
+            max_inflight_per_connection: 16,
         }
     }
 }
@@ -780,6 +784,10 @@ impl Config {
             ),
             ("limits.max_message_bytes", self.limits.max_message_bytes),
             ("limits.outbound_queue", self.limits.outbound_queue),
+            (
+                "limits.max_inflight_per_connection",
+                self.limits.max_inflight_per_connection,
+            ),
             ("server.max_request_bytes", self.server.max_request_bytes),
             ("webhook.max_body_bytes", self.webhook.max_body_bytes),
         ] {
