@@ -245,8 +245,10 @@ async fn a_slow_consumer_receives_its_1013_close_when_it_reads_again() {
         publish(rt.webhook, Value::Array(batch)).await;
         published += 10;
     }
-    // Reading again within the close deadline: everything queued before
-    // the close, then the close itself with its retryable code.
+    // Reading again some time later, yet within the close deadline
+    // (CLOSE_DEADLINE, 3 s): everything queued before the close, then the
+    // close itself with its retryable code.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut frames = 0;
     let (code, reason) = loop {
         match slow.next().await {

@@ -37,8 +37,9 @@ const FLOODING: &str = "Too many messages";
 
 /// How long a close frame may take to reach the client (queued behind
 /// frames a slow consumer has not read yet), and the client's close to
-/// come back, before the connection is dropped.
-pub const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// come back, before the connection is dropped: a client that pauses
+/// reading for a moment still learns why it was closed.
+pub const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The close reason of a client whose outbound queue overflowed.
 const SLOW: &str = "slow consumer: too many undelivered messages";
