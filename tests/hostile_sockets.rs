@@ -174,8 +174,21 @@ async fn out_of_range_or_non_numeric_time_claims_are_refused_4403_and_nothing_le
         let (_c, first) = Client::init(rt.addr, &[], json!({"Authorization": token(claims)})).await;
         closed_with(first, 4403, &format!("invalid claim {claim}"));
     }
-    connections_back_to(&rt, 1).await;
+    // The latest date accepted arms a timer thousands of years away.
+    let (mut far, first) = Client::init(
+        rt.addr,
+        &[],
+        json!({"Authorization": token(json!({"exp": 253_402_300_799u64, "nbf": 1.5, "iat": 0}))}),
+    )
+    .await;
+    assert!(matches!(&first, Next::Json(v) if v["type"] == "connection_ack"), "{first:?}");
+    far.subscribe("far", "subscription { counter }").await;
+    connections_back_to(&rt, 2).await;
     assert_alive(&rt, &mut w).await;
+    let m = far.recv().await;
+    assert_eq!(m["id"], "far", "{m}");
+    drop(far);
+    connections_back_to(&rt, 1).await;
 }
 
 #[tokio::test]
