@@ -206,7 +206,9 @@ fn valid_until(
         return Err(Refusal::Expired);
     }
     if let Some(nbf) = nbf
-        && now.checked_add(leeway).is_some_and(|n| at(nbf, Duration::ZERO) > n)
+        && now
+            .checked_add(leeway)
+            .is_some_and(|n| at(nbf, Duration::ZERO) > n)
     {
         return Err(Refusal::NotYetValid);
     }
