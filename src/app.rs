@@ -519,5 +519,7 @@ impl Bound {
     }
 }
 
-/// After its close is due, a socket has this long to take the close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// After its close is due, a socket has this long to take the close frame
+/// (a session gives it that long, plus a margin for the task to finish).
+const CLOSE_GRACE: Duration =
+    crate::transport::session::CLOSE_DEADLINE.saturating_add(Duration::from_millis(500));

@@ -481,6 +481,9 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// What one GraphQL document may cost (`[limits.document]`).
     pub document: DocumentLimits,
+    /// Queries and mutations of one socket running at the upstream at once;
+    /// one more gets an `error` with `RATE_LIMITED`.
+    pub max_inflight_per_connection: usize,
 }
 
 impl Default for LimitsConfig {
@@ -490,6 +493,7 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: 100,
             max_message_bytes: 64 * 1024,
             outbound_queue: 1024,
+            max_inflight_per_connection: 16,
             document: DocumentLimits::default(),
         }
     }
@@ -894,6 +898,10 @@ impl Config {
             ),
             ("limits.max_message_bytes", self.limits.max_message_bytes),
             ("limits.outbound_queue", self.limits.outbound_queue),
+            (
+                "limits.max_inflight_per_connection",
+                self.limits.max_inflight_per_connection,
+            ),
             ("server.max_request_bytes", self.server.max_request_bytes),
             ("webhook.max_body_bytes", self.webhook.max_body_bytes),
         ] {

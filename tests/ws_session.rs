@@ -110,6 +110,7 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
             heartbeat_timeout: Duration::from_secs(10),
             outbound_queue: 16,
             max_message_bytes: 65536,
+            max_inflight: 16,
             counts: Arc::new(CountLimits::new(10, 2)),
         },
         metrics: Arc::new(subcar::metrics::Metrics::new()),

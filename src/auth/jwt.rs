@@ -1,15 +1,21 @@
 //! `auth.mode = "jwt"`: a bearer token verified with an HS* secret or JWKS
 //! keys, against the configured issuer, audience, leeway and algorithms.
 //! A token must carry `exp`; its claims become `claims`.
+//!
+//! The time claims (`exp`, `nbf`, `iat`) are checked here rather than by
+//! jsonwebtoken, which accepts a fractional `exp` by rounding it and any
+//! `u64` as a date: they must be numbers of seconds between 1970 and 9999
+//! ([`MAX_NUMERIC_DATE`]); a fraction is rounded to the safe side (`exp`
+//! down, `nbf` up), and every sum with the leeway saturates.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::jwks::Jwks;
 use super::{AuthBuildError, AuthError, Authenticator, Identity, Refusal};
@@ -103,9 +109,11 @@ impl Inner {
         // One algorithm per validation: jsonwebtoken checks each listed
         // one against the key's family.
         let mut validation = Validation::new(header.alg);
-        validation.leeway = self.leeway.as_secs();
-        validation.set_required_spec_claims(&["exp"]);
-        validation.validate_nbf = true;
+        // Time claims are ours to check (see the module docs).
+        validation.leeway = 0;
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
         }
@@ -125,15 +133,86 @@ impl Inner {
             }
         }
         .map_err(refusal)?;
-        let expires = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .map(|exp| UNIX_EPOCH + Duration::from_secs(exp) + self.leeway);
-        if !claims.is_object() {
+        let Value::Object(map) = &claims else {
             return Err(AuthError::Refused(Refusal::Malformed));
-        }
-        Ok(Identity { claims, expires })
+        };
+        let expires =
+            valid_until(map, SystemTime::now(), self.leeway).map_err(AuthError::Refused)?;
+        Ok(Identity {
+            claims,
+            expires: Some(expires),
+        })
     }
+}
+
+/// The latest date a time claim may name, 9999-12-31T23:59:59Z: later ones
+/// are refused rather than risk an overflowing `SystemTime` or timer.
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+#[derive(Clone, Copy)]
+enum Round {
+    Down,
+    Up,
+}
+
+/// A NumericDate claim (RFC 7519, section 2) in whole seconds, `None` when
+/// absent; anything but a number in `0..=MAX_NUMERIC_DATE` is refused.
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+    round: Round,
+) -> Result<Option<u64>, Refusal> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let secs = match (value.as_u64(), value.as_f64()) {
+        (Some(n), _) => n,
+        (None, Some(f)) if f.is_finite() && (0.0..=MAX_NUMERIC_DATE as f64).contains(&f) => {
+            // In range, hence exact in a u64.
+            (match round {
+                Round::Down => f.floor(),
+                Round::Up => f.ceil(),
+            }) as u64
+        }
+        _ => return Err(Refusal::InvalidClaim(name)),
+    };
+    if secs > MAX_NUMERIC_DATE {
+        return Err(Refusal::InvalidClaim(name));
+    }
+    Ok(Some(secs))
+}
+
+/// When a token with verified `claims` stops being valid (`exp` plus the
+/// leeway), or why it is refused at `now`.
+fn valid_until(
+    claims: &Map<String, Value>,
+    now: SystemTime,
+    leeway: Duration,
+) -> Result<SystemTime, Refusal> {
+    let exp = numeric_date(claims, "exp", Round::Down)?
+        .ok_or_else(|| Refusal::MissingClaim("exp".into()))?;
+    let nbf = numeric_date(claims, "nbf", Round::Up)?;
+    numeric_date(claims, "iat", Round::Down)?;
+    let at = |secs: u64, plus: Duration| {
+        // Both terms are bounded (a date before 10000, a configured
+        // leeway), yet the sum is checked: a SystemTime add panics.
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .and_then(|t| t.checked_add(plus))
+            .unwrap_or(UNIX_EPOCH + Duration::from_secs(MAX_NUMERIC_DATE))
+    };
+    let until = at(exp, leeway);
+    if until <= now {
+        return Err(Refusal::Expired);
+    }
+    if let Some(nbf) = nbf
+        && now
+            .checked_add(leeway)
+            .is_some_and(|n| at(nbf, Duration::ZERO) > n)
+    {
+        return Err(Refusal::NotYetValid);
+    }
+    Ok(until)
 }
 
 fn refusal(e: jsonwebtoken::errors::Error) -> AuthError {
@@ -267,6 +346,82 @@ mod tests {
             refused(v.verify(&hs(claims, "s3cret")).await),
             Refusal::NotYetValid
         );
+    }
+
+    #[test]
+    fn time_claims_must_be_dates_and_fractions_round_to_the_safe_side() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let check = |claims: Value| {
+            let Value::Object(m) = claims else {
+                unreachable!()
+            };
+            valid_until(&m, now, Duration::ZERO)
+        };
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        // A fractional exp counts as its floor: never valid past it.
+        assert_eq!(check(json!({"exp": 1_000_003.5})), Ok(at(1_000_003)));
+        assert_eq!(check(json!({"exp": 1_000_000.9})), Err(Refusal::Expired));
+        assert_eq!(
+            check(json!({"exp": MAX_NUMERIC_DATE})),
+            Ok(at(MAX_NUMERIC_DATE))
+        );
+        for bad in [
+            json!(MAX_NUMERIC_DATE + 1),
+            json!(1u64 << 63),
+            json!(u64::MAX),
+            json!(1e300),
+            json!(-1),
+            json!(-0.5),
+            json!("1000060"),
+            json!(null),
+            json!(true),
+            json!([1_000_060]),
+        ] {
+            assert_eq!(
+                check(json!({"exp": bad.clone()})),
+                Err(Refusal::InvalidClaim("exp")),
+                "exp {bad}"
+            );
+            assert_eq!(
+                check(json!({"exp": 1_000_060, "nbf": bad.clone()})),
+                Err(Refusal::InvalidClaim("nbf")),
+                "nbf {bad}"
+            );
+            assert_eq!(
+                check(json!({"exp": 1_000_060, "iat": bad.clone()})),
+                Err(Refusal::InvalidClaim("iat")),
+                "iat {bad}"
+            );
+        }
+        // A fractional nbf counts as its ceiling: never valid before it.
+        assert_eq!(
+            check(json!({"exp": 1_000_060, "nbf": 999_999.5})),
+            Ok(at(1_000_060))
+        );
+        assert_eq!(
+            check(json!({"exp": 1_000_060, "nbf": 1_000_000.1})),
+            Err(Refusal::NotYetValid)
+        );
+        // A leeway as large as a Duration holds saturates, never panics.
+        let Value::Object(m) = json!({"exp": MAX_NUMERIC_DATE, "nbf": MAX_NUMERIC_DATE}) else {
+            unreachable!()
+        };
+        assert!(valid_until(&m, now, Duration::MAX).is_ok());
+    }
+
+    #[tokio::test]
+    async fn out_of_range_exp_is_refused_after_the_signature_is_checked() {
+        let v = verifier(|_| {});
+        for exp in [json!(1u64 << 63), json!(1e300), json!(-5), json!("soon")] {
+            assert_eq!(
+                refused(v.verify(&hs(json!({"exp": exp}), "s3cret")).await),
+                Refusal::InvalidClaim("exp")
+            );
+            assert_eq!(
+                refused(v.verify(&hs(json!({"exp": exp}), "other")).await),
+                Refusal::Signature
+            );
+        }
     }
 
     #[tokio::test]

@@ -82,6 +82,10 @@ pub enum Refusal {
     Audience,
     #[error("missing claim {0}")]
     MissingClaim(String),
+    /// A time claim (`exp`, `nbf`, `iat`) that is not a number of seconds
+    /// between 1970 and 9999.
+    #[error("invalid claim {0}: expected seconds since 1970 as a number")]
+    InvalidClaim(&'static str),
     #[error("refused by the upstream")]
     Upstream,
 }

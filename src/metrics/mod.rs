@@ -66,6 +66,8 @@ pub enum Refusal {
     rate_limit_connection,
     rate_limit_message,
     rate_limit_subscription,
+    /// A query or mutation over a socket beyond `limits.max_inflight_per_connection`.
+    rate_limit_inflight,
     rate_limit_request,
     rate_limit_webhook,
     capacity,
@@ -333,9 +335,41 @@ impl Metrics {
     }
 }
 
+/// One unit of a gauge held for as long as the guard lives (an open
+/// connection): decremented on drop, so a task that ends in any way, a
+/// panic included, gives it back.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` now; the guard's drop decrements it.
+    pub fn hold(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_gauge_guard_is_given_back_when_its_task_panics() {
+        let gauge = Gauge::default();
+        let held = GaugeGuard::hold(gauge.clone());
+        let task = tokio::spawn(async move {
+            let _held = held;
+            panic!("a session bug");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(gauge.get(), 0);
+    }
 
     #[test]
     fn renders_with_conventional_names() {

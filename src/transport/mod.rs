@@ -70,6 +70,8 @@ pub struct SessionLimits {
     pub heartbeat_timeout: Duration,
     pub outbound_queue: usize,
     pub max_message_bytes: usize,
+    /// Queries and mutations of one connection at the upstream at once.
+    pub max_inflight: usize,
     /// The limits that are counts of live things, changeable while running.
     pub counts: Arc<CountLimits>,
 }
@@ -124,6 +126,7 @@ impl SessionLimits {
             heartbeat_timeout: config.heartbeat.timeout,
             outbound_queue: config.limits.outbound_queue,
             max_message_bytes: config.limits.max_message_bytes,
+            max_inflight: config.limits.max_inflight_per_connection,
             counts,
         }
     }

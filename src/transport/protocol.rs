@@ -206,13 +206,46 @@ pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
 }
 
 /// A WebSocket as a typed [`Stream`] of [`Inbound`] and [`Sink`] of [`Outbound`].
+///
+/// Its `close` is the server's half of the closing handshake: it flushes
+/// the close frame, then reads until the client's close (or the end of the
+/// input), so that the socket is not dropped with unread input, which
+/// resets the connection and can cost the client the close frame. After an
+/// oversized frame the input is no longer frames (the rest of the refused
+/// payload follows): it is then read raw and discarded, after our side of
+/// the TCP connection is shut down. The caller bounds the whole in time.
 pub struct WsTransport<S> {
     inner: WebSocketStream<S>,
+    /// A frame header announced more than the limit: tungstenite would
+    /// go on buffering the payload, so the frames are not read again.
+    oversized: bool,
+    closing: Closing,
 }
+
+/// Where `poll_close` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// The close frame is still to be flushed.
+    Flush,
+    /// Reading frames until the client's close.
+    Frames,
+    /// Ending our side of the TCP connection, then reading raw bytes.
+    Shutdown,
+    Raw,
+    Done,
+}
+
+/// Reads of the close drain per poll, so that a client that keeps
+/// sending cannot hold a worker.
+const DRAIN_READS_PER_POLL: usize = 16;
 
 impl<S> WsTransport<S> {
     pub fn new(inner: WebSocketStream<S>) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            oversized: false,
+            closing: Closing::Flush,
+        }
     }
 }
 
@@ -228,7 +261,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsTransport<S> {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Alive,
                 Some(Ok(Message::Close(_))) => Inbound::Closed,
                 Some(Ok(Message::Frame(_))) => continue,
-                Some(Err(tungstenite::Error::Capacity(_))) => Inbound::TooBig,
+                Some(Err(tungstenite::Error::Capacity(_))) => {
+                    self.oversized = true;
+                    Inbound::TooBig
+                }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read failed");
                     return Poll::Ready(None);
@@ -276,7 +312,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Outbound> for WsTransport<S> {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+        let this = &mut *self;
+        let mut reads = 0;
+        loop {
+            if reads >= DRAIN_READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match this.closing {
+                Closing::Flush => {
+                    ready!(Pin::new(&mut this.inner).poll_close(cx))?;
+                    this.closing = if this.oversized {
+                        Closing::Shutdown
+                    } else {
+                        Closing::Frames
+                    };
+                }
+                Closing::Frames => match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                    // tungstenite answers nothing more once closing; a
+                    // server's stream ends at the client's close.
+                    Some(Ok(_)) => reads += 1,
+                    None | Some(Err(_)) => this.closing = Closing::Done,
+                },
+                Closing::Shutdown => {
+                    let _ = ready!(Pin::new(this.inner.get_mut()).poll_shutdown(cx));
+                    this.closing = Closing::Raw;
+                }
+                Closing::Raw => {
+                    let mut buf = [0u8; 4096];
+                    let mut rb = tokio::io::ReadBuf::new(&mut buf);
+                    match ready!(Pin::new(this.inner.get_mut()).poll_read(cx, &mut rb)) {
+                        Ok(()) if !rb.filled().is_empty() => reads += 1,
+                        _ => this.closing = Closing::Done,
+                    }
+                }
+                Closing::Done => return Poll::Ready(Ok(())),
+            }
+        }
     }
 }
 

@@ -34,6 +34,15 @@ use crate::subscriptions::{Delivery, FetchCredentials, Route, SubscriptionHandle
 /// The close reason for a client that kept flooding after being told.
 const FLOODING: &str = "Too many messages";
 
+/// How long a close frame may take to reach the client (queued behind
+/// frames a slow consumer has not read yet), and the client's close to
+/// come back, before the connection is dropped: a client that pauses
+/// reading for a moment still learns why it was closed.
+pub const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The close reason of a client whose outbound queue overflowed.
+const SLOW: &str = "slow consumer: too many undelivered messages";
+
 /// Deliveries written per flush at most, so that one busy connection
 /// still yields to its own inbound messages.
 const MAX_WRITE_BATCH: usize = 512;
@@ -226,7 +235,7 @@ where
             let flow = tokio::select! {
                 _ = self.cancel.raised() => Flow::Close(CloseCode::GoingAway, "server shutting down".into()),
                 _ = self.inbox.slow.raised() => {
-                    Flow::Close(CloseCode::TryAgainLater, "slow consumer: too many undelivered messages".into())
+                    Flow::Close(CloseCode::TryAgainLater, SLOW.into())
                 }
                 _ = &mut self.deadline, if self.deadline_kind != Deadline::Off => self.on_deadline(),
                 Some(d) = self.inbox.rx.recv() => self.on_delivery(d).await,
@@ -250,15 +259,20 @@ where
                 self.shared.metrics.refused(r);
             }
             tracing::debug!(code = code as u16, %reason, "closing websocket");
+            // Nothing more is queued for a socket that is closing.
+            self.ops.clear();
+            self.live.clear();
+            self.singles = FuturesUnordered::new();
+            let io = &mut self.io;
+            let close = async move {
+                io.send(Outbound::close(code, reason)).await?;
+                // The transport's close ends our side and reads what the
+                // client still sends: closing a socket with unread input
+                // resets it, and the reset can cost the client the frame.
+                io.close().await
+            };
             // The client may not read at all (slow consumer): bounded.
-            let _ = tokio::time::timeout(
-                self.shared
-                    .limits
-                    .heartbeat_timeout
-                    .min(std::time::Duration::from_secs(1)),
-                self.io.send(Outbound::close(code, reason)),
-            )
-            .await;
+            let _ = tokio::time::timeout(CLOSE_DEADLINE, close).await;
         }
         // Dropping `ops` here unsubscribes everything this socket held.
     }
@@ -306,10 +320,7 @@ where
                                 .stats
                                 .slow_consumers
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            return Flow::Close(
-                                CloseCode::TryAgainLater,
-                                "slow consumer: too many undelivered messages".into(),
-                            );
+                            return Flow::Close(CloseCode::TryAgainLater, SLOW.into());
                         }
                     },
                 };
@@ -563,6 +574,17 @@ where
                 );
             }
             Prepared::Passthrough(_) => {
+                if self.singles.len() >= self.shared.limits.max_inflight {
+                    self.shared.metrics.refused(Refusal::rate_limit_inflight);
+                    let e = coded_error(
+                        &format!(
+                            "Too many queries and mutations in flight on this connection (at most {}): wait for one to finish",
+                            self.shared.limits.max_inflight
+                        ),
+                        "RATE_LIMITED",
+                    );
+                    return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
+                }
                 let body = json!({
                     "query": payload.query,
                     "operationName": payload.operation_name,
@@ -707,9 +729,18 @@ where
                     tracing::debug!(error = %e, "websocket write failed");
                     Flow::Stop
                 }
-                Err(_) => Flow::Stop,
+                Err(_) => {
+                    // Not reading for a whole heartbeat timeout: a slow
+                    // consumer too, told if it reads within the deadline.
+                    self.shared
+                        .registry
+                        .stats
+                        .slow_consumers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Flow::Close(CloseCode::TryAgainLater, "slow consumer: writes stalled".into())
+                }
             },
-            _ = self.inbox.slow.raised() => Flow::Close(CloseCode::TryAgainLater, "slow consumer: too many undelivered messages".into()),
+            _ = self.inbox.slow.raised() => Flow::Close(CloseCode::TryAgainLater, SLOW.into()),
             _ = self.cancel.raised() => Flow::Stop,
         }
     }

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::protocol::{SUBPROTOCOL, WsTransport, websocket_config};
 use super::{Session, Shared};
 use crate::body::{self, Body};
-use crate::metrics::{Refusal, Transport, TransportLabel};
+use crate::metrics::{GaugeGuard, Refusal, Transport, TransportLabel};
 use crate::shutdown::Shutdown;
 use crate::signal::Signal;
 
@@ -160,8 +160,9 @@ impl WsEndpoint {
                     transport: Transport::graphql_transport_ws,
                 })
                 .clone();
-            // A clone: the family's guard must not live across awaits.
-            gauge.inc();
+            // A clone: the family's guard must not live across awaits. Held
+            // by a guard, so a session that panics gives it back.
+            let _connected = GaugeGuard::hold(gauge);
             tracing::debug!("websocket connected");
             let cancel = Signal::new();
             let session = Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone());
@@ -176,7 +177,6 @@ impl WsEndpoint {
                 () = session.run() => {}
                 () = close_later => {}
             }
-            gauge.dec();
             tracing::debug!("websocket session ended");
         });
         let mut res = Response::new(body::empty());

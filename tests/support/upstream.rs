@@ -82,9 +82,10 @@ impl QueryRoot {
         Err("this field always fails".into())
     }
 
-    /// Answers after two seconds: an operation that stays in flight.
-    async fn slow(&self) -> bool {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    /// Answers after `ms` milliseconds (two seconds by default, at most a
+    /// minute): an operation that stays in flight.
+    async fn slow(&self, #[graphql(default = 2000)] ms: u64) -> bool {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
         true
     }
 
