@@ -21,7 +21,7 @@ pub const SCHEMA_FILE: &str = "schema.graphql";
 pub enum InitError {
     #[error("--upstream: {0}")]
     Upstream(String),
-    #[error("{} already exists; pass --force to overwrite", list(.0))]
+    #[error("{}; pass --force to overwrite", existing(.0))]
     Exists(Vec<PathBuf>),
     #[error("cannot create the directory {}", .path.display())]
     CreateDir {
@@ -37,12 +37,10 @@ pub enum InitError {
     },
 }
 
-fn list(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" and ")
+fn existing(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let verb = if names.len() == 1 { "exists" } else { "exist" };
+    format!("{} already {verb}", names.join(" and "))
 }
 
 /// Checks `raw` as `upstream.url` would be checked when the file is loaded.
@@ -126,6 +124,18 @@ mod tests {
                 "{bad:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn both_existing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write("http://127.0.0.1:8080/graphql", dir.path(), false).unwrap();
+        let err = write("http://127.0.0.1:8080/graphql", dir.path(), false).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("subcar.toml and ") && text.contains("schema.graphql already exist;"),
+            "{text}"
+        );
     }
 
     #[test]
