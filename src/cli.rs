@@ -38,6 +38,21 @@ pub enum Command {
     /// Print the merged schema (upstream types plus subcar's Subscription
     /// root) as SDL.
     Schema,
+    /// Write a commented starting configuration (subcar.toml) and a
+    /// subscription schema with an example field to edit (schema.graphql)
+    /// for an upstream GraphQL API. Existing files are kept unless --force.
+    /// Needs no --config.
+    Init {
+        /// The existing GraphQL API, e.g. http://127.0.0.1:8080/graphql.
+        #[arg(long, value_name = "URL")]
+        upstream: String,
+        /// The directory to write into (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Overwrite subcar.toml and schema.graphql if they exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 impl Cli {

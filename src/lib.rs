@@ -20,6 +20,7 @@ pub mod error;
 pub mod graphql;
 pub mod health;
 pub mod ingest;
+pub mod init;
 pub mod layers;
 pub mod log_limit;
 pub mod metrics;

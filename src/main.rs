@@ -25,6 +25,14 @@ const EXIT_BUS_DOWN: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Init {
+        upstream,
+        out,
+        force,
+    }) = &cli.command
+    {
+        return init(upstream, out, *force);
+    }
     let config = match cli
         .config_path()
         .map_err(|e| anyhow::anyhow!(e))
@@ -48,6 +56,12 @@ fn main() -> ExitCode {
             Command::Run => run(config, cli.config.clone(), log_filter).await,
             Command::Check => check(config).await,
             Command::Schema => schema(config).await,
+            // Dispatched above, before a configuration is needed.
+            Command::Init {
+                upstream,
+                out,
+                force,
+            } => init(&upstream, &out, force),
         }
     })
 }
@@ -155,6 +169,27 @@ async fn schema(config: Config) -> ExitCode {
     }
     print!("{}", app.schema().current().sdl());
     ExitCode::SUCCESS
+}
+
+/// `subcar init`: needs no configuration (it writes one).
+fn init(upstream: &str, out: &std::path::Path, force: bool) -> ExitCode {
+    match subcar::init::write(upstream, out, force) {
+        Ok(written) => {
+            for path in &written {
+                println!("wrote {}", path.display());
+            }
+            println!(
+                "next: edit the example subscription in {}, then run `subcar check --config {}`",
+                written[1].display(),
+                written[0].display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("subcar: init: {:#}", anyhow::Error::from(e));
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
 }
 
 type LogFilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;

@@ -86,7 +86,14 @@ fn help_explains_the_commands() {
     let out = subcar().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for word in ["run", "check", "schema", "--config", "SUBCAR_CONFIG"] {
+    for word in [
+        "run",
+        "check",
+        "schema",
+        "init",
+        "--config",
+        "SUBCAR_CONFIG",
+    ] {
         assert!(help.contains(word), "--help mentions {word}:\n{help}");
     }
 }
@@ -377,6 +384,12 @@ fn webhook_addr(text: &str) -> String {
 /// A graphql-transport-ws connection, acknowledged, with subscription "1"
 /// to `incidentUpdated { id }`.
 async fn ws_subscribed(public: &str) -> Ws {
+    ws_subscribed_to(public, "subscription { incidentUpdated { id } }").await
+}
+
+/// A graphql-transport-ws connection, acknowledged, with subscription "1"
+/// to `query`.
+async fn ws_subscribed_to(public: &str, query: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = format!("ws://{public}/graphql")
         .into_client_request()
@@ -390,7 +403,7 @@ async fn ws_subscribed(public: &str) -> Ws {
     assert_eq!(ws_recv(&mut ws).await.unwrap()["type"], "connection_ack");
     ws_send(
         &mut ws,
-        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { incidentUpdated { id } }"}}),
+        json!({"id": "1", "type": "subscribe", "payload": {"query": query}}),
     )
     .await;
     ws
@@ -500,4 +513,210 @@ async fn sighup_applies_a_new_filter_and_limits_to_live_connections() {
     assert_eq!(refused["id"], "2");
     assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
     child.kill().await.unwrap();
+}
+
+/// Runs `subcar init` with `args` in `dir`.
+fn init(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    subcar()
+        .arg("init")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn init_writes_a_commented_config_that_loads_builds_and_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = support::upstream::closed_port_url();
+    let out = init(dir.path(), &["--upstream", &upstream, "--out", "new/sub"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("subcar.toml") && stdout.contains("subcar check"),
+        "{stdout}"
+    );
+    let config_path = dir.path().join("new/sub/subcar.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    assert!(
+        text.lines().filter(|l| l.starts_with('#')).count() >= 10,
+        "commented:\n{text}"
+    );
+    let schema = std::fs::read_to_string(dir.path().join("new/sub/schema.graphql")).unwrap();
+    assert!(schema.contains("type Subscription") && schema.contains("exampleUpdated"));
+
+    let env = [(
+        "SUBCAR_SCHEMA__INTROSPECT_UPSTREAM".to_owned(),
+        "false".to_owned(),
+    )];
+    let config = subcar::config::Config::load(&config_path, env).expect("the written config loads");
+    assert_eq!(config.upstream.url.to_string(), upstream);
+    assert_eq!(config.subscriptions[0].field, "exampleUpdated");
+    subcar::app::App::build(config).expect("the written config and schema build an app");
+
+    // Valid; the upstream is not running: exit code 2, as documented.
+    let check = subcar()
+        .args(["check", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        check.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(stdout.contains("configuration: ok"), "{stdout}");
+}
+
+#[test]
+fn init_keeps_existing_files_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "http://127.0.0.1:8080/graphql";
+    assert_eq!(
+        init(dir.path(), &["--upstream", url]).status.code(),
+        Some(0)
+    );
+    let config = dir.path().join("subcar.toml");
+    std::fs::write(&config, "# mine\n").unwrap();
+    std::fs::remove_file(dir.path().join("schema.graphql")).unwrap();
+
+    let out = init(dir.path(), &["--upstream", url]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("subcar.toml already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "# mine\n");
+    assert!(
+        !dir.path().join("schema.graphql").exists(),
+        "nothing is written when one file is refused"
+    );
+
+    let out = init(dir.path(), &["--upstream", url, "--force"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(std::fs::read_to_string(&config).unwrap().contains(url));
+    assert!(dir.path().join("schema.graphql").exists());
+}
+
+#[test]
+fn init_refuses_an_upstream_url_the_config_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = init(dir.path(), &["--upstream", "localhost:8080/graphql"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--upstream") && stderr.contains("expected"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    let out = init(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "clap: --upstream is required");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream"));
+}
+
+/// The written files as they are, against a real upstream: `check` is
+/// green (the example schema merges with the upstream's), and the example
+/// event in the config's comment reaches a subscriber of the example field.
+#[tokio::test]
+async fn init_output_runs_against_a_real_upstream_and_delivers_the_example_event() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = init(dir.path(), &["--upstream", &upstream.url()]);
+    assert_eq!(out.status.code(), Some(0));
+    let config_path = dir.path().join("subcar.toml");
+
+    let check = tokio::process::Command::from(subcar())
+        .args(["check", "--config"])
+        .arg(&config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Free ports instead of the file's fixed ones.
+    let public = format!("127.0.0.1:{}", free_port());
+    let webhook = format!("127.0.0.1:{}", free_port());
+    let _child = tokio::process::Command::from(subcar())
+        .arg("--config")
+        .arg(&config_path)
+        .env("SUBCAR_SERVER__LISTEN", &public)
+        .env("SUBCAR_ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("SUBCAR_WEBHOOK__LISTEN", &webhook)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client
+            .get(format!("http://{public}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "subcar runs on the written config");
+
+    let mut ws = ws_subscribed_to(
+        &public,
+        r#"subscription { exampleUpdated(id: "1") { id status } }"#,
+    )
+    .await;
+    // The curl of the config's comment, for another id (filtered out) and
+    // for the subscribed one, until the subscription is registered.
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    assert!(
+        text.contains(r#"{"topic": "example.updated", "payload": {"id": "1", "status": "done"}}"#)
+    );
+    let mut received = None;
+    for _ in 0..100 {
+        for id in ["2", "1"] {
+            let res = client
+                .post(format!("http://{webhook}/webhook"))
+                .json(&json!({"topic": "example.updated", "payload": {"id": id, "status": "done"}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 202);
+        }
+        use futures_util::StreamExt;
+        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) =
+            tokio::time::timeout(Duration::from_millis(100), ws.next()).await
+        {
+            received = Some(serde_json::from_str::<serde_json::Value>(&t).unwrap());
+            break;
+        }
+    }
+    let received = received.expect("the example event reaches the subscriber");
+    assert_eq!(received["type"], "next", "{received}");
+    assert_eq!(
+        received["payload"]["data"]["exampleUpdated"],
+        json!({"id": "1", "status": "done"}),
+        "the filter lets only id 1 through"
+    );
 }
