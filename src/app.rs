@@ -17,6 +17,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use crate::auth::credentials::InitHeaders;
 use crate::auth::{Auth, AuthBuildError};
 use crate::body::{self, Body};
 use crate::bus::{self, Bus, BusBuildError};
@@ -266,6 +267,8 @@ impl App {
             executor: Arc::new(self.upstream.clone()),
             authenticator: self.auth.authenticator.clone(),
             inbound: InboundStack::new(inbound),
+            init_headers: InitHeaders::from_config(&self.config.auth),
+            trusted_proxies: self.config.server.trusted_proxies.clone(),
             limits: SessionLimits::from_config(&self.config, self.count_limits.clone()),
             metrics: self.metrics.clone(),
         };
@@ -308,7 +311,11 @@ impl App {
             // auth.proxy = "require": the sockets' check, before anything
             // reaches the upstream; outside the timeout, which is the
             // upstream's (upstream-mode auth has its own).
-            .layer(RequireAuthLayer::new(require, self.metrics.clone()))
+            .layer(RequireAuthLayer::new(
+                require,
+                self.metrics.clone(),
+                &self.config.server.trusted_proxies,
+            ))
             // Covers the wait for the upstream's response headers only: a
             // streaming response may then take as long as it needs.
             .timeout(self.config.upstream.timeout)

@@ -15,7 +15,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response, header};
 use http_body_util::BodyExt;
 
-pub use headers::{ClientConnection, client_ip, remove_hop_by_hop};
+pub use headers::{
+    ClientConnection, FORWARDING, client_ip, for_upstream, is_trusted, on_behalf_of,
+    remove_hop_by_hop,
+};
 pub use upstream::{PROBE_USER_AGENT, Upstream, UpstreamBuildError};
 
 use crate::body::{self, Body, BoxError};
@@ -141,11 +144,7 @@ impl Inner {
         let client = parts.extensions.get::<ClientConnection>().copied().ok_or(
             ProxyError::InvalidRequest("no client connection information"),
         )?;
-        headers::remove_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, client, &self.trusted_proxies);
-        // The upstream's authority comes from its URL; the client's Host travels
-        // in X-Forwarded-Host.
-        parts.headers.remove(header::HOST);
+        headers::for_upstream(&mut parts.headers, client, &self.trusted_proxies);
         let mut upstream_request = Request::new(body);
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = self.upstream.url_with_query(parts.uri.query());
