@@ -28,6 +28,7 @@ use crate::ingest::Webhook;
 use crate::ingest::signature::BadSecret;
 use crate::layers::ip_rate_limit::IpRateLimitLayer;
 use crate::layers::message_rate_limit::MessageRateLimitLayer;
+use crate::layers::origin::OriginCheckLayer;
 use crate::layers::per_second;
 use crate::layers::require_auth::RequireAuthLayer;
 use crate::metrics::{Metrics, Refusal};
@@ -283,6 +284,15 @@ impl App {
                 &self.config.server.trusted_proxies,
                 self.metrics.clone(),
                 Refusal::rate_limit_connection,
+            ))
+            // Browser origins, before the handshake is answered: a page of
+            // another site must not get a socket that carries its visitor's
+            // cookies (cross-site WebSocket hijacking). After the rate limit,
+            // so refused attempts still count against their IP.
+            .layer(OriginCheckLayer::new(
+                &self.config.server.cors_origins,
+                &self.config.server.trusted_proxies,
+                self.metrics.clone(),
             ))
             .service(endpoint);
         BoxCloneSyncService::new(service)
