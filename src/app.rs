@@ -14,6 +14,7 @@ use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutBody};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
@@ -242,6 +243,10 @@ impl App {
             // Refuses oversized bodies by Content-Length before any work, and
             // caps streamed ones.
             .layer(RequestBodyLimitLayer::new(server.max_request_bytes))
+            // A body that stalls for server.body_timeout fails its read (408
+            // where a response is still possible) instead of holding the
+            // request, and the proxy's upstream call, forever.
+            .layer(RequestBodyTimeoutLayer::new(server.body_timeout))
             .map_request(|req: Request<_>| req.map(body::boxed))
             .service(router);
         BoxCloneSyncService::new(service)
@@ -457,23 +462,33 @@ impl Bound {
             app.metrics.clone(),
             realtime.clone(),
         ));
+        // Header and idle timeouts hold on every listener alike.
+        let timeouts = server::ConnTimeouts {
+            header: app.config.server.header_timeout,
+            idle: app.config.server.idle_timeout,
+        };
         shutdown.spawn(server::serve(
             self.public,
             app.tls.clone(),
             app.public_service(&shutdown, &realtime),
+            timeouts,
             shutdown.clone(),
         ));
         // Events from the upstream on the internal listener; requests in
-        // flight finish on drain like any other.
+        // flight finish on drain like any other. A body that stalls for
+        // webhook.body_timeout fails its read, answered 408.
         let webhook = app.webhook.clone();
-        let webhook_service = tower::service_fn(move |request| {
+        let body_timeout = app.config.webhook.body_timeout;
+        let webhook_service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
             let webhook = webhook.clone();
+            let request = request.map(|b| TimeoutBody::new(body_timeout, b));
             async move { Ok::<_, Infallible>(webhook.handle(request).await) }
         });
         realtime.spawn(server::serve(
             self.webhook,
             None,
             webhook_service,
+            timeouts,
             realtime.clone(),
         ));
         // The admin listener outlives the drain so probes can watch it: it has
@@ -497,6 +512,7 @@ impl Bound {
                     upstream_url: app.config.upstream.url.to_string(),
                 }),
             ),
+            timeouts,
             admin_shutdown.clone(),
         ));
         shutdown.triggered().await;

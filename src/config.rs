@@ -1287,6 +1287,52 @@ mod tests {
     }
 
     #[test]
+    fn listener_timeouts_default_and_are_range_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.body_timeout, Duration::from_secs(10));
+        assert_eq!(c.webhook.body_timeout, Duration::from_secs(10));
+        let msg = problems(&format!(
+            "{MINIMAL}\n[server]\nheader_timeout = \"0s\"\nidle_timeout = \"3d\"\nbody_timeout = \"2h\"\n[webhook]\nbody_timeout = \"0s\""
+        ));
+        for key in [
+            "server.header_timeout",
+            "server.idle_timeout",
+            "server.body_timeout",
+            "webhook.body_timeout",
+        ] {
+            assert!(msg.contains(key), "{key}: {msg}");
+        }
+    }
+
+    #[test]
+    fn forward_headers_refuse_forwarding_and_hop_names() {
+        let ok = parse(&format!("{MINIMAL}\n[auth]\nforward_headers = [\"X-Tenant\"]")).unwrap();
+        assert_eq!(ok.auth.forward_headers, vec!["X-Tenant".to_string()]);
+        let msg = parse(&format!(
+            "{MINIMAL}\n[auth]\nforward_headers = [\"X-Forwarded-For\", \"bad name\", \"Sec-WebSocket-Key\"]"
+        ))
+        .unwrap_err()
+        .to_string();
+        for key in ["forward_headers[0]", "forward_headers[1]", "forward_headers[2]"] {
+            assert!(msg.contains(key), "{key}: {msg}");
+        }
+    }
+
+    #[test]
+    fn any_origin_is_warned_about() {
+        assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+        let w = parse(&format!(
+            "{MINIMAL}\n[server]\ncors_origins = [\"*\"]\n[auth]\ncookie = \"session\""
+        ))
+        .unwrap()
+        .warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("server.cors_origins") && w[0].contains("auth.cookie"), "{w:?}");
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let c = parse(&format!(
             "{MINIMAL}\n[webhook]\nsecret = \"whsec_c2VjcmV0\""

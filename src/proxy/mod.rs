@@ -39,6 +39,8 @@ pub enum ProxyError {
     RequestTooLarge { limit: usize },
     #[error("cannot read the request body")]
     ReadRequest(#[source] BoxError),
+    #[error("the request body stalled for longer than server.body_timeout")]
+    BodyTimeout,
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
     #[error(
@@ -181,7 +183,13 @@ impl Inner {
         let limit = self.max_request_bytes;
         let mut buf = bytes::BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(ProxyError::ReadRequest)?;
+            let frame = frame.map_err(|e| {
+                if e.is::<tower_http::timeout::TimeoutError>() {
+                    ProxyError::BodyTimeout
+                } else {
+                    ProxyError::ReadRequest(e)
+                }
+            })?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > limit {
                     return Err(ProxyError::RequestTooLarge { limit });
