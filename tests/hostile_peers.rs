@@ -288,3 +288,45 @@ async fn the_upstream_auth_query_carries_subcars_forwarding_headers() {
     wait_subscriptions(&rt, 1).await;
     still_serving(&rt, &mut w, 7).await;
 }
+
+#[tokio::test]
+async fn a_tls_handshake_is_bounded_by_header_timeout() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let upstream = TestUpstream::start().await;
+    let subcar = ws_support::support::TestSubcar::builder(upstream.url())
+        .server("header_timeout = \"300ms\"")
+        .extra(&format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            cert_path.display(),
+            key_path.display()
+        ))
+        .spawn()
+        .await;
+    // Nothing at all, then the first bytes of a ClientHello that never ends.
+    for sent in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]] {
+        let mut conn = TcpStream::connect(subcar.addr).await.unwrap();
+        conn.write_all(sent).await.unwrap();
+        let (_, took) = read_until_closed(&mut conn).await;
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "closed after {took:?}"
+        );
+    }
+    // Still serving over TLS (no socket client speaks wss here: the
+    // subscriber check of this listener is the plain-TCP tests above).
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("https://localhost:{}/healthz", subcar.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
