@@ -1308,14 +1308,21 @@ mod tests {
 
     #[test]
     fn forward_headers_refuse_forwarding_and_hop_names() {
-        let ok = parse(&format!("{MINIMAL}\n[auth]\nforward_headers = [\"X-Tenant\"]")).unwrap();
+        let ok = parse(&format!(
+            "{MINIMAL}\n[auth]\nforward_headers = [\"X-Tenant\"]"
+        ))
+        .unwrap();
         assert_eq!(ok.auth.forward_headers, vec!["X-Tenant".to_string()]);
         let msg = parse(&format!(
             "{MINIMAL}\n[auth]\nforward_headers = [\"X-Forwarded-For\", \"bad name\", \"Sec-WebSocket-Key\"]"
         ))
         .unwrap_err()
         .to_string();
-        for key in ["forward_headers[0]", "forward_headers[1]", "forward_headers[2]"] {
+        for key in [
+            "forward_headers[0]",
+            "forward_headers[1]",
+            "forward_headers[2]",
+        ] {
             assert!(msg.contains(key), "{key}: {msg}");
         }
     }
@@ -1329,7 +1336,10 @@ mod tests {
         .unwrap()
         .warnings();
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("server.cors_origins") && w[0].contains("auth.cookie"), "{w:?}");
+        assert!(
+            w[0].contains("server.cors_origins") && w[0].contains("auth.cookie"),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -1243,10 +1243,7 @@ async fn fetches_carry_credentials_and_origin_and_nothing_forged() {
     subscribe(&mut c, "s", ID_TITLE, json!({})).await;
     env.wait_subscriptions(1).await;
     env.publish("ticket.updated", json!({"id": "ops-1"})).await;
-    assert_eq!(
-        next_for(&mut c, "s").await,
-        id_title("ops-1", "db down")
-    );
+    assert_eq!(next_for(&mut c, "s").await, id_title("ops-1", "db down"));
     let fetch = env.upstream.bodies_containing(RESOLVE).pop().unwrap();
     assert_eq!(header(&fetch, "authorization"), Some("Bearer user:u1:ops"));
     assert_eq!(header(&fetch, "origin"), Some(own.as_str()));

@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use ws_support::support::TestUpstream;
 use ws_support::{Client, PATIENCE, Rt, publish, spawn_with_server, wait_subscriptions};
 
-const TIMEOUTS: &str = "header_timeout = \"300ms\"\nidle_timeout = \"1s\"\nbody_timeout = \"300ms\"";
+const TIMEOUTS: &str =
+    "header_timeout = \"300ms\"\nidle_timeout = \"1s\"\nbody_timeout = \"300ms\"";
 
 async fn start(server: &str, extra: &str) -> (TestUpstream, Rt) {
     let upstream = TestUpstream::start().await;
@@ -64,7 +65,9 @@ async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
 /// nothing) for `d`.
 async fn stays_open(stream: &mut TcpStream, d: Duration) -> bool {
     let mut buf = [0u8; 1];
-    tokio::time::timeout(d, stream.read(&mut buf)).await.is_err()
+    tokio::time::timeout(d, stream.read(&mut buf))
+        .await
+        .is_err()
 }
 
 #[tokio::test]
@@ -163,7 +166,11 @@ async fn stalled_body(addr: SocketAddr, path: &str) -> (String, String, Duration
 
 #[tokio::test]
 async fn a_stalled_body_is_answered_408_after_body_timeout() {
-    let (upstream, rt) = start(TIMEOUTS, "[webhook]\nlisten = \"127.0.0.1:0\"\nbody_timeout = \"300ms\"").await;
+    let (upstream, rt) = start(
+        TIMEOUTS,
+        "[webhook]\nlisten = \"127.0.0.1:0\"\nbody_timeout = \"300ms\"",
+    )
+    .await;
     let mut w = watcher(&rt).await;
     let (status, text, took) = stalled_body(rt.webhook, "/webhook").await;
     assert!(status.starts_with("HTTP/1.1 408"), "{text}");
@@ -174,7 +181,11 @@ async fn a_stalled_body_is_answered_408_after_body_timeout() {
     let (status, text, _) = stalled_body(rt.addr, "/graphql").await;
     assert!(status.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("BODY_TIMEOUT"), "{text}");
-    assert_eq!(upstream.recorded().len(), before, "nothing reached the upstream");
+    assert_eq!(
+        upstream.recorded().len(),
+        before,
+        "nothing reached the upstream"
+    );
     still_serving(&rt, &mut w, 4).await;
 }
 
@@ -197,8 +208,14 @@ fn assert_forwarding_is_subcars(headers: &http::HeaderMap, rt: &Rt) {
         "{headers:?}"
     );
     let forwarded = headers["forwarded"].to_str().unwrap();
-    assert!(forwarded.starts_with("for=127.0.0.1;proto=http"), "{forwarded}");
-    assert!(!forwarded.contains("6.6.6.6") && !forwarded.contains("evil"), "{forwarded}");
+    assert!(
+        forwarded.starts_with("for=127.0.0.1;proto=http"),
+        "{forwarded}"
+    );
+    assert!(
+        !forwarded.contains("6.6.6.6") && !forwarded.contains("evil"),
+        "{forwarded}"
+    );
     assert!(!headers.contains_key("x-internal-admin"), "{headers:?}");
 }
 
@@ -237,7 +254,11 @@ async fn a_query_over_a_socket_carries_subcars_forwarding_headers_and_only_allow
     assert_forwarding_is_subcars(&got, &rt);
     assert_eq!(got["x-tenant"], "t1");
     assert_eq!(got["authorization"], "Bearer abc");
-    assert_eq!(got["origin"], own.as_str(), "the client's Origin, for CSRF checks");
+    assert_eq!(
+        got["origin"],
+        own.as_str(),
+        "the client's Origin, for CSRF checks"
+    );
     still_serving(&rt, &mut w, 5).await;
 }
 

@@ -80,7 +80,10 @@ async fn cross_origin_upgrade_with_a_cookie_is_refused_403() {
         .await,
     );
     assert_eq!(status, 403);
-    assert_eq!(body["errors"][0]["extensions"]["code"], "ORIGIN_NOT_ALLOWED");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "ORIGIN_NOT_ALLOWED"
+    );
     assert!(
         body["errors"][0]["message"]
             .as_str()
@@ -91,7 +94,11 @@ async fn cross_origin_upgrade_with_a_cookie_is_refused_403() {
     // `null` (sandboxed frames, file pages) is not an origin of this server.
     let (status, _) = refused_upgrade(connect(&rt, &[("origin", "null")]).await);
     assert_eq!(status, 403);
-    assert_eq!(upstream.recorded().len(), before, "nothing reached the upstream");
+    assert_eq!(
+        upstream.recorded().len(),
+        before,
+        "nothing reached the upstream"
+    );
     let metrics = ws_support::metrics(rt.admin).await;
     assert!(
         metrics.contains("subcar_refusals_total{reason=\"origin\"} 2"),
@@ -105,7 +112,12 @@ async fn same_origin_and_no_origin_are_admitted_with_an_empty_list() {
     let (_upstream, rt) = start("", "").await;
     let mut w = watcher(&rt).await;
     let own = format!("http://{}", rt.addr);
-    acked(connect(&rt, &[("origin", &own)]).await.expect("same origin")).await;
+    acked(
+        connect(&rt, &[("origin", &own)])
+            .await
+            .expect("same origin"),
+    )
+    .await;
     // Scheme differs: not the same origin.
     let (status, _) =
         refused_upgrade(connect(&rt, &[("origin", &format!("https://{}", rt.addr))]).await);

@@ -36,10 +36,7 @@ impl OriginCheckLayer {
         Self {
             policy: Arc::new(Policy {
                 any: cors_origins.iter().any(|o| o == "*"),
-                allowed: cors_origins
-                    .iter()
-                    .filter_map(|o| normalise(o))
-                    .collect(),
+                allowed: cors_origins.iter().filter_map(|o| normalise(o)).collect(),
                 trusted_proxies: trusted_proxies.to_vec(),
                 metrics,
             }),
@@ -121,11 +118,7 @@ fn own_origin<B>(request: &Request<B>, trusted: &[IpNet]) -> Option<String> {
     let client = request.extensions().get::<ClientConnection>();
     let headers = request.headers();
     let from_trusted = client.is_some_and(|c| is_trusted(c.remote.ip(), trusted));
-    let forwarded = |name: &str| {
-        from_trusted
-            .then(|| first_value(headers, name))
-            .flatten()
-    };
+    let forwarded = |name: &str| from_trusted.then(|| first_value(headers, name)).flatten();
     let scheme = forwarded("x-forwarded-proto").unwrap_or_else(|| {
         if client.is_some_and(|c| c.tls) {
             "https".into()
@@ -209,7 +202,10 @@ mod tests {
     fn policy(origins: &[&str], trusted: &[&str]) -> Policy {
         let layer = OriginCheckLayer::new(
             &origins.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            &trusted.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>(),
+            &trusted
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect::<Vec<_>>(),
             Arc::new(Metrics::new()),
         );
         Arc::try_unwrap(layer.policy).ok().unwrap()
@@ -217,7 +213,10 @@ mod tests {
 
     #[test]
     fn normalised_origins() {
-        assert_eq!(normalise("HTTPS://App.Example.com:443/").unwrap(), "https://app.example.com");
+        assert_eq!(
+            normalise("HTTPS://App.Example.com:443/").unwrap(),
+            "https://app.example.com"
+        );
         assert_eq!(normalise("http://a:8080").unwrap(), "http://a:8080");
         assert_eq!(normalise("null"), None);
         assert_eq!(normalise("file://x"), None);
@@ -227,7 +226,10 @@ mod tests {
     #[test]
     fn same_origin_by_scheme_and_host() {
         let p = policy(&[], &[]);
-        let ok = |o, host, tls| p.refusal(&request(Some(o), host, "192.0.2.1", tls)).is_none();
+        let ok = |o, host, tls| {
+            p.refusal(&request(Some(o), host, "192.0.2.1", tls))
+                .is_none()
+        };
         assert!(ok("http://api.example.com", "api.example.com", false));
         assert!(ok("http://api.example.com:80", "api.example.com", false));
         assert!(ok("https://api.example.com", "api.example.com", true));
@@ -240,9 +242,16 @@ mod tests {
     #[test]
     fn forwarded_host_and_proto_count_only_from_trusted_proxies() {
         let p = policy(&[], &["10.0.0.0/8"]);
-        let mut r = request(Some("https://app.example.com"), "subcar:4000", "10.1.1.1", false);
-        r.headers_mut().insert("x-forwarded-proto", "https".parse().unwrap());
-        r.headers_mut().insert("x-forwarded-host", "app.example.com".parse().unwrap());
+        let mut r = request(
+            Some("https://app.example.com"),
+            "subcar:4000",
+            "10.1.1.1",
+            false,
+        );
+        r.headers_mut()
+            .insert("x-forwarded-proto", "https".parse().unwrap());
+        r.headers_mut()
+            .insert("x-forwarded-host", "app.example.com".parse().unwrap());
         assert!(p.refusal(&r).is_none());
         r.extensions_mut().insert(ClientConnection {
             remote: "192.0.2.1:5000".parse().unwrap(),

@@ -13,10 +13,10 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::auth::Authenticator;
-use crate::config::IpNet;
-use crate::proxy::{ClientConnection, on_behalf_of};
 use crate::body::Body;
+use crate::config::IpNet;
 use crate::metrics::{Metrics, Refusal};
+use crate::proxy::{ClientConnection, on_behalf_of};
 
 /// Checks credentials with `authenticator`; `None` passes everything.
 #[derive(Clone)]

@@ -281,7 +281,12 @@ mod tests {
         );
         assert_eq!(h["x-real-ip"], "192.0.2.1");
         set_forwarded(&mut h, client("::1"), &[]);
-        assert!(h["forwarded"].to_str().unwrap().starts_with("for=\"[::1]\""));
+        assert!(
+            h["forwarded"]
+                .to_str()
+                .unwrap()
+                .starts_with("for=\"[::1]\"")
+        );
     }
 
     #[test]

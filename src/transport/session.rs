@@ -758,4 +758,3 @@ fn upstream_error(v: Value) -> GraphQLError {
     }
     e
 }
-
