@@ -15,8 +15,10 @@ use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutBody};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use crate::auth::credentials::InitHeaders;
 use crate::auth::{Auth, AuthBuildError};
 use crate::body::{self, Body};
 use crate::bus::{self, Bus, BusBuildError};
@@ -27,6 +29,7 @@ use crate::ingest::Webhook;
 use crate::ingest::signature::BadSecret;
 use crate::layers::ip_rate_limit::IpRateLimitLayer;
 use crate::layers::message_rate_limit::MessageRateLimitLayer;
+use crate::layers::origin::OriginCheckLayer;
 use crate::layers::per_second;
 use crate::layers::require_auth::RequireAuthLayer;
 use crate::metrics::{Metrics, Refusal};
@@ -245,6 +248,10 @@ impl App {
             // Refuses oversized bodies by Content-Length before any work, and
             // caps streamed ones.
             .layer(RequestBodyLimitLayer::new(server.max_request_bytes))
+            // A body that stalls for server.body_timeout fails its read (408
+            // where a response is still possible) instead of holding the
+            // request, and the proxy's upstream call, forever.
+            .layer(RequestBodyTimeoutLayer::new(server.body_timeout))
             .map_request(|req: Request<_>| req.map(body::boxed))
             .service(router);
         BoxCloneSyncService::new(service)
@@ -271,6 +278,8 @@ impl App {
             executor: Arc::new(self.upstream.clone()),
             authenticator: self.auth.authenticator.clone(),
             inbound: InboundStack::new(inbound),
+            init_headers: InitHeaders::from_config(&self.config.auth),
+            trusted_proxies: self.config.server.trusted_proxies.clone(),
             limits: SessionLimits::from_config(&self.config, self.count_limits.clone()),
             metrics: self.metrics.clone(),
         };
@@ -285,6 +294,15 @@ impl App {
                 &self.config.server.trusted_proxies,
                 self.metrics.clone(),
                 Refusal::rate_limit_connection,
+            ))
+            // Browser origins, before the handshake is answered: a page of
+            // another site must not get a socket that carries its visitor's
+            // cookies (cross-site WebSocket hijacking). After the rate limit,
+            // so refused attempts still count against their IP.
+            .layer(OriginCheckLayer::new(
+                &self.config.server.cors_origins,
+                &self.config.server.trusted_proxies,
+                self.metrics.clone(),
             ))
             .service(endpoint);
         BoxCloneSyncService::new(service)
@@ -313,7 +331,11 @@ impl App {
             // auth.proxy = "require": the sockets' check, before anything
             // reaches the upstream; outside the timeout, which is the
             // upstream's (upstream-mode auth has its own).
-            .layer(RequireAuthLayer::new(require, self.metrics.clone()))
+            .layer(RequireAuthLayer::new(
+                require,
+                self.metrics.clone(),
+                &self.config.server.trusted_proxies,
+            ))
             // Covers the wait for the upstream's response headers only: a
             // streaming response may then take as long as it needs.
             .timeout(self.config.upstream.timeout)
@@ -445,23 +467,33 @@ impl Bound {
             app.metrics.clone(),
             realtime.clone(),
         ));
+        // Header and idle timeouts hold on every listener alike.
+        let timeouts = server::ConnTimeouts {
+            header: app.config.server.header_timeout,
+            idle: app.config.server.idle_timeout,
+        };
         shutdown.spawn(server::serve(
             self.public,
             app.tls.clone(),
             app.public_service(&shutdown, &realtime),
+            timeouts,
             shutdown.clone(),
         ));
         // Events from the upstream on the internal listener; requests in
-        // flight finish on drain like any other.
+        // flight finish on drain like any other. A body that stalls for
+        // webhook.body_timeout fails its read, answered 408.
         let webhook = app.webhook.clone();
-        let webhook_service = tower::service_fn(move |request| {
+        let body_timeout = app.config.webhook.body_timeout;
+        let webhook_service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
             let webhook = webhook.clone();
+            let request = request.map(|b| TimeoutBody::new(body_timeout, b));
             async move { Ok::<_, Infallible>(webhook.handle(request).await) }
         });
         realtime.spawn(server::serve(
             self.webhook,
             None,
             webhook_service,
+            timeouts,
             realtime.clone(),
         ));
         // The admin listener outlives the drain so probes can watch it: it has
@@ -485,6 +517,7 @@ impl Bound {
                     upstream_url: app.config.upstream.url.to_string(),
                 }),
             ),
+            timeouts,
             admin_shutdown.clone(),
         ));
         shutdown.triggered().await;

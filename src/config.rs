@@ -70,6 +70,19 @@ pub struct ServerConfig {
     /// Largest request body accepted on the public listener, in bytes.
     pub max_request_bytes: usize,
     pub tls: Option<TlsConfig>,
+    /// A connection must have sent a complete request head (and finished its
+    /// TLS handshake) this long after accept, or after its first byte of a
+    /// later request; on every listener.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight that sends
+    /// nothing for this long is closed; on every listener.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// A request body on the public listener that sends nothing for this
+    /// long fails with `408`.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +96,9 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             max_request_bytes: 10 * 1024 * 1024,
             tls: None,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -286,6 +302,9 @@ pub struct WebhookConfig {
     pub dedup_window: Duration,
     pub unknown_topics: UnknownTopics,
     pub max_body_bytes: usize,
+    /// A webhook request body that sends nothing for this long fails with `408`.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -298,6 +317,7 @@ impl Default for WebhookConfig {
             dedup_window: Duration::from_secs(600),
             unknown_topics: UnknownTopics::Reject,
             max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -320,6 +340,10 @@ pub struct AuthConfig {
     /// A cookie that carries the token when no `Authorization` header does.
     pub cookie: Option<String>,
     pub proxy: ProxyAuth,
+    /// Headers besides `Authorization` (and `Cookie` with `cookie` set) taken
+    /// from `connection_init.payload.headers` and sent to the upstream with
+    /// the connection's calls. Forwarding and hop-by-hop headers are refused.
+    pub forward_headers: Vec<String>,
     pub jwt: JwtConfig,
     pub upstream: UpstreamAuthConfig,
 }
@@ -330,6 +354,7 @@ impl Default for AuthConfig {
             mode: AuthMode::None,
             cookie: None,
             proxy: ProxyAuth::Passthrough,
+            forward_headers: Vec::new(),
             jwt: JwtConfig::default(),
             upstream: UpstreamAuthConfig::default(),
         }
@@ -801,6 +826,31 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Headers `auth.forward_headers` may not name: subcar sets them itself
+/// (forwarding, `Origin`) or they describe one hop, not the request.
+const NOT_FORWARDABLE: [&str; 17] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "host",
+    "origin",
+    "content-length",
+    "content-type",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -858,6 +908,22 @@ impl Config {
     /// Whether `GET {graphql_path}` serves GraphiQL to browsers.
     pub fn graphiql_enabled(&self) -> bool {
         self.server.graphiql.enabled.unwrap_or(self.schema.introspection)
+    }
+
+    /// Settings that are valid but probably unsafe; `subcar check` and
+    /// start-up print each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.server.cors_origins.iter().any(|o| o == "*") {
+            let credential = match &self.auth.cookie {
+                Some(name) => format!("auth.cookie = {name:?} admits sockets by cookie, and "),
+                None => String::new(),
+            };
+            warnings.push(format!(
+                "server.cors_origins: [\"*\"] lets a page of any origin open a socket as the browser's user: {credential}the browser's cookies go to the upstream with every query over that socket; list the origins instead"
+            ));
+        }
+        warnings
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -924,6 +990,20 @@ impl Config {
             }
         }
         self.limits.document.problems(&mut problems);
+        for (key, value, max) in [
+            ("server.header_timeout", self.server.header_timeout, HOUR),
+            ("server.idle_timeout", self.server.idle_timeout, DAY),
+            ("server.body_timeout", self.server.body_timeout, HOUR),
+            ("webhook.body_timeout", self.webhook.body_timeout, HOUR),
+        ] {
+            if value.is_zero() || value > max {
+                problems.push(format!(
+                    "{key}: {} is out of range: expected a duration above 0s and at most {}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(max)
+                ));
+            }
+        }
         self.validate_auth(&mut problems);
         for (key, value) in [
             (
@@ -995,6 +1075,18 @@ impl Config {
             problems.push(
                 "auth.cookie: \"\" is not a cookie name: expected a name like \"session\"".into(),
             );
+        }
+        for (i, name) in auth.forward_headers.iter().enumerate() {
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                problems.push(format!(
+                    "auth.forward_headers[{i}]: {name:?} is not a header name: expected something like \"x-tenant\""
+                ));
+            } else if NOT_FORWARDABLE.contains(&lower.as_str()) || lower.starts_with("sec-") {
+                problems.push(format!(
+                    "auth.forward_headers[{i}]: {name:?} cannot be taken from a client: expected an application header (forwarding, hop-by-hop, Host, Origin and Sec- headers are subcar's to set)"
+                ));
+            }
         }
         let jwt = &auth.jwt;
         let sources = [
@@ -1341,6 +1433,62 @@ mod tests {
         let msg = Config::parse(MINIMAL, env).unwrap_err().to_string();
         assert!(msg.contains("limits.max_connections"), "{msg}");
         assert!(msg.contains("lots"), "{msg}");
+    }
+
+    #[test]
+    fn listener_timeouts_default_and_are_range_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.body_timeout, Duration::from_secs(10));
+        assert_eq!(c.webhook.body_timeout, Duration::from_secs(10));
+        let msg = problems(&format!(
+            "{MINIMAL}\n[server]\nheader_timeout = \"0s\"\nidle_timeout = \"3d\"\nbody_timeout = \"2h\"\n[webhook]\nbody_timeout = \"0s\""
+        ));
+        for key in [
+            "server.header_timeout",
+            "server.idle_timeout",
+            "server.body_timeout",
+            "webhook.body_timeout",
+        ] {
+            assert!(msg.contains(key), "{key}: {msg}");
+        }
+    }
+
+    #[test]
+    fn forward_headers_refuse_forwarding_and_hop_names() {
+        let ok = parse(&format!(
+            "{MINIMAL}\n[auth]\nforward_headers = [\"X-Tenant\"]"
+        ))
+        .unwrap();
+        assert_eq!(ok.auth.forward_headers, vec!["X-Tenant".to_string()]);
+        let msg = parse(&format!(
+            "{MINIMAL}\n[auth]\nforward_headers = [\"X-Forwarded-For\", \"bad name\", \"Sec-WebSocket-Key\"]"
+        ))
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "forward_headers[0]",
+            "forward_headers[1]",
+            "forward_headers[2]",
+        ] {
+            assert!(msg.contains(key), "{key}: {msg}");
+        }
+    }
+
+    #[test]
+    fn any_origin_is_warned_about() {
+        assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+        let w = parse(&format!(
+            "{MINIMAL}\n[server]\ncors_origins = [\"*\"]\n[auth]\ncookie = \"session\""
+        ))
+        .unwrap()
+        .warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("server.cors_origins") && w[0].contains("auth.cookie"),
+            "{w:?}"
+        );
     }
 
     #[test]

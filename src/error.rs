@@ -41,6 +41,7 @@ pub fn rescue_proxy(error: &ProxyError) -> Response<Body> {
         Unreachable(_) | BadResponse(_) => (StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE"),
         RequestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
         ReadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
         InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
         SubscriptionOverHttp => (StatusCode::BAD_REQUEST, "SUBSCRIPTION_REQUIRES_WEBSOCKET"),
         Document(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),

@@ -67,6 +67,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilterHandle) -> ExitCode {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let running = config.clone();
     let bound = match App::build(config) {
         Ok(app) => match app.learn_upstream_schema().await {
@@ -103,6 +106,9 @@ async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilterHandle)
 
 async fn check(config: Config) -> ExitCode {
     let url = config.upstream.url.to_string();
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
     let app = match App::build(config) {
         Ok(app) => app,
         Err(e) => {

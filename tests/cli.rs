@@ -169,6 +169,33 @@ async fn check_reports_upstream_reachability_in_its_exit_code() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reachable"));
 }
 
+#[tokio::test]
+async fn check_warns_about_any_origin() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &upstream.url(), "[auth]\ncookie = \"session\"");
+    let out = tokio::process::Command::from(subcar())
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("SUBCAR_SERVER__CORS_ORIGINS", "[\"*\"]")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warning: server.cors_origins") && stdout.contains("auth.cookie"),
+        "{stdout}"
+    );
+    let out = tokio::process::Command::from(subcar())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+}
+
 #[test]
 fn schema_command_prints_the_merged_sdl() {
     let dir = tempfile::tempdir().unwrap();

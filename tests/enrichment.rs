@@ -1222,3 +1222,31 @@ async fn subcar_check_exits_1_on_a_resolve_config_that_does_not_fit_the_schema()
         assert!(has_word(&output, word), "{word:?} in {output}");
     }
 }
+
+#[tokio::test]
+async fn fetches_carry_credentials_and_origin_and_nothing_forged() {
+    let env = Env::start("", &ticket_updated("")).await;
+    let own = format!("http://{}", env.subcar.addr);
+    let mut c = connect(
+        &env.subcar,
+        &[
+            ("origin", &own),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-internal-admin", "true"),
+        ],
+        json!({
+            "Authorization": bearer("u1", "ops"),
+            "headers": {"X-Forwarded-For": "7.7.7.7", "X-Internal-Admin": "true"},
+        }),
+    )
+    .await;
+    subscribe(&mut c, "s", ID_TITLE, json!({})).await;
+    env.wait_subscriptions(1).await;
+    env.publish("ticket.updated", json!({"id": "ops-1"})).await;
+    assert_eq!(next_for(&mut c, "s").await, id_title("ops-1", "db down"));
+    let fetch = env.upstream.bodies_containing(RESOLVE).pop().unwrap();
+    assert_eq!(header(&fetch, "authorization"), Some("Bearer user:u1:ops"));
+    assert_eq!(header(&fetch, "origin"), Some(own.as_str()));
+    assert_eq!(header(&fetch, "x-forwarded-for"), None);
+    assert_eq!(header(&fetch, "x-internal-admin"), None);
+}

@@ -104,6 +104,8 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
         executor: Arc::new(NoUpstream),
         authenticator,
         inbound: InboundStack::admit_all(),
+        init_headers: subcar::auth::credentials::InitHeaders::authorization_only(),
+        trusted_proxies: Vec::new(),
         limits: SessionLimits {
             init_timeout: Duration::from_secs(3),
             heartbeat_interval: Duration::from_secs(15),

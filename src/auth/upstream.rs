@@ -59,17 +59,29 @@ impl Authenticator for UpstreamAuth {
     fn authenticate(&self, headers: &HeaderMap) -> BoxFuture<'static, Result<Identity, AuthError>> {
         let inner = self.inner.clone();
         let credentials = Credentials::from_headers(headers, inner.cookie.as_deref());
-        Box::pin(async move { inner.authenticate(credentials).await })
+        // The caller passes headers built by `proxy::on_behalf_of`, so the
+        // forwarding headers are subcar's; `Origin` lets the upstream's CSRF
+        // checks see what the browser sent.
+        let mut context = HeaderMap::new();
+        for name in crate::proxy::FORWARDING.iter().chain([&header::ORIGIN]) {
+            if let Some(v) = headers.get(name) {
+                context.insert(name.clone(), v.clone());
+            }
+        }
+        Box::pin(async move { inner.authenticate(credentials, context).await })
     }
 }
 
 impl Inner {
-    async fn authenticate(&self, credentials: Credentials) -> Result<Identity, AuthError> {
+    async fn authenticate(
+        &self,
+        credentials: Credentials,
+        mut headers: HeaderMap,
+    ) -> Result<Identity, AuthError> {
         let key = cache_key(&credentials);
         if let Some(claims) = self.cached(&key) {
             return Ok(identity(claims));
         }
-        let mut headers = HeaderMap::new();
         if let Some(v) = credentials.authorization {
             headers.insert(header::AUTHORIZATION, v);
         }

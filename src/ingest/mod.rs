@@ -54,12 +54,15 @@ pub enum WebhookError {
     MethodNotAllowed,
     #[error("cannot read the request body")]
     BodyRead,
+    #[error("the request body stalled for longer than webhook.body_timeout")]
+    BodyTimeout,
 }
 
 impl WebhookError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::InvalidEvent(_) | Self::BodyRead => (StatusCode::BAD_REQUEST, "INVALID_EVENT"),
+            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
             Self::InvalidSignature(_) => (StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::UnsupportedMediaType => {
@@ -271,6 +274,9 @@ impl Webhook {
         let body = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
+            Err(e) if e.is::<tower_http::timeout::TimeoutError>() => {
+                return Err(WebhookError::BodyTimeout);
+            }
             Err(_) => return Err(WebhookError::BodyRead),
         };
         if let Some(v) = &self.verifier {

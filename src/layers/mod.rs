@@ -5,6 +5,8 @@
 //! - [`ip_rate_limit`]: per-client-IP rate limits on HTTP requests
 //!   (WebSocket upgrade attempts, proxied queries and mutations): `429`.
 //! - [`require_auth`]: `auth.proxy = "require"` on the proxy path: `401`.
+//! - [`origin`]: browser origins on the subscription transports
+//!   (WebSocket upgrades; SSE and multipart when they come): `403`.
 //! - [`message_rate_limit`]: client messages per WebSocket session, a layer
 //!   around the session's inbound-message service
 //!   ([`crate::transport::inbound`]).
@@ -19,6 +21,7 @@
 
 pub mod ip_rate_limit;
 pub mod message_rate_limit;
+pub mod origin;
 pub mod require_auth;
 
 use std::num::NonZeroU32;

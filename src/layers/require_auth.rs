@@ -14,20 +14,30 @@ use tower::{Layer, Service};
 
 use crate::auth::Authenticator;
 use crate::body::Body;
+use crate::config::IpNet;
 use crate::metrics::{Metrics, Refusal};
+use crate::proxy::{ClientConnection, on_behalf_of};
 
 /// Checks credentials with `authenticator`; `None` passes everything.
 #[derive(Clone)]
 pub struct RequireAuthLayer {
     authenticator: Option<Arc<dyn Authenticator>>,
     metrics: Arc<Metrics>,
+    /// For the check's own upstream call (upstream-mode auth): its
+    /// forwarding headers are subcar's, as on every client-behalf call.
+    trusted_proxies: Arc<[IpNet]>,
 }
 
 impl RequireAuthLayer {
-    pub fn new(authenticator: Option<Arc<dyn Authenticator>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        authenticator: Option<Arc<dyn Authenticator>>,
+        metrics: Arc<Metrics>,
+        trusted_proxies: &[IpNet],
+    ) -> Self {
         Self {
             authenticator,
             metrics,
+            trusted_proxies: trusted_proxies.into(),
         }
     }
 }
@@ -69,7 +79,14 @@ where
             let future = self.inner.call(request);
             return ResponseFuture(Box::pin(future));
         };
-        let check = authenticator.authenticate(request.headers());
+        let check = match request.extensions().get::<ClientConnection>() {
+            Some(client) => authenticator.authenticate(&on_behalf_of(
+                request.headers(),
+                *client,
+                &self.layer.trusted_proxies,
+            )),
+            None => authenticator.authenticate(request.headers()),
+        };
         // The ready service goes into the future; its clone stays for the
         // next call (tower's `mem::replace` idiom).
         let clone = self.inner.clone();

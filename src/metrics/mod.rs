@@ -77,6 +77,8 @@ pub enum Refusal {
     invalid_message,
     /// An upgrade while the process drains for shutdown.
     draining,
+    /// A browser request from an origin that is not allowed.
+    origin,
 }
 
 impl Refusal {

@@ -1,5 +1,8 @@
 //! Header rewriting between client and upstream: hop-by-hop headers dropped
-//! (RFC 9110 §7.6.1), `X-Forwarded-*` added.
+//! (RFC 9110 §7.6.1), `X-Forwarded-*`, `Forwarded` and `X-Real-IP` set by
+//! subcar (SPEC "Forwarded headers"). [`on_behalf_of`] is the one builder of
+//! the headers of a call made for a client (queries over a socket, upstream
+//! authentication); the proxy applies [`for_upstream`] to the request itself.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,6 +13,17 @@ use crate::config::IpNet;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The headers that say where a request came from: set by subcar, taken from
+/// a client only when it is a trusted proxy.
+pub const FORWARDING: [HeaderName; 5] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-real-ip"),
+];
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -44,13 +58,62 @@ pub struct ClientConnection {
     pub tls: bool,
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host` for a request from `client`. Headers a
-/// trusted proxy already set are extended; from anyone else they are replaced,
-/// so a client cannot forge its address.
+/// Prepares a client's request headers for the upstream in place: hop-by-hop
+/// headers dropped, forwarding headers set ([`set_forwarded`]), `Host`
+/// removed (the upstream's authority comes from its URL; the client's Host
+/// travels in `X-Forwarded-Host`).
+pub fn for_upstream(headers: &mut HeaderMap, client: ClientConnection, trusted: &[IpNet]) {
+    remove_hop_by_hop(headers);
+    set_forwarded(headers, client, trusted);
+    headers.remove(header::HOST);
+}
+
+/// The headers of a call subcar makes to the upstream on behalf of the
+/// client whose request (a WebSocket upgrade, a stream) carried `request`:
+/// its end-to-end headers (credentials, `Origin` for the upstream's CSRF
+/// checks, custom headers) without the handshake's own, with forwarding
+/// headers set by subcar.
+pub fn on_behalf_of(request: &HeaderMap, client: ClientConnection, trusted: &[IpNet]) -> HeaderMap {
+    let mut headers = request.clone();
+    for_upstream(&mut headers, client, trusted);
+    headers.remove(header::CONTENT_LENGTH);
+    let handshake: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("sec-websocket-"))
+        .cloned()
+        .collect();
+    for k in handshake {
+        headers.remove(k);
+    }
+    headers
+}
+
+/// Whether `peer` is one of `trusted`.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(peer))
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`, `Forwarded` and `X-Real-IP` for a
+/// request from `client`. Headers a trusted proxy already set are extended
+/// (or kept); from anyone else they are replaced, so a client cannot forge
+/// its address, scheme or host.
 pub fn set_forwarded(headers: &mut HeaderMap, client: ClientConnection, trusted: &[IpNet]) {
     let peer = client.remote.ip();
-    let from_trusted = trusted.iter().any(|net| net.contains(peer));
+    let from_trusted = is_trusted(peer, trusted);
     let proto = if client.tls { "https" } else { "http" };
+    let real_ip = client_ip(headers, client, trusted);
+    if !(from_trusted && headers.contains_key(&X_REAL_IP)) {
+        set(headers, &X_REAL_IP, &format_ip(real_ip));
+    }
+    let hop = forwarded_element(peer, proto, headers.get(header::HOST));
+    let forwarded = match from_trusted
+        .then(|| joined(headers, &header::FORWARDED))
+        .flatten()
+    {
+        Some(prior) => format!("{prior}, {hop}"),
+        None => hop,
+    };
+    set(headers, &header::FORWARDED, &forwarded);
 
     let prior_for = from_trusted
         .then(|| joined(headers, &X_FORWARDED_FOR))
@@ -102,6 +165,22 @@ pub fn client_ip(headers: &HeaderMap, client: ClientConnection, trusted: &[IpNet
         }
     }
     last
+}
+
+/// One `Forwarded` element (RFC 7239) for this hop.
+fn forwarded_element(peer: IpAddr, proto: &str, host: Option<&HeaderValue>) -> String {
+    let ip = format_ip(peer);
+    let node = if ip.contains(':') {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
+    let mut element = format!("for={node};proto={proto}");
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        let host: String = host.chars().filter(|c| *c != '"' && *c != '\\').collect();
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    element
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -187,6 +266,59 @@ mod tests {
             client_ip(&HeaderMap::new(), client("10.1.1.1"), &trusted).to_string(),
             "10.1.1.1"
         );
+    }
+
+    #[test]
+    fn untrusted_forwarded_and_real_ip_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
+        set_forwarded(&mut h, client("192.0.2.1"), &[]);
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.1;proto=http;host=\"api.example.com\""
+        );
+        assert_eq!(h["x-real-ip"], "192.0.2.1");
+        set_forwarded(&mut h, client("::1"), &[]);
+        assert!(
+            h["forwarded"]
+                .to_str()
+                .unwrap()
+                .starts_with("for=\"[::1]\"")
+        );
+    }
+
+    #[test]
+    fn on_behalf_of_keeps_credentials_and_origin_and_sets_forwarding() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer t"),
+            ("cookie", "session=s"),
+            ("origin", "https://app.example.com"),
+            ("host", "api.example.com"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("sec-websocket-key", "k"),
+            ("upgrade", "websocket"),
+            ("content-length", "0"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = on_behalf_of(&h, client("192.0.2.1"), &[]);
+        assert_eq!(out["authorization"], "Bearer t");
+        assert_eq!(out["cookie"], "session=s");
+        assert_eq!(out["origin"], "https://app.example.com");
+        assert_eq!(out["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(out["x-forwarded-host"], "api.example.com");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-real-ip"], "192.0.2.1");
+        for gone in ["host", "sec-websocket-key", "upgrade", "content-length"] {
+            assert!(!out.contains_key(gone), "{gone}");
+        }
     }
 
     #[test]

@@ -15,7 +15,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response, header};
 use http_body_util::BodyExt;
 
-pub use headers::{ClientConnection, client_ip, remove_hop_by_hop};
+pub use headers::{
+    ClientConnection, FORWARDING, client_ip, for_upstream, is_trusted, on_behalf_of,
+    remove_hop_by_hop,
+};
 pub use upstream::{PROBE_USER_AGENT, Upstream, UpstreamBuildError};
 
 use crate::body::{self, Body, BoxError};
@@ -36,6 +39,8 @@ pub enum ProxyError {
     RequestTooLarge { limit: usize },
     #[error("cannot read the request body")]
     ReadRequest(#[source] BoxError),
+    #[error("the request body stalled for longer than server.body_timeout")]
+    BodyTimeout,
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
     #[error(
@@ -156,11 +161,7 @@ impl Inner {
         let client = parts.extensions.get::<ClientConnection>().copied().ok_or(
             ProxyError::InvalidRequest("no client connection information"),
         )?;
-        headers::remove_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, client, &self.trusted_proxies);
-        // The upstream's authority comes from its URL; the client's Host travels
-        // in X-Forwarded-Host.
-        parts.headers.remove(header::HOST);
+        headers::for_upstream(&mut parts.headers, client, &self.trusted_proxies);
         let mut upstream_request = Request::new(body);
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = self.upstream.url_with_query(parts.uri.query());
@@ -177,7 +178,13 @@ impl Inner {
         let limit = self.max_request_bytes;
         let mut buf = bytes::BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(ProxyError::ReadRequest)?;
+            let frame = frame.map_err(|e| {
+                if e.is::<tower_http::timeout::TimeoutError>() {
+                    ProxyError::BodyTimeout
+                } else {
+                    ProxyError::ReadRequest(e)
+                }
+            })?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > limit {
                     return Err(ProxyError::RequestTooLarge { limit });

@@ -143,6 +143,10 @@ pub struct Shared {
     pub authenticator: Arc<dyn Authenticator>,
     /// Policies on each client message (rate limit per connection).
     pub inbound: InboundStack,
+    /// Which headers `connection_init.payload` may set for upstream calls.
+    pub init_headers: crate::auth::credentials::InitHeaders,
+    /// Peers whose forwarding headers are believed (`server.trusted_proxies`).
+    pub trusted_proxies: Vec<crate::config::IpNet>,
     pub limits: SessionLimits,
     /// Connections and refusals by reason.
     pub metrics: Arc<Metrics>,

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::HeaderMap;
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tower::{Service, ServiceExt};
@@ -198,7 +198,9 @@ where
     T: Stream<Item = Inbound> + Sink<Outbound, Error = E> + Unpin,
     E: std::fmt::Display,
 {
-    /// A session for a socket just upgraded with request `headers`.
+    /// A session for a socket just upgraded; `headers` are those of its
+    /// upstream calls, built by [`crate::proxy::on_behalf_of`] from the
+    /// upgrade request.
     pub fn new(io: T, shared: Arc<Shared>, headers: HeaderMap, cancel: Signal) -> Self {
         let (outbox, inbox) = outbox(shared.limits.outbound_queue);
         let slot = shared.registry.connect();
@@ -209,7 +211,7 @@ where
             slot,
             outbox,
             inbox,
-            headers: forwardable(headers),
+            headers,
             claims: Arc::new(Value::Object(Map::new())),
             init_received: false,
             acked: false,
@@ -417,7 +419,7 @@ where
         self.init_received = true;
         self.deadline_kind = Deadline::Off;
         if let Some(p) = &payload {
-            merge_init_credentials(&mut self.headers, p);
+            self.shared.init_headers.merge(&mut self.headers, p);
         }
         let auth = self.shared.authenticator.authenticate(&self.headers);
         // Upstream authentication may take up to upstream.timeout: shutdown
@@ -786,45 +788,4 @@ fn upstream_error(v: Value) -> GraphQLError {
         e.path = path.clone();
     }
     e
-}
-
-/// Upgrade request headers worth forwarding to the upstream with queries:
-/// end-to-end ones only, without the WebSocket handshake's.
-fn forwardable(mut headers: HeaderMap) -> HeaderMap {
-    crate::proxy::remove_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::ORIGIN);
-    let ws: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("sec-websocket-"))
-        .cloned()
-        .collect();
-    for k in ws {
-        headers.remove(k);
-    }
-    headers
-}
-
-/// Credentials from `connection_init.payload`: `Authorization`,
-/// `authorization`, or any entry of `headers`.
-fn merge_init_credentials(headers: &mut HeaderMap, payload: &Map<String, Value>) {
-    let mut set = |name: &str, value: &Value| {
-        if let (Ok(n), Some(Ok(v))) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            value.as_str().map(HeaderValue::from_str),
-        ) {
-            headers.insert(n, v);
-        }
-    };
-    if let Some(Value::Object(h)) = payload.get("headers") {
-        for (k, v) in h {
-            set(k, v);
-        }
-    }
-    for key in ["Authorization", "authorization"] {
-        if let Some(v) = payload.get(key) {
-            set("authorization", v);
-        }
-    }
 }

@@ -132,7 +132,20 @@ impl WsEndpoint {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
         }
         let accept = derive_accept_key(key.as_bytes());
-        let forwarded = request.headers().clone();
+        // The headers of this client's upstream calls, built once here from
+        // the upgrade request with forwarding headers set by subcar.
+        let Some(client) = request
+            .extensions()
+            .get::<crate::proxy::ClientConnection>()
+            .copied()
+        else {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no client connection information",
+            );
+        };
+        let forwarded =
+            crate::proxy::on_behalf_of(request.headers(), client, &self.shared.trusted_proxies);
         let on_upgrade = hyper::upgrade::on(&mut request);
         let (shared, config) = (self.shared.clone(), self.config);
         // A child token per session: polling it locks the session's own

@@ -69,6 +69,11 @@ pub async fn spawn(extra: &str) -> Rt {
 /// Like [`spawn`], with queries (and upstream authentication) going to
 /// `upstream_url`.
 pub async fn spawn_with_upstream(upstream_url: &str, extra: &str) -> Rt {
+    spawn_with_server(upstream_url, "", extra).await
+}
+
+/// Like [`spawn_with_upstream`], with `server` lines added to `[server]`.
+pub async fn spawn_with_server(upstream_url: &str, server: &str, extra: &str) -> Rt {
     let schema = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(schema.path(), SCHEMA).unwrap();
     let text = format!(
@@ -76,6 +81,7 @@ pub async fn spawn_with_upstream(upstream_url: &str, extra: &str) -> Rt {
 [server]
 listen = "127.0.0.1:0"
 drain_timeout = "2s"
+{server}
 [admin]
 listen = "127.0.0.1:0"
 [upstream]

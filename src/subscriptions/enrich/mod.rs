@@ -37,11 +37,15 @@ use crate::graphql::fetch::Policy;
 use crate::graphql::filter::{Expression, FilterError, GroupVars, PreparedEvent};
 use crate::log_limit::LogLimit;
 
-/// The headers that carry a connection's identity to the upstream.
+/// The headers that carry a connection's identity to the upstream, and its
+/// `Origin` (SPEC "Forwarded headers": calls on a client's behalf carry it,
+/// for the upstream's CSRF checks). Nothing else a client sent is taken.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub struct FetchCredentials {
     pub authorization: Option<HeaderValue>,
     pub cookie: Option<HeaderValue>,
+    /// Not part of [`Self::key`]: it does not change what may be read.
+    pub origin: Option<HeaderValue>,
 }
 
 impl FetchCredentials {
@@ -49,16 +53,20 @@ impl FetchCredentials {
         Self {
             authorization: headers.get(header::AUTHORIZATION).cloned(),
             cookie: headers.get(header::COOKIE).cloned(),
+            origin: headers.get(header::ORIGIN).cloned(),
         }
     }
 
     fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
-        if let Some(v) = &self.authorization {
-            h.insert(header::AUTHORIZATION, v.clone());
-        }
-        if let Some(v) = &self.cookie {
-            h.insert(header::COOKIE, v.clone());
+        for (name, value) in [
+            (header::AUTHORIZATION, &self.authorization),
+            (header::COOKIE, &self.cookie),
+            (header::ORIGIN, &self.origin),
+        ] {
+            if let Some(v) = value {
+                h.insert(name, v.clone());
+            }
         }
         h
     }
@@ -232,6 +240,7 @@ mod tests {
         let token = |t: &'static str| FetchCredentials {
             authorization: Some(HeaderValue::from_static(t)),
             cookie: None,
+            origin: None,
         };
         let first = field.credentials_slot("ops", token("Bearer a"));
         let second = field.credentials_slot("ops", token("Bearer b"));
@@ -261,10 +270,12 @@ mod tests {
         let alice = FetchCredentials {
             authorization: Some(HeaderValue::from_static("Bearer a")),
             cookie: None,
+            origin: None,
         };
         let bob = FetchCredentials {
             authorization: Some(HeaderValue::from_static("Bearer b")),
             cookie: None,
+            origin: None,
         };
         let args = Map::new();
         let by_role = FieldEnrichment::compile("f", &config(Some("claims.role"))).unwrap();
