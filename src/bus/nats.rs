@@ -28,7 +28,7 @@
 //!   one message per subject) holds a marker `<prefix>_requests.<digest>`
 //!   per `webhook-id`. It is looked up before publishing (found: every event
 //!   a duplicate) and written only after every event was acknowledged.
-//! - Readiness: a JetStream account-info request twice a second; one
+//! - Readiness: a JetStream stream-info request twice a second; one
 //!   unanswered within a second marks the bus down (a hung server keeps the
 //!   connection open, so the client's state alone does not show it).
 //! - Read: every replica runs an ordered consumer (ephemeral, no acks) over
@@ -347,7 +347,7 @@ impl Shared {
         ))
     }
 
-    /// Asks JetStream for the account info every [`PROBE_INTERVAL`]; whether
+    /// Asks JetStream for the stream's info every [`PROBE_INTERVAL`]; whether
     /// it answers within [`PROBE_TIMEOUT`] is what `state()` reports.
     async fn probe(self: Arc<Self>, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
@@ -360,7 +360,7 @@ impl Shared {
             let link = self.link.lock().clone();
             let ok = match link {
                 Some(link) => matches!(
-                    tokio::time::timeout(PROBE_TIMEOUT, link.js.query_account()).await,
+                    tokio::time::timeout(PROBE_TIMEOUT, link.stream.get_info()).await,
                     Ok(Ok(_))
                 ),
                 None => false,
