@@ -336,6 +336,45 @@ pub async fn refused_batch_marks_no_id(kind: Kind, url: &str) {
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
 }
 
+/// A request's `webhook-id` is deduplicated across replicas: the same
+/// batch without event ids replayed to another replica, and another body
+/// sent with the same `webhook-id`, are all duplicates; the subscriber gets
+/// the batch once.
+pub async fn webhook_id_replay_across_replicas(kind: Kind, url: &str) {
+    let bus = Bus::new(kind, url);
+    let (a, b) = (bus.replica().await, bus.replica().await);
+    let mut c = Client::ready(b.addr).await;
+    c.subscribe("1", "subscription { counter }").await;
+    wait_subscriptions(&b, 1).await;
+    let batch = json!([
+        {"topic": "counter", "payload": 1},
+        {"topic": "counter", "payload": 2},
+    ])
+    .to_string();
+    let h = [("webhook-id", "msg_replayed")];
+    let (status, _, json) = post(a.webhook, batch.clone(), "application/json", &h).await;
+    assert_eq!(status, 202, "{json}");
+    assert_eq!(json, json!({"accepted": 2, "duplicates": 0}));
+    for rt in [&b, &a] {
+        let (status, _, json) = post(rt.webhook, batch.clone(), "application/json", &h).await;
+        assert_eq!(status, 202, "{json}");
+        assert_eq!(json, json!({"accepted": 2, "duplicates": 2}));
+    }
+    let other = json!([
+        {"topic": "counter", "id": "o1", "payload": 10},
+        {"topic": "counter", "id": "o2", "payload": 11},
+        {"topic": "counter", "payload": 12},
+    ]);
+    let (status, _, json) = post(b.webhook, other.to_string(), "application/json", &h).await;
+    assert_eq!(status, 202, "{json}");
+    assert_eq!(json, json!({"accepted": 3, "duplicates": 3}));
+    publish(a.webhook, json!({"topic": "counter", "payload": 3})).await;
+    for want in [1, 2, 3] {
+        assert_eq!(c.recv().await["payload"]["data"]["counter"], want);
+    }
+    assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+}
+
 /// A connection cutter for a replica's bus: Redis `CLIENT KILL` of every
 /// connection of this test's replicas, or, for NATS, a proxy dropping its
 /// connections.
