@@ -258,7 +258,11 @@ impl Shared {
                 .get_last_raw_message_by_subject(&self.request_subject(r))
                 .await
             {
-                Ok(_) => return Ok(Published { duplicate: vec![true; n] }),
+                Ok(_) => {
+                    return Ok(Published {
+                        duplicate: vec![true; n],
+                    });
+                }
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
                 Err(e) => return Err(BusError::unavailable(e)),
             }
@@ -281,7 +285,10 @@ impl Shared {
         for (ack, e) in acks.into_iter().zip(&batch.events) {
             let ack = ack.await.map_err(BusError::unavailable)?;
             let dup = match (&e.id, ack.duplicate) {
-                (Some(id), true) => self.still_duplicate(link, e, id, ack.sequence, &deadline).await?,
+                (Some(id), true) => {
+                    self.still_duplicate(link, e, id, ack.sequence, &deadline)
+                        .await?
+                }
                 (_, dup) => dup,
             };
             duplicate.push(dup);
@@ -510,7 +517,10 @@ impl Shared {
                 self.feed.lagged(seq - last - 1);
             }
             if late(m.headers.as_ref(), info.published) {
-                tracing::debug!(seq, "message stored after its publish deadline; not delivered");
+                tracing::debug!(
+                    seq,
+                    "message stored after its publish deadline; not delivered"
+                );
                 continue;
             }
             if let Some(event) = decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload) {
@@ -569,12 +579,11 @@ impl Shared {
             };
             let Ok(info) = m.info() else { continue };
             let seq = info.stream_sequence;
-            if !late(m.headers.as_ref(), info.published) {
-                if let Some(event) =
+            if !late(m.headers.as_ref(), info.published)
+                && let Some(event) =
                     decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload)
-                {
-                    events.push((Cursor::seq(seq), Arc::new(event)));
-                }
+            {
+                events.push((Cursor::seq(seq), Arc::new(event)));
             }
             if seq >= end {
                 return Ok(Replay::Events(events));

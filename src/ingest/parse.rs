@@ -152,7 +152,11 @@ mod tests {
         .unwrap();
         assert_eq!(many.len(), 2);
         assert_eq!(many[0].id.as_deref(), Some("e1"));
-        assert_eq!(many[1].id.as_deref(), Some("h1#1"), "derived from the header");
+        assert_eq!(
+            many[1].id.as_deref(),
+            Some("h1#1"),
+            "derived from the header"
+        );
         let many = parse(
             br#"[{"topic":"a","payload":1},{"topic":"b","payload":null}]"#,
             Format::Json,
@@ -198,7 +202,8 @@ mod tests {
         let body = format!(r#"[{{"topic":"a","payload":1,"id":"{ok}"}}]"#);
         assert!(parse(body.as_bytes(), Format::Json, None).is_ok());
         let long = "i".repeat(MAX_ID_BYTES + 1);
-        let body = format!(r#"[{{"topic":"a","payload":1}},{{"topic":"a","payload":1,"id":"{long}"}}]"#);
+        let body =
+            format!(r#"[{{"topic":"a","payload":1}},{{"topic":"a","payload":1,"id":"{long}"}}]"#);
         let err = parse(body.as_bytes(), Format::Json, None).unwrap_err();
         assert_eq!(err.index, Some(1));
         assert!(err.message.contains("257 bytes"), "{}", err.message);

@@ -689,7 +689,12 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
     let started = std::time::Instant::now();
     let (r1, r2, r3) = tokio::join!(
         post(a.webhook, single, "application/json", &[]),
-        post(a.webhook, batch, "application/json", &[("webhook-id", "hb")]),
+        post(
+            a.webhook,
+            batch,
+            "application/json",
+            &[("webhook-id", "hb")]
+        ),
         post(a.webhook, bare, "application/json", &[]),
     );
     let took = started.elapsed();
