@@ -61,11 +61,13 @@ const PAGE: usize = 1000;
 
 const PUBLISH: &str = r#"
 -- KEYS[1..n]: the stream of event i's topic; then dedup keys; then the
--- request key when ARGV[5] > 0.
+-- request key when ARGV[5] > 0; last, this publish's outcome key.
 -- ARGV[1]: history (MAXLEN ~), ARGV[2]: dedup window (ms), ARGV[3]: n,
 -- ARGV[4]: deadline (ms on this server's clock), ARGV[5]: index of the
 -- request key in KEYS (0: none),
 -- then per event: index of its dedup key in KEYS (0: none), id, payload.
+-- The outcome key gets one '1' (duplicate) or '0' per event, for a
+-- publisher that lost the answer (see settle()).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[4]) then
@@ -73,11 +75,13 @@ if now > tonumber(ARGV[4]) then
 end
 local n = tonumber(ARGV[3])
 local r = tonumber(ARGV[5])
+local outcome = KEYS[#KEYS]
 local out = {}
 if r > 0 and redis.call('EXISTS', KEYS[r]) == 1 then
   for i = 1, n do
     out[i] = 0
   end
+  redis.call('SET', outcome, string.rep('1', n), 'PX', 60000)
   return out
 end
 for i = 1, n do
@@ -101,6 +105,11 @@ end
 if r > 0 then
   redis.call('SET', KEYS[r], '1', 'PX', ARGV[2])
 end
+local flags = {}
+for i = 1, n do
+  flags[i] = (out[i] == 0) and '1' or '0'
+end
+redis.call('SET', outcome, table.concat(flags), 'PX', 60000)
 return out
 "#;
 
@@ -234,6 +243,8 @@ impl Shared {
             }
             None => 0,
         };
+        let outcome = format!("{}:pub:{}", self.tag, uuid::Uuid::new_v4().simple());
+        invocation.key(&outcome);
         let offset = self.clock_offset_ms.load(Ordering::Relaxed);
         let server_deadline = i64::try_from(deadline_ms)
             .unwrap_or(i64::MAX)
@@ -268,7 +279,7 @@ impl Shared {
                     // Whatever went wrong, a fresh connection is cheap and rules
                     // out a connection left in a bad state.
                     self.lost(&e);
-                    return Err(BusError::unavailable(e));
+                    return self.settle(&batch, &outcome, e.to_string()).await;
                 }
                 Err(_) => {
                     // Redis may still run the script when it gets to it; the
@@ -284,6 +295,48 @@ impl Shared {
             };
         let duplicate = reply.iter().map(|v| matches!(v, Value::Int(0))).collect();
         Ok(Published { duplicate })
+    }
+
+    /// The script may have run although its answer was lost (the connection
+    /// broke after sending it). Waits until the deadline has passed, when
+    /// Redis no longer runs it, then reads its outcome key on a fresh
+    /// connection: written (the answer it would have given) or certainly
+    /// not. Only when Redis cannot be asked within the grace does the
+    /// publish fail without knowing (see docs/scale-out.md, Outages).
+    async fn settle(
+        &self,
+        batch: &Batch,
+        outcome: &str,
+        error: String,
+    ) -> Result<Published, BusError> {
+        const MARGIN: Duration = Duration::from_millis(100);
+        let wait = batch
+            .deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            + MARGIN;
+        tokio::time::sleep(wait).await;
+        let ask = async {
+            let mut conn = self.connect("settle", Some(DEADLINE_GRACE)).await?;
+            redis::cmd("GET")
+                .arg(outcome)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(DEADLINE_GRACE - 2 * MARGIN, ask).await {
+            Ok(Ok(Some(flags))) if flags.len() == batch.events.len() => Ok(Published {
+                duplicate: flags.bytes().map(|b| b == b'1').collect(),
+            }),
+            Ok(Ok(_)) => Err(BusError::unavailable(format!(
+                "{error}; nothing was written"
+            ))),
+            Ok(Err(e)) => Err(BusError::unavailable(format!(
+                "{error}; the outcome is unknown: {e}"
+            ))),
+            Err(_) => Err(BusError::unavailable(format!(
+                "{error}; the outcome is unknown: no answer"
+            ))),
+        }
     }
 
     /// Sends `TIME` on the publish connection every [`PROBE_INTERVAL`]:
