@@ -31,6 +31,16 @@ async fn bus_outage_is_503_and_delivery_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_id_is_deduplicated_across_replicas() {
+    bus_support::webhook_id_replay_across_replicas(Kind::Nats, NATS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_hang_is_503_and_the_refused_events_are_never_delivered() {
+    bus_support::bus_hang_is_503_and_never_delivered(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_on_another_replica_gets_every_missed_event_once() {
     bus_support::resume_on_another_replica(&Bus::new(Kind::Nats, nats())).await;
 }

@@ -4,6 +4,9 @@
 //! Ids are reserved before publishing and released again when the publish
 //! fails, so a retried request after a `503` is delivered, while a
 //! concurrent duplicate of an in-flight request is not.
+//!
+//! Ids are kept as 16-byte digests, never as the strings posted: what an
+//! id costs here does not depend on its length.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +19,15 @@ use tokio::time::Instant;
 /// memory stays bounded whatever the event rate times the window is.
 pub const DEFAULT_CAPACITY: usize = 256 * 1024;
 
+/// What the window remembers of an id: a digest (see [`super::digest`]).
+pub type Key = [u8; 16];
+
+/// The key of an event id; request ids ([`super::RequestKey`]) live in a
+/// domain of their own, so an event id never collides with a request id.
+pub fn event_key(id: &str) -> Key {
+    super::digest(b"event", id)
+}
+
 /// The ids seen recently.
 pub struct Dedup {
     window: Duration,
@@ -27,8 +39,8 @@ pub struct Dedup {
 #[derive(Default)]
 struct Inner {
     /// id → when it was seen; the queue holds the same ids in arrival order.
-    seen: HashMap<Arc<str>, Instant>,
-    order: VecDeque<(Instant, Arc<str>)>,
+    seen: HashMap<Key, Instant>,
+    order: VecDeque<(Instant, Key)>,
 }
 
 impl Dedup {
@@ -44,23 +56,36 @@ impl Dedup {
     /// now reserved, `false` when it was seen within the window, including
     /// earlier in the same slice.
     pub fn reserve(&self, ids: &[Option<Arc<str>>]) -> Vec<bool> {
+        let keys: Vec<Option<Key>> = ids.iter().map(|id| id.as_deref().map(event_key)).collect();
+        self.reserve_keys(&keys)
+    }
+
+    /// [`Dedup::reserve`] of keys.
+    pub fn reserve_keys(&self, keys: &[Option<Key>]) -> Vec<bool> {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         inner.expire(now, self.window);
-        ids.iter()
-            .map(|id| {
-                let Some(id) = id else { return true };
-                if inner.seen.contains_key(id) {
+        keys.iter()
+            .map(|key| {
+                let Some(key) = key else { return true };
+                if inner.seen.contains_key(key) {
                     return false;
                 }
                 if inner.seen.len() >= self.capacity {
                     inner.evict_oldest();
                 }
-                inner.seen.insert(id.clone(), now);
-                inner.order.push_back((now, id.clone()));
+                inner.seen.insert(*key, now);
+                inner.order.push_back((now, *key));
                 true
             })
             .collect()
+    }
+
+    /// Whether `key` was seen within the window, without reserving it.
+    pub fn contains(&self, key: &Key) -> bool {
+        let mut inner = self.inner.lock();
+        inner.expire(Instant::now(), self.window);
+        inner.seen.contains_key(key)
     }
 
     /// Forgets ids reserved for a request that was not delivered.
@@ -68,7 +93,7 @@ impl Dedup {
         let mut inner = self.inner.lock();
         for id in ids {
             // The order queue keeps a stale entry; expire() skips it.
-            inner.seen.remove(id);
+            inner.seen.remove(&event_key(id));
         }
     }
 
@@ -130,6 +155,20 @@ mod tests {
         d.release(batch.iter().flatten());
         assert_eq!(d.reserve(&batch), vec![true]);
         assert_eq!(d.reserve(&batch), vec![false]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_ids_cost_a_digest_each() {
+        let d = Dedup::new(Duration::from_secs(60), 100);
+        let long: Arc<str> = Arc::from("x".repeat(1 << 20));
+        assert_eq!(d.reserve(&[Some(long.clone())]), vec![true]);
+        assert_eq!(d.reserve(&[Some(long)]), vec![false]);
+        assert_eq!(std::mem::size_of::<Key>(), 16);
+        let key = crate::bus::RequestKey::of("x").0;
+        assert_ne!(key, event_key("x"), "request and event ids do not collide");
+        assert!(!d.contains(&key));
+        d.reserve_keys(&[Some(key)]);
+        assert!(d.contains(&key));
     }
 
     #[tokio::test(start_paused = true)]

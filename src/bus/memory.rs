@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use super::dedup::{self, Dedup};
 use super::feed::Feed;
-use super::{Bus, BusError, BusState, BusSubscription, Cursor, Event, Published, Replay};
+use super::{Batch, Bus, BusError, BusState, BusSubscription, Cursor, Event, Published, Replay};
 
 /// A single-replica bus.
 pub struct MemoryBus {
@@ -66,11 +66,20 @@ impl MemoryBus {
 }
 
 impl Bus for MemoryBus {
-    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
+    fn publish_batch(&self, batch: Batch) -> BoxFuture<'_, Result<Published, BusError>> {
+        // Synchronous: the write cannot outlive the deadline.
+        let Batch {
+            request, events, ..
+        } = batch;
         let duplicate = match &self.dedup {
+            Some(d) if request.is_some_and(|r| d.contains(&r.0)) => vec![true; events.len()],
             Some(d) => {
                 let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
-                d.reserve(&ids).into_iter().map(|fresh| !fresh).collect()
+                let fresh = d.reserve(&ids);
+                if let Some(r) = request {
+                    d.reserve_keys(&[Some(r.0)]);
+                }
+                fresh.into_iter().map(|fresh| !fresh).collect()
             }
             None => vec![false; events.len()],
         };
@@ -239,6 +248,31 @@ mod tests {
             got.push(e.payload.clone());
         }
         assert_eq!(got, vec![json!(1), json!(2), json!(5)]);
+    }
+
+    #[tokio::test]
+    async fn a_request_id_seen_before_makes_every_event_a_duplicate() {
+        let bus = MemoryBus::new(10).with_dedup(Duration::from_secs(60));
+        let mut sub = bus.subscribe();
+        let batch = |events| Batch {
+            request: Some(crate::bus::RequestKey::of("req-1")),
+            ..Batch::new(events)
+        };
+        let p = bus
+            .publish_batch(batch(vec![event("t", 1), event("t", 2)]))
+            .await
+            .unwrap();
+        assert_eq!(p.duplicate, vec![false, false]);
+        let p = bus
+            .publish_batch(batch(vec![event("t", 3), event("t", 4), event("t", 5)]))
+            .await
+            .unwrap();
+        assert_eq!(p.duplicate, vec![true, true, true]);
+        let mut got = Vec::new();
+        while let Some(BusItem::Event(e, _)) = sub.try_recv() {
+            got.push(e.payload.clone());
+        }
+        assert_eq!(got, vec![json!(1), json!(2)]);
     }
 
     #[tokio::test]

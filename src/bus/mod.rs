@@ -17,7 +17,7 @@ pub mod nats;
 pub mod redis;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -36,6 +36,86 @@ pub struct Event {
     pub id: Option<Arc<str>>,
     /// The value of the subscription field.
     pub payload: Value,
+}
+
+/// Longest event id and `webhook-id` header accepted (bytes); longer is a
+/// `400 INVALID_EVENT`. Keeps what the dedup stores hold per id bounded.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// How long a publish may take on the bus: nothing of a batch is written
+/// after its [`Batch::deadline`], which is this far after the request.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long after the deadline the webhook still waits for the bus's
+/// answer before it answers `503`. A write that the bus accepted just
+/// before its deadline is acknowledged within this margin (and any clock
+/// difference between subcar and a NATS server must stay below it).
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// A webhook request's `webhook-id`, as a fixed-size key (a truncated
+/// SHA-256), so what dedup stores hold per request does not depend on the
+/// header's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestKey(pub [u8; 16]);
+
+impl RequestKey {
+    pub fn of(webhook_id: &str) -> Self {
+        Self(digest(b"request", webhook_id))
+    }
+
+    /// Lower-case hex, for backend keys and subjects.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The first 16 bytes of SHA-256 over `domain`, a NUL and `value`: 128 bits,
+/// so a collision within any dedup window is not a practical concern.
+pub(crate) fn digest(domain: &[u8], value: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update([0]);
+    h.update(value.as_bytes());
+    let full = h.finalize();
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// One webhook request's worth of events, published as a whole.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The request's `webhook-id`: when it was published within the dedup
+    /// window, nothing is published and every event counts as a duplicate.
+    /// It is recorded only together with (Redis, memory) or after (NATS)
+    /// the events being written, never for a failed publish.
+    pub request: Option<RequestKey>,
+    pub events: Vec<Event>,
+    /// Nothing of the batch is written, or delivered, after this moment;
+    /// a publish not acknowledged by `deadline + DEADLINE_GRACE` fails.
+    pub deadline: SystemTime,
+}
+
+impl Batch {
+    /// `events` with no request id, due [`PUBLISH_TIMEOUT`] from now.
+    pub fn new(events: Vec<Event>) -> Self {
+        Self {
+            request: None,
+            events,
+            deadline: SystemTime::now() + PUBLISH_TIMEOUT,
+        }
+    }
+
+    /// The deadline in milliseconds since the Unix epoch.
+    pub fn deadline_ms(&self) -> u64 {
+        unix_ms(self.deadline)
+    }
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a subscriber receives from the bus.
@@ -100,11 +180,18 @@ pub enum Replay {
 
 /// A publish/subscribe backend.
 pub trait Bus: Send + Sync + 'static {
-    /// Publishes `events` in order, except those whose id was published
-    /// within the dedup window. `Ok` means the backend took all of them (for
-    /// a durable backend: acknowledged); `Err` means none is delivered and no
-    /// id is marked as seen.
-    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>>;
+    /// Publishes the batch's events in order, except those whose id was
+    /// published within the dedup window (all of them when the batch's
+    /// request id was). `Ok` means the backend took all of them (for a
+    /// durable backend: acknowledged); `Err` means none is delivered, ever
+    /// (also when the backend would get to the write after the deadline),
+    /// and no id is marked as seen.
+    fn publish_batch(&self, batch: Batch) -> BoxFuture<'_, Result<Published, BusError>>;
+
+    /// [`Bus::publish_batch`] of `events` without a request id.
+    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
+        self.publish_batch(Batch::new(events))
+    }
 
     /// A new subscription to every topic, starting with the next publish.
     fn subscribe(&self) -> Box<dyn BusSubscription>;
@@ -128,6 +215,8 @@ pub trait Bus: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// `Connected` only while the backend answers: connected, and its
+    /// periodic health probe answered within its timeout.
     fn state(&self) -> BusState;
 
     /// `memory`, `redis` or `nats`, for `/readyz` and `/status`.
@@ -164,6 +253,12 @@ pub fn build(
         BusKind::Nats => Arc::new(nats::NatsBus::new(config, dedup_window)?),
     })
 }
+
+/// How often the shared buses probe their server for `/readyz`, and how
+/// long a probe may take before the bus counts as down (a hung server keeps
+/// its connections open, so only an unanswered probe shows it).
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Reconnect delays: 50 ms doubling up to 2 s.
 pub(crate) struct Backoff(Duration);

@@ -14,6 +14,23 @@
 //!   rest while the ids of the stored part are dropped as duplicates, so
 //!   events with ids are delivered exactly once; ones without may twice.
 //!   Nothing is sent while the client is not connected (`503` at once).
+//! - Certain outcome: every message carries its batch's deadline
+//!   (`Subcar-Deadline`, ms since the epoch). JetStream cannot refuse a late
+//!   write by itself, so every reader (live and replay) drops a message the
+//!   stream stored after its deadline: a publish the webhook answered `503`
+//!   because the server did not acknowledge in time (a hung server) is never
+//!   delivered, whenever the server stores it. The late message still holds
+//!   its `Nats-Msg-Id` in the duplicate window, so when a publish is acked
+//!   as a duplicate of a stored message, that message is fetched; if it was
+//!   late, the event is published again as `<id>~<its sequence>` (the same
+//!   name on every replica, so concurrent retries still deduplicate).
+//! - Request ids: a stream `<prefix>_requests` (`max_age` = dedup window,
+//!   one message per subject) holds a marker `<prefix>_requests.<digest>`
+//!   per `webhook-id`. It is looked up before publishing (found: every event
+//!   a duplicate) and written only after every event was acknowledged.
+//! - Readiness: a JetStream stream-info request twice a second; one
+//!   unanswered within a second marks the bus down (a hung server keeps the
+//!   connection open, so the client's state alone does not show it).
 //! - Read: every replica runs an ordered consumer (ephemeral, no acks) over
 //!   the whole stream, remembering the last stream sequence; after a failure
 //!   it is recreated from the next sequence, so nothing stored meanwhile is
@@ -21,7 +38,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, consumer, stream};
@@ -35,14 +52,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::feed::Feed;
 use super::{
-    Backoff, Bus, BusBuildError, BusError, BusState, BusSubscription, Cursor, Event, Published,
-    Replay,
+    Backoff, Batch, Bus, BusBuildError, BusError, BusState, BusSubscription, Cursor,
+    DEADLINE_GRACE, Event, PROBE_INTERVAL, PROBE_TIMEOUT, PUBLISH_TIMEOUT, Published, Replay,
+    RequestKey,
 };
 use crate::config::BusConfig;
 use crate::shutdown::Shutdown;
 
 /// Time allowed to connect, for an ack and for each replayed message.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// The header holding a message's publish deadline (ms since the epoch).
+const DEADLINE: &str = "Subcar-Deadline";
+/// How many times a duplicate of a late message is published again under a
+/// derived id before the publish gives up (each try needs another late copy).
+const LATE_RETRIES: usize = 4;
 /// How often the reader looks at the connection state.
 const STATE_POLL: Duration = Duration::from_millis(100);
 
@@ -60,6 +83,8 @@ struct Shared {
     /// Set once connected and the stream exists.
     link: Mutex<Option<Link>>,
     reader_up: AtomicBool,
+    /// The last health probe answered within [`PROBE_TIMEOUT`].
+    answering: AtomicBool,
     /// The stream sequence of the last event read.
     last: AtomicU64,
     /// Counts (re)connections of the client: a consumer made before the
@@ -73,6 +98,8 @@ struct Link {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
+    /// The request-id markers (`<prefix>_requests`).
+    requests: stream::Stream,
 }
 
 impl NatsBus {
@@ -94,6 +121,7 @@ impl NatsBus {
                 name: format!("subcar-{}-{}", config.prefix, &instance[..12]),
                 link: Mutex::new(None),
                 reader_up: AtomicBool::new(false),
+                answering: AtomicBool::new(false),
                 last: AtomicU64::new(0),
                 connects: Arc::new(AtomicU64::new(0)),
                 feed: Feed::new(),
@@ -117,6 +145,24 @@ impl Shared {
             storage: stream::StorageType::File,
             ..Default::default()
         }
+    }
+
+    fn requests_config(&self) -> stream::Config {
+        let name = format!("{}_requests", self.stream);
+        stream::Config {
+            subjects: vec![format!("{name}.>")],
+            name,
+            max_age: self.dedup_window,
+            max_messages_per_subject: 1,
+            // Must not exceed max_age; markers are never published twice.
+            duplicate_window: self.dedup_window.min(Duration::from_secs(120)),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        }
+    }
+
+    fn request_subject(&self, request: RequestKey) -> String {
+        format!("{}_requests.{}", self.stream, request.hex())
     }
 
     fn link(&self) -> Result<Link, BusError> {
@@ -164,39 +210,175 @@ impl Shared {
     async fn connect(&self) -> Result<Link, BusError> {
         let client = self.connect_client().await?;
         let mut js = jetstream::new(client.clone());
-        js.set_timeout(TIMEOUT);
+        // Acks may come until the deadline's grace is over; publishes stop
+        // waiting at the deadline plus grace themselves.
+        js.set_timeout(PUBLISH_TIMEOUT + DEADLINE_GRACE);
         js.create_or_update_stream(self.stream_config())
+            .await
+            .map_err(BusError::unavailable)?;
+        js.create_or_update_stream(self.requests_config())
             .await
             .map_err(BusError::unavailable)?;
         let stream = js
             .get_stream(&self.stream)
             .await
             .map_err(BusError::unavailable)?;
-        Ok(Link { client, js, stream })
+        let requests = js
+            .get_stream(format!("{}_requests", self.stream))
+            .await
+            .map_err(BusError::unavailable)?;
+        Ok(Link {
+            client,
+            js,
+            stream,
+            requests,
+        })
     }
 
-    async fn publish(&self, events: Vec<Event>) -> Result<Published, BusError> {
+    async fn publish(&self, batch: Batch) -> Result<Published, BusError> {
         let link = self.link()?;
-        let mut acks = Vec::with_capacity(events.len());
-        for e in &events {
-            let mut headers = async_nats::HeaderMap::new();
-            if let Some(id) = &e.id {
-                headers.insert("Nats-Msg-Id", id.as_ref());
+        let remaining = batch
+            .deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            + DEADLINE_GRACE;
+        match tokio::time::timeout(remaining, self.publish_on(&link, batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(BusError::unavailable(
+                "NATS did not acknowledge before the publish deadline; what it stores later is never delivered",
+            )),
+        }
+    }
+
+    async fn publish_on(&self, link: &Link, batch: Batch) -> Result<Published, BusError> {
+        let n = batch.events.len();
+        if let Some(r) = batch.request {
+            match link
+                .requests
+                .get_last_raw_message_by_subject(&self.request_subject(r))
+                .await
+            {
+                Ok(_) => {
+                    return Ok(Published {
+                        duplicate: vec![true; n],
+                    });
+                }
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(BusError::unavailable(e)),
             }
-            let payload =
-                Bytes::from(serde_json::to_vec(&e.payload).expect("JSON values serialise"));
+        }
+        let deadline = batch.deadline_ms().to_string();
+        let mut acks = Vec::with_capacity(n);
+        for e in &batch.events {
             let ack = link
                 .js
-                .publish_with_headers(subject(&self.stream, &e.topic), headers, payload)
+                .publish_with_headers(
+                    subject(&self.stream, &e.topic),
+                    headers(e.id.as_deref(), &deadline),
+                    payload(e),
+                )
                 .await
                 .map_err(BusError::unavailable)?;
             acks.push(ack);
         }
-        let mut duplicate = Vec::with_capacity(acks.len());
-        for ack in acks {
-            duplicate.push(ack.await.map_err(BusError::unavailable)?.duplicate);
+        let mut duplicate = Vec::with_capacity(n);
+        for (ack, e) in acks.into_iter().zip(&batch.events) {
+            let ack = ack.await.map_err(BusError::unavailable)?;
+            let dup = match (&e.id, ack.duplicate) {
+                (Some(id), true) => {
+                    self.still_duplicate(link, e, id, ack.sequence, &deadline)
+                        .await?
+                }
+                (_, dup) => dup,
+            };
+            duplicate.push(dup);
+        }
+        if let Some(r) = batch.request {
+            // The events are stored: the answer is 202 whatever happens to
+            // the marker. Without it, a replay is still caught event by
+            // event (every event of such a request has an id).
+            let marked = match link.js.publish(self.request_subject(r), Bytes::new()).await {
+                Ok(ack) => ack.await.map(drop).map_err(BusError::unavailable),
+                Err(e) => Err(BusError::unavailable(e)),
+            };
+            if let Err(e) = marked {
+                tracing::warn!(error = %e, "cannot record the webhook-id in NATS");
+            }
         }
         Ok(Published { duplicate })
+    }
+
+    /// An ack said `e` duplicates the message at `seq`: whether it really
+    /// is one, i.e. that message is delivered. A message stored after its
+    /// deadline is not, so `e` is published again under a derived id.
+    async fn still_duplicate(
+        &self,
+        link: &Link,
+        e: &Event,
+        id: &str,
+        mut seq: u64,
+        deadline: &str,
+    ) -> Result<bool, BusError> {
+        let mut id = id.to_owned();
+        for _ in 0..LATE_RETRIES {
+            let original = match link.stream.get_raw_message(seq).await {
+                Ok(m) => m,
+                // Gone from the history: it was delivered long ago.
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                    return Ok(true);
+                }
+                Err(e) => return Err(BusError::unavailable(e)),
+            };
+            if !late(Some(&original.headers), original.time) {
+                return Ok(true);
+            }
+            id = format!("{id}~{seq}");
+            let ack = link
+                .js
+                .publish_with_headers(
+                    subject(&self.stream, &e.topic),
+                    headers(Some(&id), deadline),
+                    payload(e),
+                )
+                .await
+                .map_err(BusError::unavailable)?
+                .await
+                .map_err(BusError::unavailable)?;
+            if !ack.duplicate {
+                return Ok(false);
+            }
+            seq = ack.sequence;
+        }
+        Err(BusError::unavailable(
+            "too many late copies of this event id in NATS",
+        ))
+    }
+
+    /// Asks JetStream for the stream's info every [`PROBE_INTERVAL`]; whether
+    /// it answers within [`PROBE_TIMEOUT`] is what `state()` reports.
+    async fn probe(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let link = self.link.lock().clone();
+            let ok = match link {
+                Some(link) => matches!(
+                    tokio::time::timeout(PROBE_TIMEOUT, link.stream.get_info()).await,
+                    Ok(Ok(_))
+                ),
+                None => false,
+            };
+            if self.answering.swap(ok, Ordering::Relaxed) && !ok {
+                tracing::warn!(
+                    timeout = ?PROBE_TIMEOUT,
+                    "NATS does not answer its health probe; the bus counts as down"
+                );
+            }
+        }
     }
 
     /// Connects (with backoff) and then reads the stream into the feed until
@@ -334,6 +516,13 @@ impl Shared {
                 // Counted where every lag is (subcar_bus_lagged_events).
                 self.feed.lagged(seq - last - 1);
             }
+            if late(m.headers.as_ref(), info.published) {
+                tracing::debug!(
+                    seq,
+                    "message stored after its publish deadline; not delivered"
+                );
+                continue;
+            }
             if let Some(event) = decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload) {
                 self.feed.send(Arc::new(event), Cursor::seq(seq));
             }
@@ -390,7 +579,10 @@ impl Shared {
             };
             let Ok(info) = m.info() else { continue };
             let seq = info.stream_sequence;
-            if let Some(event) = decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload) {
+            if !late(m.headers.as_ref(), info.published)
+                && let Some(event) =
+                    decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload)
+            {
                 events.push((Cursor::seq(seq), Arc::new(event)));
             }
             if seq >= end {
@@ -398,6 +590,32 @@ impl Shared {
             }
         }
     }
+}
+
+fn headers(id: Option<&str>, deadline: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = id {
+        headers.insert("Nats-Msg-Id", id);
+    }
+    headers.insert(DEADLINE, deadline);
+    headers
+}
+
+fn payload(e: &Event) -> Bytes {
+    Bytes::from(serde_json::to_vec(&e.payload).expect("JSON values serialise"))
+}
+
+/// Whether the stream stored a message after its publish deadline (then
+/// its publisher answered `503` and no reader delivers it). Messages
+/// without a deadline (older replicas) are never late.
+fn late(headers: Option<&async_nats::HeaderMap>, stored: async_nats::datetime::DateTime) -> bool {
+    let Some(deadline) = headers
+        .and_then(|h| h.get(DEADLINE))
+        .and_then(|v| v.as_str().parse::<i128>().ok())
+    else {
+        return false;
+    };
+    stored.unix_timestamp_nanos() / 1_000_000 > deadline
 }
 
 fn decode(
@@ -426,8 +644,8 @@ fn decode(
 }
 
 impl Bus for NatsBus {
-    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
-        Box::pin(self.shared.publish(events))
+    fn publish_batch(&self, batch: Batch) -> BoxFuture<'_, Result<Published, BusError>> {
+        Box::pin(self.shared.publish(batch))
     }
 
     fn subscribe(&self) -> Box<dyn BusSubscription> {
@@ -445,6 +663,7 @@ impl Bus for NatsBus {
 
     fn start(&self, shutdown: &Shutdown) {
         shutdown.spawn(self.shared.clone().run(shutdown.token().clone()));
+        shutdown.spawn(self.shared.clone().probe(shutdown.token().clone()));
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
@@ -461,7 +680,10 @@ impl Bus for NatsBus {
             .lock()
             .as_ref()
             .is_some_and(|l| l.client.connection_state() == State::Connected);
-        if connected && self.shared.reader_up.load(Ordering::Relaxed) {
+        if connected
+            && self.shared.reader_up.load(Ordering::Relaxed)
+            && self.shared.answering.load(Ordering::Relaxed)
+        {
             BusState::Connected
         } else {
             BusState::Disconnected

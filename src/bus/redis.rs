@@ -3,13 +3,19 @@
 //! - Keys: `{prefix}:topic:<topic>` (a stream) and `{prefix}:id:<id>` (a
 //!   dedup marker). The braces are a hash tag: every key of one prefix lives
 //!   in one cluster slot, so a batch can touch them atomically.
-//! - Publish: one `EVALSHA` per request. The script marks each id with
-//!   `SET NX PX <dedup window>` and `XADD`s only the fresh events, with
-//!   `MAXLEN ~ <history>` per topic stream. A script runs atomically: readers
-//!   see a whole batch or none of it, a duplicate inside a batch is caught,
-//!   and an id is marked seen only together with its event being written,
-//!   so a refused request (no script run) marks nothing. It is also one
-//!   round trip for the whole batch.
+//! - Publish: one `EVALSHA` per request. The script first compares Redis's
+//!   clock with the batch's deadline (translated to Redis's clock with the
+//!   offset the health probe measures) and writes nothing when it is past:
+//!   a request the webhook answered `503` because Redis did not answer in
+//!   time (a hung server) is never written when Redis gets to it later.
+//!   Then, unless the request key `{prefix}:req:<digest>` exists (the
+//!   request was published before: every event a duplicate), it marks each
+//!   id with `SET NX PX <dedup window>`, `XADD`s only the fresh events, with
+//!   `MAXLEN ~ <history>` per topic stream, and sets the request key. A
+//!   script runs atomically: readers see a whole batch or none of it, a
+//!   duplicate inside a batch is caught, and ids are marked seen only
+//!   together with the events being written, so a refused request (no
+//!   script run, or a late one) marks nothing. One round trip per batch.
 //! - Read: every replica `XREAD BLOCK`s all topic streams on a connection
 //!   of its own (plain XREAD, not consumer groups: each replica needs every
 //!   event), remembering the last entry id per stream. After a lost
@@ -19,12 +25,15 @@
 //!   needs.
 //! - Publishes go through a second connection that is dropped on any error
 //!   and re-established with backoff; meanwhile publishes fail at once with
-//!   [`BusError::Unavailable`] (webhook `503`).
+//!   [`BusError::Unavailable`] (webhook `503`). A health probe (`TIME`)
+//!   runs on it twice a second; one unanswered within a second (a hung
+//!   server keeps its sockets open) marks the bus down and replaces the
+//!   connection.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
@@ -36,8 +45,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::feed::Feed;
 use super::{
-    Backoff, Bus, BusBuildError, BusError, BusState, BusSubscription, Cursor, Event, Published,
-    Replay,
+    Backoff, Batch, Bus, BusBuildError, BusError, BusState, BusSubscription, Cursor,
+    DEADLINE_GRACE, Event, PROBE_INTERVAL, PROBE_TIMEOUT, PUBLISH_TIMEOUT, Published, Replay,
+    unix_ms,
 };
 use crate::config::BusConfig;
 use crate::shutdown::Shutdown;
@@ -50,13 +60,32 @@ const BLOCK: Duration = Duration::from_secs(5);
 const PAGE: usize = 1000;
 
 const PUBLISH: &str = r#"
--- KEYS[1..n]: the stream of event i's topic; KEYS[n+1..]: dedup keys.
+-- KEYS[1..n]: the stream of event i's topic; then dedup keys; then the
+-- request key when ARGV[5] > 0; last, this publish's outcome key.
 -- ARGV[1]: history (MAXLEN ~), ARGV[2]: dedup window (ms), ARGV[3]: n,
+-- ARGV[4]: deadline (ms on this server's clock), ARGV[5]: index of the
+-- request key in KEYS (0: none),
 -- then per event: index of its dedup key in KEYS (0: none), id, payload.
+-- The outcome key gets one '1' (duplicate) or '0' per event, for a
+-- publisher that lost the answer (see settle()).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[4]) then
+  return redis.error_reply('SUBCAR_LATE the publish deadline passed before Redis ran it; nothing was written')
+end
 local n = tonumber(ARGV[3])
+local r = tonumber(ARGV[5])
+local outcome = KEYS[#KEYS]
 local out = {}
+if r > 0 and redis.call('EXISTS', KEYS[r]) == 1 then
+  for i = 1, n do
+    out[i] = 0
+  end
+  redis.call('SET', outcome, string.rep('1', n), 'PX', 60000)
+  return out
+end
 for i = 1, n do
-  local at = 3 + (i - 1) * 3
+  local at = 5 + (i - 1) * 3
   local d = tonumber(ARGV[at + 1])
   local fresh = true
   if d > 0 then
@@ -73,6 +102,14 @@ for i = 1, n do
     out[i] = 0
   end
 end
+if r > 0 then
+  redis.call('SET', KEYS[r], '1', 'PX', ARGV[2])
+end
+local flags = {}
+for i = 1, n do
+  flags[i] = (out[i] == 0) and '1' or '0'
+end
+redis.call('SET', outcome, table.concat(flags), 'PX', 60000)
 return out
 "#;
 
@@ -97,6 +134,12 @@ struct Shared {
     conn: Mutex<Option<MultiplexedConnection>>,
     reconnect: Notify,
     reader_up: AtomicBool,
+    /// The last health probe (`TIME` on the publish connection) answered
+    /// within [`PROBE_TIMEOUT`].
+    answering: AtomicBool,
+    /// Redis's clock minus ours (ms), measured by the probe: deadlines are
+    /// given to the script on Redis's clock.
+    clock_offset_ms: AtomicI64,
     feed: Feed,
 }
 
@@ -128,6 +171,8 @@ impl RedisBus {
                 conn: Mutex::new(None),
                 reconnect: Notify::new(),
                 reader_up: AtomicBool::new(false),
+                answering: AtomicBool::new(false),
+                clock_offset_ms: AtomicI64::new(0),
                 feed: Feed::new(),
             }),
         })
@@ -170,21 +215,47 @@ impl Shared {
         self.reconnect.notify_one();
     }
 
-    async fn publish(&self, events: Vec<Event>) -> Result<Published, BusError> {
+    async fn publish(&self, batch: Batch) -> Result<Published, BusError> {
         let mut conn = self.publish_conn()?;
+        let deadline_ms = batch.deadline_ms();
+        let remaining = batch
+            .deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            + DEADLINE_GRACE;
+        let events = &batch.events;
         let n = events.len();
         let mut invocation = self.script.prepare_invoke();
-        for e in &events {
+        for e in events {
             invocation.key(format!("{}:topic:{}", self.tag, e.topic));
         }
         let mut dedup_keys = 0;
-        for e in &events {
+        for e in events {
             if let Some(id) = &e.id {
                 invocation.key(format!("{}:id:{id}", self.tag));
             }
         }
-        invocation.arg(self.history).arg(self.dedup_ms).arg(n);
-        for e in &events {
+        let ids = events.iter().filter(|e| e.id.is_some()).count();
+        let request = match batch.request {
+            Some(r) => {
+                invocation.key(format!("{}:req:{}", self.tag, r.hex()));
+                n + ids + 1
+            }
+            None => 0,
+        };
+        let outcome = format!("{}:pub:{}", self.tag, uuid::Uuid::new_v4().simple());
+        invocation.key(&outcome);
+        let offset = self.clock_offset_ms.load(Ordering::Relaxed);
+        let server_deadline = i64::try_from(deadline_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_add(offset);
+        invocation
+            .arg(self.history)
+            .arg(self.dedup_ms)
+            .arg(n)
+            .arg(server_deadline)
+            .arg(request);
+        for e in events {
             let d = match e.id {
                 Some(_) => {
                     dedup_keys += 1;
@@ -198,17 +269,120 @@ impl Shared {
                 .arg(e.id.as_deref().unwrap_or(""))
                 .arg(payload);
         }
-        let reply: Vec<Value> = match invocation.invoke_async(&mut conn).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Whatever went wrong, a fresh connection is cheap and rules
-                // out a connection left in a bad state.
-                self.lost(&e);
-                return Err(BusError::unavailable(e));
-            }
-        };
+        let reply: Vec<Value> =
+            match tokio::time::timeout(remaining, invocation.invoke_async(&mut conn)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) if e.code() == Some("SUBCAR_LATE") => {
+                    return Err(BusError::unavailable(e));
+                }
+                Ok(Err(e)) => {
+                    // Whatever went wrong, a fresh connection is cheap and rules
+                    // out a connection left in a bad state.
+                    self.lost(&e);
+                    return self.settle(&batch, &outcome, e.to_string()).await;
+                }
+                Err(_) => {
+                    // Redis may still run the script when it gets to it; the
+                    // deadline makes it write nothing then.
+                    self.lost(&redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "no answer before the publish deadline",
+                    )));
+                    return Err(BusError::unavailable(
+                        "Redis did not answer before the publish deadline; nothing is written",
+                    ));
+                }
+            };
         let duplicate = reply.iter().map(|v| matches!(v, Value::Int(0))).collect();
         Ok(Published { duplicate })
+    }
+
+    /// The script may have run although its answer was lost (the connection
+    /// broke after sending it). Waits until the deadline has passed, when
+    /// Redis no longer runs it, then reads its outcome key on a fresh
+    /// connection: written (the answer it would have given) or certainly
+    /// not. Only when Redis cannot be asked within the grace does the
+    /// publish fail without knowing (see docs/scale-out.md, Outages).
+    async fn settle(
+        &self,
+        batch: &Batch,
+        outcome: &str,
+        error: String,
+    ) -> Result<Published, BusError> {
+        const MARGIN: Duration = Duration::from_millis(100);
+        let wait = batch
+            .deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            + MARGIN;
+        tokio::time::sleep(wait).await;
+        let ask = async {
+            let mut conn = self.connect("settle", Some(DEADLINE_GRACE)).await?;
+            redis::cmd("GET")
+                .arg(outcome)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(DEADLINE_GRACE - 2 * MARGIN, ask).await {
+            Ok(Ok(Some(flags))) if flags.len() == batch.events.len() => Ok(Published {
+                duplicate: flags.bytes().map(|b| b == b'1').collect(),
+            }),
+            Ok(Ok(_)) => Err(BusError::unavailable(format!(
+                "{error}; nothing was written"
+            ))),
+            Ok(Err(e)) => Err(BusError::unavailable(format!(
+                "{error}; the outcome is unknown: {e}"
+            ))),
+            Err(_) => Err(BusError::unavailable(format!(
+                "{error}; the outcome is unknown: no answer"
+            ))),
+        }
+    }
+
+    /// Sends `TIME` on the publish connection every [`PROBE_INTERVAL`]:
+    /// whether Redis answers within [`PROBE_TIMEOUT`] is what `state()`
+    /// reports, and the answer gives the clock offset for deadlines.
+    async fn probe(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(mut conn) = self.publish_conn() else {
+                self.answering.store(false, Ordering::Relaxed);
+                continue;
+            };
+            let sent = SystemTime::now();
+            let cmd = redis::cmd("TIME");
+            let time = cmd.query_async::<(i64, i64)>(&mut conn);
+            match tokio::time::timeout(PROBE_TIMEOUT, time).await {
+                Ok(Ok((secs, micros))) => {
+                    let rtt = sent.elapsed().unwrap_or_default();
+                    let ours = i64::try_from(unix_ms(sent + rtt / 2)).unwrap_or(i64::MAX);
+                    let theirs = secs.saturating_mul(1000).saturating_add(micros / 1000);
+                    self.clock_offset_ms
+                        .store(theirs.saturating_sub(ours), Ordering::Relaxed);
+                    self.answering.store(true, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => {
+                    self.answering.store(false, Ordering::Relaxed);
+                    self.lost(&e);
+                }
+                Err(_) => {
+                    if self.answering.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            timeout = ?PROBE_TIMEOUT,
+                            "Redis does not answer its health probe; the bus counts as down"
+                        );
+                    }
+                    // A late answer must not be taken for the next command's.
+                    *self.conn.lock() = None;
+                    self.reconnect.notify_one();
+                }
+            }
+        }
     }
 
     /// Keeps the publish connection up until cancelled.
@@ -216,7 +390,10 @@ impl Shared {
         let mut backoff = Backoff::new();
         loop {
             if self.conn.lock().is_none() {
-                match self.connect("publisher", Some(TIMEOUT)).await {
+                match self
+                    .connect("publisher", Some(PUBLISH_TIMEOUT + DEADLINE_GRACE))
+                    .await
+                {
                     Ok(c) => {
                         *self.conn.lock() = Some(c);
                         backoff.reset();
@@ -448,8 +625,8 @@ fn decode(topic: &Arc<str>, entry: &StreamId) -> Option<(Event, Cursor)> {
 }
 
 impl Bus for RedisBus {
-    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
-        Box::pin(self.shared.publish(events))
+    fn publish_batch(&self, batch: Batch) -> BoxFuture<'_, Result<Published, BusError>> {
+        Box::pin(self.shared.publish(batch))
     }
 
     fn subscribe(&self) -> Box<dyn BusSubscription> {
@@ -468,6 +645,7 @@ impl Bus for RedisBus {
     fn start(&self, shutdown: &Shutdown) {
         let cancel = shutdown.token().clone();
         shutdown.spawn(self.shared.clone().maintain(cancel.clone()));
+        shutdown.spawn(self.shared.clone().probe(cancel.clone()));
         shutdown.spawn(self.shared.clone().read(cancel));
     }
 
@@ -486,7 +664,10 @@ impl Bus for RedisBus {
     }
 
     fn state(&self) -> BusState {
-        if self.shared.reader_up.load(Ordering::Relaxed) && self.shared.conn.lock().is_some() {
+        if self.shared.reader_up.load(Ordering::Relaxed)
+            && self.shared.answering.load(Ordering::Relaxed)
+            && self.shared.conn.lock().is_some()
+        {
             BusState::Connected
         } else {
             BusState::Disconnected

@@ -21,7 +21,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::json;
 
-use crate::bus::{Bus, BusError};
+use crate::bus::{Batch, Bus, BusError, DEADLINE_GRACE, MAX_ID_BYTES, PUBLISH_TIMEOUT, RequestKey};
 use crate::config::{UnknownTopics, WebhookConfig};
 use crate::metrics::{Metrics, StatusLabel, TopicLabel};
 use parse::{Format, InvalidEvent};
@@ -282,10 +282,23 @@ impl Webhook {
         if let Some(v) = &self.verifier {
             v.verify(&parts.headers, &body, unix_now())?;
         }
-        let header_id = parts
-            .headers
-            .get("webhook-id")
-            .and_then(|v| v.to_str().ok());
+        let header_id = match parts.headers.get("webhook-id") {
+            None => None,
+            Some(v) if v.len() > MAX_ID_BYTES => {
+                return Err(InvalidEvent {
+                    message: format!(
+                        "the webhook-id header is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                        v.len()
+                    ),
+                    index: None,
+                }
+                .into());
+            }
+            Some(v) => Some(v.to_str().map_err(|_| InvalidEvent {
+                message: "the webhook-id header must be visible ASCII".into(),
+                index: None,
+            })?),
+        };
         let mut events = parse::parse(&body, format, header_id)?;
         let batch = events.len() > 1
             || body.trim_ascii_start().first() == Some(&b'[')
@@ -314,12 +327,25 @@ impl Webhook {
                 None => Vec::new(),
             };
             // A refused publish marks no id as seen (the bus promises it), so
-            // a retry after this 503 is delivered.
-            let published = self
-                .bus
-                .publish(events)
-                .await
-                .map_err(WebhookError::BusUnavailable)?;
+            // a retry after this 503 is delivered; and nothing of it is
+            // written or delivered after its deadline, so the 503 is final.
+            let batch = Batch {
+                request: header_id.filter(|h| !h.is_empty()).map(RequestKey::of),
+                ..Batch::new(events)
+            };
+            // The buses stop waiting at the same moment; this bounds a bus
+            // that does not.
+            let published = tokio::time::timeout(
+                PUBLISH_TIMEOUT + DEADLINE_GRACE,
+                self.bus.publish_batch(batch),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::Unavailable {
+                    reason: "no answer before the publish deadline".into(),
+                })
+            })
+            .map_err(WebhookError::BusUnavailable)?;
             duplicates = published.duplicates();
             self.stats.events_published.fetch_add(
                 (published.duplicate.len() - duplicates) as u64,
@@ -354,7 +380,7 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::{BusState, BusSubscription, Cursor, Event, MemoryBus, Published, Replay};
+    use crate::bus::{BusState, BusSubscription, Cursor, MemoryBus, Published, Replay};
     use futures_util::future::BoxFuture;
     use std::sync::atomic::AtomicBool;
 
@@ -365,13 +391,13 @@ mod tests {
     }
 
     impl Bus for FlakyBus {
-        fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
+        fn publish_batch(&self, batch: Batch) -> BoxFuture<'_, Result<Published, BusError>> {
             if self.down.load(Ordering::Relaxed) {
                 return Box::pin(std::future::ready(Err(BusError::Unavailable {
                     reason: "test".into(),
                 })));
             }
-            self.inner.publish(events)
+            self.inner.publish_batch(batch)
         }
         fn subscribe(&self) -> Box<dyn BusSubscription> {
             self.inner.subscribe()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::bus::Event;
+use crate::bus::{Event, MAX_ID_BYTES};
 
 /// The body encodings the webhook accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,10 @@ pub struct InvalidEvent {
 }
 
 /// Parses and validates a whole body. `header_id` (`webhook-id`) stands in
-/// for the id of a single event that has none.
+/// for the id of a single event that has none; an event of a batch that has
+/// none gets `<webhook-id>#<its index>`, so that a request sent again with
+/// the same `webhook-id` is deduplicated event by event too. Ids are at
+/// most [`MAX_ID_BYTES`] long.
 pub fn parse(
     body: &[u8],
     format: Format,
@@ -56,7 +59,7 @@ pub fn parse(
                 Value::Array(items) => items
                     .into_iter()
                     .enumerate()
-                    .map(|(i, v)| event(v, None).map_err(|m| at(m, i)))
+                    .map(|(i, v)| event(v, derived(header_id, i).as_deref()).map_err(|m| at(m, i)))
                     .collect(),
                 single => Ok(vec![event(single, header_id).map_err(|message| {
                     InvalidEvent {
@@ -75,7 +78,7 @@ pub fn parse(
                 let i = events.len();
                 let value: Value = serde_json::from_slice(line)
                     .map_err(|e| at(format!("line is not valid JSON: {e}"), i))?;
-                events.push(event(value, None).map_err(|m| at(m, i))?);
+                events.push(event(value, derived(header_id, i).as_deref()).map_err(|m| at(m, i))?);
             }
             if events.is_empty() {
                 return Err(InvalidEvent {
@@ -95,6 +98,13 @@ fn at(message: String, index: usize) -> InvalidEvent {
     }
 }
 
+/// The id of event `index` of a batch without one of its own.
+fn derived(header_id: Option<&str>, index: usize) -> Option<String> {
+    header_id
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("{h}#{index}"))
+}
+
 fn event(value: Value, header_id: Option<&str>) -> Result<Event, String> {
     let Value::Object(mut obj) = value else {
         return Err("an event must be a JSON object".into());
@@ -106,6 +116,12 @@ fn event(value: Value, header_id: Option<&str>) -> Result<Event, String> {
     };
     let payload = obj.remove("payload").ok_or("\"payload\" is required")?;
     let id = match obj.remove("id") {
+        Some(Value::String(id)) if id.len() > MAX_ID_BYTES => {
+            return Err(format!(
+                "\"id\" is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                id.len()
+            ));
+        }
         Some(Value::String(id)) if !id.is_empty() => Some(Arc::<str>::from(id)),
         Some(Value::Null) | None => header_id.filter(|s| !s.is_empty()).map(Arc::from),
         Some(_) => return Err("\"id\" must be a non-empty string".into()),
@@ -135,7 +151,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(many.len(), 2);
-        assert_eq!(many[1].id, None, "the header id names a single event only");
+        assert_eq!(many[0].id.as_deref(), Some("e1"));
+        assert_eq!(
+            many[1].id.as_deref(),
+            Some("h1#1"),
+            "derived from the header"
+        );
+        let many = parse(
+            br#"[{"topic":"a","payload":1},{"topic":"b","payload":null}]"#,
+            Format::Json,
+            None,
+        )
+        .unwrap();
+        assert_eq!(many[1].id, None, "no header, no id");
         let nd = parse(
             b"{\"topic\":\"a\",\"payload\":1}\n\n{\"topic\":\"a\",\"payload\":2}\n",
             Format::Ndjson,
@@ -166,6 +194,22 @@ mod tests {
         assert_eq!(err.index, None);
         assert!(parse(b"{", Format::Json, None).is_err());
         assert!(parse(br#"{"topic":1,"payload":1}"#, Format::Json, None).is_err());
+    }
+
+    #[test]
+    fn ids_are_bounded() {
+        let ok = "i".repeat(MAX_ID_BYTES);
+        let body = format!(r#"[{{"topic":"a","payload":1,"id":"{ok}"}}]"#);
+        assert!(parse(body.as_bytes(), Format::Json, None).is_ok());
+        let long = "i".repeat(MAX_ID_BYTES + 1);
+        let body =
+            format!(r#"[{{"topic":"a","payload":1}},{{"topic":"a","payload":1,"id":"{long}"}}]"#);
+        let err = parse(body.as_bytes(), Format::Json, None).unwrap_err();
+        assert_eq!(err.index, Some(1));
+        assert!(err.message.contains("257 bytes"), "{}", err.message);
+        let body = format!("{{\"topic\":\"a\",\"payload\":1,\"id\":\"{long}\"}}\n");
+        let err = parse(body.as_bytes(), Format::Ndjson, None).unwrap_err();
+        assert_eq!(err.index, Some(0));
     }
 
     #[test]

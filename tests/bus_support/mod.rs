@@ -338,6 +338,45 @@ pub async fn refused_batch_marks_no_id(kind: Kind, url: &str) {
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
 }
 
+/// A request's `webhook-id` is deduplicated across replicas: the same
+/// batch without event ids replayed to another replica, and another body
+/// sent with the same `webhook-id`, are all duplicates; the subscriber gets
+/// the batch once.
+pub async fn webhook_id_replay_across_replicas(kind: Kind, url: &str) {
+    let bus = Bus::new(kind, url);
+    let (a, b) = (bus.replica().await, bus.replica().await);
+    let mut c = Client::ready(b.addr).await;
+    c.subscribe("1", "subscription { counter }").await;
+    wait_subscriptions(&b, 1).await;
+    let batch = json!([
+        {"topic": "counter", "payload": 1},
+        {"topic": "counter", "payload": 2},
+    ])
+    .to_string();
+    let h = [("webhook-id", "msg_replayed")];
+    let (status, _, json) = post(a.webhook, batch.clone(), "application/json", &h).await;
+    assert_eq!(status, 202, "{json}");
+    assert_eq!(json, json!({"accepted": 2, "duplicates": 0}));
+    for rt in [&b, &a] {
+        let (status, _, json) = post(rt.webhook, batch.clone(), "application/json", &h).await;
+        assert_eq!(status, 202, "{json}");
+        assert_eq!(json, json!({"accepted": 2, "duplicates": 2}));
+    }
+    let other = json!([
+        {"topic": "counter", "id": "o1", "payload": 10},
+        {"topic": "counter", "id": "o2", "payload": 11},
+        {"topic": "counter", "payload": 12},
+    ]);
+    let (status, _, json) = post(b.webhook, other.to_string(), "application/json", &h).await;
+    assert_eq!(status, 202, "{json}");
+    assert_eq!(json, json!({"accepted": 3, "duplicates": 3}));
+    publish(a.webhook, json!({"topic": "counter", "payload": 3})).await;
+    for want in [1, 2, 3] {
+        assert_eq!(c.recv().await["payload"]["data"]["counter"], want);
+    }
+    assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+}
+
 /// A connection cutter for a replica's bus: Redis `CLIENT KILL` of every
 /// connection of this test's replicas, or, for NATS, a proxy dropping its
 /// connections.
@@ -539,6 +578,27 @@ impl PrivateServer {
         }
     }
 
+    /// Hangs the server (SIGSTOP of its own pid): connections stay open,
+    /// nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn unpause(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     /// Kills the server.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -598,6 +658,101 @@ pub async fn bus_down_then_back(kind: Kind) {
     assert_eq!(c.recv().await["payload"]["data"]["counter"], 2);
     wait_metric(&a, "subcar_bus_up 1").await;
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+}
+
+/// The bus hangs (SIGSTOP of a private server): the webhook answers `503`
+/// within the publish deadline, `/readyz` is `503` on every replica; after
+/// SIGCONT none of the refused events is ever delivered (a marker posted
+/// afterwards is what the subscriber gets), their ids were not marked seen
+/// (the retries are delivered), `/readyz` is `200` again and the subscriber
+/// connected before the hang receives events.
+pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
+    let server = PrivateServer::start(kind);
+    let bus = Bus::new(kind, &server.url());
+    let (a, b) = (bus.replica().await, bus.replica().await);
+    let mut c = Client::ready(b.addr).await;
+    c.subscribe("1", "subscription { counter }").await;
+    wait_subscriptions(&b, 1).await;
+    publish(
+        a.webhook,
+        json!({"topic": "counter", "id": "before", "payload": 1}),
+    )
+    .await;
+    assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
+
+    server.pause();
+    let single = json!({"topic": "counter", "id": "h1", "payload": 100}).to_string();
+    let batch = json!([
+        {"topic": "counter", "payload": 101},
+        {"topic": "counter", "id": "h3", "payload": 102},
+    ])
+    .to_string();
+    let bare = json!({"topic": "counter", "payload": 103}).to_string();
+    let started = std::time::Instant::now();
+    let (r1, r2, r3) = tokio::join!(
+        post(a.webhook, single, "application/json", &[]),
+        post(
+            a.webhook,
+            batch,
+            "application/json",
+            &[("webhook-id", "hb")]
+        ),
+        post(a.webhook, bare, "application/json", &[]),
+    );
+    let took = started.elapsed();
+    for (status, headers, json) in [r1, r2, r3] {
+        assert_eq!(status, 503, "{json}");
+        assert_eq!(json["error"]["code"], "BUS_UNAVAILABLE");
+        assert_eq!(headers["retry-after"], "1");
+    }
+    // The publish deadline (2 s) plus its grace (1 s), and some slack.
+    assert!(took < Duration::from_secs(5), "503 took {took:?}");
+    wait_bus(&a, false).await;
+    wait_bus(&b, false).await;
+
+    server.unpause();
+    wait_bus(&a, true).await;
+    wait_bus(&b, true).await;
+    // Whatever the server had buffered has run by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Nothing was marked seen: the retries (other payloads, to tell them
+    // from a late write) are accepted as new and delivered.
+    let ack = publish_retrying(
+        a.webhook,
+        &json!({"topic": "counter", "id": "h1", "payload": 200}),
+    )
+    .await;
+    assert_eq!(ack, json!({"accepted": 1, "duplicates": 0}));
+    let retry = json!([
+        {"topic": "counter", "payload": 201},
+        {"topic": "counter", "id": "h3", "payload": 202},
+    ]);
+    let (status, _, json) = post(
+        a.webhook,
+        retry.to_string(),
+        "application/json",
+        &[("webhook-id", "hb")],
+    )
+    .await;
+    assert_eq!(status, 202, "{json}");
+    assert_eq!(json, json!({"accepted": 2, "duplicates": 0}));
+    publish(a.webhook, json!({"topic": "counter", "payload": 2})).await;
+    for want in [200, 201, 202, 2] {
+        assert_eq!(c.recv().await["payload"]["data"]["counter"], want);
+    }
+    assert_eq!(drain(&mut c).await, Vec::<Value>::new());
+    // And the request id is recorded now that its publish is certain.
+    let (status, _, json) = post(
+        b.webhook,
+        retry.to_string(),
+        "application/json",
+        &[("webhook-id", "hb")],
+    )
+    .await;
+    assert_eq!(status, 202, "{json}");
+    assert_eq!(json, json!({"accepted": 2, "duplicates": 2}));
+    publish(b.webhook, json!({"topic": "counter", "payload": 3})).await;
+    assert_eq!(c.recv().await["payload"]["data"]["counter"], 3);
 }
 
 /// Waits until `/metrics` has `line` (the sampler copies the bus state
