@@ -177,7 +177,14 @@ pub struct Redacted<'a>(pub &'a str);
 /// Query parameter names (substrings, ASCII case-insensitive) whose values
 /// are hidden.
 const SECRET_PARAMS: [&str; 8] = [
-    "pass", "secret", "token", "key", "auth", "sig", "credential", "session",
+    "pass",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "sig",
+    "credential",
+    "session",
 ];
 
 impl fmt::Display for Redacted<'_> {
@@ -961,7 +968,11 @@ impl Config {
                 self.webhook.dedup_window,
                 Duration::ZERO..=DAY,
             ),
-            ("auth.jwt.leeway", self.auth.jwt.leeway, Duration::ZERO..=DAY),
+            (
+                "auth.jwt.leeway",
+                self.auth.jwt.leeway,
+                Duration::ZERO..=DAY,
+            ),
             (
                 "auth.upstream.cache_ttl",
                 self.auth.upstream.cache_ttl,
@@ -969,7 +980,11 @@ impl Config {
             ),
             ("heartbeat.interval", self.heartbeat.interval, MS..=DAY),
             ("heartbeat.timeout", self.heartbeat.timeout, MS..=DAY),
-            ("heartbeat.init_timeout", self.heartbeat.init_timeout, MS..=DAY),
+            (
+                "heartbeat.init_timeout",
+                self.heartbeat.init_timeout,
+                MS..=DAY,
+            ),
         ] {
             check_duration(&mut problems, key, value, range);
         }
@@ -1544,7 +1559,10 @@ messages_per_connection = 20
         );
         // Refusals of a URL do not repeat its password either.
         let msg = problems("[upstream]\nurl = \"ftp://u:hunter2@x/\"\n[schema]\npath = \"s\"");
-        assert!(msg.contains("upstream.url") && !msg.contains("hunter2"), "{msg}");
+        assert!(
+            msg.contains("upstream.url") && !msg.contains("hunter2"),
+            "{msg}"
+        );
         let msg = problems(&format!(
             "{MINIMAL}\n[bus]\nkind = \"redis\"\nurl = \"nats://u:hunter2@x\""
         ));
@@ -1574,7 +1592,9 @@ messages_per_connection = 20
             assert!(msg.contains(&format!("{section}.{key}:")), "{msg}");
             assert!(msg.contains(expected), "{expected} in {msg}");
         }
-        let msg = problems(&format!("{MINIMAL}\n[heartbeat]\ninterval = \"1000000000y\""));
+        let msg = problems(&format!(
+            "{MINIMAL}\n[heartbeat]\ninterval = \"1000000000y\""
+        ));
         assert!(msg.contains("at most 365days"), "{msg}");
         for ok in ["1ms", "1day", "24h"] {
             let c = parse(&format!("{MINIMAL}\n[heartbeat]\ninterval = \"{ok}\"")).unwrap();
@@ -1588,25 +1608,49 @@ messages_per_connection = 20
     fn sizes_are_range_checked_with_the_key() {
         for (section, key, value, expected) in [
             ("limits", "max_message_bytes", "0", "from 1 to 67108864"),
-            ("limits", "max_message_bytes", "9223372036854775807", "from 1 to 67108864"),
+            (
+                "limits",
+                "max_message_bytes",
+                "9223372036854775807",
+                "from 1 to 67108864",
+            ),
             ("limits", "outbound_queue", "1000001", "from 1 to 1000000"),
             ("limits", "max_connections", "0", "from 1 to 10000000"),
-            ("limits", "max_subscriptions_per_connection", "100001", "from 1 to 100000"),
-            ("server", "max_request_bytes", "1073741825", "from 1 to 1073741824"),
+            (
+                "limits",
+                "max_subscriptions_per_connection",
+                "100001",
+                "from 1 to 100000",
+            ),
+            (
+                "server",
+                "max_request_bytes",
+                "1073741825",
+                "from 1 to 1073741824",
+            ),
             ("webhook", "max_body_bytes", "0", "from 1 to 1073741824"),
             ("bus", "history", "10000001", "from 0 to 10000000"),
         ] {
             let msg = problems(&format!("{MINIMAL}\n[{section}]\n{key} = {value}"));
-            assert!(msg.contains(&format!("{section}.{key}: {value} is out of range")), "{msg}");
+            assert!(
+                msg.contains(&format!("{section}.{key}: {value} is out of range")),
+                "{msg}"
+            );
             assert!(msg.contains(expected), "{expected} in {msg}");
         }
         let msg = problems(&format!(
             "{MINIMAL}\n[[subscriptions]]\nfield = \"a\"\n[subscriptions.resolve]\nquery_field = \"q\"\nmax_concurrency = 10001"
         ));
-        assert!(msg.contains("subscriptions[0].resolve.max_concurrency: 10001 is out of range"), "{msg}");
+        assert!(
+            msg.contains("subscriptions[0].resolve.max_concurrency: 10001 is out of range"),
+            "{msg}"
+        );
         let msg = problems(&format!("{MINIMAL}\n[limits]\nmax_connections = -1"));
         assert!(msg.contains("limits.max_connections"), "{msg}");
-        let c = parse(&format!("{MINIMAL}\n[limits]\nmax_message_bytes = 67108864")).unwrap();
+        let c = parse(&format!(
+            "{MINIMAL}\n[limits]\nmax_message_bytes = 67108864"
+        ))
+        .unwrap();
         assert_eq!(c.limits.max_message_bytes, MAX_MESSAGE_BYTES);
     }
 
@@ -1614,7 +1658,10 @@ messages_per_connection = 20
     fn env_overrides_are_range_checked_too() {
         let err = Config::parse(
             MINIMAL,
-            [("SUBCAR_HEARTBEAT__INTERVAL".to_owned(), "1000000000y".to_owned())],
+            [(
+                "SUBCAR_HEARTBEAT__INTERVAL".to_owned(),
+                "1000000000y".to_owned(),
+            )],
         )
         .unwrap_err()
         .to_string();

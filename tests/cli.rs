@@ -524,7 +524,10 @@ async fn url_passwords_are_never_printed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!printed.contains("hunter2"), "{printed}");
-    assert!(printed.contains("http://admin:****@127.0.0.1:"), "{printed}");
+    assert!(
+        printed.contains("http://admin:****@127.0.0.1:"),
+        "{printed}"
+    );
 
     // The same for an unreachable upstream, whose error names the URL.
     let down = support::upstream::closed_port_url().replacen("http://", "http://admin:hunter2@", 1);
@@ -548,7 +551,11 @@ async fn url_passwords_are_never_printed() {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let line = lines.next_line().await.unwrap().expect("a start-up log line");
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("a start-up log line");
             assert!(!line.contains("hunter2"), "{line}");
             if line.contains("subcar listening") {
                 return line;
@@ -567,12 +574,28 @@ async fn url_passwords_are_never_printed() {
 fn check_refuses_out_of_range_durations_and_sizes() {
     let dir = tempfile::tempdir().unwrap();
     for (extra, key, range) in [
-        ("[heartbeat]\ninterval = \"1000000000y\"", "heartbeat.interval", "at most 365days"),
-        ("[heartbeat]\ntimeout = \"2days\"", "heartbeat.timeout", "from 1ms to 1day"),
-        ("[limits]\nmax_message_bytes = 4611686018427387904", "limits.max_message_bytes", "from 1 to 67108864"),
+        (
+            "[heartbeat]\ninterval = \"1000000000y\"",
+            "heartbeat.interval",
+            "at most 365days",
+        ),
+        (
+            "[heartbeat]\ntimeout = \"2days\"",
+            "heartbeat.timeout",
+            "from 1ms to 1day",
+        ),
+        (
+            "[limits]\nmax_message_bytes = 4611686018427387904",
+            "limits.max_message_bytes",
+            "from 1 to 67108864",
+        ),
     ] {
         let path = write_config(&dir, "http://127.0.0.1:1/graphql", extra);
-        let out = subcar().args(["check", "--config"]).arg(&path).output().unwrap();
+        let out = subcar()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{extra}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key) && stderr.contains(range), "{stderr}");

@@ -15,7 +15,9 @@ use subcar::transport::protocol::{ClientMessage, CloseCode, Frame, MAX_CLOSE_REA
 static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
     Schema::build(
         include_str!("../../tests/fixtures/graphql/subscriptions.graphql"),
-        Some(include_str!("../../tests/fixtures/graphql/upstream.graphql")),
+        Some(include_str!(
+            "../../tests/fixtures/graphql/upstream.graphql"
+        )),
     )
     .expect("the fixture schema builds")
 });
@@ -45,16 +47,20 @@ pub fn ws_client_message(data: &[u8]) {
         ClientMessage::Subscribe { id, payload } => {
             assert!(!id.is_empty());
             let err = Frame::error(id, &[GraphQLError::new(payload.query.clone())]);
-            serde_json::from_slice::<serde_json::Value>(err.as_bytes()).expect("error frame is JSON");
+            serde_json::from_slice::<serde_json::Value>(err.as_bytes())
+                .expect("error frame is JSON");
             let next = Frame::next(id, b"{\"data\":null}");
-            serde_json::from_slice::<serde_json::Value>(next.as_bytes()).expect("next frame is JSON");
+            serde_json::from_slice::<serde_json::Value>(next.as_bytes())
+                .expect("next frame is JSON");
             let done = Frame::complete(id);
-            serde_json::from_slice::<serde_json::Value>(done.as_bytes()).expect("complete frame is JSON");
+            serde_json::from_slice::<serde_json::Value>(done.as_bytes())
+                .expect("complete frame is JSON");
         }
         ClientMessage::Complete { id } => assert!(!id.is_empty()),
         ClientMessage::Ping { payload } | ClientMessage::Pong { payload } => {
             let pong = Frame::pong(payload.as_ref());
-            serde_json::from_slice::<serde_json::Value>(pong.as_bytes()).expect("pong frame is JSON");
+            serde_json::from_slice::<serde_json::Value>(pong.as_bytes())
+                .expect("pong frame is JSON");
         }
         ClientMessage::ConnectionInit { .. } => {}
     }
@@ -138,7 +144,10 @@ pub fn webhook_body(data: &[u8]) {
         if let Ok(v) = HeaderValue::from_str(&id) {
             headers.insert("webhook-id", v);
         }
-        headers.insert("webhook-timestamp", HeaderValue::from_str(&ts.to_string()).unwrap());
+        headers.insert(
+            "webhook-timestamp",
+            HeaderValue::from_str(&ts.to_string()).unwrap(),
+        );
         headers.insert("webhook-signature", HeaderValue::from_str(&sig).unwrap());
         if ts.abs_diff(NOW) <= subcar::ingest::signature::TOLERANCE_SECS
             && ts.to_string() == headers["webhook-timestamp"].to_str().unwrap()
@@ -189,7 +198,11 @@ pub fn config(data: &[u8]) {
         .take(16)
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| {
-            let k = if k.starts_with("SUBCAR_") { k.to_owned() } else { format!("SUBCAR_{k}") };
+            let k = if k.starts_with("SUBCAR_") {
+                k.to_owned()
+            } else {
+                format!("SUBCAR_{k}")
+            };
             (k, v.to_owned())
         })
         .collect();

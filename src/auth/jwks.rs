@@ -257,7 +257,9 @@ impl Jwks {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(fetch)? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(JwksError::TooLarge { from: shown.clone() });
+                return Err(JwksError::TooLarge {
+                    from: shown.clone(),
+                });
             }
             body.extend_from_slice(&chunk);
         }
