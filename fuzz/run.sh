@@ -25,18 +25,26 @@ run_one() {
     local t=$1 log
     log="$log_dir/$t-$(date -u +%Y%m%dT%H%M%SZ).log"
     mkdir -p "corpus/$t" "artifacts/$t"
-    local dict=()
+    local dict=() keep_going=()
     [[ -f "dict/$t.dict" ]] && dict=("-dict=dict/$t.dict")
+    # FUZZ_KEEP_GOING=1: go on past crashes (a known, not yet fixed one)
+    # in a forked child, recording each in artifacts/.
+    [[ ${FUZZ_KEEP_GOING:-0} == 1 ]] && keep_going=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
     echo "== $t: ${seconds}s, log $log"
     local start rc=0
     start=$(date +%s)
     nice -n 19 cargo +nightly fuzz run "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -max_len="$(max_len "$t")" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-        -artifact_prefix="artifacts/$t/" "${dict[@]}" >"$log" 2>&1 || rc=$?
+        -artifact_prefix="artifacts/$t/" "${dict[@]}" "${keep_going[@]}" >"$log" 2>&1 || rc=$?
     local execs wall
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+    # -fork prints no final stats: the last status line has the count.
+    [[ -n $execs ]] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
     wall=$(($(date +%s) - start))
+    local found
+    found=$(find "artifacts/$t" -newermt "@$start" -type f | wc -l)
+    [[ $found -gt 0 ]] && echo "== $t: $found new input(s) in artifacts/$t/ (crashes, timeouts or OOMs)"
     if [[ $rc -eq 0 ]]; then
         echo "== $t: ${wall}s wall, ${execs:-?} executions, no crash"
     else

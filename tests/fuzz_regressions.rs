@@ -17,12 +17,10 @@ fn inputs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     files.sort();
+    // A fuzzer running meanwhile replaces corpus files: skip the vanished.
     files
         .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
+        .filter_map(|p| std::fs::read(&p).ok().map(|bytes| (p, bytes)))
         .collect()
 }
 

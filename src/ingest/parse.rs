@@ -53,6 +53,9 @@ pub fn parse(
                 index: None,
             })?;
             match value {
+                // Found by the webhook_body fuzzer: `[]` was a 202 for
+                // nothing, where an empty NDJSON body is refused.
+                Value::Array(items) if items.is_empty() => Err(no_event()),
                 Value::Array(items) => items
                     .into_iter()
                     .enumerate()
@@ -78,13 +81,17 @@ pub fn parse(
                 events.push(event(value, None).map_err(|m| at(m, i))?);
             }
             if events.is_empty() {
-                return Err(InvalidEvent {
-                    message: "body holds no event".into(),
-                    index: None,
-                });
+                return Err(no_event());
             }
             Ok(events)
         }
+    }
+}
+
+fn no_event() -> InvalidEvent {
+    InvalidEvent {
+        message: "body holds no event".into(),
+        index: None,
     }
 }
 
@@ -166,6 +173,20 @@ mod tests {
         assert_eq!(err.index, None);
         assert!(parse(b"{", Format::Json, None).is_err());
         assert!(parse(br#"{"topic":1,"payload":1}"#, Format::Json, None).is_err());
+    }
+
+    #[test]
+    fn a_body_without_events_is_refused_in_both_formats() {
+        for (body, format) in [
+            (&b"[]"[..], Format::Json),
+            (b" [ ] ", Format::Json),
+            (b"\n \n", Format::Ndjson),
+            (b"", Format::Ndjson),
+        ] {
+            let err = parse(body, format, Some("h1")).unwrap_err();
+            assert_eq!(err.message, "body holds no event");
+            assert_eq!(err.index, None);
+        }
     }
 
     #[test]
