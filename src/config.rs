@@ -165,22 +165,32 @@ fn default_upstream_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// An absolute `http`/`https` URL, checked at parse time.
-#[derive(Debug, Clone)]
+/// An absolute `http`/`https` URL, checked at parse time. `Display` and
+/// `Debug` redact its secrets ([`Redacted`]); [`Self::expose`] is the URL
+/// to connect to.
+#[derive(Clone)]
 pub struct UpstreamUrl(pub http::Uri);
+
+impl UpstreamUrl {
+    /// The whole URL, password included: for connecting, never for printing.
+    pub fn expose(&self) -> String {
+        self.0.to_string()
+    }
+}
 
 impl<'de> Deserialize<'de> for UpstreamUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
+        let shown = redact_url(&raw);
         let uri: http::Uri = raw.parse().map_err(|_| {
             serde::de::Error::custom(format!(
-                "invalid URL {raw:?}: expected an absolute URL like \"http://127.0.0.1:8080/graphql\""
+                "invalid URL {shown:?}: expected an absolute URL like \"http://127.0.0.1:8080/graphql\""
             ))
         })?;
         match (uri.scheme_str(), uri.authority()) {
             (Some("http" | "https"), Some(_)) => Ok(Self(uri)),
             _ => Err(serde::de::Error::custom(format!(
-                "invalid URL {raw:?}: expected an absolute http:// or https:// URL"
+                "invalid URL {shown:?}: expected an absolute http:// or https:// URL"
             ))),
         }
     }
@@ -188,8 +198,93 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        Redacted(&self.0.to_string()).fmt(f)
     }
+}
+
+impl fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UpstreamUrl({:?})", redact_url(&self.0.to_string()))
+    }
+}
+
+/// A URL (or a comma-separated list of them, as `bus.url` for NATS) shown
+/// without its secrets: the password of the userinfo (`user:****@`), a
+/// userinfo without a colon (a token, as NATS and Redis take it: `****@`)
+/// and the values of query parameters whose names look like secrets.
+pub struct Redacted<'a>(pub &'a str);
+
+/// Query parameter names (substrings, ASCII case-insensitive) whose values
+/// are hidden.
+const SECRET_PARAMS: [&str; 8] = [
+    "pass",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "sig",
+    "credential",
+    "session",
+];
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, part) in self.0.split(',').enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            redact_one(part, f)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Redacted`] as a `String`.
+pub fn redact_url(url: &str) -> String {
+    Redacted(url).to_string()
+}
+
+fn redact_one(url: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    f.write_str(&url[..start])?;
+    let mut rest = &url[start..];
+    // The last '@' before the query ends the userinfo, even when a
+    // password holds an unescaped '/' (over-redacting a path with '@' in
+    // it is the safe mistake).
+    let query_at = rest.find(['?', '#']).unwrap_or(rest.len());
+    if let Some(at) = rest[..query_at].rfind('@') {
+        match rest[..at].split_once(':') {
+            Some((user, _)) if !user.contains('/') => write!(f, "{user}:****@")?,
+            _ => f.write_str("****@")?,
+        }
+        rest = &rest[at + 1..];
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    f.write_str(authority)?;
+    let (before_fragment, fragment) = match tail.find('#') {
+        Some(i) => tail.split_at(i),
+        None => (tail, ""),
+    };
+    let Some((path, query)) = before_fragment.split_once('?') else {
+        return f.write_str(tail);
+    };
+    write!(f, "{path}?")?;
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            f.write_str("&")?;
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => write!(f, "{name}=****")?,
+            _ => f.write_str(pair)?,
+        }
+    }
+    f.write_str(fragment)
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.iter().any(|s| name.contains(s))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -654,13 +749,7 @@ pub enum LogFormat {
 /// `bus.url` may hold a password: printed without it.
 impl fmt::Debug for BusConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = self
-            .url
-            .as_deref()
-            .map(|u| match (u.find("://"), u.rfind('@')) {
-                (Some(s), Some(at)) if at > s => format!("{}****{}", &u[..s + 3], &u[at..]),
-                _ => u.to_owned(),
-            });
+        let url = self.url.as_deref().map(redact_url);
         f.debug_struct("BusConfig")
             .field("kind", &self.kind)
             .field("url", &url)
@@ -691,7 +780,8 @@ impl BusConfig {
                 for part in url.split(',') {
                     if !schemes.iter().any(|s| part.trim().starts_with(s)) {
                         problems.push(format!(
-                            "bus.url: {part:?} is not a server of this bus.kind: expected a URL starting with {}",
+                            "bus.url: {:?} is not a server of this bus.kind: expected a URL starting with {}",
+                            redact_url(part),
                             schemes.join(" or ")
                         ));
                     }
@@ -819,15 +909,73 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let raw = String::deserialize(d)?;
-    humantime::parse_duration(&raw).map_err(|_| {
+    let value = humantime::parse_duration(&raw).map_err(|_| {
         serde::de::Error::custom(format!(
             "invalid duration {raw:?}: expected a number with a unit, like \"500ms\", \"15s\" or \"10m\""
         ))
-    })
+    })?;
+    // A backstop for every duration key, listed in `validate` or not: no
+    // `Instant + d` or deadline computed from it can overflow.
+    if value > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "duration {raw:?} is out of range: expected at most 365days"
+        )));
+    }
+    Ok(value)
+}
+
+/// One millisecond: the shortest duration a positive duration key accepts.
+pub const MS: Duration = Duration::from_millis(1);
+/// One day: the longest duration most duration keys accept.
+pub const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest duration any key parses to (365 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// Largest `limits.max_message_bytes` (64 MiB): a WebSocket frame is held whole.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest `server.max_request_bytes` and `webhook.max_body_bytes` (1 GiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024 * 1024;
+
+fn check_duration(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) {
+    if !range.contains(&value) {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        let min = if range.start().is_zero() {
+            "0s".to_owned()
+        } else {
+            show(*range.start())
+        };
+        problems.push(format!(
+            "{key}: {:?} is out of range: expected a duration from {min} to {}",
+            if value.is_zero() {
+                "0s".to_owned()
+            } else {
+                show(value)
+            },
+            show(*range.end()),
+        ));
+    }
+}
+
+fn check_size(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: usize,
+    range: std::ops::RangeInclusive<usize>,
+) {
+    if !range.contains(&value) {
+        problems.push(format!(
+            "{key}: {value} is out of range: expected a number from {} to {}",
+            range.start(),
+            range.end()
+        ));
+    }
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Headers `auth.forward_headers` may not name: subcar sets them itself
 /// (forwarding, `Origin`) or they describe one hop, not the request.
@@ -956,38 +1104,77 @@ impl Config {
         if self.webhook.secret.is_some() && self.webhook.secret_file.is_some() {
             problems.push("webhook.secret_file: cannot be set together with webhook.secret: expected one of them".into());
         }
-        for (key, value) in [
-            ("limits.max_connections", self.limits.max_connections),
+        for (key, value, range) in [
+            (
+                "limits.max_connections",
+                self.limits.max_connections,
+                1..=10_000_000,
+            ),
             (
                 "limits.max_subscriptions_per_connection",
                 self.limits.max_subscriptions_per_connection,
+                1..=100_000,
             ),
-            ("limits.max_message_bytes", self.limits.max_message_bytes),
-            ("limits.outbound_queue", self.limits.outbound_queue),
+            (
+                "limits.max_message_bytes",
+                self.limits.max_message_bytes,
+                1..=MAX_MESSAGE_BYTES,
+            ),
+            (
+                "limits.outbound_queue",
+                self.limits.outbound_queue,
+                1..=1_000_000,
+            ),
+            (
+                "server.max_request_bytes",
+                self.server.max_request_bytes,
+                1..=MAX_BODY_BYTES,
+            ),
+            (
+                "webhook.max_body_bytes",
+                self.webhook.max_body_bytes,
+                1..=MAX_BODY_BYTES,
+            ),
+            ("bus.history", self.bus.history, 0..=10_000_000),
             (
                 "limits.max_inflight_per_connection",
                 self.limits.max_inflight_per_connection,
+                1..=10_000,
             ),
-            ("server.max_request_bytes", self.server.max_request_bytes),
-            ("webhook.max_body_bytes", self.webhook.max_body_bytes),
         ] {
-            if value == 0 {
-                problems.push(format!(
-                    "{key}: 0 is not allowed: expected a positive number"
-                ));
-            }
+            check_size(&mut problems, key, value, range);
         }
-        for (key, value) in [
-            ("heartbeat.interval", self.heartbeat.interval),
-            ("heartbeat.timeout", self.heartbeat.timeout),
-            ("heartbeat.init_timeout", self.heartbeat.init_timeout),
-            ("upstream.timeout", self.upstream.timeout),
+        for (key, value, range) in [
+            (
+                "server.drain_timeout",
+                self.server.drain_timeout,
+                Duration::ZERO..=DAY,
+            ),
+            ("upstream.timeout", self.upstream.timeout, MS..=DAY),
+            (
+                "webhook.dedup_window",
+                self.webhook.dedup_window,
+                Duration::ZERO..=DAY,
+            ),
+            (
+                "auth.jwt.leeway",
+                self.auth.jwt.leeway,
+                Duration::ZERO..=DAY,
+            ),
+            (
+                "auth.upstream.cache_ttl",
+                self.auth.upstream.cache_ttl,
+                MS..=DAY,
+            ),
+            ("heartbeat.interval", self.heartbeat.interval, MS..=DAY),
+            ("heartbeat.timeout", self.heartbeat.timeout, MS..=DAY),
+            (
+                "heartbeat.init_timeout",
+                self.heartbeat.init_timeout,
+                MS..=DAY,
+            ),
         ] {
-            if value.is_zero() {
-                problems.push(format!(
-                    "{key}: \"0s\" is not allowed: expected a positive duration"
-                ));
-            }
+            check_duration(&mut problems, key, value, range);
         }
         self.limits.document.problems(&mut problems);
         for (key, value, max) in [
@@ -1048,11 +1235,12 @@ impl Config {
                         "subscriptions[{i}].resolve: needs the upstream's Query type: expected schema.introspect_upstream = true or schema.upstream_sdl"
                     ));
                 }
-                if r.max_concurrency == 0 {
-                    problems.push(format!(
-                        "subscriptions[{i}].resolve.max_concurrency: 0 is not allowed: expected a positive number"
-                    ));
-                }
+                check_size(
+                    &mut problems,
+                    &format!("subscriptions[{i}].resolve.max_concurrency"),
+                    r.max_concurrency,
+                    1..=10_000,
+                );
             }
         }
         problems.extend(self.bus.problems());
@@ -1139,9 +1327,6 @@ impl Config {
                         "auth.upstream.query: required with auth.mode = \"upstream\": expected a GraphQL query like \"{ me { id roles } }\"".into(),
                     ),
                     Some(_) => {}
-                }
-                if auth.upstream.cache_ttl.is_zero() {
-                    problems.push("auth.upstream.cache_ttl: \"0s\" is not allowed: expected a positive duration".into());
                 }
             }
             AuthMode::None => {
@@ -1618,6 +1803,165 @@ messages_per_connection = 20
         .unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
-        assert!(printed.contains("redis://****@db:6379/0"), "{printed}");
+        assert!(printed.contains("redis://user:****@db:6379/0"), "{printed}");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        for (raw, shown) in [
+            (
+                "http://user:hunter2@up:8080/graphql",
+                "http://user:****@up:8080/graphql",
+            ),
+            ("https://tok3n@up/graphql", "https://****@up/graphql"),
+            ("redis://:hunter2@db:6379/0", "redis://:****@db:6379/0"),
+            (
+                "nats://a:hunter2@n1:4222, nats://n2:4222,tls://t0k@n3",
+                "nats://a:****@n1:4222, nats://n2:4222,tls://****@n3",
+            ),
+            ("http://up/graphql", "http://up/graphql"),
+            (
+                "https://idp/jwks?api_key=hunter2&kid=1&X-Amz-Signature=s#f",
+                "https://idp/jwks?api_key=****&kid=1&X-Amz-Signature=****#f",
+            ),
+            // An unescaped '/' in a password still hides it.
+            ("http://u:hun/ter2@up/x", "http://u:****@up/x"),
+            ("up:8080", "up:8080"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(raw), shown, "{raw}");
+        }
+    }
+
+    #[test]
+    fn secrets_in_url_keys_are_never_printed() {
+        let text = MINIMAL.replace("http://127.0.0.1", "http://admin:hunter2@127.0.0.1")
+            + "[auth]\nmode = \"jwt\"\n[auth.jwt]\njwks_url = \"https://k:hunter2@idp/jwks?token=hunter2\"\n\
+               [bus]\nkind = \"nats\"\nurl = \"nats://hunter2@n1:4222\"\n";
+        let c = parse(&text).unwrap();
+        for printed in [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            c.upstream.url.to_string(),
+        ] {
+            assert!(!printed.contains("hunter2"), "{printed}");
+        }
+        assert_eq!(
+            c.upstream.url.to_string(),
+            "http://admin:****@127.0.0.1:8080/graphql"
+        );
+        assert_eq!(
+            c.upstream.url.expose(),
+            "http://admin:hunter2@127.0.0.1:8080/graphql"
+        );
+        // Refusals of a URL do not repeat its password either.
+        let msg = problems("[upstream]\nurl = \"ftp://u:hunter2@x/\"\n[schema]\npath = \"s\"");
+        assert!(
+            msg.contains("upstream.url") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+        let msg = problems(&format!(
+            "{MINIMAL}\n[bus]\nkind = \"redis\"\nurl = \"nats://u:hunter2@x\""
+        ));
+        assert!(msg.contains("bus.url") && !msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn durations_are_range_checked_with_the_key() {
+        // Each class: positive keys (1ms..1d), keys where 0 means "none"
+        // (0s..1d), and the 365-day backstop of the parser itself.
+        for (section, key, value, expected) in [
+            ("heartbeat", "interval", "2days", "from 1ms to 1day"),
+            ("heartbeat", "timeout", "0s", "from 1ms to 1day"),
+            ("heartbeat", "init_timeout", "100us", "from 1ms to 1day"),
+            ("upstream", "timeout", "2days", "from 1ms to 1day"),
+            ("server", "drain_timeout", "25h", "from 0s to 1day"),
+            ("webhook", "dedup_window", "1week", "from 0s to 1day"),
+            ("auth.jwt", "leeway", "30days", "from 0s to 1day"),
+            ("auth.upstream", "cache_ttl", "0s", "from 1ms to 1day"),
+        ] {
+            let text = if section == "upstream" {
+                MINIMAL.replace("[schema]", &format!("{key} = \"{value}\"\n[schema]"))
+            } else {
+                format!("{MINIMAL}\n[{section}]\n{key} = \"{value}\"")
+            };
+            let msg = problems(&text);
+            assert!(msg.contains(&format!("{section}.{key}:")), "{msg}");
+            assert!(msg.contains(expected), "{expected} in {msg}");
+        }
+        let msg = problems(&format!(
+            "{MINIMAL}\n[heartbeat]\ninterval = \"1000000000y\""
+        ));
+        assert!(msg.contains("at most 365days"), "{msg}");
+        for ok in ["1ms", "1day", "24h"] {
+            let c = parse(&format!("{MINIMAL}\n[heartbeat]\ninterval = \"{ok}\"")).unwrap();
+            assert!(c.heartbeat.interval >= MS && c.heartbeat.interval <= DAY);
+        }
+        let c = parse(&format!("{MINIMAL}\n[server]\ndrain_timeout = \"0s\"")).unwrap();
+        assert!(c.server.drain_timeout.is_zero());
+    }
+
+    #[test]
+    fn sizes_are_range_checked_with_the_key() {
+        for (section, key, value, expected) in [
+            ("limits", "max_message_bytes", "0", "from 1 to 67108864"),
+            (
+                "limits",
+                "max_message_bytes",
+                "9223372036854775807",
+                "from 1 to 67108864",
+            ),
+            ("limits", "outbound_queue", "1000001", "from 1 to 1000000"),
+            ("limits", "max_connections", "0", "from 1 to 10000000"),
+            (
+                "limits",
+                "max_subscriptions_per_connection",
+                "100001",
+                "from 1 to 100000",
+            ),
+            (
+                "server",
+                "max_request_bytes",
+                "1073741825",
+                "from 1 to 1073741824",
+            ),
+            ("webhook", "max_body_bytes", "0", "from 1 to 1073741824"),
+            ("bus", "history", "10000001", "from 0 to 10000000"),
+        ] {
+            let msg = problems(&format!("{MINIMAL}\n[{section}]\n{key} = {value}"));
+            assert!(
+                msg.contains(&format!("{section}.{key}: {value} is out of range")),
+                "{msg}"
+            );
+            assert!(msg.contains(expected), "{expected} in {msg}");
+        }
+        let msg = problems(&format!(
+            "{MINIMAL}\n[[subscriptions]]\nfield = \"a\"\n[subscriptions.resolve]\nquery_field = \"q\"\nmax_concurrency = 10001"
+        ));
+        assert!(
+            msg.contains("subscriptions[0].resolve.max_concurrency: 10001 is out of range"),
+            "{msg}"
+        );
+        let msg = problems(&format!("{MINIMAL}\n[limits]\nmax_connections = -1"));
+        assert!(msg.contains("limits.max_connections"), "{msg}");
+        let c = parse(&format!(
+            "{MINIMAL}\n[limits]\nmax_message_bytes = 67108864"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_message_bytes, MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn env_overrides_are_range_checked_too() {
+        let err = Config::parse(
+            MINIMAL,
+            [(
+                "SUBCAR_HEARTBEAT__INTERVAL".to_owned(),
+                "1000000000y".to_owned(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("heartbeat.interval"), "{err}");
     }
 }

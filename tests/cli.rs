@@ -747,3 +747,104 @@ async fn init_output_runs_against_a_real_upstream_and_delivers_the_example_event
         "the filter lets only id 1 through"
     );
 }
+
+/// A password in `upstream.url` is in none of what `check` prints, nor in
+/// the start-up log of `run` (issue 14, finding 9).
+#[tokio::test]
+async fn url_passwords_are_never_printed() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_url = upstream
+        .url()
+        .replacen("http://", "http://admin:hunter2@", 1);
+    let path = write_config(&dir, &secret_url, "");
+    let out = tokio::process::Command::from(subcar())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(
+        printed.contains("http://admin:****@127.0.0.1:"),
+        "{printed}"
+    );
+
+    // The same for an unreachable upstream, whose error names the URL.
+    let down = support::upstream::closed_port_url().replacen("http://", "http://admin:hunter2@", 1);
+    let path_down = write_config(&dir, &down, "");
+    let out = subcar()
+        .args(["check", "--config"])
+        .arg(&path_down)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!printed.contains("hunter2"), "{printed}");
+
+    // `run` logs the upstream at start-up: redacted.
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (mut child, _public) = spawn_running(&path, Stdio::piped()).await;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("a start-up log line");
+            assert!(!line.contains("hunter2"), "{line}");
+            if line.contains("subcar listening") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the start-up line is logged");
+    assert!(line.contains("admin:****@127.0.0.1"), "{line}");
+    child.kill().await.unwrap();
+}
+
+/// A duration that would overflow a deadline is refused by `check` with
+/// the key and the accepted range, instead of a panic later.
+#[test]
+fn check_refuses_out_of_range_durations_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, key, range) in [
+        (
+            "[heartbeat]\ninterval = \"1000000000y\"",
+            "heartbeat.interval",
+            "at most 365days",
+        ),
+        (
+            "[heartbeat]\ntimeout = \"2days\"",
+            "heartbeat.timeout",
+            "from 1ms to 1day",
+        ),
+        (
+            "[limits]\nmax_message_bytes = 4611686018427387904",
+            "limits.max_message_bytes",
+            "from 1 to 67108864",
+        ),
+    ] {
+        let path = write_config(&dir, "http://127.0.0.1:1/graphql", extra);
+        let out = subcar()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{extra}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key) && stderr.contains(range), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -45,3 +45,28 @@ async fn status_reports_connections_subscriptions_and_limits() {
     );
     assert_eq!(status["schema"]["upstream_part"], "none");
 }
+
+/// `/status` shows the upstream URL without its password.
+#[tokio::test]
+async fn status_redacts_the_upstream_password() {
+    let upstream = ws_support::support::TestUpstream::start().await;
+    let url = upstream
+        .url()
+        .replacen("http://", "http://admin:hunter2@", 1);
+    let rt = ws_support::spawn_with_upstream(&url, "").await;
+    let text = reqwest::get(format!("http://{}/status", rt.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        status["upstream"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://admin:****@127.0.0.1:"),
+        "{status}"
+    );
+}

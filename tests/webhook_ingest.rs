@@ -265,3 +265,22 @@ fn rand_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed).to_string()
 }
+
+/// Found by the `webhook_body` fuzzer: an empty JSON array was accepted
+/// (`202`, zero events). It is refused like an empty NDJSON body; subcar
+/// stays up and the subscriber still gets the next event.
+#[tokio::test]
+async fn a_body_without_events_is_refused_in_both_formats() {
+    let (rt, mut c) = with_subscriber("").await;
+    for (body, ct) in [("[]", "application/json"), ("\n\n", "application/x-ndjson")] {
+        let (s, _, json) = post(rt.webhook, body, ct, &[]).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{ct}");
+        assert_eq!(json["error"]["code"], "INVALID_EVENT", "{json}");
+        assert_eq!(json["error"]["message"], "body holds no event", "{json}");
+    }
+    let health = reqwest::get(format!("http://{}/healthz", rt.admin))
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+    assert_nothing_delivered(&rt, &mut c).await;
+}

@@ -149,6 +149,8 @@ pub struct Jwks {
 
 struct Remote {
     url: String,
+    /// `url` without its secrets, for errors and logs.
+    shown: String,
     client: reqwest::Client,
     /// When the last refresh for an unknown `kid` started; a tokio mutex so
     /// that concurrent unknown-`kid` tokens wait for one fetch.
@@ -175,6 +177,7 @@ impl Jwks {
         Self {
             keys: RwLock::new(Arc::new(KeySet::default())),
             remote: Some(Remote {
+                shown: crate::config::redact_url(&url),
                 url,
                 client,
                 last_on_demand: tokio::sync::Mutex::new(None),
@@ -238,27 +241,30 @@ impl Jwks {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
-        let url = &remote.url;
-        let fetch = |source| JwksError::Fetch {
-            url: url.clone(),
-            source,
+        let (url, shown) = (&remote.url, &remote.shown);
+        let fetch = |source: reqwest::Error| JwksError::Fetch {
+            url: shown.clone(),
+            // reqwest's message repeats the URL, password included.
+            source: source.without_url(),
         };
         let mut response = remote.client.get(url).send().await.map_err(fetch)?;
         if !response.status().is_success() {
             return Err(JwksError::Status {
-                from: url.clone(),
+                from: shown.clone(),
                 status: response.status(),
             });
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(fetch)? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(JwksError::TooLarge { from: url.clone() });
+                return Err(JwksError::TooLarge {
+                    from: shown.clone(),
+                });
             }
             body.extend_from_slice(&chunk);
         }
-        let keys = KeySet::parse(&body, url)?;
-        tracing::debug!(keys = keys.len(), %url, "JWKS refreshed");
+        let keys = KeySet::parse(&body, shown)?;
+        tracing::debug!(keys = keys.len(), url = %shown, "JWKS refreshed");
         *self.keys.write() = Arc::new(keys);
         Ok(())
     }

@@ -52,7 +52,7 @@ impl JwtVerifier {
                 .user_agent(concat!("subcar/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(AuthBuildError::Client)?;
-            Keys::Jwks(Arc::new(Jwks::from_url(url.to_string(), client)))
+            Keys::Jwks(Arc::new(Jwks::from_url(url.expose(), client)))
         } else {
             // Config validation guarantees one source of keys.
             return Err(AuthBuildError::NoKeys);

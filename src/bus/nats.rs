@@ -392,7 +392,7 @@ impl Shared {
                 r = self.connect() => match r {
                     Ok(link) => break link,
                     // Loud once, then quiet: the state is in /readyz.
-                    Err(e) if attempts == 0 => tracing::warn!(error = %e, url = %self.url, "cannot reach NATS yet; retrying"),
+                    Err(e) if attempts == 0 => tracing::warn!(error = %e, url = %crate::config::Redacted(&self.url), "cannot reach NATS yet; retrying"),
                     Err(e) => tracing::debug!(error = %e, "NATS connect failed"),
                 },
             }

@@ -56,6 +56,9 @@ pub fn parse(
                 index: None,
             })?;
             match value {
+                // Found by the webhook_body fuzzer: `[]` was a 202 for
+                // nothing, where an empty NDJSON body is refused.
+                Value::Array(items) if items.is_empty() => Err(no_event()),
                 Value::Array(items) => items
                     .into_iter()
                     .enumerate()
@@ -81,13 +84,17 @@ pub fn parse(
                 events.push(event(value, derived(header_id, i).as_deref()).map_err(|m| at(m, i))?);
             }
             if events.is_empty() {
-                return Err(InvalidEvent {
-                    message: "body holds no event".into(),
-                    index: None,
-                });
+                return Err(no_event());
             }
             Ok(events)
         }
+    }
+}
+
+fn no_event() -> InvalidEvent {
+    InvalidEvent {
+        message: "body holds no event".into(),
+        index: None,
     }
 }
 
@@ -210,6 +217,20 @@ mod tests {
         let body = format!("{{\"topic\":\"a\",\"payload\":1,\"id\":\"{long}\"}}\n");
         let err = parse(body.as_bytes(), Format::Ndjson, None).unwrap_err();
         assert_eq!(err.index, Some(0));
+    }
+
+    #[test]
+    fn a_body_without_events_is_refused_in_both_formats() {
+        for (body, format) in [
+            (&b"[]"[..], Format::Json),
+            (b" [ ] ", Format::Json),
+            (b"\n \n", Format::Ndjson),
+            (b"", Format::Ndjson),
+        ] {
+            let err = parse(body, format, Some("h1")).unwrap_err();
+            assert_eq!(err.message, "body holds no event");
+            assert_eq!(err.index, None);
+        }
     }
 
     #[test]
