@@ -32,7 +32,7 @@ async fn bus_outage_is_503_and_delivery_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_id_is_deduplicated_across_replicas() {
-    bus_support::webhook_id_replay_across_replicas(Kind::Nats, NATS).await;
+    bus_support::webhook_id_replay_across_replicas(Kind::Nats, nats()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
