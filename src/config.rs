@@ -1151,10 +1151,11 @@ impl Config {
                 Duration::ZERO..=DAY,
             ),
             ("upstream.timeout", self.upstream.timeout, MS..=DAY),
+            // Days are normal here: a durable bus keeps ids for a long replay window.
             (
                 "webhook.dedup_window",
                 self.webhook.dedup_window,
-                Duration::ZERO..=DAY,
+                Duration::ZERO..=30 * DAY,
             ),
             (
                 "auth.jwt.leeway",
@@ -1876,7 +1877,7 @@ messages_per_connection = 20
             ("heartbeat", "init_timeout", "100us", "from 1ms to 1day"),
             ("upstream", "timeout", "2days", "from 1ms to 1day"),
             ("server", "drain_timeout", "25h", "from 0s to 1day"),
-            ("webhook", "dedup_window", "1week", "from 0s to 1day"),
+            ("webhook", "dedup_window", "31days", "from 0s to 30days"),
             ("auth.jwt", "leeway", "30days", "from 0s to 1day"),
             ("auth.upstream", "cache_ttl", "0s", "from 1ms to 1day"),
         ] {
