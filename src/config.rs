@@ -1055,7 +1055,10 @@ impl Config {
 
     /// Whether `GET {graphql_path}` serves GraphiQL to browsers.
     pub fn graphiql_enabled(&self) -> bool {
-        self.server.graphiql.enabled.unwrap_or(self.schema.introspection)
+        self.server
+            .graphiql
+            .enabled
+            .unwrap_or(self.schema.introspection)
     }
 
     /// Settings that are valid but probably unsafe; `subcar check` and

@@ -104,6 +104,7 @@ pub enum Prepared {
 pub struct PreparedSubscription {
     root: plan::FieldPlan,
     args: Map<String, Value>,
+    rule_args: Map<String, Value>,
     variables: Map<String, Value>,
     group_key: GroupKey,
     /// The upstream query completing its events, for an enriched field.
@@ -250,11 +251,12 @@ impl Schema {
                 )))
             }
         };
-        let args = absent_as_null(args, &def.args);
         let group_key = GroupKey::new(&root, &args);
+        let rule_args = absent_as_null(args.clone(), &def.args);
         Ok(Prepared::Subscription(Arc::new(PreparedSubscription {
             root,
             args,
+            rule_args,
             variables: vars,
             group_key,
             fetch,
@@ -373,6 +375,12 @@ impl PreparedSubscription {
     /// enums as strings, IDs as strings).
     pub fn args(&self) -> &Map<String, Value> {
         &self.args
+    }
+
+    /// What `filter`, `allow` and `resolve` rules read as `args`: [`Self::args`]
+    /// with every argument the client left out (and without a default) `null`.
+    pub fn rule_args(&self) -> &Map<String, Value> {
+        &self.rule_args
     }
 
     /// The operation's coerced variables.

@@ -237,7 +237,7 @@ impl Registry {
             claims: by_claims.then(|| claims.to_string()),
             share: enrich
                 .as_ref()
-                .map(|e| e.share_key(&claims, prepared.args(), &credentials)),
+                .map(|e| e.share_key(&claims, prepared.rule_args(), &credentials)),
         };
         let fetch_credentials = match (&enrich, &id.share) {
             (Some(e), Some(share)) => Some(e.credentials_slot(share, credentials)),
@@ -258,7 +258,7 @@ impl Registry {
                 Arc::new(Group {
                     id,
                     topic: route.topic.clone(),
-                    vars: GroupVars::new(prepared.args(), &claims),
+                    vars: GroupVars::new(prepared.rule_args(), &claims),
                     prepared,
                     route,
                     len: AtomicUsize::new(0),
@@ -327,7 +327,7 @@ impl Group {
     pub fn matches(&self, event: &PreparedEvent<'_>) -> bool {
         self.route
             .rules
-            .matches_prepared(event, self.prepared.args(), &self.vars)
+            .matches_prepared(event, self.prepared.rule_args(), &self.vars)
     }
 
     /// Delivers one shared payload to every member (all shards): for

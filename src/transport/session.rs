@@ -513,7 +513,7 @@ where
                     );
                     return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
                 }
-                if !route.rules.allows(&self.claims, p.args()) {
+                if !route.rules.allows(&self.claims, p.rule_args()) {
                     let e = coded_error("Forbidden: not allowed to subscribe", "FORBIDDEN");
                     return self.write([Outbound::Text(Frame::error(&id, &[e]))]).await;
                 }
@@ -641,7 +641,7 @@ where
                     r.last = Some(*cursor);
                     if !pending.route.rules.matches(
                         &event.payload,
-                        pending.prepared.args(),
+                        pending.prepared.rule_args(),
                         &self.claims,
                     ) {
                         continue;
