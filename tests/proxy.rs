@@ -471,3 +471,53 @@ async fn merged_schema_is_served_as_sdl() {
     let sdl = res.text().await.unwrap();
     assert!(sdl.contains("incidentUpdated"), "{sdl}");
 }
+
+/// Introspection sent as a GET (what several IDEs and codegen tools send) is
+/// answered from the merged schema exactly as the same query POSTed is, with
+/// subcar's Subscription root the upstream knows nothing of; encoded
+/// underscores included.
+#[tokio::test]
+async fn introspection_over_get_is_answered_like_post() {
+    let upstream = TestUpstream::start().await;
+    let subcar = TestSubcar::builder(upstream.url())
+        .introspect()
+        .spawn()
+        .await;
+    let query = "{ __schema { subscriptionType { name fields { name } } queryType { name } } }";
+    let (status, posted) = post_json(&subcar.graphql_url(), json!({"query": query})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        posted["data"]["__schema"]["subscriptionType"]["name"], "Subscription",
+        "{posted}"
+    );
+    let client = reqwest::Client::new();
+    for url in [
+        reqwest::Url::parse_with_params(&subcar.graphql_url(), [("query", query)]).unwrap(),
+        reqwest::Url::parse(&format!(
+            "{}?query=%7B%20%5F%5Fschema%20%7B%20subscriptionType%20%7B%20name%20fields%20%7B%20name%20%7D%20%7D%20queryType%20%7B%20name%20%7D%20%7D%20%7D",
+            subcar.graphql_url()
+        ))
+        .unwrap(),
+    ] {
+        let res = client
+            .get(url.clone())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{url}");
+        let got: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(got, posted, "{url}");
+    }
+    // An ordinary GET query still goes to the upstream.
+    let res = client
+        .get(
+            reqwest::Url::parse_with_params(&subcar.graphql_url(), [("query", "{ hello }")])
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let got: serde_json::Value = res.json().await.unwrap();
+    assert!(got["data"]["hello"].is_string(), "{got}");
+}

@@ -127,13 +127,16 @@ impl Inner {
                 {
                     let (schema, q) = (schema.clone(), q.to_owned());
                     // Parsing a large document runs off the async workers.
-                    crate::graphql::offload::run(q.len(), move || {
+                    let answer = crate::graphql::offload::run(q.len(), move || {
                         inspect_query_string(&schema, &q)
                     })
                     .await
                     .map_err(|_| {
                         ProxyError::InvalidRequest("the document could not be inspected")
                     })??;
+                    if let Some(answer) = answer {
+                        return Ok(answer);
+                    }
                 }
                 body
             }
@@ -196,16 +199,21 @@ impl Inner {
     }
 }
 
-/// Refuses a GET whose document is a subscription, over a cap, or
-/// forbidden introspection.
-fn inspect_query_string(schema: &crate::graphql::Schema, q: &str) -> Result<(), ProxyError> {
+/// The GET form of [`inspect`]: refuses a document that is a subscription,
+/// over a cap, or forbidden introspection, and answers an introspection
+/// query from the merged schema exactly as a POST is answered (IDEs and
+/// codegen tools send it as a GET).
+fn inspect_query_string(
+    schema: &crate::graphql::Schema,
+    q: &str,
+) -> Result<Option<Response<Body>>, ProxyError> {
     if operation::query_string_is_subscription(q, schema.document_limits()).map_err(refused)? {
         return Err(ProxyError::SubscriptionOverHttp);
     }
     if let Some(doc) = operation::document_of_query_string(q) {
         operation::refuse_introspection(schema, &[&doc]).map_err(refused)?;
     }
-    Ok(())
+    Ok(operation::query_string_introspection_request(q).and_then(|r| introspect(schema, r)))
 }
 
 /// Decides what a buffered body is: a subscription (refused), a document

@@ -43,9 +43,6 @@ pub fn json_introspection_request(body: &[u8]) -> Option<GraphqlRequest> {
 /// The GET form of [`json_introspection_request`].
 pub fn query_string_introspection_request(query_string: &str) -> Option<GraphqlRequest> {
     let bytes = query_string.as_bytes();
-    if !(contains(bytes, b"__schema") || contains(bytes, b"__type")) {
-        return None;
-    }
     let mut request = GraphqlRequest {
         query: String::new(),
         operation_name: None,
@@ -59,7 +56,9 @@ pub fn query_string_introspection_request(query_string: &str) -> Option<GraphqlR
             _ => {}
         }
     }
-    (!request.query.is_empty()).then_some(request)
+    // Checked once decoded: `%5F%5Fschema` is `__schema` too.
+    let query = request.query.as_bytes();
+    (contains(query, b"__schema") || contains(query, b"__type")).then_some(request)
 }
 
 /// Whether a JSON request body (one operation or a batch) selects a
