@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod init;
 pub mod layers;
 pub mod log_limit;
+pub mod media;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

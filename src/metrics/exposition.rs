@@ -19,20 +19,8 @@ impl Format {
         let Some(accept) = accept else {
             return Self::Text;
         };
-        let (mut open, mut text) = (0.0f32, 0.0f32);
-        for range in accept.split(',') {
-            let mut parts = range.split(';').map(str::trim);
-            let media = parts.next().unwrap_or("").to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.strip_prefix("q="))
-                .find_map(|q| q.parse::<f32>().ok())
-                .unwrap_or(1.0);
-            match media.as_str() {
-                "application/openmetrics-text" => open = open.max(q),
-                "text/plain" | "text/*" | "*/*" => text = text.max(q),
-                _ => {}
-            }
-        }
+        let open = crate::media::quality(accept, &["application/openmetrics-text"]);
+        let text = crate::media::quality(accept, &["text/plain", "text/*", "*/*"]);
         if open > 0.0 && open >= text {
             Self::OpenMetrics
         } else {

@@ -46,20 +46,11 @@ impl Graphiql {
         let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
             return false;
         };
-        let (mut html, mut json) = (0.0f32, 0.0f32);
-        for range in accept.split(',') {
-            let mut parts = range.split(';').map(str::trim);
-            let media = parts.next().unwrap_or("").to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.strip_prefix("q="))
-                .find_map(|q| q.parse::<f32>().ok())
-                .unwrap_or(1.0);
-            match media.as_str() {
-                "text/html" => html = html.max(q),
-                "application/json" | "application/graphql-response+json" => json = json.max(q),
-                _ => {}
-            }
-        }
+        let html = crate::media::quality(accept, &["text/html"]);
+        let json = crate::media::quality(
+            accept,
+            &["application/json", "application/graphql-response+json"],
+        );
         html > 0.0 && html > json
     }
 
