@@ -96,6 +96,8 @@ impl Refusal {
         Refusal::init_timeout,
         Refusal::invalid_message,
         Refusal::draining,
+        Refusal::origin,
+        Refusal::rate_limit_inflight,
     ];
 }
 
@@ -392,6 +394,34 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("subcar_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn every_refusal_reason_is_listed() {
+        // Exhaustive on purpose: a new reason does not compile here until
+        // it is considered, and then must be in `Refusal::ALL`.
+        fn listed(r: Refusal) -> bool {
+            match r {
+                Refusal::auth
+                | Refusal::capacity
+                | Refusal::draining
+                | Refusal::heartbeat_timeout
+                | Refusal::init_timeout
+                | Refusal::invalid_message
+                | Refusal::origin
+                | Refusal::rate_limit_connection
+                | Refusal::rate_limit_inflight
+                | Refusal::rate_limit_message
+                | Refusal::rate_limit_request
+                | Refusal::rate_limit_subscription
+                | Refusal::rate_limit_webhook
+                | Refusal::slow_consumer => Refusal::ALL.contains(&r),
+            }
+        }
+        for r in Refusal::ALL {
+            assert!(listed(*r));
+        }
+        assert_eq!(Refusal::ALL.len(), 14);
     }
 
     #[test]
