@@ -1,0 +1,178 @@
+// docs/clients.md, run as users copy it: the graphql-ws resume block is
+// extracted verbatim from the page, imported, and driven against two subcar
+// replicas on Redis. Replica A is stopped between two events, one event is
+// published through replica B meanwhile, A is started again on the same
+// port, and the pattern must deliver every event once, in order.
+//
+// Needs a built subcar binary (SUBCAR_BIN) and Redis on 127.0.0.1:6379
+// (SUBCAR_TEST_REDIS_URL overrides it), which .ci/run starts.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import WebSocket from 'ws';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const REDIS = process.env.SUBCAR_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const SCHEMA = `
+type Query { hello: String }
+type Incident { id: ID! title: String severity: String }
+type Subscription { incidentUpdated(severity: String): Incident }
+`;
+
+/** The fenced block between `<!-- snippet: NAME -->` and `<!-- /snippet -->`. */
+function snippet(markdown, name) {
+  const start = markdown.indexOf(`<!-- snippet: ${name} -->`);
+  assert.ok(start >= 0, `docs/clients.md has the snippet ${name}`);
+  const end = markdown.indexOf('<!-- /snippet -->', start);
+  const block = markdown.slice(start, end).match(/```js\n([\s\S]*?)```/);
+  assert.ok(block, `the snippet ${name} is a js code block`);
+  return block[1];
+}
+
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function waitHealthy(port) {
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    assert.ok(i < 400, `subcar on ${port} became ready`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const children = new Set();
+const dirs = [];
+after(() => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A subcar replica on Redis; returns its ports and a stop function. */
+async function replica(dir, name, prefix, ports) {
+  const config = join(dir, `${name}.toml`);
+  writeFileSync(
+    config,
+    `
+[server]
+listen = "127.0.0.1:${ports.public}"
+[admin]
+listen = "127.0.0.1:${ports.admin}"
+[upstream]
+url = "http://127.0.0.1:9/graphql"
+[schema]
+path = "schema.graphql"
+introspect_upstream = false
+[[subscriptions]]
+field = "incidentUpdated"
+topic = "incident.updated"
+[webhook]
+listen = "127.0.0.1:${ports.webhook}"
+[bus]
+kind = "redis"
+url = "${REDIS}"
+prefix = "${prefix}"
+`,
+  );
+  const child = spawn(process.env.SUBCAR_BIN, ['run', '--config', config], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  children.add(child);
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  await waitHealthy(ports.admin);
+  return {
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+      children.delete(child);
+    },
+  };
+}
+
+async function publish(webhookPort, id, title) {
+  const res = await fetch(`http://127.0.0.1:${webhookPort}/webhook`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ topic: 'incident.updated', id, payload: { id, title, severity: 'P1' } }),
+  });
+  assert.equal(res.status, 202, `event ${id} accepted`);
+}
+
+async function until(what, check) {
+  for (let i = 0; !check(); i++) {
+    assert.ok(i < 400, what);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+test('the graphql-ws resume recipe of docs/clients.md loses no event across a restart', async () => {
+  assert.ok(process.env.SUBCAR_BIN, 'set SUBCAR_BIN to the subcar binary');
+  const markdown = readFileSync(join(here, '../../docs/clients.md'), 'utf8');
+  // Written next to this file so that `graphql-ws` resolves from tests/js.
+  const module = join(here, `.recipe-resume-${process.pid}.mjs`);
+  writeFileSync(module, snippet(markdown, 'graphql-ws-resume'));
+  let subscribeWithResume;
+  try {
+    ({ subscribeWithResume } = await import(pathToFileURL(module).href));
+  } finally {
+    rmSync(module, { force: true });
+  }
+
+  const dir = mkdtempSync(join(tmpdir(), 'subcar-recipes-'));
+  dirs.push(dir);
+  writeFileSync(join(dir, 'schema.graphql'), SCHEMA);
+  const prefix = `js-recipes-${process.pid}-${Date.now()}`;
+  const portsA = { public: await freePort(), admin: await freePort(), webhook: await freePort() };
+  const portsB = { public: await freePort(), admin: await freePort(), webhook: await freePort() };
+  let a = await replica(dir, 'a', prefix, portsA);
+  const b = await replica(dir, 'b', prefix, portsB);
+
+  const seen = [];
+  const errors = [];
+  const stop = subscribeWithResume({
+    url: `ws://127.0.0.1:${portsA.public}/graphql`,
+    query: 'subscription { incidentUpdated { id title } }',
+    webSocketImpl: WebSocket,
+    onEvent: (result) => seen.push(result.data.incidentUpdated.id),
+    onError: (e) => errors.push(e),
+  });
+  try {
+    // The subscription is registered once an event published now arrives.
+    for (let i = 0; seen.length === 0; i++) {
+      assert.ok(i < 100, 'the first event arrived');
+      await publish(portsA.webhook, `warm-${i}`, 'warm-up');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await publish(portsA.webhook, 'e1', 'before the restart');
+    await until('e1 arrived', () => seen.includes('e1'));
+
+    await a.stop();
+    await publish(portsB.webhook, 'e2', 'while replica A is down');
+    a = await replica(dir, 'a2', prefix, portsA);
+    await until('e2, missed while A was down, arrived after the reconnect', () => seen.includes('e2'));
+    await publish(portsA.webhook, 'e3', 'after the restart');
+    await until('e3 arrived', () => seen.includes('e3'));
+
+    assert.deepEqual(errors, [], 'no GraphQL error ended the subscription');
+    assert.deepEqual(seen.filter((id) => !id.startsWith('warm-')), ['e1', 'e2', 'e3'], 'in order');
+    assert.equal(new Set(seen).size, seen.length, `no event twice: ${seen}`);
+  } finally {
+    stop();
+    await a.stop();
+    await b.stop();
+  }
+});
