@@ -5,14 +5,14 @@
 //! `auth.proxy = "require"`, `allow` and claims-scoped filters.
 
 mod auth_support;
-mod ws_support;
+mod support;
 
 use std::time::Duration;
 
 use auth_support::{JwksServer, SigningKey, hs256, jwks, jwt_auth, now};
 use serde_json::{Value, json};
-use ws_support::support::{self, TestSubcar, TestUpstream};
-use ws_support::{Client, Next, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
+use support::{TestSubcar, TestUpstream};
+use support::{Client, Next, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
 
 fn acked(next: &Next) -> bool {
     matches!(next, Next::Json(v) if v["type"] == "connection_ack")

@@ -4,7 +4,7 @@
 //! private nats-server.
 
 mod bus_support;
-mod ws_support;
+mod support;
 
 use bus_support::{Bus, Cutter, Kind, Proxy, nats};
 

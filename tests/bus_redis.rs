@@ -3,7 +3,7 @@
 //! outage (on a private redis-server), resume on another replica.
 
 mod bus_support;
-mod ws_support;
+mod support;
 
 use bus_support::{Bus, Cutter, Kind, redis};
 

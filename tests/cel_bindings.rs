@@ -2,10 +2,10 @@
 //! out: an argument the client did not pass is `null`; a field the event or
 //! the claims lack makes the rule fail, which counts as "no".
 
-mod ws_support;
+mod support;
 
 use serde_json::json;
-use ws_support::{Client, publish, spawn, wait_subscriptions};
+use support::{Client, publish, spawn, wait_subscriptions};
 
 const SEVERITY_FILTER: &str = r#"
 [[subscriptions]]

@@ -5,15 +5,15 @@
 //! many upstream requests one event costs, who sees what, upstream failures,
 //! ordering, resume, and start-up validation of the configuration.
 
-mod ws_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use ws_support::support::upstream::{self, Recorded};
-use ws_support::support::{Builder, TestSubcar, TestUpstream, manifest_dir};
-use ws_support::{Client, PATIENCE, publish};
+use support::upstream::{self, Recorded};
+use support::{Builder, TestSubcar, TestUpstream, manifest_dir};
+use support::{Client, PATIENCE, publish};
 
 /// The operation name of subcar's upstream fetches; counts them in the
 /// upstream's recorded bodies (upstream authentication's `me` queries do
@@ -120,7 +120,7 @@ fn bearer(id: &str, tenant: &str) -> String {
 async fn connect(subcar: &TestSubcar, headers: &[(&str, &str)], payload: Value) -> Client {
     let (c, first) = Client::init(subcar.addr, headers, payload).await;
     match first {
-        ws_support::Next::Json(v) if v["type"] == "connection_ack" => c,
+        support::Next::Json(v) if v["type"] == "connection_ack" => c,
         other => panic!("expected connection_ack, got {other:?}"),
     }
 }

@@ -6,7 +6,7 @@
 //! the process must still answer `/healthz` and an already-connected
 //! subscriber must still receive a webhook event.
 
-mod ws_support;
+mod support;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,8 +18,8 @@ use subcar::app::App;
 use subcar::config::Config;
 use subcar::shutdown::Shutdown;
 use subcar::subscriptions::Registry;
-use ws_support::support::TestUpstream;
-use ws_support::{Client, publish};
+use support::TestUpstream;
+use support::{Client, publish};
 
 /// A schema with a self-referential type (`Incident.parent`).
 const SCHEMA: &str = r#"
@@ -34,7 +34,7 @@ type Subscription {
 /// Generous: a regression fails instead of hanging; never a timing claim.
 const GENEROUS: Duration = Duration::from_secs(20);
 
-struct Rt {
+struct TestSubcar {
     addr: SocketAddr,
     webhook: SocketAddr,
     registry: Arc<Registry>,
@@ -45,17 +45,17 @@ struct Rt {
     watcher: Client,
 }
 
-impl Drop for Rt {
+impl Drop for TestSubcar {
     fn drop(&mut self) {
         self.shutdown.trigger();
     }
 }
 
-async fn spawn(extra: &str) -> Rt {
+async fn spawn(extra: &str) -> TestSubcar {
     spawn_with(extra, "").await
 }
 
-async fn spawn_with(extra: &str, schema_keys: &str) -> Rt {
+async fn spawn_with(extra: &str, schema_keys: &str) -> TestSubcar {
     let upstream = TestUpstream::start().await;
     let schema = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(schema.path(), SCHEMA).unwrap();
@@ -90,7 +90,7 @@ listen = "127.0.0.1:0"
     while registry.sizes().subscriptions != 1 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    Rt {
+    TestSubcar {
         addr,
         webhook,
         registry,
@@ -101,7 +101,7 @@ listen = "127.0.0.1:0"
     }
 }
 
-impl Rt {
+impl TestSubcar {
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

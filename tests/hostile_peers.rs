@@ -4,7 +4,7 @@
 //! (SPEC "Forwarded headers"). After each, subcar must still answer and a
 //! subscriber connected before must still receive an event.
 
-mod ws_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,20 +12,20 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use ws_support::support::TestUpstream;
-use ws_support::{Client, PATIENCE, Rt, publish, spawn_with_server, wait_subscriptions};
+use support::TestUpstream;
+use support::{Client, PATIENCE, TestSubcar, publish, spawn_with_server, wait_subscriptions};
 
 const TIMEOUTS: &str =
     "header_timeout = \"300ms\"\nidle_timeout = \"1s\"\nbody_timeout = \"300ms\"";
 
-async fn start(server: &str, extra: &str) -> (TestUpstream, Rt) {
+async fn start(server: &str, extra: &str) -> (TestUpstream, TestSubcar) {
     let upstream = TestUpstream::start().await;
     let rt = spawn_with_server(&upstream.url(), server, extra).await;
     (upstream, rt)
 }
 
 /// A subscriber connected before the hostile input.
-async fn watcher(rt: &Rt) -> Client {
+async fn watcher(rt: &TestSubcar) -> Client {
     let mut c = Client::ready(rt.addr).await;
     c.subscribe("w", "subscription { counter }").await;
     wait_subscriptions(rt, 1).await;
@@ -33,7 +33,7 @@ async fn watcher(rt: &Rt) -> Client {
 }
 
 /// subcar is alive and `watcher` still receives an event posted now.
-async fn still_serving(rt: &Rt, watcher: &mut Client, n: i64) {
+async fn still_serving(rt: &TestSubcar, watcher: &mut Client, n: i64) {
     for url in [
         format!("http://{}/healthz", rt.addr),
         format!("http://{}/healthz", rt.admin),
@@ -198,7 +198,7 @@ const FORGED: [(&str, &str); 5] = [
 ];
 
 /// The upstream saw subcar's forwarding headers, none of the forged ones.
-fn assert_forwarding_is_subcars(headers: &http::HeaderMap, rt: &Rt) {
+fn assert_forwarding_is_subcars(headers: &http::HeaderMap, rt: &TestSubcar) {
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{headers:?}");
     assert_eq!(headers["x-real-ip"], "127.0.0.1", "{headers:?}");
     assert_eq!(headers["x-forwarded-proto"], "http", "{headers:?}");
@@ -243,7 +243,7 @@ async fn a_query_over_a_socket_carries_subcars_forwarding_headers_and_only_allow
     )
     .await;
     assert!(
-        matches!(&first, ws_support::Next::Json(v) if v["type"] == "connection_ack"),
+        matches!(&first, support::Next::Json(v) if v["type"] == "connection_ack"),
         "{first:?}"
     );
     c.send(json!({"id": "q", "type": "subscribe", "payload": {"query": "{ hello }"}}))
@@ -299,7 +299,7 @@ async fn the_upstream_auth_query_carries_subcars_forwarding_headers() {
     )
     .await;
     assert!(
-        matches!(&first, ws_support::Next::Json(v) if v["type"] == "connection_ack"),
+        matches!(&first, support::Next::Json(v) if v["type"] == "connection_ack"),
         "{first:?}"
     );
     let got = upstream.bodies_containing("me").pop().unwrap().headers;
@@ -318,7 +318,7 @@ async fn a_tls_handshake_is_bounded_by_header_timeout() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
     let upstream = TestUpstream::start().await;
-    let subcar = ws_support::support::TestSubcar::builder(upstream.url())
+    let subcar = support::TestSubcar::builder(upstream.url())
         .server("header_timeout = \"300ms\"")
         .extra(&format!(
             "[server.tls]\ncert = \"{}\"\nkey = \"{}\"",

@@ -6,7 +6,7 @@
 //! still receives an event posted to the webhook.
 
 mod auth_support;
-mod ws_support;
+mod support;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,8 +20,8 @@ use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use ws_support::support::TestUpstream;
-use ws_support::{Client, Next, PATIENCE, Rt, publish, spawn, spawn_with_upstream};
+use support::TestUpstream;
+use support::{Client, Next, PATIENCE, TestSubcar, publish, spawn, spawn_with_upstream};
 
 /// A distinct payload per liveness check.
 static TICK: AtomicI64 = AtomicI64::new(1);
@@ -36,7 +36,7 @@ async fn watcher(mut c: Client) -> Client {
 }
 
 /// The process answers `/healthz` and `watcher` receives a new event.
-async fn assert_alive(rt: &Rt, watcher: &mut Client) {
+async fn assert_alive(rt: &TestSubcar, watcher: &mut Client) {
     let health = reqwest::get(format!("http://{}/healthz", rt.admin))
         .await
         .expect("admin answers");
@@ -52,14 +52,14 @@ async fn assert_alive(rt: &Rt, watcher: &mut Client) {
 }
 
 /// Open connections as `/status` and `/metrics` count them.
-async fn connections(rt: &Rt) -> (i64, f64) {
+async fn connections(rt: &TestSubcar) -> (i64, f64) {
     let status: Value = reqwest::get(format!("http://{}/status", rt.admin))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let text = ws_support::metrics(rt.admin).await;
+    let text = support::metrics(rt.admin).await;
     let gauge = text
         .lines()
         .find(|l| l.starts_with("subcar_connections{") && l.contains("graphql_transport_ws"))
@@ -75,7 +75,7 @@ async fn connections(rt: &Rt) -> (i64, f64) {
 }
 
 /// Waits until both counts are `n`.
-async fn connections_back_to(rt: &Rt, n: i64) {
+async fn connections_back_to(rt: &TestSubcar, n: i64) {
     let start = Instant::now();
     loop {
         let now = connections(rt).await;
@@ -118,7 +118,7 @@ fn unix_now_f64() -> f64 {
         .as_secs_f64()
 }
 
-async fn jwt_watcher(rt: &Rt) -> Client {
+async fn jwt_watcher(rt: &TestSubcar) -> Client {
     let good = hs256(json!({"sub": "watcher"}), 600);
     let (c, first) = Client::init(rt.addr, &[], json!({"Authorization": good})).await;
     assert!(matches!(&first, Next::Json(v) if v["type"] == "connection_ack"));
@@ -222,7 +222,7 @@ async fn sessions_that_end_abnormally_give_back_their_connection_count() {
 }
 
 /// A graphql-transport-ws client whose socket takes little at a time.
-async fn small_window_client(rt: &Rt) -> Client {
+async fn small_window_client(rt: &TestSubcar) -> Client {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(rt.addr).await.unwrap();

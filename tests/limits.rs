@@ -1,15 +1,15 @@
 //! Rate limits, capacity and heartbeats seen from outside, over real
 //! sockets: every refusal path with its status or close code.
 
-mod ws_support;
+mod support;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, Message};
-use ws_support::support::{TestSubcar, TestUpstream};
-use ws_support::{Client, Next, post, publish, spawn, wait_subscriptions};
+use support::{TestSubcar, TestUpstream};
+use support::{Client, Next, post, publish, spawn, wait_subscriptions};
 
 fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, http::HeaderMap, Value) {
     match result {
@@ -26,7 +26,7 @@ fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, http::He
     }
 }
 
-async fn connect(rt: &ws_support::Rt) -> Result<Client, tungstenite::Error> {
+async fn connect(rt: &support::TestSubcar) -> Result<Client, tungstenite::Error> {
     Client::connect_with(rt.addr, Some("graphql-transport-ws"), &[]).await
 }
 
@@ -52,7 +52,7 @@ async fn connection_attempts_per_ip_over_the_limit_are_429_with_retry_after() {
     let mut c = open.pop().unwrap();
     c.send(json!({"type": "connection_init"})).await;
     assert_eq!(c.recv().await["type"], "connection_ack");
-    let metrics = ws_support::metrics(rt.admin).await;
+    let metrics = support::metrics(rt.admin).await;
     assert!(
         metrics.contains("subcar_refusals_total{reason=\"rate_limit_connection\"} 1"),
         "{metrics}"
@@ -218,7 +218,7 @@ async fn a_silent_client_is_closed_for_heartbeat_timeout_and_a_live_one_is_kept(
     }
     let (code, reason) = silent.closed().await;
     assert!(code == 1001 || code == 1006, "{code} {reason}");
-    let metrics = ws_support::metrics(rt.admin).await;
+    let metrics = support::metrics(rt.admin).await;
     assert!(
         metrics.contains("subcar_refusals_total{reason=\"heartbeat_timeout\"} 1"),
         "{metrics}"

@@ -1,13 +1,13 @@
 //! `/metrics` as Prometheus scrapes it: parsed by a real exposition-format
 //! parser, with counters that move as traffic flows.
 
-mod ws_support;
+mod support;
 
 use std::net::SocketAddr;
 
 use serde_json::json;
-use ws_support::support::{TestSubcar, TestUpstream, post_json};
-use ws_support::{Client, PATIENCE, publish, spawn, wait_subscriptions};
+use support::{TestSubcar, TestUpstream, post_json};
+use support::{Client, PATIENCE, publish, spawn, wait_subscriptions};
 
 async fn scrape(subcar: &TestSubcar) -> prometheus_parse::Scrape {
     scrape_admin(subcar.admin).await
@@ -104,7 +104,7 @@ async fn realtime_counters_move_as_events_flow() {
     wait_subscriptions(&rt, 1).await;
     publish(rt.webhook, json!({"topic": "counter", "payload": 1})).await;
     c.recv().await;
-    let (status, _, _) = ws_support::post(rt.webhook, "{", "application/json", &[]).await;
+    let (status, _, _) = support::post(rt.webhook, "{", "application/json", &[]).await;
     assert_eq!(status, 400);
     let expected: [Expected; 7] = [
         (

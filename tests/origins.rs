@@ -3,12 +3,12 @@
 //! Every refusal is followed by a check that subcar still serves and that
 //! an already-connected subscriber still receives events.
 
-mod ws_support;
+mod support;
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
-use ws_support::support::TestUpstream;
-use ws_support::{Client, Next, Rt, publish, spawn_with_server, wait_subscriptions};
+use support::TestUpstream;
+use support::{Client, Next, TestSubcar, publish, spawn_with_server, wait_subscriptions};
 
 fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, Value) {
     match result {
@@ -25,12 +25,12 @@ fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, Value) {
     }
 }
 
-async fn connect(rt: &Rt, headers: &[(&str, &str)]) -> Result<Client, tungstenite::Error> {
+async fn connect(rt: &TestSubcar, headers: &[(&str, &str)]) -> Result<Client, tungstenite::Error> {
     Client::connect_with(rt.addr, Some("graphql-transport-ws"), headers).await
 }
 
 /// A subscriber connected before the hostile input.
-async fn watcher(rt: &Rt) -> Client {
+async fn watcher(rt: &TestSubcar) -> Client {
     let mut c = Client::ready(rt.addr).await;
     c.subscribe("w", "subscription { counter }").await;
     wait_subscriptions(rt, 1).await;
@@ -38,7 +38,7 @@ async fn watcher(rt: &Rt) -> Client {
 }
 
 /// subcar is alive and `watcher` still receives an event posted now.
-async fn still_serving(rt: &Rt, watcher: &mut Client, n: i64) {
+async fn still_serving(rt: &TestSubcar, watcher: &mut Client, n: i64) {
     let health = reqwest::get(format!("http://{}/healthz", rt.addr))
         .await
         .unwrap();
@@ -49,7 +49,7 @@ async fn still_serving(rt: &Rt, watcher: &mut Client, n: i64) {
     assert_eq!(msg["payload"]["data"]["counter"], n);
 }
 
-async fn start(server: &str, extra: &str) -> (TestUpstream, Rt) {
+async fn start(server: &str, extra: &str) -> (TestUpstream, TestSubcar) {
     let upstream = TestUpstream::start().await;
     let rt = spawn_with_server(&upstream.url(), server, extra).await;
     (upstream, rt)
@@ -99,7 +99,7 @@ async fn cross_origin_upgrade_with_a_cookie_is_refused_403() {
         before,
         "nothing reached the upstream"
     );
-    let metrics = ws_support::metrics(rt.admin).await;
+    let metrics = support::metrics(rt.admin).await;
     assert!(
         metrics.contains("subcar_refusals_total{reason=\"origin\"} 2"),
         "{metrics}"

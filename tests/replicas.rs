@@ -2,7 +2,7 @@
 //! sharing the real Redis, and `subcar check` reporting the bus.
 
 mod bus_support;
-mod ws_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bus_support::{Bus, Kind, redis};
 use serde_json::{Value, json};
-use ws_support::support::{TestUpstream, free_port, manifest_dir};
-use ws_support::{Client, PATIENCE, publish};
+use support::{TestUpstream, free_port, manifest_dir};
+use support::{Client, PATIENCE, publish};
 
 struct Replica {
     _child: tokio::process::Child,

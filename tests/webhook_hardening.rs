@@ -5,20 +5,20 @@
 //! final) runs against private Redis and NATS servers in
 //! `tests/bus_redis.rs` and `tests/bus_nats.rs`.
 
-mod ws_support;
+mod support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use serde_json::{Value, json};
 use subcar::ingest::signature::Verifier;
-use ws_support::{Client, Rt, post, publish, spawn, wait_subscriptions};
+use support::{Client, TestSubcar, post, publish, spawn, wait_subscriptions};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// `subcar::bus::MAX_ID_BYTES`, written out: the documented limit.
 const MAX_ID: usize = 256;
 
-async fn with_subscriber(extra: &str) -> (Rt, Client) {
+async fn with_subscriber(extra: &str) -> (TestSubcar, Client) {
     let rt = spawn(extra).await;
     let mut c = Client::ready(rt.addr).await;
     c.subscribe("c", "subscription { counter }").await;
@@ -36,7 +36,7 @@ fn now() -> u64 {
 /// The process answers `/healthz`, and the subscriber connected before
 /// the hostile input gets a marker posted now as its very next message
 /// (so nothing else was delivered meanwhile).
-async fn alive_and_delivering(rt: &Rt, c: &mut Client, marker: i64) {
+async fn alive_and_delivering(rt: &TestSubcar, c: &mut Client, marker: i64) {
     let res = reqwest::get(format!("http://{}/healthz", rt.admin))
         .await
         .unwrap();
@@ -46,7 +46,7 @@ async fn alive_and_delivering(rt: &Rt, c: &mut Client, marker: i64) {
 }
 
 /// Posts `body` signed as `id` now.
-async fn post_signed(rt: &Rt, v: &Verifier, id: &str, body: &str) -> (StatusCode, Value) {
+async fn post_signed(rt: &TestSubcar, v: &Verifier, id: &str, body: &str) -> (StatusCode, Value) {
     let ts = now();
     let sig = v.sign(id, ts, body.as_bytes());
     let ts = ts.to_string();

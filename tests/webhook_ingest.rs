@@ -2,19 +2,19 @@
 //! with its status and body, each with proof that nothing was delivered,
 //! batch atomicity, deduplication and Standard Webhooks signatures.
 
-mod ws_support;
+mod support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use serde_json::{Value, json};
 use subcar::ingest::signature::Verifier;
-use ws_support::{Client, Rt, post, publish, spawn, wait_subscriptions};
+use support::{Client, TestSubcar, post, publish, spawn, wait_subscriptions};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A subscriber of `counter` on a fresh subcar.
-async fn with_subscriber(extra: &str) -> (Rt, Client) {
+async fn with_subscriber(extra: &str) -> (TestSubcar, Client) {
     let rt = spawn(extra).await;
     let mut c = Client::ready(rt.addr).await;
     c.subscribe("c", "subscription { counter }").await;
@@ -24,7 +24,7 @@ async fn with_subscriber(extra: &str) -> (Rt, Client) {
 
 /// Proof that nothing was delivered before: a marker event published now
 /// is the very next message.
-async fn assert_nothing_delivered(rt: &Rt, c: &mut Client) {
+async fn assert_nothing_delivered(rt: &TestSubcar, c: &mut Client) {
     publish(rt.webhook, json!({"topic": "counter", "payload": -1})).await;
     assert_eq!(c.recv().await["payload"]["data"]["counter"], -1);
 }
@@ -244,7 +244,7 @@ async fn standard_webhooks_signatures_are_required_when_a_secret_is_set() {
     assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
 }
 
-async fn assert_nothing_delivered_signed(rt: &Rt, c: &mut Client, v: &Verifier) {
+async fn assert_nothing_delivered_signed(rt: &TestSubcar, c: &mut Client, v: &Verifier) {
     let body = json!({"topic": "counter", "payload": -1}).to_string();
     let ts = now();
     let id = format!("marker_{}", rand_id());

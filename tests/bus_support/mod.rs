@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::ws_support::{self, Client, PATIENCE, Rt, post, publish, wait_subscriptions};
+use crate::support::{self, Client, PATIENCE, TestSubcar, post, publish, wait_subscriptions};
 
 mod servers;
 // Not every test file that includes this module talks to Redis or NATS.
@@ -78,12 +78,12 @@ impl Bus {
 
     /// A replica on this bus, once it reports the bus connected.
     /// The dedup window is days long: the backends hold it, not subcar.
-    pub async fn replica(&self) -> Rt {
+    pub async fn replica(&self) -> TestSubcar {
         let extra = format!(
             "{}[webhook]\nlisten = \"127.0.0.1:0\"\ndedup_window = \"2d\"\n",
             self.toml()
         );
-        let rt = ws_support::spawn(&extra).await;
+        let rt = support::spawn(&extra).await;
         wait_bus(&rt, true).await;
         rt
     }
@@ -126,7 +126,7 @@ impl Drop for Bus {
 }
 
 /// `/readyz` of `rt`.
-pub async fn readyz(rt: &Rt) -> (u16, Value) {
+pub async fn readyz(rt: &TestSubcar) -> (u16, Value) {
     let res = reqwest::get(format!("http://{}/readyz", rt.admin))
         .await
         .unwrap();
@@ -135,7 +135,7 @@ pub async fn readyz(rt: &Rt) -> (u16, Value) {
 }
 
 /// Waits until `/readyz` reports the bus connected (or not).
-pub async fn wait_bus(rt: &Rt, connected: bool) {
+pub async fn wait_bus(rt: &TestSubcar, connected: bool) {
     tokio::time::timeout(PATIENCE, async {
         loop {
             let (status, body) = readyz(rt).await;
@@ -757,9 +757,9 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
 
 /// Waits until `/metrics` has `line` (the sampler copies the bus state
 /// into the metrics once a second).
-async fn wait_metric(rt: &Rt, line: &str) {
+async fn wait_metric(rt: &TestSubcar, line: &str) {
     tokio::time::timeout(PATIENCE, async {
-        while !ws_support::metrics(rt.admin)
+        while !support::metrics(rt.admin)
             .await
             .lines()
             .any(|l| l == line)

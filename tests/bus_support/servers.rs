@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::ws_support::support::free_port;
+use crate::support::free_port;
 
 /// The Redis URL for this test process.
 pub fn redis() -> &'static str {
