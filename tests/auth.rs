@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use auth_support::{JwksServer, SigningKey, hs256, jwks, jwt_auth, now};
 use serde_json::{Value, json};
-use support::{TestSubcar, TestUpstream};
 use support::{Client, Next, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
+use support::{TestSubcar, TestUpstream};
 
 fn acked(next: &Next) -> bool {
     matches!(next, Next::Json(v) if v["type"] == "connection_ack")

@@ -4,9 +4,13 @@
 //! `tests/fixtures/graphql/generate.mjs`); variable coercion failures are
 //! the same `errors` without `data`.
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{fixture, schema};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use subcar::graphql::{Prepared, Schema};
+use subcar::graphql::Prepared;
 
 #[derive(Deserialize)]
 struct Case {
@@ -17,23 +21,11 @@ struct Case {
     result: Value,
 }
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/graphql/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
 #[test]
 fn same_results_as_graphql_js_execute() {
     let cases: Vec<Case> = serde_json::from_str(&fixture("projection.json")).unwrap();
     assert!(cases.len() >= 80);
-    let schema = Schema::build(
-        &fixture("subscriptions.graphql"),
-        Some(&fixture("upstream.graphql")),
-    )
-    .unwrap();
+    let schema = schema();
     let mut failures = Vec::new();
     for case in &cases {
         let got: Value = match schema.prepare(&case.query, None, &case.variables) {

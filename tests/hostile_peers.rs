@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use support::TestUpstream;
 use support::{Client, PATIENCE, TestSubcar, publish, spawn_with_server, wait_subscriptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const TIMEOUTS: &str =
     "header_timeout = \"300ms\"\nidle_timeout = \"1s\"\nbody_timeout = \"300ms\"";

@@ -15,13 +15,13 @@ use auth_support::{SECRET, hs256, jwt_auth, now};
 use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use support::TestUpstream;
+use support::{Client, Next, PATIENCE, TestSubcar, publish, spawn, spawn_with_upstream};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use support::TestUpstream;
-use support::{Client, Next, PATIENCE, TestSubcar, publish, spawn, spawn_with_upstream};
 
 /// A distinct payload per liveness check.
 static TICK: AtomicI64 = AtomicI64::new(1);

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::{self, Message};
-use support::{TestSubcar, TestUpstream};
 use support::{Client, Next, post, publish, spawn, wait_subscriptions};
+use support::{TestSubcar, TestUpstream};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, http::HeaderMap, Value) {
     match result {

@@ -6,8 +6,8 @@ mod support;
 use std::net::SocketAddr;
 
 use serde_json::json;
-use support::{TestSubcar, TestUpstream, post_json};
 use support::{Client, PATIENCE, publish, spawn, wait_subscriptions};
+use support::{TestSubcar, TestUpstream, post_json};
 
 async fn scrape(subcar: &TestSubcar) -> prometheus_parse::Scrape {
     scrape_admin(subcar.admin).await

@@ -6,9 +6,9 @@
 mod support;
 
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite;
 use support::TestUpstream;
 use support::{Client, Next, TestSubcar, publish, spawn_with_server, wait_subscriptions};
+use tokio_tungstenite::tungstenite;
 
 fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, Value) {
     match result {

@@ -5,8 +5,8 @@ mod support;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::{self, Message};
 use support::{Client, Next, PATIENCE, publish, spawn, wait_subscriptions};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 #[tokio::test]
 async fn upgrade_requires_the_graphql_transport_ws_subprotocol() {

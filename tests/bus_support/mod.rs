@@ -20,6 +20,7 @@ use crate::support::{self, Client, PATIENCE, TestSubcar, post, publish, wait_sub
 
 mod servers;
 // Not every test file that includes this module talks to Redis or NATS.
+use servers::Server;
 #[allow(unused_imports)]
 pub use servers::{nats, redis};
 
@@ -501,17 +502,9 @@ pub async fn killed_connection_loses_nothing(bus: &Bus, cutter: &Cutter) {
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A bus server of our own on a free port, to stop and start again.
 pub struct PrivateServer {
-    kind: Kind,
+    server: Server,
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -519,9 +512,14 @@ pub struct PrivateServer {
 
 impl PrivateServer {
     pub fn start(kind: Kind) -> Self {
+        let server = match kind {
+            Kind::Redis => Server::Redis,
+            Kind::Nats => Server::Nats,
+            Kind::Memory => panic!("the memory bus has no server"),
+        };
         let mut s = Self {
-            kind,
-            port: free_port(),
+            server,
+            port: support::free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -530,52 +528,22 @@ impl PrivateServer {
     }
 
     pub fn url(&self) -> String {
-        match self.kind {
-            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
-            _ => format!("nats://127.0.0.1:{}", self.port),
-        }
+        self.server.url(self.port)
     }
 
     /// Starts the server (again, on the same port and data directory).
     pub fn resume(&mut self) {
-        let port = self.port.to_string();
-        let mut cmd = match self.kind {
-            Kind::Redis => {
-                let mut c = Command::new("redis-server");
-                c.args([
-                    "--port",
-                    &port,
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]);
-                c.current_dir(self.dir.path());
-                c
-            }
-            _ => {
-                let mut c = Command::new("nats-server");
-                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"]);
-                c.arg(self.dir.path());
-                c
-            }
-        };
-        let child = cmd
+        let child = Command::new(self.server.program())
+            .args(
+                self.server
+                    .args(self.port, &self.dir.path().to_string_lossy()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "private server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        servers::wait_listening(self.port, "private server did not start");
     }
 
     /// Hangs the server (SIGSTOP of its own pid): connections stay open,
@@ -759,11 +727,7 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
 /// into the metrics once a second).
 async fn wait_metric(rt: &TestSubcar, line: &str) {
     tokio::time::timeout(PATIENCE, async {
-        while !support::metrics(rt.admin)
-            .await
-            .lines()
-            .any(|l| l == line)
-        {
+        while !support::metrics(rt.admin).await.lines().any(|l| l == line) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

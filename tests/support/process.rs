@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::ChildStderr;
+
 use super::{Builder, PATIENCE, free_port};
 
 /// `subcar` without the environment it would read a config from.
@@ -74,12 +77,41 @@ impl Addrs {
     }
 }
 
-/// A config file `dir/name.toml` of `builder` on free ports.
-pub fn write_config(dir: &Path, name: &str, builder: Builder) -> (PathBuf, Addrs) {
-    let addrs = Addrs::free();
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, builder.listen(&addrs).config_text()).unwrap();
-    (path, addrs)
+/// A config file written from a [`Builder`], its listeners on free ports.
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub addrs: Addrs,
+}
+
+impl ConfigFile {
+    /// `dir/name.toml` with `builder`'s configuration.
+    pub fn write(dir: &Path, name: &str, builder: Builder) -> Self {
+        let file = Self {
+            path: dir.join(format!("{name}.toml")),
+            addrs: Addrs::free(),
+        };
+        file.rewrite(builder);
+        file
+    }
+
+    /// Replaces the file's configuration, the listeners kept.
+    pub fn rewrite(&self, builder: Builder) {
+        std::fs::write(&self.path, builder.listen(&self.addrs).config_text()).unwrap();
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap()
+    }
+
+    /// `subcar check` on this file.
+    pub fn check(&self) -> Command {
+        check(&self.path)
+    }
+
+    /// `subcar` running on this file; see [`Process::start`].
+    pub async fn start(&self, stderr: Stdio, until: Until) -> Process {
+        Process::start(subcar(), &self.path, self.addrs, stderr, until).await
+    }
 }
 
 /// What [`Process::start`] waits for.
@@ -100,7 +132,13 @@ pub struct Process {
 impl Process {
     /// Starts `subcar --config path` (its listeners on `addrs`) and waits
     /// until it answers as `until` says.
-    pub async fn start(mut cmd: Command, path: &Path, addrs: Addrs, stderr: Stdio, until: Until) -> Self {
+    pub async fn start(
+        mut cmd: Command,
+        path: &Path,
+        addrs: Addrs,
+        stderr: Stdio,
+        until: Until,
+    ) -> Self {
         let child = tokio::process::Command::from({
             cmd.arg("--config").arg(path);
             cmd
@@ -136,5 +174,19 @@ impl Process {
         let pid = self.child.id().unwrap().to_string();
         let status = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("subcar exits")
+            .unwrap()
+            .code()
+    }
+
+    /// The process's stderr (started with `Stdio::piped()`) line by line.
+    pub fn stderr_lines(&mut self) -> Lines<BufReader<ChildStderr>> {
+        BufReader::new(self.child.stderr.take().expect("stderr is piped")).lines()
     }
 }
