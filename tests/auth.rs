@@ -11,23 +11,9 @@ use std::time::Duration;
 
 use auth_support::{JwksServer, SigningKey, hs256, jwks, jwt_auth, now};
 use serde_json::{Value, json};
-use support::{Client, Next, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
+use support::ws::{acked, closed_with};
+use support::{Client, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
 use support::{TestSubcar, TestUpstream};
-
-fn acked(next: &Next) -> bool {
-    matches!(next, Next::Json(v) if v["type"] == "connection_ack")
-}
-
-#[track_caller]
-fn closed_with(next: Next, code: u16, reason: &str) {
-    match next {
-        Next::Closed(c, r) => {
-            assert_eq!(c, code, "{r}");
-            assert!(r.contains(reason), "reason {r:?} lacks {reason:?}");
-        }
-        Next::Json(v) => panic!("expected close {code}, got {v}"),
-    }
-}
 
 #[tokio::test]
 async fn jwt_from_header_cookie_or_init_payload_is_accepted() {

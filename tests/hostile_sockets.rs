@@ -16,6 +16,7 @@ use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use support::TestUpstream;
+use support::ws::{acked, closed_with};
 use support::{Client, Next, PATIENCE, TestSubcar, publish, spawn, spawn_with_upstream};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::MaybeTlsStream;
@@ -90,17 +91,6 @@ async fn connections_back_to(rt: &TestSubcar, n: i64) {
     }
 }
 
-#[track_caller]
-fn closed_with(next: Next, code: u16, reason: &str) {
-    match next {
-        Next::Closed(c, r) => {
-            assert_eq!(c, code, "{r}");
-            assert!(r.contains(reason), "reason {r:?} lacks {reason:?}");
-        }
-        Next::Json(v) => panic!("expected close {code}, got {v}"),
-    }
-}
-
 /// An HS256 token with these exact claims (no `exp` added).
 fn token(claims: Value) -> String {
     encode(
@@ -121,7 +111,7 @@ fn unix_now_f64() -> f64 {
 async fn jwt_watcher(rt: &TestSubcar) -> Client {
     let good = hs256(json!({"sub": "watcher"}), 600);
     let (c, first) = Client::init(rt.addr, &[], json!({"Authorization": good})).await;
-    assert!(matches!(&first, Next::Json(v) if v["type"] == "connection_ack"));
+    assert!(acked(&first));
     watcher(c).await
 }
 
@@ -136,10 +126,7 @@ async fn a_fractional_exp_counts_as_its_floor_and_closes_4403_on_time() {
         json!({"Authorization": token(json!({"sub": "u1", "exp": exp}))}),
     )
     .await;
-    assert!(
-        matches!(&first, Next::Json(v) if v["type"] == "connection_ack"),
-        "{first:?}"
-    );
+    assert!(acked(&first), "{first:?}");
     let start = Instant::now();
     c.subscribe("1", "subscription { counter }").await;
     closed_with(c.next().await, 4403, "token expired");
@@ -182,10 +169,7 @@ async fn out_of_range_or_non_numeric_time_claims_are_refused_4403_and_nothing_le
         json!({"Authorization": token(json!({"exp": 253_402_300_799u64, "nbf": 1.5, "iat": 0}))}),
     )
     .await;
-    assert!(
-        matches!(&first, Next::Json(v) if v["type"] == "connection_ack"),
-        "{first:?}"
-    );
+    assert!(acked(&first), "{first:?}");
     far.subscribe("far", "subscription { counter }").await;
     connections_back_to(&rt, 2).await;
     assert_alive(&rt, &mut w).await;

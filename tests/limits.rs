@@ -7,23 +7,14 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::ws::refused_upgrade;
 use support::{Client, Next, post, publish, spawn, wait_subscriptions};
 use support::{TestSubcar, TestUpstream};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, http::HeaderMap, Value) {
-    match result {
-        Err(tungstenite::Error::Http(res)) => {
-            let body = res
-                .body()
-                .as_deref()
-                .map(|b| serde_json::from_slice(b).unwrap())
-                .unwrap_or(Value::Null);
-            (res.status().as_u16(), res.headers().clone(), body)
-        }
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("upgrade accepted"),
-    }
+/// The `Retry-After` seconds of a refusal.
+fn retry_after(headers: &http::HeaderMap) -> u64 {
+    headers["retry-after"].to_str().unwrap().parse().unwrap()
 }
 
 async fn connect(rt: &support::TestSubcar) -> Result<Client, tungstenite::Error> {
@@ -39,14 +30,7 @@ async fn connection_attempts_per_ip_over_the_limit_are_429_with_retry_after() {
     }
     let (status, headers, body) = refused_upgrade(connect(&rt).await);
     assert_eq!(status, 429);
-    assert!(
-        headers["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
+    assert!(retry_after(&headers) >= 1);
     assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
     // Open sockets are not affected.
     let mut c = open.pop().unwrap();
@@ -161,14 +145,7 @@ async fn webhook_events_per_second_over_the_limit_are_429_and_deliver_nothing() 
     assert_eq!(status, 202);
     let (status, headers, body) = post(rt.webhook, batch(1), "application/json", &[]).await;
     assert_eq!(status, 429);
-    assert!(
-        headers["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
+    assert!(retry_after(&headers) >= 1);
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
     // A request larger than the burst can never pass: it says so.
     let (status, _, body) = post(rt.webhook, batch(6), "application/json", &[]).await;

@@ -62,3 +62,19 @@ pub async fn metrics(admin: SocketAddr) -> String {
     let (_, _, body) = send(admin, req).await;
     String::from_utf8(body.to_vec()).unwrap()
 }
+
+/// A Standard Webhooks secret (`whsec_` and base64) for the signature tests.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The `[webhook]` section that requires signatures by [`WEBHOOK_SECRET`].
+pub fn signed_webhook() -> String {
+    format!("[webhook]\nsecret = \"{WEBHOOK_SECRET}\"")
+}
+
+/// Seconds since the Unix epoch (webhook timestamps, token expiries).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

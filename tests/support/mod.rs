@@ -302,3 +302,53 @@ pub async fn post_json(
     let status = res.status();
     (status, res.json().await.expect("JSON response"))
 }
+
+/// A realtime subcar with `extra` ([`spawn`]) and a subscriber of
+/// `counter` (id `c`), registered.
+pub async fn counter_subscriber(extra: &str) -> (TestSubcar, Client) {
+    let subcar = spawn(extra).await;
+    let c = subcar.subscriber("c", "subscription { counter }").await;
+    (subcar, c)
+}
+
+impl TestSubcar {
+    /// A client, acknowledged, with subscription `id` to `query`, once the
+    /// registry holds it (one more subscription than before).
+    pub async fn subscriber(&self, id: &str, query: &str) -> Client {
+        let before = self.registry.sizes().subscriptions;
+        let mut c = Client::ready(self.addr).await;
+        c.subscribe(id, query).await;
+        wait_subscriptions(self, before + 1).await;
+        c
+    }
+}
+
+/// A test upstream and the realtime subcar with `server` lines and `extra`
+/// ([`spawn_with_server`]) querying it.
+pub async fn start_with_upstream(server: &str, extra: &str) -> (TestUpstream, TestSubcar) {
+    let upstream = TestUpstream::start().await;
+    let subcar = spawn_with_server(&upstream.url(), server, extra).await;
+    (upstream, subcar)
+}
+
+/// A subscriber of `counter` (id `w`) connected before a hostile input.
+pub async fn watcher(subcar: &TestSubcar) -> Client {
+    subcar.subscriber("w", "subscription { counter }").await
+}
+
+/// subcar is alive (both listeners answer `/healthz`) and `watcher` still
+/// receives an event posted now.
+pub async fn still_serving(subcar: &TestSubcar, watcher: &mut Client, n: i64) {
+    for url in [subcar.url("/healthz"), subcar.admin_url("/healthz")] {
+        let health = reqwest::get(&url).await.unwrap();
+        assert_eq!(health.status(), 200, "{url}");
+    }
+    publish(
+        subcar.webhook,
+        serde_json::json!({"topic": "counter", "payload": n}),
+    )
+    .await;
+    let msg = watcher.recv().await;
+    assert_eq!(msg["type"], "next", "{msg}");
+    assert_eq!(msg["payload"]["data"]["counter"], n);
+}

@@ -131,3 +131,40 @@ pub enum Next {
     Json(Value),
     Closed(u16, String),
 }
+
+/// Whether `next` is the `connection_ack`.
+pub fn acked(next: &Next) -> bool {
+    matches!(next, Next::Json(v) if v["type"] == "connection_ack")
+}
+
+/// Asserts that `next` is a close with `code` and a reason containing
+/// `reason`.
+#[track_caller]
+pub fn closed_with(next: Next, code: u16, reason: &str) {
+    match next {
+        Next::Closed(c, r) => {
+            assert_eq!(c, code, "{r}");
+            assert!(r.contains(reason), "reason {r:?} lacks {reason:?}");
+        }
+        Next::Json(v) => panic!("expected close {code}, got {v}"),
+    }
+}
+
+/// The HTTP response of an upgrade the server refused: status, headers and
+/// JSON body (`null` when there is none).
+pub fn refused_upgrade(
+    result: Result<Client, tokio_tungstenite::tungstenite::Error>,
+) -> (u16, http::HeaderMap, Value) {
+    match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            let body = res
+                .body()
+                .as_deref()
+                .map(|b| serde_json::from_slice(b).unwrap())
+                .unwrap_or(Value::Null);
+            (res.status().as_u16(), res.headers().clone(), body)
+        }
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("upgrade accepted"),
+    }
+}
