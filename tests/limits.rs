@@ -130,9 +130,7 @@ async fn subscriptions_per_connection_over_the_limit_are_rate_limited_errors() {
 #[tokio::test]
 async fn webhook_events_per_second_over_the_limit_are_429_and_deliver_nothing() {
     let rt = spawn("[rate_limits]\nwebhook_events_per_second = 5").await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
+    let mut c = rt.subscriber("1", "subscription { counter }").await;
     let batch = |n: usize| {
         Value::Array(
             (0..n)

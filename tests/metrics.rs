@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 
 use serde_json::json;
-use support::{Client, PATIENCE, publish, spawn, wait_subscriptions};
+use support::{PATIENCE, publish, spawn};
 use support::{TestSubcar, TestUpstream, post_json};
 
 async fn scrape(subcar: &TestSubcar) -> prometheus_parse::Scrape {
@@ -99,9 +99,7 @@ type Expected = (&'static str, Option<(&'static str, &'static str)>, f64);
 #[tokio::test]
 async fn realtime_counters_move_as_events_flow() {
     let rt = spawn("").await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
+    let mut c = rt.subscriber("1", "subscription { counter }").await;
     publish(rt.webhook, json!({"topic": "counter", "payload": 1})).await;
     c.recv().await;
     let (status, _, _) = support::post(rt.webhook, "{", "application/json", &[]).await;
@@ -218,9 +216,7 @@ async fn promtool_finds_nothing_to_complain_about() {
         return;
     }
     let rt = spawn("").await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
+    let mut c = rt.subscriber("1", "subscription { counter }").await;
     publish(rt.webhook, json!({"topic": "counter", "payload": 1})).await;
     c.recv().await;
     {

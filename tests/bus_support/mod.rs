@@ -317,9 +317,7 @@ pub async fn fan_out_across_three_replicas(kind: Kind, url: &str) {
 pub async fn refused_batch_marks_no_id(kind: Kind, url: &str) {
     let bus = Bus::new(kind, url);
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     let bad = json!([
         {"topic": "counter", "id": "x1", "payload": 1},
         {"topic": "nope", "id": "x2", "payload": 2},
@@ -346,9 +344,7 @@ pub async fn refused_batch_marks_no_id(kind: Kind, url: &str) {
 pub async fn webhook_id_replay_across_replicas(kind: Kind, url: &str) {
     let bus = Bus::new(kind, url);
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     let batch = json!([
         {"topic": "counter", "payload": 1},
         {"topic": "counter", "payload": 2},
@@ -479,9 +475,7 @@ impl Drop for Proxy {
 /// mid-stream: B's subscriber gets every event once, in order.
 pub async fn killed_connection_loses_nothing(bus: &Bus, cutter: &Cutter) {
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     let total = 300;
     let publisher = {
         let webhook = a.webhook;
@@ -589,9 +583,7 @@ pub async fn bus_down_then_back(kind: Kind) {
     let mut server = PrivateServer::start(kind);
     let bus = Bus::new(kind, &server.url());
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     publish(
         a.webhook,
         json!({"topic": "counter", "id": "before", "payload": 1}),
@@ -638,9 +630,7 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
     let server = PrivateServer::start(kind);
     let bus = Bus::new(kind, &server.url());
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     publish(
         a.webhook,
         json!({"topic": "counter", "id": "before", "payload": 1}),
@@ -826,9 +816,7 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     // has the last event, the dispatcher has taken everything published so
     // far from the bus, so the fresh subscription below can only get newer
     // events (under load, the tail of the batch could otherwise reach it).
-    let mut probe = Client::ready(rt.addr).await;
-    probe.subscribe("probe", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
+    let mut probe = rt.subscriber("probe", "subscription { counter }").await;
     let mut n = 1;
     while n < events {
         let size = 200.min(events - n);

@@ -13,8 +13,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::PATIENCE;
 
 pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ws: Ws,
 }
+
+/// The socket under a [`Client`], for readers that want raw frames.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 impl Client {
     /// Connects with the graphql-transport-ws subprotocol.
