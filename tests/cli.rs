@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::process::{Addrs, ConfigFile, Process, Until, check, output, printed, subcar};
 use support::upstream::closed_port_url;
+use support::upstream::hello_behaving;
 use support::{Builder, Client, TestSubcar, TestUpstream, manifest_dir};
 
 /// An upstream that is never asked: the commands here do not reach it.
@@ -151,11 +152,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let client = reqwest::Client::new();
 
     let slow = tokio::spawn(
-        client
-            .post(format!("http://{public}/graphql"))
-            .header("x-test-behavior", "sleep:800")
-            .json(&json!({"query": "{ hello }"}))
-            .send(),
+        hello_behaving(&client, &format!("http://{public}/graphql"), "sleep:800").send(),
     );
     upstream.wait_for_requests(1).await;
     subcar.signal("-TERM");

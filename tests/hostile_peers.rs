@@ -278,19 +278,12 @@ async fn the_upstream_auth_query_carries_subcars_forwarding_headers() {
 
 #[tokio::test]
 async fn a_tls_handshake_is_bounded_by_header_timeout() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let (cert, tls) = support::self_signed_tls(dir.path());
     let upstream = TestUpstream::start().await;
     let subcar = support::TestSubcar::builder(upstream.url())
         .server("header_timeout = \"300ms\"")
-        .extra(&format!(
-            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"",
-            cert_path.display(),
-            key_path.display()
-        ))
+        .extra(&tls)
         .spawn()
         .await;
     // Nothing at all, then the first bytes of a ClientHello that never ends.

@@ -13,12 +13,7 @@ async fn introspection_merges_upstream_types_into_the_served_sdl() {
         .introspect()
         .spawn()
         .await;
-    let sdl = reqwest::get(subcar.url("/graphql/schema.graphql"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sdl = subcar.get_text("/graphql/schema.graphql").await;
     assert!(
         sdl.contains("incidentUpdated"),
         "subcar's Subscription root:\n{sdl}"
@@ -27,12 +22,7 @@ async fn introspection_merges_upstream_types_into_the_served_sdl() {
         sdl.contains("increment"),
         "the upstream's Mutation root:\n{sdl}"
     );
-    let ready: serde_json::Value = reqwest::get(subcar.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = subcar.get_json("/readyz").await;
     assert_eq!(ready["schema"]["upstream_part"], "introspection");
 }
 
@@ -43,23 +33,13 @@ async fn upstream_schema_is_learned_in_the_background_once_the_upstream_is_up() 
         .introspect()
         .spawn()
         .await;
-    let ready: serde_json::Value = reqwest::get(subcar.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = subcar.get_json("/readyz").await;
     assert_eq!(ready["ready"], true, "starts without the upstream");
     assert_eq!(ready["schema"]["upstream_part"], "pending");
 
     let _upstream = TestUpstream::start_on(port).await;
     for _ in 0..100 {
-        let sdl = reqwest::get(subcar.url("/graphql/schema.graphql"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let sdl = subcar.get_text("/graphql/schema.graphql").await;
         if sdl.contains("increment") {
             return;
         }

@@ -117,6 +117,26 @@ listen = "127.0.0.1:0"
         format!("http://{}{path}", self.admin)
     }
 
+    /// The body of a GET of `path` on the public listener.
+    pub async fn get_text(&self, path: &str) -> String {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The JSON body of a GET of `path` on the public listener.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Triggers the drain and waits for subcar to finish it.
     pub async fn stop(mut self) {
         self.shutdown.trigger();
@@ -351,4 +371,19 @@ pub async fn still_serving(subcar: &TestSubcar, watcher: &mut Client, n: i64) {
     let msg = watcher.recv().await;
     assert_eq!(msg["type"], "next", "{msg}");
     assert_eq!(msg["payload"]["data"]["counter"], n);
+}
+
+/// A self-signed certificate for `localhost`, written to `dir`, and the
+/// `[server.tls]` section that serves it.
+pub fn self_signed_tls(dir: &std::path::Path) -> (rcgen::CertifiedKey, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let toml = format!(
+        "[server.tls]\ncert = {}\nkey = {}",
+        toml::Value::from(cert_path.display().to_string()),
+        toml::Value::from(key_path.display().to_string())
+    );
+    (cert, toml)
 }
