@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use subcar::ingest::signature::Verifier;
 use support::http::{WEBHOOK_SECRET, signed_webhook, unix_now};
-use support::{Client, TestSubcar, counter_subscriber, post, publish};
+use support::{Client, TestSubcar, counter_subscriber, post, post_with_id, publish};
 
 /// Proof that nothing was delivered before: a marker event published now
 /// is the very next message.
@@ -159,13 +159,7 @@ async fn duplicate_ids_are_accepted_but_delivered_once() {
     // The webhook-id header names a single event without an id.
     let single = json!({"topic": "counter", "payload": 3}).to_string();
     for expected in [0, 1] {
-        let (s, _, body) = post(
-            rt.webhook,
-            single.clone(),
-            "application/json",
-            &[("webhook-id", "hdr_1")],
-        )
-        .await;
+        let (s, _, body) = post_with_id(rt.webhook, single.clone(), "hdr_1").await;
         assert_eq!(s, StatusCode::ACCEPTED);
         assert_eq!(body["duplicates"], expected);
     }

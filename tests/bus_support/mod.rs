@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{self, Client, PATIENCE, TestSubcar, post, publish, wait_subscriptions};
+use crate::support::{
+    self, Client, PATIENCE, TestSubcar, post, post_with_id, publish, wait_subscriptions,
+};
 
 mod servers;
 // Not every test file that includes this module talks to Redis or NATS.
@@ -649,12 +651,7 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
     let started = std::time::Instant::now();
     let (r1, r2, r3) = tokio::join!(
         post(a.webhook, single, "application/json", &[]),
-        post(
-            a.webhook,
-            batch,
-            "application/json",
-            &[("webhook-id", "hb")]
-        ),
+        post_with_id(a.webhook, batch, "hb"),
         post(a.webhook, bare, "application/json", &[]),
     );
     let took = started.elapsed();
@@ -685,13 +682,7 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
         {"topic": "counter", "payload": 201},
         {"topic": "counter", "id": "h3", "payload": 202},
     ]);
-    let (status, _, json) = post(
-        a.webhook,
-        retry.to_string(),
-        "application/json",
-        &[("webhook-id", "hb")],
-    )
-    .await;
+    let (status, _, json) = post_with_id(a.webhook, retry.to_string(), "hb").await;
     assert_eq!(status, 202, "{json}");
     assert_eq!(json, json!({"accepted": 2, "duplicates": 0}));
     publish(a.webhook, json!({"topic": "counter", "payload": 2})).await;
@@ -700,13 +691,7 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
     }
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
     // And the request id is recorded now that its publish is certain.
-    let (status, _, json) = post(
-        b.webhook,
-        retry.to_string(),
-        "application/json",
-        &[("webhook-id", "hb")],
-    )
-    .await;
+    let (status, _, json) = post_with_id(b.webhook, retry.to_string(), "hb").await;
     assert_eq!(status, 202, "{json}");
     assert_eq!(json, json!({"accepted": 2, "duplicates": 2}));
     publish(b.webhook, json!({"topic": "counter", "payload": 3})).await;
@@ -859,3 +844,50 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     );
     assert_eq!(drain(&mut d).await, Vec::<Value>::new());
 }
+
+/// The scenarios every shared bus runs, as the including file's tests:
+/// `$kind` at `$url()`, and `$expiring` events that push the first out of a
+/// history of 5 (the backends trim differently). The connection-drop test
+/// stays in each file: how a connection is cut depends on the backend.
+#[allow(unused_macros)]
+macro_rules! shared_bus_tests {
+    ($kind:expr, $url:path, expiring = $expiring:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn events_reach_every_replica_once_in_order() {
+            bus_support::fan_out_across_three_replicas($kind, $url()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_refused_request_marks_no_id_on_any_replica() {
+            bus_support::refused_batch_marks_no_id($kind, $url()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bus_outage_is_503_and_delivery_resumes() {
+            bus_support::bus_down_then_back($kind).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_webhook_id_is_deduplicated_across_replicas() {
+            bus_support::webhook_id_replay_across_replicas($kind, $url()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bus_hang_is_503_and_the_refused_events_are_never_delivered() {
+            bus_support::bus_hang_is_503_and_never_delivered($kind).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn resume_on_another_replica_gets_every_missed_event_once() {
+            bus_support::resume_on_another_replica(&bus_support::Bus::new($kind, $url())).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn expired_cursor_is_refused() {
+            let bus = bus_support::Bus::new($kind, $url()).history(5);
+            bus_support::expired_cursor_is_refused(&bus, $expiring).await;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use shared_bus_tests;

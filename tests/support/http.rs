@@ -53,6 +53,22 @@ pub async fn publish(webhook: SocketAddr, body: Value) -> Value {
     json
 }
 
+/// POSTs JSON `body` as one request named `webhook_id` (the
+/// `webhook-id` header); returns status, headers and JSON body.
+pub async fn post_with_id(
+    webhook: SocketAddr,
+    body: impl Into<Bytes>,
+    webhook_id: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    post(
+        webhook,
+        body,
+        "application/json",
+        &[("webhook-id", webhook_id)],
+    )
+    .await
+}
+
 /// The admin listener's `/metrics` text.
 pub async fn metrics(admin: SocketAddr) -> String {
     let req = Request::get("/metrics")

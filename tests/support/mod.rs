@@ -25,7 +25,7 @@ use subcar::shutdown::Shutdown;
 use subcar::subscriptions::Registry;
 use tokio::task::JoinHandle;
 
-pub use http::{metrics, post, publish};
+pub use http::{metrics, post, post_with_id, publish};
 pub use upstream::TestUpstream;
 pub use ws::{Client, Next};
 
@@ -117,24 +117,19 @@ listen = "127.0.0.1:0"
         format!("http://{}{path}", self.admin)
     }
 
+    /// A GET of `path` on the public listener.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.url(path)).await.unwrap()
+    }
+
     /// The body of a GET of `path` on the public listener.
     pub async fn get_text(&self, path: &str) -> String {
-        reqwest::get(self.url(path))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.get(path).await.text().await.unwrap()
     }
 
     /// The JSON body of a GET of `path` on the public listener.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        reqwest::get(self.url(path))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get(path).await.json().await.unwrap()
     }
 
     /// Triggers the drain and waits for subcar to finish it.
