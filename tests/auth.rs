@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use auth_support::{JwksServer, SigningKey, hs256, jwks, jwt_auth, now};
+use auth_support::{JwksServer, SigningKey, hs256, hs256_auth, jwks, jwt_auth, now};
 use serde_json::{Value, json};
 use support::ws::{acked, closed_with};
 use support::{Client, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
@@ -338,10 +338,7 @@ async fn upstream_auth_with_the_upstream_down_closes_1013_to_retry() {
 async fn proxy_require_answers_401_and_passes_credentials_through_untouched() {
     let upstream = TestUpstream::start().await;
     let subcar = TestSubcar::builder(upstream.url())
-        .extra(&format!(
-            "[auth]\nmode = \"jwt\"\nproxy = \"require\"\n[auth.jwt]\nsecret = \"{}\"\n",
-            auth_support::SECRET
-        ))
+        .extra(&hs256_auth("proxy = \"require\""))
         .spawn()
         .await;
     let client = reqwest::Client::new();
@@ -379,10 +376,7 @@ async fn proxy_require_answers_401_and_passes_credentials_through_untouched() {
 async fn proxy_passthrough_leaves_the_decision_to_the_upstream() {
     let upstream = TestUpstream::start().await;
     let subcar = TestSubcar::builder(upstream.url())
-        .extra(&format!(
-            "[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"{}\"\n",
-            auth_support::SECRET
-        ))
+        .extra(&hs256_auth(""))
         .spawn()
         .await;
     let (status, body) =

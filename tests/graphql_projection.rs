@@ -7,7 +7,7 @@
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
-use fixtures::{fixture, schema};
+use fixtures::{cases, schema};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use subcar::graphql::Prepared;
@@ -23,7 +23,7 @@ struct Case {
 
 #[test]
 fn same_results_as_graphql_js_execute() {
-    let cases: Vec<Case> = serde_json::from_str(&fixture("projection.json")).unwrap();
+    let cases: Vec<Case> = cases("projection.json");
     assert!(cases.len() >= 80);
     let schema = schema();
     let mut failures = Vec::new();

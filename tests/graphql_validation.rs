@@ -8,7 +8,7 @@ mod fixtures;
 
 use std::collections::BTreeMap;
 
-use fixtures::{fixture, schema};
+use fixtures::{cases, schema};
 use serde::Deserialize;
 use subcar::graphql::GraphQLError;
 
@@ -41,7 +41,7 @@ fn messages(errors: &[GraphQLError]) -> Vec<String> {
 
 #[test]
 fn same_verdicts_and_messages_as_graphql_js() {
-    let cases: Vec<Case> = serde_json::from_str(&fixture("validation.json")).unwrap();
+    let cases: Vec<Case> = cases("validation.json");
     assert!(cases.len() >= 60);
     let schema = schema();
     let mut wrong_verdicts = Vec::new();

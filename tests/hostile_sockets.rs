@@ -36,6 +36,18 @@ async fn watcher(mut c: Client) -> Client {
     c
 }
 
+/// [`watcher`] on a connection of its own, acknowledged.
+async fn ready_watcher(rt: &TestSubcar) -> Client {
+    watcher(Client::ready(rt.addr).await).await
+}
+
+/// The hostile connection is gone, the watcher's is the only one left, and
+/// the process is alive ([`assert_alive`]).
+async fn survived(rt: &TestSubcar, watcher: &mut Client) {
+    connections_back_to(rt, 1).await;
+    assert_alive(rt, watcher).await;
+}
+
 /// The process answers `/healthz` and `watcher` receives a new event.
 async fn assert_alive(rt: &TestSubcar, watcher: &mut Client) {
     let health = reqwest::get(format!("http://{}/healthz", rt.admin))
@@ -138,8 +150,7 @@ async fn a_fractional_exp_counts_as_its_floor_and_closes_4403_on_time() {
         start.elapsed()
     );
     assert!(unix_now_f64() >= exp.floor(), "closed before exp's floor");
-    connections_back_to(&rt, 1).await;
-    assert_alive(&rt, &mut w).await;
+    survived(&rt, &mut w).await;
 }
 
 #[tokio::test]
@@ -183,7 +194,7 @@ async fn out_of_range_or_non_numeric_time_claims_are_refused_4403_and_nothing_le
 async fn sessions_that_end_abnormally_give_back_their_connection_count() {
     let upstream = TestUpstream::start().await;
     let rt = spawn_with_upstream(&upstream.url(), "").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     for _ in 0..5 {
         // Reset mid-session, with a subscription and a query in flight.
         let mut c = Client::ready(rt.addr).await;
@@ -229,7 +240,7 @@ async fn small_window_client(rt: &TestSubcar) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_receives_its_1013_close_when_it_reads_again() {
     let rt = spawn("[limits]\noutbound_queue = 8").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut slow = small_window_client(&rt).await;
     slow.subscribe("slow", "subscription { incidentUpdated { id title } }")
         .await;
@@ -263,14 +274,13 @@ async fn a_slow_consumer_receives_its_1013_close_when_it_reads_again() {
     assert_eq!(code, 1013, "{reason} after {frames} frames");
     assert!(reason.starts_with("slow consumer"), "{reason}");
     assert!(frames < published, "{frames} of {published} delivered");
-    connections_back_to(&rt, 1).await;
-    assert_alive(&rt, &mut w).await;
+    survived(&rt, &mut w).await;
 }
 
 #[tokio::test]
 async fn an_oversized_frame_closes_1009_and_the_close_arrives() {
     let rt = spawn("[limits]\nmax_message_bytes = 65536").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut c = Client::ready(rt.addr).await;
     // Far more than the limit: the client is still sending when subcar
     // refuses the frame, and must be able to finish and read the close.
@@ -282,14 +292,13 @@ async fn an_oversized_frame_closes_1009_and_the_close_arrives() {
         .await
         .expect("the whole frame could be sent");
     closed_with(c.next().await, 1009, "message too big");
-    connections_back_to(&rt, 1).await;
-    assert_alive(&rt, &mut w).await;
+    survived(&rt, &mut w).await;
 }
 
 #[tokio::test]
 async fn an_invalid_message_closes_4400_even_with_more_input_behind_it() {
     let rt = spawn("").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut c = Client::ready(rt.addr).await;
     c.send_raw(r#"{"type":"bogus"}"#).await;
     // More input behind the invalid message: unread when subcar closes, it
@@ -303,15 +312,14 @@ async fn an_invalid_message_closes_4400_even_with_more_input_behind_it() {
     // Nothing answers after an invalid message: the close comes first.
     let close = c.next().await;
     closed_with(close, 4400, "Invalid message");
-    connections_back_to(&rt, 1).await;
-    assert_alive(&rt, &mut w).await;
+    survived(&rt, &mut w).await;
 }
 
 #[tokio::test]
 async fn the_17th_concurrent_query_on_a_socket_is_rate_limited_while_16_complete() {
     let upstream = TestUpstream::start().await;
     let rt = spawn_with_upstream(&upstream.url(), "").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut c = Client::ready(rt.addr).await;
     for i in 0..17 {
         c.subscribe(&format!("q{i}"), "query { slow(ms: 1500) }")
@@ -351,7 +359,7 @@ async fn max_inflight_per_connection_is_configurable() {
     let upstream = TestUpstream::start().await;
     let rt =
         spawn_with_upstream(&upstream.url(), "[limits]\nmax_inflight_per_connection = 2").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut c = Client::ready(rt.addr).await;
     for i in 0..3 {
         c.subscribe(&format!("q{i}"), "query { slow(ms: 1000) }")
@@ -378,7 +386,7 @@ async fn queries_over_a_socket_count_against_messages_per_connection() {
         "[rate_limits]\nmessages_per_connection = 3",
     )
     .await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let before = upstream.recorded().len();
     let mut c = Client::ready(rt.addr).await;
     for i in 0..5 {

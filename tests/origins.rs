@@ -15,6 +15,11 @@ async fn connect(rt: &TestSubcar, headers: &[(&str, &str)]) -> Result<Client, tu
     Client::connect_with(rt.addr, Some("graphql-transport-ws"), headers).await
 }
 
+/// An upgrade with `headers` is admitted (`why` it should be) and acked.
+async fn admitted(rt: &TestSubcar, headers: &[(&str, &str)], why: &str) -> Client {
+    acked(connect(rt, headers).await.expect(why)).await
+}
+
 async fn acked(mut c: Client) -> Client {
     c.send(json!({"type": "connection_init"})).await;
     match c.next().await {
@@ -72,17 +77,12 @@ async fn same_origin_and_no_origin_are_admitted_with_an_empty_list() {
     let (_upstream, rt) = start_with_upstream("", "").await;
     let mut w = watcher(&rt).await;
     let own = format!("http://{}", rt.addr);
-    acked(
-        connect(&rt, &[("origin", &own)])
-            .await
-            .expect("same origin"),
-    )
-    .await;
+    admitted(&rt, &[("origin", &own)], "same origin").await;
     // Scheme differs: not the same origin.
     let (status, _, _) =
         refused_upgrade(connect(&rt, &[("origin", &format!("https://{}", rt.addr))]).await);
     assert_eq!(status, 403);
-    acked(connect(&rt, &[]).await.expect("no Origin: not a browser")).await;
+    admitted(&rt, &[], "no Origin: not a browser").await;
     still_serving(&rt, &mut w, 2).await;
 }
 
@@ -94,16 +94,11 @@ async fn a_listed_origin_is_admitted_and_others_are_not() {
     )
     .await;
     let mut w = watcher(&rt).await;
-    acked(
-        connect(&rt, &[("origin", "https://app.example.com")])
-            .await
-            .expect("listed"),
-    )
-    .await;
-    acked(
-        connect(&rt, &[("origin", "http://LOCALHOST:3000")])
-            .await
-            .expect("listed, case-insensitive"),
+    admitted(&rt, &[("origin", "https://app.example.com")], "listed").await;
+    admitted(
+        &rt,
+        &[("origin", "http://LOCALHOST:3000")],
+        "listed, case-insensitive",
     )
     .await;
     for origin in [
@@ -126,12 +121,7 @@ async fn a_listed_origin_is_admitted_and_others_are_not() {
 async fn any_origin_is_admitted_with_a_star() {
     let (_upstream, rt) = start_with_upstream("cors_origins = [\"*\"]", "").await;
     let mut w = watcher(&rt).await;
-    acked(
-        connect(&rt, &[("origin", "https://anything.example")])
-            .await
-            .expect("star"),
-    )
-    .await;
+    admitted(&rt, &[("origin", "https://anything.example")], "star").await;
     still_serving(&rt, &mut w, 4).await;
 }
 
@@ -145,7 +135,7 @@ async fn forwarded_host_and_proto_count_only_from_a_trusted_proxy() {
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "app.example.com"),
     ];
-    acked(connect(&rt, &behind_proxy).await.expect("trusted proxy")).await;
+    admitted(&rt, &behind_proxy, "trusted proxy").await;
     still_serving(&rt, &mut w, 6).await;
     drop(rt);
     let (_upstream, rt) = start_with_upstream("", "").await;

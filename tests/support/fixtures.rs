@@ -25,3 +25,8 @@ pub fn schema() -> Schema {
     )
     .unwrap()
 }
+
+/// The cases of the JSON fixture `name` (graphql-js's answers beside them).
+pub fn cases<T: serde::de::DeserializeOwned>(name: &str) -> Vec<T> {
+    serde_json::from_str(&fixture(name)).unwrap()
+}
