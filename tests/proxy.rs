@@ -472,10 +472,7 @@ async fn merged_schema_is_served_as_sdl() {
 #[tokio::test]
 async fn introspection_over_get_is_answered_like_post() {
     let upstream = TestUpstream::start().await;
-    let subcar = TestSubcar::builder(upstream.url())
-        .introspect()
-        .spawn()
-        .await;
+    let subcar = TestSubcar::introspecting(upstream.url()).await;
     let query = "{ __schema { subscriptionType { name fields { name } } queryType { name } } }";
     let (status, posted) = post_json(&subcar.graphql_url(), json!({"query": query})).await;
     assert_eq!(status, 200);

@@ -96,6 +96,12 @@ listen = "127.0.0.1:0"
         }
     }
 
+    /// Subcar on `examples/schema.graphql` that learns the rest of its
+    /// schema from `upstream_url` by introspection, started.
+    pub async fn introspecting(upstream_url: impl Into<String>) -> TestSubcar {
+        Self::builder(upstream_url).introspect().spawn().await
+    }
+
     /// The realtime tests' subcar: [`SCHEMA`], a short drain and upstream
     /// timeout.
     pub fn realtime(upstream_url: impl Into<String>) -> Builder {
