@@ -852,41 +852,31 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
 #[allow(unused_macros)]
 macro_rules! shared_bus_tests {
     ($kind:expr, $url:path, expiring = $expiring:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn events_reach_every_replica_once_in_order() {
-            bus_support::fan_out_across_three_replicas($kind, $url()).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn a_refused_request_marks_no_id_on_any_replica() {
-            bus_support::refused_batch_marks_no_id($kind, $url()).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn bus_outage_is_503_and_delivery_resumes() {
-            bus_support::bus_down_then_back($kind).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn a_webhook_id_is_deduplicated_across_replicas() {
-            bus_support::webhook_id_replay_across_replicas($kind, $url()).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn bus_hang_is_503_and_the_refused_events_are_never_delivered() {
-            bus_support::bus_hang_is_503_and_never_delivered($kind).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn resume_on_another_replica_gets_every_missed_event_once() {
-            bus_support::resume_on_another_replica(&bus_support::Bus::new($kind, $url())).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn expired_cursor_is_refused() {
-            let bus = bus_support::Bus::new($kind, $url()).history(5);
-            bus_support::expired_cursor_is_refused(&bus, $expiring).await;
-        }
+        bus_support::shared_bus_tests!(@tests
+            events_reach_every_replica_once_in_order =>
+                bus_support::fan_out_across_three_replicas($kind, $url()),
+            a_refused_request_marks_no_id_on_any_replica =>
+                bus_support::refused_batch_marks_no_id($kind, $url()),
+            bus_outage_is_503_and_delivery_resumes => bus_support::bus_down_then_back($kind),
+            a_webhook_id_is_deduplicated_across_replicas =>
+                bus_support::webhook_id_replay_across_replicas($kind, $url()),
+            bus_hang_is_503_and_the_refused_events_are_never_delivered =>
+                bus_support::bus_hang_is_503_and_never_delivered($kind),
+            resume_on_another_replica_gets_every_missed_event_once =>
+                bus_support::resume_on_another_replica(&bus_support::Bus::new($kind, $url())),
+            expired_cursor_is_refused => bus_support::expired_cursor_is_refused(
+                &bus_support::Bus::new($kind, $url()).history(5),
+                $expiring,
+            ),
+        );
+    };
+    (@tests $($name:ident => $scenario:expr),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $scenario.await;
+            }
+        )*
     };
 }
 #[allow(unused_imports)]
