@@ -578,11 +578,13 @@ impl Drop for PrivateServer {
     }
 }
 
-/// The bus goes away: `/readyz` says so, the webhook answers `503` with
-/// `Retry-After` and nothing of the refused batch is ever delivered; the
-/// subscriber stays connected and gets events again once the bus is back.
-pub async fn bus_down_then_back(kind: Kind) {
-    let mut server = PrivateServer::start(kind);
+/// Two replicas on `server`, a subscriber of `counter` on B, and proof that
+/// an event posted to A reaches it. The bus goes with them: dropping it
+/// removes the test's keys.
+async fn delivering_through(
+    kind: Kind,
+    server: &PrivateServer,
+) -> (Bus, TestSubcar, TestSubcar, Client) {
     let bus = Bus::new(kind, &server.url());
     let (a, b) = (bus.replica().await, bus.replica().await);
     let mut c = b.subscriber("1", "subscription { counter }").await;
@@ -592,6 +594,15 @@ pub async fn bus_down_then_back(kind: Kind) {
     )
     .await;
     assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
+    (bus, a, b, c)
+}
+
+/// The bus goes away: `/readyz` says so, the webhook answers `503` with
+/// `Retry-After` and nothing of the refused batch is ever delivered; the
+/// subscriber stays connected and gets events again once the bus is back.
+pub async fn bus_down_then_back(kind: Kind) {
+    let mut server = PrivateServer::start(kind);
+    let (_bus, a, b, mut c) = delivering_through(kind, &server).await;
     wait_metric(&a, "subcar_bus_up 1").await;
 
     server.stop();
@@ -630,15 +641,7 @@ pub async fn bus_down_then_back(kind: Kind) {
 /// connected before the hang receives events.
 pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
     let server = PrivateServer::start(kind);
-    let bus = Bus::new(kind, &server.url());
-    let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = b.subscriber("1", "subscription { counter }").await;
-    publish(
-        a.webhook,
-        json!({"topic": "counter", "id": "before", "payload": 1}),
-    )
-    .await;
-    assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
+    let (_bus, a, b, mut c) = delivering_through(kind, &server).await;
 
     server.pause();
     let single = json!({"topic": "counter", "id": "h1", "payload": 100}).to_string();
