@@ -14,7 +14,7 @@ use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use fixtures::schema;
 use serde_json::{Map, Value, json};
 use subcar::config::SubscriptionConfig;
-use subcar::graphql::filter::{FieldRules, GroupVars, PreparedEvent};
+use subcar::subscriptions::filter::{FieldRules, GroupVars, PreparedEvent};
 use subcar::graphql::{Prepared, PreparedSubscription, Schema};
 
 /// The allocator the `subcar` binary runs with.

@@ -23,7 +23,7 @@ use crate::auth::{Auth, AuthBuildError};
 use crate::body::{self, Body};
 use crate::bus::{self, Bus, BusBuildError};
 use crate::config::{Config, ProxyAuth};
-use crate::graphql::filter::FilterError;
+use crate::subscriptions::filter::FilterError;
 use crate::health::{self, Health};
 use crate::ingest::Webhook;
 use crate::ingest::signature::BadSecret;

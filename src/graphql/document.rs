@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 
-use graphql_parser::query::{Definition, OperationDefinition, Selection};
+use graphql_parser::query::{Definition, Selection};
 use serde_json::Value;
 
-use super::GraphQLError;
-use super::validate::{Doc, Frag, Sel};
+use super::error::GraphQLError;
+use super::ast::{Doc, Frag, Sel};
 use crate::config::DocumentLimits;
 
 /// `extensions.code` of a document over a `[limits.document]` cap.
@@ -122,7 +122,7 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), GraphQLError> 
 pub fn parse(text: &str, limits: &DocumentLimits) -> Result<Doc, Vec<GraphQLError>> {
     prescan(text, limits).map_err(|e| vec![e])?;
     let doc: Doc = graphql_parser::parse_query::<String>(text)
-        .map_err(|e| vec![super::syntax_error(e)])?
+        .map_err(|e| vec![super::error::syntax_error(e)])?
         .into_static();
     structure(&doc, limits).map_err(|e| vec![e])?;
     Ok(doc)
@@ -156,7 +156,7 @@ pub(crate) fn structure(doc: &Doc, limits: &DocumentLimits) -> Result<(), GraphQ
     };
     for def in &doc.definitions {
         let set = match def {
-            Definition::Operation(op) => super::validate::op_view(op).selection_set,
+            Definition::Operation(op) => super::ast::op_view(op).selection_set,
             Definition::Fragment(f) => &f.selection_set,
         };
         walk.aliases(set)?;
@@ -267,18 +267,9 @@ pub fn mentions_introspection(doc: &Doc) -> bool {
         })
     }
     doc.definitions.iter().any(|d| match d {
-        Definition::Operation(op) => set_mentions(super::validate::op_view(op).selection_set),
+        Definition::Operation(op) => set_mentions(super::ast::op_view(op).selection_set),
         Definition::Fragment(f) => set_mentions(&f.selection_set),
     })
-}
-
-/// The operation kind of a parsed document's selected operation.
-pub(crate) fn kind_of(op: &OperationDefinition<'static, String>) -> super::OperationKind {
-    match op {
-        OperationDefinition::Subscription(_) => super::OperationKind::Subscription,
-        OperationDefinition::Mutation(_) => super::OperationKind::Mutation,
-        _ => super::OperationKind::Query,
-    }
 }
 
 #[cfg(test)]

@@ -8,15 +8,15 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
-use graphql_parser::query::{Definition, Field, OperationDefinition, Selection};
+use graphql_parser::query::{Field, Selection};
 use serde_json::{Map, Value, json};
 
-use super::GraphQLError;
+use super::error::GraphQLError;
 use super::plan::Compiler;
 use super::schema::{
     DirectiveDef, EnumValueDef, FieldDef, InputValueDef, Schema, TypeDef, TypeKind, TypeRef,
 };
-use super::validate::{Doc, Frag, Sel, op_view};
+use super::ast::{Doc, Frag, Sel, op_view};
 use super::value::print_ast_value;
 
 /// graphql-js `getIntrospectionQuery()` (default options): what subcar
@@ -189,19 +189,7 @@ pub fn execute(
     if !schema.introspection && super::document::mentions_introspection(&doc) {
         return refuse(super::document::introspection_disabled());
     }
-    let ops: Vec<&OperationDefinition<'static, String>> = doc
-        .definitions
-        .iter()
-        .filter_map(|d| match d {
-            Definition::Operation(op) => Some(op),
-            Definition::Fragment(_) => None,
-        })
-        .collect();
-    let op = match operation_name {
-        Some(n) => ops.into_iter().find(|op| op_view(op).name == Some(n))?,
-        None if ops.len() == 1 => ops[0],
-        None => return None,
-    };
+    let op = super::ast::select_operation(&doc, operation_name).ok()?;
     let view = op_view(op);
     if view.kind != "query" {
         return None;
@@ -535,9 +523,4 @@ impl<'s> Exec<'s, '_> {
             _ => null,
         }
     }
-}
-
-/// Errors as response JSON (used by callers that answer themselves).
-pub fn errors_response(errors: &[GraphQLError]) -> Value {
-    json!({ "errors": errors })
 }

@@ -1,5 +1,5 @@
 //! The GraphQL engine: schema merge, subscription validation, input coercion,
-//! projection of event payloads onto selection sets, filters, grouping keys
+//! projection of event payloads onto selection sets, grouping keys
 //! and introspection. Pure: no sockets, no HTTP, no clocks.
 //!
 //! - [`Schema::build`] / [`Schema::build_with_introspection`] merge the
@@ -8,15 +8,15 @@
 //! - [`PreparedSubscription::project`] turns an event payload into the
 //!   serialised `ExecutionResult` bytes (`{"data":…}` / `{"errors":[…],"data":…}`).
 //! - [`PreparedSubscription::group_key`] is equal for identical subscriptions.
-//! - [`filter::FieldRules`] evaluates `allow` / `filter` for one field.
 //! - [`introspection::execute`] answers introspection queries from the
 //!   merged schema.
 
+mod ast;
 pub mod canonical;
 mod coerce;
 pub mod document;
+mod error;
 pub mod fetch;
-pub mod filter;
 pub mod introspection;
 mod literal;
 pub mod offload;
@@ -29,57 +29,20 @@ mod upstream;
 mod validate;
 mod value;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use graphql_parser::query::{Definition, OperationDefinition, Selection};
-use serde::Serialize;
+use graphql_parser::query::{OperationDefinition, Selection};
 use serde_json::{Map, Value};
 
+pub use ast::select_operation;
 pub use canonical::GroupKey;
+pub use error::{GraphQLError, Location};
 pub use document::{DOCUMENT_TOO_COMPLEX, INTROSPECTION_DISABLED};
 pub use introspection::INTROSPECTION_QUERY;
 pub use schema::{Schema, SchemaError, TypeSource, UpstreamSchema};
 
-use validate::{Doc, Frag, op_view};
-
-/// A GraphQL error as it appears in responses and `error` messages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GraphQLError {
-    pub message: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub locations: Vec<Location>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub path: Vec<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub extensions: Option<Map<String, Value>>,
-}
-
-impl GraphQLError {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            locations: Vec::new(),
-            path: Vec::new(),
-            extensions: None,
-        }
-    }
-
-    /// The same error with `extensions.code` set.
-    pub fn with_code(mut self, code: &str) -> Self {
-        self.extensions
-            .get_or_insert_with(Map::new)
-            .insert("code".into(), Value::String(code.into()));
-        self
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Location {
-    pub line: usize,
-    pub column: usize,
-}
+use ast::{Doc, fragments, op_view};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperationKind {
@@ -130,23 +93,6 @@ fn absent_as_null(
     args
 }
 
-pub(crate) fn syntax_error(e: graphql_parser::query::ParseError) -> GraphQLError {
-    // graphql-parser reports "query parse error: Parse error at L:C\n…".
-    let text = e.to_string();
-    let mut err = GraphQLError::new(format!("Syntax Error: {}", text.trim()));
-    if let Some(rest) = text.split("Parse error at ").nth(1) {
-        let pos: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == ':')
-            .collect();
-        if let Some((l, c)) = pos.split_once(':')
-            && let (Ok(line), Ok(column)) = (l.parse(), c.parse())
-        {
-            err.locations.push(Location { line, column });
-        }
-    }
-    err.with_code("GRAPHQL_PARSE_FAILED")
-}
 
 impl Schema {
     /// Parses `query`, selects its operation (by `operation_name` when the
@@ -274,7 +220,7 @@ impl Schema {
 
     /// The first Subscription field of the operation that waits for the
     /// upstream schema, if any.
-    fn pending_root_field(&self, doc: &Doc, set: &validate::Sel) -> Option<String> {
+    fn pending_root_field(&self, doc: &Doc, set: &ast::Sel) -> Option<String> {
         if self.pending_fields.is_empty() {
             return None;
         }
@@ -301,63 +247,6 @@ impl Schema {
         }
         None
     }
-}
-
-fn fragments(doc: &Doc) -> HashMap<&str, &Frag> {
-    doc.definitions
-        .iter()
-        .filter_map(|d| match d {
-            Definition::Fragment(f) => Some((f.name.as_str(), f)),
-            Definition::Operation(_) => None,
-        })
-        .collect()
-}
-
-/// graphql-js `getOperation` with its messages.
-fn select_operation<'d>(
-    doc: &'d Doc,
-    name: Option<&str>,
-) -> Result<&'d OperationDefinition<'static, String>, GraphQLError> {
-    let ops: Vec<&OperationDefinition<'static, String>> = doc
-        .definitions
-        .iter()
-        .filter_map(|d| match d {
-            Definition::Operation(op) => Some(op),
-            Definition::Fragment(_) => None,
-        })
-        .collect();
-    match name {
-        Some(n) => ops
-            .into_iter()
-            .find(|op| op_view(op).name == Some(n))
-            .ok_or_else(|| GraphQLError::new(format!("Unknown operation named \"{n}\"."))),
-        None => match ops.as_slice() {
-            [one] => Ok(one),
-            [] => Err(GraphQLError::new("Must provide an operation.")),
-            _ => Err(GraphQLError::new(
-                "Must provide operation name if query contains multiple operations.",
-            )),
-        },
-    }
-}
-
-/// Decides whether `query` (selected by `operation_name`) is a
-/// subscription, parsing only what that needs, under `limits`. `Ok(None)`
-/// when the document does not parse or names no operation: the upstream
-/// answers those. `Err` when it is over a cap.
-pub fn operation_kind(
-    query: &str,
-    operation_name: Option<&str>,
-    limits: &crate::config::DocumentLimits,
-) -> Result<Option<OperationKind>, GraphQLError> {
-    document::prescan(query, limits)?;
-    let Ok(doc) = graphql_parser::parse_query::<String>(query) else {
-        return Ok(None);
-    };
-    let doc: Doc = doc.into_static();
-    Ok(select_operation(&doc, operation_name)
-        .ok()
-        .map(document::kind_of))
 }
 
 impl PreparedSubscription {

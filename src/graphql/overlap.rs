@@ -23,9 +23,10 @@ use std::collections::{HashMap, HashSet};
 use graphql_parser::Pos;
 use graphql_parser::query::{Definition, Field, OperationDefinition, Selection, TypeCondition};
 
-use super::GraphQLError;
+use super::error::GraphQLError;
 use super::schema::{Schema, TypeDef, TypeRef};
-use super::validate::{Doc, Frag, Sel, error};
+use super::ast::{Doc, Frag, Sel};
+use super::error::{error};
 use super::value::print_ast_value;
 
 type AstField = Field<'static, String>;

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::GraphQLError;
+use super::error::GraphQLError;
 use super::plan::{Completion, FieldPlan, ObjectPlan};
 use super::schema::TypeRef;
 use super::value::{inspect, js_number, write_json, write_number, write_str};

@@ -7,79 +7,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use graphql_parser::Pos;
-use graphql_parser::query::{
-    Definition, Directive, Document, FragmentDefinition, OperationDefinition, Selection,
-    SelectionSet, TypeCondition, VariableDefinition,
-};
+use graphql_parser::query::{Definition, Directive, Selection, TypeCondition, VariableDefinition};
 
 use super::literal::{VarUsage, check_literal};
 use super::schema::{Schema, TypeDef, TypeKind, TypeRef};
 use super::value::{did_you_mean, suggestion_list};
-use super::{GraphQLError, Location};
-
-pub(crate) type Doc = Document<'static, String>;
-pub(crate) type Frag = FragmentDefinition<'static, String>;
-pub(crate) type Sel = SelectionSet<'static, String>;
-
-pub(crate) fn loc(p: Pos) -> Location {
-    Location {
-        line: p.line,
-        column: p.column,
-    }
-}
-
-pub(crate) fn error(message: impl Into<String>, at: &[Pos]) -> GraphQLError {
-    let mut e = GraphQLError::new(message);
-    e.locations = at.iter().copied().map(loc).collect();
-    e
-}
-
-/// The parts of an operation the rules need, whatever its kind.
-pub(crate) struct OpView<'d> {
-    pub kind: &'static str,
-    pub name: Option<&'d str>,
-    pub position: Pos,
-    pub vars: &'d [VariableDefinition<'static, String>],
-    pub directives: &'d [Directive<'static, String>],
-    pub selection_set: &'d Sel,
-}
-
-pub(crate) fn op_view<'d>(op: &'d OperationDefinition<'static, String>) -> OpView<'d> {
-    match op {
-        OperationDefinition::SelectionSet(s) => OpView {
-            kind: "query",
-            name: None,
-            position: s.span.0,
-            vars: &[],
-            directives: &[],
-            selection_set: s,
-        },
-        OperationDefinition::Query(q) => OpView {
-            kind: "query",
-            name: q.name.as_deref(),
-            position: q.position,
-            vars: &q.variable_definitions,
-            directives: &q.directives,
-            selection_set: &q.selection_set,
-        },
-        OperationDefinition::Mutation(q) => OpView {
-            kind: "mutation",
-            name: q.name.as_deref(),
-            position: q.position,
-            vars: &q.variable_definitions,
-            directives: &q.directives,
-            selection_set: &q.selection_set,
-        },
-        OperationDefinition::Subscription(q) => OpView {
-            kind: "subscription",
-            name: q.name.as_deref(),
-            position: q.position,
-            vars: &q.variable_definitions,
-            directives: &q.directives,
-            selection_set: &q.selection_set,
-        },
-    }
-}
+use super::ast::{Doc, Frag, OpView, Sel, op_view};
+use super::error::{GraphQLError, error};
 
 struct Validator<'s, 'd> {
     schema: &'s Schema,

@@ -2,11 +2,11 @@
 //! what that takes: a byte scan first, the document only when the word
 //! `subscription` appears in it.
 
-use graphql_parser::query::{Definition, OperationDefinition};
+use graphql_parser::query::OperationDefinition;
 use serde::Deserialize;
 
 use crate::config::DocumentLimits;
-use crate::graphql::{GraphQLError, Schema, document};
+use crate::graphql::{GraphQLError, Schema, document, select_operation};
 
 /// The fields of a GraphQL-over-HTTP request that decide its kind. Borrowed
 /// where the JSON has no escapes; everything else in the body is skipped.
@@ -183,35 +183,13 @@ pub fn selects_subscription(
     let Ok(doc) = graphql_parser::parse_query::<&str>(query) else {
         return Ok(false);
     };
-    let mut operations = doc.definitions.iter().filter_map(|d| match d {
-        Definition::Operation(op) => Some(op),
-        Definition::Fragment(_) => None,
-    });
-    let selected = match operation_name.filter(|n| !n.is_empty()) {
-        Some(name) => operations.find(|op| operation_name_of(op) == Some(name)),
-        None => {
-            let first = operations.next();
-            // Several operations and no name: the upstream reports the error.
-            if operations.next().is_some() {
-                None
-            } else {
-                first
-            }
-        }
-    };
+    // Several operations and no name, or an unknown name: the upstream
+    // reports the error in its own words.
+    let selected = select_operation(&doc, operation_name.filter(|n| !n.is_empty())).ok();
     Ok(matches!(
         selected,
         Some(OperationDefinition::Subscription(_))
     ))
-}
-
-fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a str> {
-    match op {
-        OperationDefinition::Subscription(s) => s.name,
-        OperationDefinition::Query(q) => q.name,
-        OperationDefinition::Mutation(m) => m.name,
-        OperationDefinition::SelectionSet(_) => None,
-    }
 }
 
 /// Whether a body or query string mentions `subscription`, `__schema` or

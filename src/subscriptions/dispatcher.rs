@@ -16,7 +16,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 
-use crate::graphql::filter::PreparedEvent;
+use crate::subscriptions::filter::PreparedEvent;
 use crate::shutdown::Shutdown;
 
 use super::enrich::{Enricher, FieldEnrichment, Planned};

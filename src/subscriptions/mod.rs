@@ -5,6 +5,7 @@
 
 pub mod dispatcher;
 pub mod enrich;
+pub mod filter;
 pub mod outbox;
 pub mod registry;
 pub mod sampler;
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::SubscriptionConfig;
-use crate::graphql::filter::{FieldRules, FilterError, ReplaceError};
+use filter::{FieldRules, FilterError, ReplaceError};
 
 pub use dispatcher::Dispatcher;
 pub use enrich::{Enricher, FetchCredentials, FieldEnrichment};

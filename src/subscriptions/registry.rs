@@ -20,7 +20,7 @@ use super::Route;
 use super::enrich::{Credentials, FetchCredentials, Lane};
 use super::outbox::{Delivery, Offer, Outbox};
 use crate::bus::Cursor;
-use crate::graphql::filter::{GroupVars, PreparedEvent};
+use crate::subscriptions::filter::{GroupVars, PreparedEvent};
 use crate::graphql::{GroupKey, PreparedSubscription};
 
 /// Identical subscriptions: same engine key, same root response key (the

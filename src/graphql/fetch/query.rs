@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::OPERATION_NAME;
 use super::target::ResolveTarget;
 use crate::graphql::schema::TypeRef;
-use crate::graphql::validate::{Doc, Frag, Sel};
+use crate::graphql::ast::{Doc, Frag, Sel};
 
 fn ast_type(t: &TypeRef) -> Type<'static, String> {
     match t {

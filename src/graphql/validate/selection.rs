@@ -11,7 +11,9 @@ use graphql_parser::query::{Directive, Field, Selection, TypeCondition, Value as
 use super::super::literal::{check_literal, collect_variables};
 use super::super::schema::{FieldDef, InputValueDef, TypeDef, TypeRef};
 use super::super::value::{did_you_mean, suggestion_list};
-use super::{Sel, Validator, error, suggested_type_names, types_overlap};
+use super::super::ast::Sel;
+use super::super::error::error;
+use super::{Validator, suggested_type_names, types_overlap};
 
 type Args = [(String, AstValue<'static, String>)];
 

@@ -34,7 +34,7 @@ pub(crate) use lane::Lane;
 
 use crate::config::ResolveConfig;
 use crate::graphql::fetch::Policy;
-use crate::graphql::filter::{Expression, FilterError, GroupVars, PreparedEvent};
+use crate::subscriptions::filter::{Expression, FilterError, GroupVars, PreparedEvent};
 use crate::log_limit::LogLimit;
 
 /// The headers that carry a connection's identity to the upstream, and its
