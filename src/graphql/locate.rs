@@ -434,11 +434,11 @@ mod tests {
         assert_eq!(list.at, pos(2, 11));
         assert_eq!(list.item(0).at, pos(2, 12));
         let obj = list.item(1);
-        assert_eq!(obj.field_value("y").at, pos(2, 29));
+        assert_eq!(obj.field_value("y").at, pos(2, 27));
         assert_eq!(obj.item(0).at, obj.at);
-        assert_eq!(obj.repeated_fields(), vec![("y", pos(2, 16), pos(2, 26))]);
-        assert_eq!(obj.field("y").map(|f| f.at), Some(pos(2, 26)));
-        assert_eq!(list.item(1).field_at("y"), pos(2, 26));
+        assert_eq!(obj.repeated_fields(), vec![("y", pos(2, 16), pos(2, 24))]);
+        assert_eq!(obj.field("y").map(|f| f.at), Some(pos(2, 24)));
+        assert_eq!(list.item(1).field_at("y"), pos(2, 24));
         assert_eq!(args[1].value.at, pos(2, 37));
         let number = Locator::new("{ f(x: 1e3) }").arguments(pos(1, 3));
         assert_eq!(number[0].value.raw.as_deref(), Some("1e3"));
@@ -460,7 +460,7 @@ mod tests {
             (pos(1, 36), pos(1, 39), pos(1, 35))
         );
         assert_eq!(loc.name_after(pos(1, 1), 1), pos(1, 14));
-        assert_eq!(loc.before(pos(1, 50)), pos(1, 47));
+        assert_eq!(loc.before(pos(1, 49)), pos(1, 46));
         assert_eq!(loc.name_after(pos(1, 55), 1), pos(1, 58));
         // Not a token start: the position itself.
         assert_eq!(loc.before(pos(1, 2)), pos(1, 2));
