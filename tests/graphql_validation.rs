@@ -48,25 +48,24 @@ pub fn schema() -> Schema {
 }
 
 fn ours(errors: &[GraphQLError]) -> Vec<Seen> {
-    let mut seen: Vec<Seen> = errors
-        .iter()
-        .map(|e| {
-            let at = e.locations.iter().map(|l| (l.line, l.column)).collect();
-            (e.message.clone(), at)
-        })
-        .collect();
-    seen.sort();
-    seen
+    sorted(errors.iter().map(|e| {
+        let at = e.locations.iter().map(|l| (l.line, l.column)).collect();
+        (e.message.clone(), at)
+    }))
 }
 
 fn theirs(errors: &[Expected]) -> Vec<Seen> {
-    let mut seen: Vec<Seen> = errors
-        .iter()
-        .map(|e| {
-            let at = e.locations.iter().map(|l| (l.line, l.column)).collect();
-            (e.message.clone(), at)
-        })
-        .collect();
+    sorted(errors.iter().map(|e| {
+        (
+            e.message.clone(),
+            e.locations.iter().map(|l| (l.line, l.column)).collect(),
+        )
+    }))
+}
+
+/// Errors in a canonical order: graphql-js's order of rules is not compared.
+fn sorted(errors: impl Iterator<Item = Seen>) -> Vec<Seen> {
+    let mut seen: Vec<Seen> = errors.collect();
     seen.sort();
     seen
 }
