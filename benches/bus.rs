@@ -11,97 +11,57 @@
 //! `BUS_BENCH_SECONDS` (default 5) sets the length of each phase;
 //! `BUS_BENCH_BACKENDS=redis` (or `nats`) runs one backend only.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use subcar::app::App;
-use subcar::config::Config;
-use subcar::shutdown::Shutdown;
+use support::ws::Ws;
+use support::{Client, TestSubcar};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SCHEMA: &str = "type Query { hello: String }\ntype Subscription { counter: Int }\n";
 const BATCH: usize = 500;
 const PUBLISHERS: usize = 4;
 
-struct Replica {
-    public: SocketAddr,
-    webhook: SocketAddr,
-    shutdown: Shutdown,
-    registry: std::sync::Arc<subcar::subscriptions::Registry>,
-}
-
-async fn replica(schema: &std::path::Path, bus: &str) -> Replica {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:9/graphql"
-[schema]
-path = "{}"
-introspect_upstream = false
-[webhook]
-listen = "127.0.0.1:0"
-max_body_bytes = 10485760
-[limits]
-outbound_queue = 100000
-{bus}
-"#,
-        schema.display()
-    );
-    let config = Config::parse(&text, std::iter::empty()).expect("bench config is valid");
-    let bound = App::build(config).unwrap().bind().await.unwrap();
-    let health = bound.health();
-    let r = Replica {
-        public: bound.public_addr(),
-        webhook: bound.webhook_addr(),
-        shutdown: Shutdown::new(),
-        registry: bound.registry(),
-    };
-    tokio::spawn(bound.run(r.shutdown.clone()));
+/// A replica on `bus`, once its `/readyz` reports the bus connected.
+async fn replica(bus: &str) -> TestSubcar {
+    let replica = TestSubcar::builder("http://127.0.0.1:9/graphql")
+        .sdl(SCHEMA)
+        .webhook("max_body_bytes = 10485760")
+        .extra(&format!("[limits]\noutbound_queue = 100000\n{bus}"))
+        .spawn()
+        .await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !health.readiness().bus.connected {
+    loop {
+        let ready: Value = reqwest::get(replica.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["bus"]["connected"] == true {
+            return replica;
+        }
         assert!(Instant::now() < deadline, "bus never connected");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    r
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
+/// B's subscriber of `counter`: the raw socket, read without parsing.
 async fn subscriber(addr: SocketAddr) -> Ws {
-    let mut req = format!("ws://{addr}/graphql")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(Message::text(
-        json!({"type": "connection_init"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    ws.next().await.unwrap().unwrap();
-    ws.send(Message::text(
-        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { counter }"}})
-            .to_string(),
-    ))
-    .await
-    .unwrap();
-    ws
+    let mut c = Client::ready(addr).await;
+    c.subscribe("1", "subscription { counter }").await;
+    c.ws
 }
 
 /// A keep-alive HTTP/1 connection to a webhook.
@@ -151,8 +111,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// (a): one event a millisecond, latency from POST to B's socket.
-async fn latency(a: &Replica, b: &Replica, seconds: u64) {
-    let mut ws = subscriber(b.public).await;
+async fn latency(a: &TestSubcar, b: &TestSubcar, seconds: u64) {
+    let mut ws = subscriber(b.addr).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let events = (seconds * 1000) as usize;
     let origin = Instant::now();
@@ -201,8 +161,8 @@ async fn latency(a: &Replica, b: &Replica, seconds: u64) {
 }
 
 /// (b): batches from several connections as fast as the bus acknowledges.
-async fn ingest(a: &Replica, b: &Replica, seconds: u64) {
-    let mut ws = subscriber(b.public).await;
+async fn ingest(a: &TestSubcar, b: &TestSubcar, seconds: u64) {
+    let mut ws = subscriber(b.addr).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let accepted = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs(seconds);
@@ -287,8 +247,6 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let schema = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(schema.path(), SCHEMA).unwrap();
         for kind in backends.split(',') {
             let url = match kind {
                 "redis" => "redis://127.0.0.1:6379",
@@ -299,13 +257,12 @@ fn main() {
             let bus = format!(
                 "[bus]\nkind = \"{kind}\"\nurl = \"{url}\"\nprefix = \"{prefix}\"\nhistory = 100000\n"
             );
-            let a = replica(schema.path(), &bus).await;
-            let b = replica(schema.path(), &bus).await;
+            let a = replica(&bus).await;
+            let b = replica(&bus).await;
             println!("{kind} (replica A's webhook → bus → replica B's subscriber):");
             latency(&a, &b, seconds).await;
             ingest(&a, &b, seconds).await;
-            a.shutdown.trigger();
-            b.shutdown.trigger();
+            drop((a, b));
             cleanup(kind, &prefix).await;
         }
     });

@@ -7,7 +7,11 @@
 //!
 //! Run: `cargo bench --bench engine`.
 
+#[path = "../tests/support/fixtures.rs"]
+mod fixtures;
+
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use fixtures::schema;
 use serde_json::{Map, Value, json};
 use subcar::config::SubscriptionConfig;
 use subcar::graphql::filter::{FieldRules, GroupVars, PreparedEvent};
@@ -16,22 +20,6 @@ use subcar::graphql::{Prepared, PreparedSubscription, Schema};
 /// The allocator the `subcar` binary runs with.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/graphql/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn schema() -> Schema {
-    Schema::build(
-        &fixture("subscriptions.graphql"),
-        Some(&fixture("upstream.graphql")),
-    )
-    .unwrap()
-}
 
 /// 20 selected fields (12 leaves of `Incident`, and 8 below `owner`,
 /// `assignees`, `team` and `related`), behind a named fragment, an alias and

@@ -26,12 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::{TestSubcar, TestUpstream, manifest_dir};
-use tokio::net::TcpStream;
+use support::ws::{Ws, acked};
+use support::{Client, TestSubcar, TestUpstream, manifest_dir};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &str = "enrichment-bench-secret-0123456789";
 const GROUPS: usize = 10;
@@ -73,8 +72,6 @@ impl Population {
         )
     }
 }
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 fn scale() -> f64 {
     std::env::var("ENRICH_BENCH_SCALE")
@@ -130,24 +127,13 @@ share_by = "claims.role"
         .await
 }
 
-/// Subscriber `i` of `population`.
+/// Subscriber `i` of `population`: the raw socket, read without parsing.
 async fn subscriber(subcar: &TestSubcar, population: Population, i: usize) -> Ws {
-    let mut req = format!("ws://{}/graphql", subcar.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", population.token(i))}});
-    ws.send(Message::text(init.to_string())).await.unwrap();
-    let ack = ws.next().await.unwrap().unwrap();
-    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack}");
-    let subscribe =
-        json!({"id": "1", "type": "subscribe", "payload": {"query": population.query(i)}});
-    ws.send(Message::text(subscribe.to_string())).await.unwrap();
-    ws
+    let token = format!("Bearer {}", population.token(i));
+    let (mut c, ack) = Client::init(subcar.addr, &[], json!({"Authorization": token})).await;
+    assert!(acked(&ack), "{ack:?}");
+    c.subscribe("1", &population.query(i)).await;
+    c.ws
 }
 
 /// The event number of a delivered `next` (`"id":"public-<n>"`), and

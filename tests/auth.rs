@@ -5,29 +5,15 @@
 //! `auth.proxy = "require"`, `allow` and claims-scoped filters.
 
 mod auth_support;
-mod ws_support;
+mod support;
 
 use std::time::Duration;
 
-use auth_support::{JwksServer, SigningKey, hs256, jwks, jwt_auth, now};
+use auth_support::{JwksServer, SigningKey, hs256, hs256_auth, jwks, jwt_auth, now};
 use serde_json::{Value, json};
-use ws_support::support::{self, TestSubcar, TestUpstream};
-use ws_support::{Client, Next, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
-
-fn acked(next: &Next) -> bool {
-    matches!(next, Next::Json(v) if v["type"] == "connection_ack")
-}
-
-#[track_caller]
-fn closed_with(next: Next, code: u16, reason: &str) {
-    match next {
-        Next::Closed(c, r) => {
-            assert_eq!(c, code, "{r}");
-            assert!(r.contains(reason), "reason {r:?} lacks {reason:?}");
-        }
-        Next::Json(v) => panic!("expected close {code}, got {v}"),
-    }
-}
+use support::ws::{acked, closed_with};
+use support::{Client, PATIENCE, publish, spawn, spawn_with_upstream, wait_subscriptions};
+use support::{TestSubcar, TestUpstream};
 
 #[tokio::test]
 async fn jwt_from_header_cookie_or_init_payload_is_accepted() {
@@ -352,10 +338,7 @@ async fn upstream_auth_with_the_upstream_down_closes_1013_to_retry() {
 async fn proxy_require_answers_401_and_passes_credentials_through_untouched() {
     let upstream = TestUpstream::start().await;
     let subcar = TestSubcar::builder(upstream.url())
-        .extra(&format!(
-            "[auth]\nmode = \"jwt\"\nproxy = \"require\"\n[auth.jwt]\nsecret = \"{}\"\n",
-            auth_support::SECRET
-        ))
+        .extra(&hs256_auth("proxy = \"require\""))
         .spawn()
         .await;
     let client = reqwest::Client::new();
@@ -393,10 +376,7 @@ async fn proxy_require_answers_401_and_passes_credentials_through_untouched() {
 async fn proxy_passthrough_leaves_the_decision_to_the_upstream() {
     let upstream = TestUpstream::start().await;
     let subcar = TestSubcar::builder(upstream.url())
-        .extra(&format!(
-            "[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"{}\"\n",
-            auth_support::SECRET
-        ))
+        .extra(&hs256_auth(""))
         .spawn()
         .await;
     let (status, body) =

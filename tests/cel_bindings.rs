@@ -2,10 +2,10 @@
 //! out: an argument the client did not pass is `null`; a field the event or
 //! the claims lack makes the rule fail, which counts as "no".
 
-mod ws_support;
+mod support;
 
 use serde_json::json;
-use ws_support::{Client, publish, spawn, wait_subscriptions};
+use support::{Client, publish, spawn, wait_subscriptions};
 
 const SEVERITY_FILTER: &str = r#"
 [[subscriptions]]
@@ -55,13 +55,12 @@ async fn an_absent_argument_reads_as_null_in_a_filter() {
 #[tokio::test]
 async fn an_explicit_null_argument_reads_as_null_too() {
     let rt = spawn(SEVERITY_FILTER).await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe(
-        "1",
-        "subscription { incidentUpdated(severity: null) { id } }",
-    )
-    .await;
-    wait_subscriptions(&rt, 1).await;
+    let mut c = rt
+        .subscriber(
+            "1",
+            "subscription { incidentUpdated(severity: null) { id } }",
+        )
+        .await;
     publish(
         rt.webhook,
         json!({"topic": "incidentUpdated", "payload": {"id": "x", "severity": "P3"}}),
@@ -83,10 +82,9 @@ filter = "event.team == 'a'"
 "#,
     )
     .await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("1", "subscription { incidentUpdated { id } }")
+    let mut c = rt
+        .subscriber("1", "subscription { incidentUpdated { id } }")
         .await;
-    wait_subscriptions(&rt, 1).await;
     publish(
         rt.webhook,
         json!([

@@ -3,82 +3,25 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{TestUpstream, free_port, manifest_dir};
+use support::process::{Addrs, ConfigFile, Process, Until, check, output, printed, subcar};
+use support::upstream::closed_port_url;
+use support::upstream::hello_behaving;
+use support::{Builder, Client, TestSubcar, TestUpstream, manifest_dir};
 
-fn subcar() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_subcar"));
-    cmd.env_remove("SUBCAR_CONFIG").env_remove("RUST_LOG");
-    cmd
+/// An upstream that is never asked: the commands here do not reach it.
+const NOWHERE: &str = "http://127.0.0.1:1/graphql";
+
+/// `subcar.toml` in `dir`: the harness's configuration with `extra`.
+fn write_config(dir: &tempfile::TempDir, upstream_url: &str, extra: &str) -> ConfigFile {
+    ConfigFile::write(dir.path(), "subcar", config(upstream_url, extra))
 }
 
-fn write_config(dir: &tempfile::TempDir, upstream_url: &str, extra: &str) -> std::path::PathBuf {
-    let path = dir.path().join("subcar.toml");
-    let schema = manifest_dir().join("examples/schema.graphql");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{public}"
-drain_timeout = "5s"
-[admin]
-listen = "127.0.0.1:{admin}"
-[webhook]
-listen = "127.0.0.1:{webhook}"
-[upstream]
-url = "{upstream_url}"
-[schema]
-path = "{schema}"
-introspect_upstream = false
-{extra}
-"#,
-            public = free_port(),
-            admin = free_port(),
-            webhook = free_port(),
-            schema = schema.display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// Starts the binary on `path` and waits until it answers; returns the child
-/// and its public address.
-async fn spawn_running(path: &std::path::Path, stderr: Stdio) -> (tokio::process::Child, String) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let public = text
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .unwrap()
-        .split('"')
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let child = tokio::process::Command::from(subcar())
-        .arg("--config")
-        .arg(path)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client
-            .get(format!("http://{public}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            return (child, public);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("subcar did not start");
+fn config(upstream_url: &str, extra: &str) -> Builder {
+    TestSubcar::builder(upstream_url).extra(extra)
 }
 
 #[test]
@@ -108,12 +51,8 @@ fn missing_config_is_explained() {
 #[test]
 fn bad_config_names_key_value_and_expectation_before_listening() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        "http://127.0.0.1:1/graphql",
-        "[heartbeat]\ninterval = \"often\"",
-    );
-    let out = subcar().arg("--config").arg(&path).output().unwrap();
+    let file = write_config(&dir, NOWHERE, "[heartbeat]\ninterval = \"often\"");
+    let out = subcar().arg("--config").arg(&file.path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("heartbeat.interval"), "{stderr}");
@@ -124,10 +63,8 @@ fn bad_config_names_key_value_and_expectation_before_listening() {
 #[test]
 fn env_override_with_a_bad_value_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, "http://127.0.0.1:1/graphql", "");
-    let out = subcar()
-        .args(["check", "--config"])
-        .arg(&path)
+    let out = write_config(&dir, NOWHERE, "")
+        .check()
         .env("SUBCAR_LIMITS__MAX_CONNECTIONS", "plenty")
         .output()
         .unwrap();
@@ -143,13 +80,7 @@ fn env_override_with_a_bad_value_is_named() {
 async fn check_reports_upstream_reachability_in_its_exit_code() {
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let up = write_config(&dir, &upstream.url(), "");
-    let out = tokio::process::Command::from(subcar())
-        .args(["check", "--config"])
-        .arg(&up)
-        .output()
-        .await
-        .unwrap();
+    let out = output(write_config(&dir, &upstream.url(), "").check()).await;
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -158,13 +89,7 @@ async fn check_reports_upstream_reachability_in_its_exit_code() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("reachable"));
 
-    let down = write_config(&dir, &support::upstream::closed_port_url(), "");
-    let out = tokio::process::Command::from(subcar())
-        .args(["check", "--config"])
-        .arg(&down)
-        .output()
-        .await
-        .unwrap();
+    let out = output(write_config(&dir, &closed_port_url(), "").check()).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reachable"));
 }
@@ -173,36 +98,27 @@ async fn check_reports_upstream_reachability_in_its_exit_code() {
 async fn check_warns_about_any_origin() {
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &upstream.url(), "[auth]\ncookie = \"session\"");
-    let out = tokio::process::Command::from(subcar())
-        .args(["check", "--config"])
-        .arg(&path)
-        .env("SUBCAR_SERVER__CORS_ORIGINS", "[\"*\"]")
-        .output()
-        .await
-        .unwrap();
+    let file = write_config(&dir, &upstream.url(), "[auth]\ncookie = \"session\"");
+    let mut any_origin = file.check();
+    any_origin.env("SUBCAR_SERVER__CORS_ORIGINS", "[\"*\"]");
+    let out = output(any_origin).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
         stdout.contains("warning: server.cors_origins") && stdout.contains("auth.cookie"),
         "{stdout}"
     );
-    let out = tokio::process::Command::from(subcar())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .await
-        .unwrap();
+    let out = output(file.check()).await;
     assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
 }
 
 #[test]
 fn schema_command_prints_the_merged_sdl() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, "http://127.0.0.1:1/graphql", "");
+    let file = write_config(&dir, NOWHERE, "");
     let out = subcar()
         .args(["schema", "--config"])
-        .arg(&path)
+        .arg(&file.path)
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -211,10 +127,8 @@ fn schema_command_prints_the_merged_sdl() {
 
 #[test]
 fn example_config_is_accepted_by_check() {
-    let out = subcar()
-        .args(["check", "--config"])
-        .arg(manifest_dir().join("config.example.toml"))
-        .env("SUBCAR_UPSTREAM__URL", support::upstream::closed_port_url())
+    let out = check(&manifest_dir().join("config.example.toml"))
+        .env("SUBCAR_UPSTREAM__URL", closed_port_url())
         .output()
         .unwrap();
     // Valid configuration; the example's upstream is not running here.
@@ -232,20 +146,16 @@ fn example_config_is_accepted_by_check() {
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &upstream.url(), "");
-    let (mut child, public) = spawn_running(&path, Stdio::null()).await;
-    let url = format!("http://{public}/graphql");
+    let file = write_config(&dir, &upstream.url(), "");
+    let mut subcar = file.start(Stdio::null(), Until::Listening).await;
+    let public = file.addrs.public;
     let client = reqwest::Client::new();
 
     let slow = tokio::spawn(
-        client
-            .post(&url)
-            .header("x-test-behavior", "sleep:800")
-            .json(&json!({"query": "{ hello }"}))
-            .send(),
+        hello_behaving(&client, &format!("http://{public}/graphql"), "sleep:800").send(),
     );
     upstream.wait_for_requests(1).await;
-    send_signal(&child, "-TERM");
+    subcar.signal("-TERM");
 
     let res = slow
         .await
@@ -256,13 +166,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         res.json::<serde_json::Value>().await.unwrap()["data"]["hello"],
         "Hello, world!"
     );
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(subcar.exit_code().await, Some(0));
     assert!(
-        tokio::net::TcpStream::connect(&public).await.is_err(),
+        tokio::net::TcpStream::connect(public).await.is_err(),
         "listener closed"
     );
 }
@@ -273,28 +179,29 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &upstream.url(), "[log]\nfilter = \"warn\"");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let (mut child, public) = spawn_running(&path, Stdio::piped()).await;
+    let file = write_config(&dir, &upstream.url(), "[log]\nfilter = \"warn\"");
+    let mut subcar = file.start(Stdio::piped(), Until::Listening).await;
     let client = reqwest::Client::new();
 
-    let changed =
-        text.replace("filter = \"warn\"", "filter = \"info\"") + "\n[limits]\noutbound_queue = 5\n";
+    let changed = config(
+        &upstream.url(),
+        "[log]\nfilter = \"info\"\n[limits]\noutbound_queue = 5",
+    );
     let (mut applied, mut restart) = (false, false);
-    reload(&mut child, &path, &changed, |line| {
+    reload(&mut subcar, &file, changed, |line| {
         applied |= line.contains("log.filter applied");
         restart |= line.contains("after a restart") && line.contains("limits");
         applied && restart
     })
     .await;
     let res = client
-        .post(format!("http://{public}/graphql"))
+        .post(format!("http://{}/graphql", file.addrs.public))
         .json(&json!({"query": "{ hello }"}))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "still serving after the reload");
-    child.kill().await.unwrap();
+    subcar.child.kill().await.unwrap();
 }
 
 /// SIGTERM with a subscriber connected: new connections are refused at
@@ -302,32 +209,24 @@ async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
 /// over, then it is closed with `1001` and the process exits 0.
 #[tokio::test]
 async fn sigterm_keeps_sockets_until_the_drain_ends_then_closes_them_1001() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &upstream.url(), "");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("drain_timeout = \"5s\"", "drain_timeout = \"1s\"");
-    std::fs::write(&path, &text).unwrap();
-    let webhook = webhook_addr(&text);
-    let (mut child, public) = spawn_running(&path, Stdio::null()).await;
-    let mut ws = ws_subscribed(&public).await;
-    post_until_received(&webhook, &mut ws, "before").await;
+    let file = write_config(&dir, &upstream.url(), "[server]\ndrain_timeout = \"1s\"");
+    let Addrs {
+        public, webhook, ..
+    } = file.addrs;
+    let mut subcar = file.start(Stdio::null(), Until::Listening).await;
+    let mut ws = subscribed(public, INCIDENT_IDS).await;
+    post_until_received(webhook, &mut ws, "before").await;
 
-    send_signal(&child, "-TERM");
+    subcar.signal("-TERM");
     // New connections are refused while the drain runs.
     let mut refused = false;
     for _ in 0..100 {
-        let mut request = format!("ws://{public}/graphql")
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            "graphql-transport-ws".parse().unwrap(),
-        );
-        if tokio_tungstenite::connect_async(request).await.is_err() {
+        if Client::connect_with(public, Some("graphql-transport-ws"), &[])
+            .await
+            .is_err()
+        {
             refused = true;
             break;
         }
@@ -335,38 +234,24 @@ async fn sigterm_keeps_sockets_until_the_drain_ends_then_closes_them_1001() {
     }
     assert!(refused, "upgrades are refused once draining");
     // The open socket still gets events posted during the drain.
-    post_event(&webhook, "during").await;
-    let during = loop {
-        let v = ws_recv(&mut ws).await.expect("still open during the drain");
-        if v["payload"]["data"]["incidentUpdated"]["id"] != "before" {
-            break v;
-        }
-    };
+    post_event(webhook, "during").await;
+    let during = next_other_than(&mut ws, "before").await;
     assert_eq!(during["payload"]["data"]["incidentUpdated"]["id"], "during");
-    assert_eq!(
-        ws_recv(&mut ws).await,
-        Err(Some(1001)),
-        "closed with 1001 at the end"
-    );
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(ws.closed().await.0, 1001, "closed with 1001 at the end");
+    assert_eq!(subcar.exit_code().await, Some(0));
 }
 
-/// Writes `text` to the running child's config file, sends SIGHUP, and
-/// feeds the child's stderr lines to `done` until it says so.
+/// Writes `changed` to the running process's config file, sends SIGHUP,
+/// and feeds the process's stderr lines to `done` until it says so.
 async fn reload(
-    child: &mut tokio::process::Child,
-    path: &std::path::Path,
-    text: &str,
+    subcar: &mut Process,
+    file: &ConfigFile,
+    changed: Builder,
     mut done: impl FnMut(&str) -> bool,
 ) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    std::fs::write(path, text).unwrap();
-    send_signal(child, "-HUP");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    file.rewrite(changed);
+    subcar.signal("-HUP");
+    let mut lines = subcar.stderr_lines();
     loop {
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
             .await
@@ -379,108 +264,69 @@ async fn reload(
     }
 }
 
-fn send_signal(child: &tokio::process::Child, signal: &str) {
-    let pid = child.id().unwrap().to_string();
-    let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
-/// Posts one `incidentUpdated` event with payload id `id`; expects `202`.
-async fn post_event(webhook: &str, id: &str) {
+/// Posts `event` to the webhook; expects `202`.
+async fn post_webhook(webhook: std::net::SocketAddr, event: serde_json::Value) {
     let res = reqwest::Client::new()
         .post(format!("http://{webhook}/webhook"))
-        .json(&json!({"topic": "incidentUpdated", "payload": {"id": id}}))
+        .json(&event)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 202);
 }
 
-/// The `[webhook] listen` address of a config written by [`write_config`].
-fn webhook_addr(text: &str) -> String {
-    text.lines()
-        .skip_while(|l| *l != "[webhook]")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .nth(1)
-        .unwrap()
-        .to_owned()
+/// Posts one `incidentUpdated` event with payload id `id`; expects `202`.
+async fn post_event(webhook: std::net::SocketAddr, id: &str) {
+    post_webhook(
+        webhook,
+        json!({"topic": "incidentUpdated", "payload": {"id": id}}),
+    )
+    .await;
 }
 
-/// A graphql-transport-ws connection, acknowledged, with subscription "1"
-/// to `incidentUpdated { id }`.
-async fn ws_subscribed(public: &str) -> Ws {
-    ws_subscribed_to(public, "subscription { incidentUpdated { id } }").await
-}
+const INCIDENT_IDS: &str = "subscription { incidentUpdated { id } }";
 
 /// A graphql-transport-ws connection, acknowledged, with subscription "1"
 /// to `query`.
-async fn ws_subscribed_to(public: &str, query: &str) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{public}/graphql")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    ws_send(&mut ws, json!({"type": "connection_init"})).await;
-    assert_eq!(ws_recv(&mut ws).await.unwrap()["type"], "connection_ack");
-    ws_send(
-        &mut ws,
-        json!({"id": "1", "type": "subscribe", "payload": {"query": query}}),
-    )
-    .await;
+async fn subscribed(public: std::net::SocketAddr, query: &str) -> Client {
+    let mut ws = Client::ready(public).await;
+    ws.subscribe("1", query).await;
     ws
+}
+
+/// The next text message within a short wait, if one comes (a poll, not
+/// a claim about time).
+async fn poll(ws: &mut Client) -> Option<serde_json::Value> {
+    use futures_util::StreamExt;
+    match tokio::time::timeout(Duration::from_millis(100), ws.ws.next()).await {
+        Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+            Some(serde_json::from_str(&t).unwrap())
+        }
+        _ => None,
+    }
 }
 
 /// Posts `incidentUpdated` events with id `id` until one arrives on `ws`
 /// (the subscription is registered by then).
-async fn post_until_received(webhook: &str, ws: &mut Ws, id: &str) {
-    use futures_util::StreamExt;
+async fn post_until_received(webhook: std::net::SocketAddr, ws: &mut Client, id: &str) {
     for _ in 0..100 {
         post_event(webhook, id).await;
-        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))) =
-            tokio::time::timeout(Duration::from_millis(100), ws.next()).await
-        {
+        if poll(ws).await.is_some() {
             return;
         }
     }
     panic!("the subscription receives no events");
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next text message as JSON, or the close code.
-async fn ws_recv(ws: &mut Ws) -> Result<serde_json::Value, Option<u16>> {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
+/// The first message that is not an `incidentUpdated` with id `skipped`
+/// (events of a warm-up may still be queued).
+async fn next_other_than(ws: &mut Client, skipped: &str) -> serde_json::Value {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame arrives")
-            .expect("the socket is open")
-            .unwrap()
-        {
-            Message::Text(t) => return Ok(serde_json::from_str(&t).unwrap()),
-            Message::Close(frame) => return Err(frame.map(|f| u16::from(f.code))),
-            _ => continue,
+        let v = ws.recv().await;
+        if v["payload"]["data"]["incidentUpdated"]["id"] != skipped {
+            return v;
         }
     }
-}
-
-async fn ws_send<S>(ws: &mut S, v: serde_json::Value)
-where
-    S: futures_util::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
-    S::Error: std::fmt::Debug,
-{
-    use futures_util::SinkExt;
-    ws.send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
-        .await
-        .unwrap();
 }
 
 /// SIGHUP with a changed `filter` and a lower subscription limit: the live
@@ -491,19 +337,20 @@ async fn sighup_applies_a_new_filter_and_limits_to_live_connections() {
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let block = "[[subscriptions]]\nfield = \"incidentUpdated\"\n";
-    let path = write_config(&dir, &upstream.url(), block);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let webhook = webhook_addr(&text);
-    let (mut child, public) = spawn_running(&path, Stdio::piped()).await;
-    let mut ws = ws_subscribed(&public).await;
-    post_until_received(&webhook, &mut ws, "warm-up").await;
+    let file = write_config(&dir, &upstream.url(), block);
+    let webhook = file.addrs.webhook;
+    let mut subcar = file.start(Stdio::piped(), Until::Listening).await;
+    let mut ws = subscribed(file.addrs.public, INCIDENT_IDS).await;
+    post_until_received(webhook, &mut ws, "warm-up").await;
 
-    let filtered = text.replace(
-        block,
-        &format!("{block}filter = \"event.id != 'hidden'\"\n"),
-    ) + "\n[limits]\nmax_subscriptions_per_connection = 1\n";
+    let filtered = config(
+        &upstream.url(),
+        &format!(
+            "{block}filter = \"event.id != 'hidden'\"\n[limits]\nmax_subscriptions_per_connection = 1"
+        ),
+    );
     let (mut rules, mut limits) = (false, false);
-    reload(&mut child, &path, &filtered, |line| {
+    reload(&mut subcar, &file, filtered, |line| {
         assert!(!line.contains("after a restart"), "{line}");
         if line.contains("filter/allow rules applied") {
             assert!(line.contains("not_applied=0"), "{line}");
@@ -514,32 +361,23 @@ async fn sighup_applies_a_new_filter_and_limits_to_live_connections() {
     })
     .await;
     for id in ["hidden", "shown"] {
-        post_event(&webhook, id).await;
+        post_event(webhook, id).await;
     }
     // Warm-up events may still be queued; the first other id must be the
     // one the new filter lets through.
-    let next = loop {
-        let v = ws_recv(&mut ws).await.expect("the socket stays open");
-        if v["payload"]["data"]["incidentUpdated"]["id"] != "warm-up" {
-            break v;
-        }
-    };
+    let next = next_other_than(&mut ws, "warm-up").await;
     assert_eq!(next["payload"]["data"]["incidentUpdated"]["id"], "shown");
     // One subscription is open: a second one is now over the limit.
-    ws_send(
-        &mut ws,
-        json!({"id": "2", "type": "subscribe", "payload": {"query": "subscription { incidentUpdated { id } }"}}),
-    )
-    .await;
+    ws.subscribe("2", INCIDENT_IDS).await;
     let refused = loop {
-        let v = ws_recv(&mut ws).await.expect("the socket stays open");
+        let v = ws.recv().await;
         if v["type"] == "error" {
             break v;
         }
     };
     assert_eq!(refused["id"], "2");
     assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
-    child.kill().await.unwrap();
+    subcar.child.kill().await.unwrap();
 }
 
 /// Runs `subcar init` with `args` in `dir`.
@@ -555,7 +393,7 @@ fn init(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn init_writes_a_commented_config_that_loads_builds_and_passes_check() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = support::upstream::closed_port_url();
+    let upstream = closed_port_url();
     let out = init(dir.path(), &["--upstream", &upstream, "--out", "new/sub"]);
     assert_eq!(
         out.status.code(),
@@ -587,11 +425,7 @@ fn init_writes_a_commented_config_that_loads_builds_and_passes_check() {
     subcar::app::App::build(config).expect("the written config and schema build an app");
 
     // Valid; the upstream is not running: exit code 2, as documented.
-    let check = subcar()
-        .args(["check", "--config"])
-        .arg(&config_path)
-        .output()
-        .unwrap();
+    let check = check(&config_path).output().unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert_eq!(
         check.status.code(),
@@ -665,52 +499,18 @@ async fn init_output_runs_against_a_real_upstream_and_delivers_the_example_event
     assert_eq!(out.status.code(), Some(0));
     let config_path = dir.path().join("subcar.toml");
 
-    let check = tokio::process::Command::from(subcar())
-        .args(["check", "--config"])
-        .arg(&config_path)
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(
-        check.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let check = output(check(&config_path)).await;
+    assert_eq!(check.status.code(), Some(0), "{}", printed(&check));
 
     // Free ports instead of the file's fixed ones.
-    let public = format!("127.0.0.1:{}", free_port());
-    let webhook = format!("127.0.0.1:{}", free_port());
-    let _child = tokio::process::Command::from(subcar())
-        .arg("--config")
-        .arg(&config_path)
-        .env("SUBCAR_SERVER__LISTEN", &public)
-        .env("SUBCAR_ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("SUBCAR_WEBHOOK__LISTEN", &webhook)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client
-            .get(format!("http://{public}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "subcar runs on the written config");
+    let addrs = Addrs::free();
+    let mut cmd = subcar();
+    cmd.envs(addrs.env());
+    // `start` fails unless subcar runs on the written config.
+    let _subcar = Process::start(cmd, &config_path, addrs, Stdio::null(), Until::Listening).await;
 
-    let mut ws = ws_subscribed_to(
-        &public,
+    let mut ws = subscribed(
+        addrs.public,
         r#"subscription { exampleUpdated(id: "1") { id status } }"#,
     )
     .await;
@@ -723,19 +523,14 @@ async fn init_output_runs_against_a_real_upstream_and_delivers_the_example_event
     let mut received = None;
     for _ in 0..100 {
         for id in ["2", "1"] {
-            let res = client
-                .post(format!("http://{webhook}/webhook"))
-                .json(&json!({"topic": "example.updated", "payload": {"id": id, "status": "done"}}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 202);
+            post_webhook(
+                addrs.webhook,
+                json!({"topic": "example.updated", "payload": {"id": id, "status": "done"}}),
+            )
+            .await;
         }
-        use futures_util::StreamExt;
-        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) =
-            tokio::time::timeout(Duration::from_millis(100), ws.next()).await
-        {
-            received = Some(serde_json::from_str::<serde_json::Value>(&t).unwrap());
+        received = poll(&mut ws).await;
+        if received.is_some() {
             break;
         }
     }
@@ -757,44 +552,27 @@ async fn url_passwords_are_never_printed() {
     let secret_url = upstream
         .url()
         .replacen("http://", "http://admin:hunter2@", 1);
-    let path = write_config(&dir, &secret_url, "");
-    let out = tokio::process::Command::from(subcar())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .await
-        .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!printed.contains("hunter2"), "{printed}");
+    let file = write_config(&dir, &secret_url, "");
+    let printed_up = printed(&output(file.check()).await);
+    assert!(!printed_up.contains("hunter2"), "{printed_up}");
     assert!(
-        printed.contains("http://admin:****@127.0.0.1:"),
-        "{printed}"
+        printed_up.contains("http://admin:****@127.0.0.1:"),
+        "{printed_up}"
     );
 
     // The same for an unreachable upstream, whose error names the URL.
-    let down = support::upstream::closed_port_url().replacen("http://", "http://admin:hunter2@", 1);
-    let path_down = write_config(&dir, &down, "");
-    let out = subcar()
-        .args(["check", "--config"])
-        .arg(&path_down)
+    let down = closed_port_url().replacen("http://", "http://admin:hunter2@", 1);
+    let out = ConfigFile::write(dir.path(), "down", config(&down, ""))
+        .check()
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!printed.contains("hunter2"), "{printed}");
+    let printed_down = printed(&out);
+    assert!(!printed_down.contains("hunter2"), "{printed_down}");
 
     // `run` logs the upstream at start-up: redacted.
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let (mut child, _public) = spawn_running(&path, Stdio::piped()).await;
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut subcar = file.start(Stdio::piped(), Until::Listening).await;
+    let mut lines = subcar.stderr_lines();
     let line = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let line = lines
@@ -811,7 +589,7 @@ async fn url_passwords_are_never_printed() {
     .await
     .expect("the start-up line is logged");
     assert!(line.contains("admin:****@127.0.0.1"), "{line}");
-    child.kill().await.unwrap();
+    subcar.child.kill().await.unwrap();
 }
 
 /// A duration that would overflow a deadline is refused by `check` with
@@ -836,12 +614,7 @@ fn check_refuses_out_of_range_durations_and_sizes() {
             "from 1 to 67108864",
         ),
     ] {
-        let path = write_config(&dir, "http://127.0.0.1:1/graphql", extra);
-        let out = subcar()
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = write_config(&dir, NOWHERE, extra).check().output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{extra}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key) && stderr.contains(range), "{stderr}");

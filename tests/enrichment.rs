@@ -5,15 +5,15 @@
 //! many upstream requests one event costs, who sees what, upstream failures,
 //! ordering, resume, and start-up validation of the configuration.
 
-mod ws_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use ws_support::support::upstream::{self, Recorded};
-use ws_support::support::{Builder, TestSubcar, TestUpstream, manifest_dir};
-use ws_support::{Client, PATIENCE, publish};
+use support::upstream::{self, Recorded};
+use support::{Builder, TestSubcar, TestUpstream, manifest_dir};
+use support::{Client, PATIENCE, publish};
 
 /// The operation name of subcar's upstream fetches; counts them in the
 /// upstream's recorded bodies (upstream authentication's `me` queries do
@@ -120,7 +120,7 @@ fn bearer(id: &str, tenant: &str) -> String {
 async fn connect(subcar: &TestSubcar, headers: &[(&str, &str)], payload: Value) -> Client {
     let (c, first) = Client::init(subcar.addr, headers, payload).await;
     match first {
-        ws_support::Next::Json(v) if v["type"] == "connection_ack" => c,
+        support::Next::Json(v) if v["type"] == "connection_ack" => c,
         other => panic!("expected connection_ack, got {other:?}"),
     }
 }
@@ -331,11 +331,8 @@ async fn resolve_args_may_read_the_subscribers_claims() {
     subscribe(&mut dev, "s", ID_TITLE, json!({})).await;
     env.wait_subscriptions(2).await;
     env.publish("ticket.updated", json!({"n": "1"})).await;
-    assert_eq!(next_for(&mut ops, "s").await, id_title("ops-1", "db down"));
-    assert_eq!(
-        next_for(&mut dev, "s").await,
-        id_title("dev-1", "flaky test")
-    );
+    next_is_ticket(&mut ops, "s", "ops-1", "db down").await;
+    next_is_ticket(&mut dev, "s", "dev-1", "flaky test").await;
 }
 
 #[tokio::test]
@@ -651,6 +648,12 @@ fn id_title(id: &str, title: &str) -> Value {
     json!({"data": {"ticketUpdated": {"id": id, "title": title}}})
 }
 
+/// The next message of `c` is a `next` of subscription `sub` carrying the
+/// ticket `id` with `title`.
+async fn next_is_ticket(c: &mut Client, sub: &str, id: &str, title: &str) {
+    assert_eq!(next_for(c, sub).await, id_title(id, title));
+}
+
 #[tokio::test]
 async fn on_null_skip_hides_an_event_from_a_subscriber_without_rights() {
     let env = Env::start("", &ticket_updated("")).await;
@@ -662,16 +665,10 @@ async fn on_null_skip_hides_an_event_from_a_subscriber_without_rights() {
     env.publish("ticket.updated", json!({"id": "ops-1"})).await;
     env.publish("ticket.updated", json!({"id": "public-1"}))
         .await;
-    assert_eq!(next_for(&mut ops, "s").await, id_title("ops-1", "db down"));
-    assert_eq!(
-        next_for(&mut ops, "s").await,
-        id_title("public-1", "Ticket public-1")
-    );
+    next_is_ticket(&mut ops, "s", "ops-1", "db down").await;
+    next_is_ticket(&mut ops, "s", "public-1", "Ticket public-1").await;
     // The first thing dev receives is the second event.
-    assert_eq!(
-        next_for(&mut dev, "s").await,
-        id_title("public-1", "Ticket public-1")
-    );
+    next_is_ticket(&mut dev, "s", "public-1", "Ticket public-1").await;
     nothing_more(&mut dev).await;
 }
 
@@ -687,10 +684,7 @@ async fn on_null_skip_treats_forbidden_errors_and_http_401_403_like_null() {
         env.publish("ticket.updated", json!({"id": id})).await;
     }
     for c in [&mut ops, &mut dev] {
-        assert_eq!(
-            next_for(c, "s").await,
-            id_title("public-1", "Ticket public-1")
-        );
+        next_is_ticket(c, "s", "public-1", "Ticket public-1").await;
         nothing_more(c).await;
     }
     assert_eq!(env.resolves(), 8, "every event was fetched for both");
@@ -742,7 +736,7 @@ async fn on_null_deliver_sends_null_with_the_upstream_errors() {
     }
     env.wait_subscriptions(3).await;
     env.publish("ticket.updated", json!({"id": "ops-1"})).await;
-    assert_eq!(next_for(&mut ops, "s").await, id_title("ops-1", "db down"));
+    next_is_ticket(&mut ops, "s", "ops-1", "db down").await;
     assert_eq!(
         next_for(&mut dev, "s").await,
         json!({"data": {"ticketUpdated": null}}),
@@ -906,7 +900,7 @@ async fn a_non_json_answer_is_upstream_unavailable_for_that_event_only() {
         p["data"],
         json!({"ticketUpdated": {"id": "http-garbage", "title": null}})
     );
-    assert_eq!(next_for(&mut c, "s").await, id_title("ops-1", "db down"));
+    next_is_ticket(&mut c, "s", "ops-1", "db down").await;
 }
 
 /// An upstream that answers 5xx is down, even when its body is shaped like
@@ -928,7 +922,7 @@ async fn an_http_5xx_from_the_upstream_is_upstream_unavailable() {
             json!(["ticketUpdated"])
         );
     }
-    assert_eq!(next_for(&mut c, "s").await, id_title("ops-1", "db down"));
+    next_is_ticket(&mut c, "s", "ops-1", "db down").await;
 }
 
 #[tokio::test]
@@ -949,7 +943,7 @@ async fn a_fetch_slower_than_the_upstream_timeout_is_upstream_unavailable() {
         json!(["ticketUpdated"])
     );
     assert_eq!(p["data"]["ticketUpdated"]["id"], "slow-5000-ops-1", "{p}");
-    assert_eq!(next_for(&mut c, "s").await, id_title("ops-2", "disk full"));
+    next_is_ticket(&mut c, "s", "ops-2", "disk full").await;
 }
 
 #[tokio::test]
@@ -975,10 +969,7 @@ async fn a_slow_fetch_stalls_no_other_subscription() {
         while_slow < Duration::from_millis(1500),
         "the plain events waited for the slow fetch: {while_slow:?}"
     );
-    assert_eq!(
-        next_for(&mut both, "t").await,
-        id_title("slow-2000-ops-1", "db down")
-    );
+    next_is_ticket(&mut both, "t", "slow-2000-ops-1", "db down").await;
     assert!(
         start.elapsed() >= Duration::from_millis(2000),
         "the fetch really was slow"
@@ -994,11 +985,8 @@ async fn a_slow_fetch_followed_by_a_fast_one_still_delivers_in_publish_order() {
     env.publish("ticket.updated", json!({"id": "slow-500-ops-1"}))
         .await;
     env.publish("ticket.updated", json!({"id": "ops-2"})).await;
-    assert_eq!(
-        next_for(&mut c, "s").await,
-        id_title("slow-500-ops-1", "db down")
-    );
-    assert_eq!(next_for(&mut c, "s").await, id_title("ops-2", "disk full"));
+    next_is_ticket(&mut c, "s", "slow-500-ops-1", "db down").await;
+    next_is_ticket(&mut c, "s", "ops-2", "disk full").await;
 }
 
 #[tokio::test]
@@ -1063,10 +1051,7 @@ async fn subscribers_leaving_during_a_fetch_get_nothing_and_leave_nothing_behind
     subscribe(&mut completing, "again", ID_TITLE, json!({})).await;
     env.wait_subscriptions(1).await;
     env.publish("ticket.updated", json!({"id": "ops-2"})).await;
-    assert_eq!(
-        next_for(&mut completing, "again").await,
-        id_title("ops-2", "disk full")
-    );
+    next_is_ticket(&mut completing, "again", "ops-2", "disk full").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1093,7 +1078,7 @@ async fn resume_on_an_enriched_field_is_refused_and_the_socket_stays_open() {
     subscribe(&mut c, "s", ID_TITLE, json!({})).await;
     env.wait_subscriptions(1).await;
     env.publish("ticket.updated", json!({"id": "ops-1"})).await;
-    assert_eq!(next_for(&mut c, "s").await, id_title("ops-1", "db down"));
+    next_is_ticket(&mut c, "s", "ops-1", "db down").await;
     nothing_more(&mut c).await;
 }
 
@@ -1243,7 +1228,7 @@ async fn fetches_carry_credentials_and_origin_and_nothing_forged() {
     subscribe(&mut c, "s", ID_TITLE, json!({})).await;
     env.wait_subscriptions(1).await;
     env.publish("ticket.updated", json!({"id": "ops-1"})).await;
-    assert_eq!(next_for(&mut c, "s").await, id_title("ops-1", "db down"));
+    next_is_ticket(&mut c, "s", "ops-1", "db down").await;
     let fetch = env.upstream.bodies_containing(RESOLVE).pop().unwrap();
     assert_eq!(header(&fetch, "authorization"), Some("Bearer user:u1:ops"));
     assert_eq!(header(&fetch, "origin"), Some(own.as_str()));

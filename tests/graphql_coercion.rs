@@ -1,24 +1,12 @@
 //! Argument and variable coercion (GraphQL spec §6.1.2, §6.4.1): the
 //! coerced `args()` a subscription sees, and spec-shaped errors.
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{fixture, schema};
 use serde_json::{Map, Value, json};
 use subcar::graphql::{GraphQLError, Prepared, PreparedSubscription, Schema};
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/graphql/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn schema() -> Schema {
-    Schema::build(
-        &fixture("subscriptions.graphql"),
-        Some(&fixture("upstream.graphql")),
-    )
-    .unwrap()
-}
 
 fn prepare(
     q: &str,

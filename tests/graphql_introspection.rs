@@ -4,29 +4,14 @@
 //! `SUBCAR_UPDATE_FIXTURES=1`), and `check-introspection.mjs` checks it with
 //! graphql-js `buildClientSchema`.
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
 use std::collections::BTreeMap;
 
+use fixtures::{fixture, fixture_path, schema};
 use serde_json::{Map, Value, json};
 use subcar::graphql::{INTROSPECTION_QUERY, Schema, introspection};
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(fixture_path(name)).unwrap()
-}
-
-fn fixture_path(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/graphql/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn schema() -> Schema {
-    Schema::build(
-        &fixture("subscriptions.graphql"),
-        Some(&fixture("upstream.graphql")),
-    )
-    .unwrap()
-}
 
 fn run(q: &str) -> Option<Value> {
     introspection::execute(&schema(), q, None, &Map::new())

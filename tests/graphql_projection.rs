@@ -6,9 +6,13 @@
 //! message, `path` and locations; variable coercion failures are the same
 //! `errors` without `data`.
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{cases, schema};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use subcar::graphql::{Prepared, Schema};
+use subcar::graphql::Prepared;
 
 #[derive(Deserialize)]
 struct Case {
@@ -19,23 +23,11 @@ struct Case {
     result: Value,
 }
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/graphql/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
 #[test]
 fn same_results_as_graphql_js_execute() {
-    let cases: Vec<Case> = serde_json::from_str(&fixture("projection.json")).unwrap();
+    let cases: Vec<Case> = cases("projection.json");
     assert!(cases.len() >= 150, "{} cases", cases.len());
-    let schema = Schema::build(
-        &fixture("subscriptions.graphql"),
-        Some(&fixture("upstream.graphql")),
-    )
-    .unwrap();
+    let schema = schema();
     let mut failures = Vec::new();
     for case in &cases {
         let got: Value = match schema.prepare(&case.query, None, &case.variables) {

@@ -4,8 +4,12 @@
 //! keeps it equal to what graphql-js says) gets the same verdict from subcar,
 //! and the same errors: each message with its locations.
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{cases, schema};
 use serde::Deserialize;
-use subcar::graphql::{GraphQLError, Schema};
+use subcar::graphql::GraphQLError;
 
 #[derive(Deserialize)]
 struct Case {
@@ -30,22 +34,6 @@ struct Loc {
 
 /// An error as compared: its message and its locations, in order.
 type Seen = (String, Vec<(usize, usize)>);
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/graphql/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-pub fn schema() -> Schema {
-    Schema::build(
-        &fixture("subscriptions.graphql"),
-        Some(&fixture("upstream.graphql")),
-    )
-    .unwrap()
-}
 
 fn ours(errors: &[GraphQLError]) -> Vec<Seen> {
     sorted(errors.iter().map(|e| {
@@ -72,7 +60,7 @@ fn sorted(errors: impl Iterator<Item = Seen>) -> Vec<Seen> {
 
 #[test]
 fn same_verdicts_errors_and_locations_as_graphql_js() {
-    let cases: Vec<Case> = serde_json::from_str(&fixture("validation.json")).unwrap();
+    let cases: Vec<Case> = cases("validation.json");
     assert!(cases.len() >= 300, "{} documents", cases.len());
     let schema = schema();
     let mut disagreements = Vec::new();

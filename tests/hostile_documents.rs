@@ -6,20 +6,13 @@
 //! the process must still answer `/healthz` and an already-connected
 //! subscriber must still receive a webhook event.
 
-mod ws_support;
+mod support;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use subcar::app::App;
-use subcar::config::Config;
-use subcar::shutdown::Shutdown;
-use subcar::subscriptions::Registry;
-use ws_support::support::TestUpstream;
-use ws_support::{Client, publish};
+use support::{Client, TestSubcar, TestUpstream, publish};
 
 /// A schema with a self-referential type (`Incident.parent`).
 const SCHEMA: &str = r#"
@@ -35,19 +28,16 @@ type Subscription {
 const GENEROUS: Duration = Duration::from_secs(20);
 
 struct Rt {
-    addr: SocketAddr,
-    webhook: SocketAddr,
-    registry: Arc<Registry>,
-    shutdown: Shutdown,
+    subcar: TestSubcar,
     _upstream: TestUpstream,
-    _schema: tempfile::NamedTempFile,
     /// Subscribed to `counter` before any hostile input.
     watcher: Client,
 }
 
-impl Drop for Rt {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
+impl std::ops::Deref for Rt {
+    type Target = TestSubcar;
+    fn deref(&self) -> &TestSubcar {
+        &self.subcar
     }
 }
 
@@ -57,53 +47,35 @@ async fn spawn(extra: &str) -> Rt {
 
 async fn spawn_with(extra: &str, schema_keys: &str) -> Rt {
     let upstream = TestUpstream::start().await;
-    let schema = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(schema.path(), SCHEMA).unwrap();
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-drain_timeout = "2s"
-[admin]
-listen = "127.0.0.1:0"
-[upstream]
-url = "{upstream}"
-timeout = "5s"
-[schema]
-path = "{schema}"
-introspect_upstream = false
-{schema_keys}
-[webhook]
-listen = "127.0.0.1:0"
-{extra}
-"#,
-        upstream = upstream.url(),
-        schema = schema.path().display(),
-    );
-    let config = Config::parse(&text, std::iter::empty()).expect("test config is valid");
-    let bound = App::build(config).unwrap().bind().await.unwrap();
-    let shutdown = Shutdown::new();
-    let (addr, webhook, registry) = (bound.public_addr(), bound.webhook_addr(), bound.registry());
-    tokio::spawn(bound.run(shutdown.clone()));
-    let mut watcher = Client::ready(addr).await;
+    let subcar = TestSubcar::builder(upstream.url())
+        .sdl(SCHEMA)
+        .server("drain_timeout = \"2s\"")
+        .upstream("timeout = \"5s\"")
+        .schema(schema_keys)
+        .extra(extra)
+        .spawn()
+        .await;
+    let mut watcher = Client::ready(subcar.addr).await;
     watcher.subscribe("watch", "subscription { counter }").await;
-    while registry.sizes().subscriptions != 1 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Rt {
-        addr,
-        webhook,
-        registry,
-        shutdown,
+    let rt = Rt {
+        subcar,
         _upstream: upstream,
-        _schema: schema,
         watcher,
-    }
+    };
+    rt.registered(1).await;
+    rt
 }
 
 impl Rt {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+    /// Waits until the registry holds `n` subscriptions (the watcher's
+    /// among them).
+    async fn registered(&self, n: usize) {
+        generous(async {
+            while self.registry.sizes().subscriptions != n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
     }
 
     /// The process answers `/healthz` and the subscriber made before the
@@ -214,12 +186,7 @@ async fn a_doubling_fragment_chain_of_26_is_validated_fast_and_works() {
     let mut rt = spawn("").await;
     let mut c = Client::ready(rt.addr).await;
     c.subscribe("1", &doubling_chain(26)).await;
-    generous(async {
-        while rt.registry.sizes().subscriptions != 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    rt.registered(2).await;
     publish(
         rt.webhook,
         json!({"topic": "incidentUpdated", "payload": {"id": "1", "parent": null}}),
@@ -248,12 +215,7 @@ async fn twenty_thousand_repeated_fields_are_refused_by_default_and_fast_when_al
             .await;
     let mut c = Client::ready(rt.addr).await;
     c.subscribe("1", &q).await;
-    generous(async {
-        while rt.registry.sizes().subscriptions != 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    rt.registered(2).await;
     publish(
         rt.webhook,
         json!({"topic": "incidentUpdated", "payload": {"id": "9"}}),

@@ -4,48 +4,20 @@
 //! (SPEC "Forwarded headers"). After each, subcar must still answer and a
 //! subscriber connected before must still receive an event.
 
-mod ws_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::TestUpstream;
+use support::{Client, PATIENCE, TestSubcar, wait_subscriptions};
+use support::{start_with_upstream, still_serving, watcher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use ws_support::support::TestUpstream;
-use ws_support::{Client, PATIENCE, Rt, publish, spawn_with_server, wait_subscriptions};
 
 const TIMEOUTS: &str =
     "header_timeout = \"300ms\"\nidle_timeout = \"1s\"\nbody_timeout = \"300ms\"";
-
-async fn start(server: &str, extra: &str) -> (TestUpstream, Rt) {
-    let upstream = TestUpstream::start().await;
-    let rt = spawn_with_server(&upstream.url(), server, extra).await;
-    (upstream, rt)
-}
-
-/// A subscriber connected before the hostile input.
-async fn watcher(rt: &Rt) -> Client {
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("w", "subscription { counter }").await;
-    wait_subscriptions(rt, 1).await;
-    c
-}
-
-/// subcar is alive and `watcher` still receives an event posted now.
-async fn still_serving(rt: &Rt, watcher: &mut Client, n: i64) {
-    for url in [
-        format!("http://{}/healthz", rt.addr),
-        format!("http://{}/healthz", rt.admin),
-    ] {
-        let health = reqwest::get(&url).await.unwrap();
-        assert_eq!(health.status(), 200, "{url}");
-    }
-    publish(rt.webhook, json!({"topic": "counter", "payload": n})).await;
-    let msg = watcher.recv().await;
-    assert_eq!(msg["type"], "next", "{msg}");
-    assert_eq!(msg["payload"]["data"]["counter"], n);
-}
 
 /// Reads until the peer closes; returns what it sent and how long it took.
 async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
@@ -72,7 +44,7 @@ async fn stays_open(stream: &mut TcpStream, d: Duration) -> bool {
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_header_timeout_on_every_listener() {
-    let (_upstream, rt) = start(TIMEOUTS, "").await;
+    let (_upstream, rt) = start_with_upstream(TIMEOUTS, "").await;
     let mut w = watcher(&rt).await;
     for (name, addr) in [
         ("public", rt.addr),
@@ -92,7 +64,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_header_timeout_on_every
 
 #[tokio::test]
 async fn a_partial_or_trickled_request_head_is_closed_after_header_timeout() {
-    let (_upstream, rt) = start(TIMEOUTS, "").await;
+    let (_upstream, rt) = start_with_upstream(TIMEOUTS, "").await;
     let mut w = watcher(&rt).await;
     let mut partial = TcpStream::connect(rt.addr).await.unwrap();
     partial
@@ -127,7 +99,7 @@ async fn a_partial_or_trickled_request_head_is_closed_after_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let (_upstream, rt) = start(TIMEOUTS, "").await;
+    let (_upstream, rt) = start_with_upstream(TIMEOUTS, "").await;
     let mut w = watcher(&rt).await;
     for addr in [rt.addr, rt.admin] {
         let mut conn = TcpStream::connect(addr).await.unwrap();
@@ -166,7 +138,7 @@ async fn stalled_body(addr: SocketAddr, path: &str) -> (String, String, Duration
 
 #[tokio::test]
 async fn a_stalled_body_is_answered_408_after_body_timeout() {
-    let (upstream, rt) = start(
+    let (upstream, rt) = start_with_upstream(
         TIMEOUTS,
         "[webhook]\nlisten = \"127.0.0.1:0\"\nbody_timeout = \"300ms\"",
     )
@@ -198,7 +170,7 @@ const FORGED: [(&str, &str); 5] = [
 ];
 
 /// The upstream saw subcar's forwarding headers, none of the forged ones.
-fn assert_forwarding_is_subcars(headers: &http::HeaderMap, rt: &Rt) {
+fn assert_forwarding_is_subcars(headers: &http::HeaderMap, rt: &TestSubcar) {
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{headers:?}");
     assert_eq!(headers["x-real-ip"], "127.0.0.1", "{headers:?}");
     assert_eq!(headers["x-forwarded-proto"], "http", "{headers:?}");
@@ -221,7 +193,7 @@ fn assert_forwarding_is_subcars(headers: &http::HeaderMap, rt: &Rt) {
 
 #[tokio::test]
 async fn a_query_over_a_socket_carries_subcars_forwarding_headers_and_only_allowed_init_headers() {
-    let (upstream, rt) = start("", "[auth]\nforward_headers = [\"X-Tenant\"]").await;
+    let (upstream, rt) = start_with_upstream("", "[auth]\nforward_headers = [\"X-Tenant\"]").await;
     let mut w = watcher(&rt).await;
     let own = format!("http://{}", rt.addr);
     let mut upgrade: Vec<(&str, &str)> = FORGED.to_vec();
@@ -242,10 +214,7 @@ async fn a_query_over_a_socket_carries_subcars_forwarding_headers_and_only_allow
         }),
     )
     .await;
-    assert!(
-        matches!(&first, ws_support::Next::Json(v) if v["type"] == "connection_ack"),
-        "{first:?}"
-    );
+    assert!(support::ws::acked(&first), "{first:?}");
     c.send(json!({"id": "q", "type": "subscribe", "payload": {"query": "{ hello }"}}))
         .await;
     let next = c.recv().await;
@@ -264,7 +233,7 @@ async fn a_query_over_a_socket_carries_subcars_forwarding_headers_and_only_allow
 
 #[tokio::test]
 async fn the_proxy_path_replaces_forged_forwarding_headers() {
-    let (upstream, rt) = start("", "").await;
+    let (upstream, rt) = start_with_upstream("", "").await;
     let mut w = watcher(&rt).await;
     let mut request = reqwest::Client::new()
         .post(format!("http://{}/graphql", rt.addr))
@@ -281,7 +250,7 @@ async fn the_proxy_path_replaces_forged_forwarding_headers() {
 
 #[tokio::test]
 async fn the_upstream_auth_query_carries_subcars_forwarding_headers() {
-    let (upstream, rt) = start(
+    let (upstream, rt) = start_with_upstream(
         "",
         "[auth]\nmode = \"upstream\"\n[auth.upstream]\nquery = \"{ me { id tenant } }\"\n",
     )
@@ -298,10 +267,7 @@ async fn the_upstream_auth_query_carries_subcars_forwarding_headers() {
         }),
     )
     .await;
-    assert!(
-        matches!(&first, ws_support::Next::Json(v) if v["type"] == "connection_ack"),
-        "{first:?}"
-    );
+    assert!(support::ws::acked(&first), "{first:?}");
     let got = upstream.bodies_containing("me").pop().unwrap().headers;
     assert_forwarding_is_subcars(&got, &rt);
     assert_eq!(got["origin"], own.as_str());
@@ -312,19 +278,12 @@ async fn the_upstream_auth_query_carries_subcars_forwarding_headers() {
 
 #[tokio::test]
 async fn a_tls_handshake_is_bounded_by_header_timeout() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let (cert, tls) = support::self_signed_tls(dir.path());
     let upstream = TestUpstream::start().await;
-    let subcar = ws_support::support::TestSubcar::builder(upstream.url())
+    let subcar = support::TestSubcar::builder(upstream.url())
         .server("header_timeout = \"300ms\"")
-        .extra(&format!(
-            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"",
-            cert_path.display(),
-            key_path.display()
-        ))
+        .extra(&tls)
         .spawn()
         .await;
     // Nothing at all, then the first bytes of a ClientHello that never ends.

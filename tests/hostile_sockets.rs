@@ -6,7 +6,7 @@
 //! still receives an event posted to the webhook.
 
 mod auth_support;
-mod ws_support;
+mod support;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,13 +15,14 @@ use auth_support::{SECRET, hs256, jwt_auth, now};
 use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use support::TestUpstream;
+use support::ws::{acked, closed_with};
+use support::{Client, Next, PATIENCE, TestSubcar, publish, spawn, spawn_with_upstream};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use ws_support::support::TestUpstream;
-use ws_support::{Client, Next, PATIENCE, Rt, publish, spawn, spawn_with_upstream};
 
 /// A distinct payload per liveness check.
 static TICK: AtomicI64 = AtomicI64::new(1);
@@ -35,8 +36,20 @@ async fn watcher(mut c: Client) -> Client {
     c
 }
 
+/// [`watcher`] on a connection of its own, acknowledged.
+async fn ready_watcher(rt: &TestSubcar) -> Client {
+    watcher(Client::ready(rt.addr).await).await
+}
+
+/// The hostile connection is gone, the watcher's is the only one left, and
+/// the process is alive ([`assert_alive`]).
+async fn survived(rt: &TestSubcar, watcher: &mut Client) {
+    connections_back_to(rt, 1).await;
+    assert_alive(rt, watcher).await;
+}
+
 /// The process answers `/healthz` and `watcher` receives a new event.
-async fn assert_alive(rt: &Rt, watcher: &mut Client) {
+async fn assert_alive(rt: &TestSubcar, watcher: &mut Client) {
     let health = reqwest::get(format!("http://{}/healthz", rt.admin))
         .await
         .expect("admin answers");
@@ -52,14 +65,14 @@ async fn assert_alive(rt: &Rt, watcher: &mut Client) {
 }
 
 /// Open connections as `/status` and `/metrics` count them.
-async fn connections(rt: &Rt) -> (i64, f64) {
+async fn connections(rt: &TestSubcar) -> (i64, f64) {
     let status: Value = reqwest::get(format!("http://{}/status", rt.admin))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let text = ws_support::metrics(rt.admin).await;
+    let text = support::metrics(rt.admin).await;
     let gauge = text
         .lines()
         .find(|l| l.starts_with("subcar_connections{") && l.contains("graphql_transport_ws"))
@@ -75,7 +88,7 @@ async fn connections(rt: &Rt) -> (i64, f64) {
 }
 
 /// Waits until both counts are `n`.
-async fn connections_back_to(rt: &Rt, n: i64) {
+async fn connections_back_to(rt: &TestSubcar, n: i64) {
     let start = Instant::now();
     loop {
         let now = connections(rt).await;
@@ -87,17 +100,6 @@ async fn connections_back_to(rt: &Rt, n: i64) {
             "connections (status, gauge) stayed {now:?}, expected {n}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[track_caller]
-fn closed_with(next: Next, code: u16, reason: &str) {
-    match next {
-        Next::Closed(c, r) => {
-            assert_eq!(c, code, "{r}");
-            assert!(r.contains(reason), "reason {r:?} lacks {reason:?}");
-        }
-        Next::Json(v) => panic!("expected close {code}, got {v}"),
     }
 }
 
@@ -118,10 +120,10 @@ fn unix_now_f64() -> f64 {
         .as_secs_f64()
 }
 
-async fn jwt_watcher(rt: &Rt) -> Client {
+async fn jwt_watcher(rt: &TestSubcar) -> Client {
     let good = hs256(json!({"sub": "watcher"}), 600);
     let (c, first) = Client::init(rt.addr, &[], json!({"Authorization": good})).await;
-    assert!(matches!(&first, Next::Json(v) if v["type"] == "connection_ack"));
+    assert!(acked(&first));
     watcher(c).await
 }
 
@@ -136,10 +138,7 @@ async fn a_fractional_exp_counts_as_its_floor_and_closes_4403_on_time() {
         json!({"Authorization": token(json!({"sub": "u1", "exp": exp}))}),
     )
     .await;
-    assert!(
-        matches!(&first, Next::Json(v) if v["type"] == "connection_ack"),
-        "{first:?}"
-    );
+    assert!(acked(&first), "{first:?}");
     let start = Instant::now();
     c.subscribe("1", "subscription { counter }").await;
     closed_with(c.next().await, 4403, "token expired");
@@ -151,8 +150,7 @@ async fn a_fractional_exp_counts_as_its_floor_and_closes_4403_on_time() {
         start.elapsed()
     );
     assert!(unix_now_f64() >= exp.floor(), "closed before exp's floor");
-    connections_back_to(&rt, 1).await;
-    assert_alive(&rt, &mut w).await;
+    survived(&rt, &mut w).await;
 }
 
 #[tokio::test]
@@ -182,10 +180,7 @@ async fn out_of_range_or_non_numeric_time_claims_are_refused_4403_and_nothing_le
         json!({"Authorization": token(json!({"exp": 253_402_300_799u64, "nbf": 1.5, "iat": 0}))}),
     )
     .await;
-    assert!(
-        matches!(&first, Next::Json(v) if v["type"] == "connection_ack"),
-        "{first:?}"
-    );
+    assert!(acked(&first), "{first:?}");
     far.subscribe("far", "subscription { counter }").await;
     connections_back_to(&rt, 2).await;
     assert_alive(&rt, &mut w).await;
@@ -199,7 +194,7 @@ async fn out_of_range_or_non_numeric_time_claims_are_refused_4403_and_nothing_le
 async fn sessions_that_end_abnormally_give_back_their_connection_count() {
     let upstream = TestUpstream::start().await;
     let rt = spawn_with_upstream(&upstream.url(), "").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     for _ in 0..5 {
         // Reset mid-session, with a subscription and a query in flight.
         let mut c = Client::ready(rt.addr).await;
@@ -222,7 +217,7 @@ async fn sessions_that_end_abnormally_give_back_their_connection_count() {
 }
 
 /// A graphql-transport-ws client whose socket takes little at a time.
-async fn small_window_client(rt: &Rt) -> Client {
+async fn small_window_client(rt: &TestSubcar) -> Client {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(rt.addr).await.unwrap();
@@ -245,7 +240,7 @@ async fn small_window_client(rt: &Rt) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_receives_its_1013_close_when_it_reads_again() {
     let rt = spawn("[limits]\noutbound_queue = 8").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut slow = small_window_client(&rt).await;
     slow.subscribe("slow", "subscription { incidentUpdated { id title } }")
         .await;
@@ -279,14 +274,13 @@ async fn a_slow_consumer_receives_its_1013_close_when_it_reads_again() {
     assert_eq!(code, 1013, "{reason} after {frames} frames");
     assert!(reason.starts_with("slow consumer"), "{reason}");
     assert!(frames < published, "{frames} of {published} delivered");
-    connections_back_to(&rt, 1).await;
-    assert_alive(&rt, &mut w).await;
+    survived(&rt, &mut w).await;
 }
 
 #[tokio::test]
 async fn an_oversized_frame_closes_1009_and_the_close_arrives() {
     let rt = spawn("[limits]\nmax_message_bytes = 65536").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut c = Client::ready(rt.addr).await;
     // Far more than the limit: the client is still sending when subcar
     // refuses the frame, and must be able to finish and read the close.
@@ -298,14 +292,13 @@ async fn an_oversized_frame_closes_1009_and_the_close_arrives() {
         .await
         .expect("the whole frame could be sent");
     closed_with(c.next().await, 1009, "message too big");
-    connections_back_to(&rt, 1).await;
-    assert_alive(&rt, &mut w).await;
+    survived(&rt, &mut w).await;
 }
 
 #[tokio::test]
 async fn an_invalid_message_closes_4400_even_with_more_input_behind_it() {
     let rt = spawn("").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut c = Client::ready(rt.addr).await;
     c.send_raw(r#"{"type":"bogus"}"#).await;
     // More input behind the invalid message: unread when subcar closes, it
@@ -319,15 +312,14 @@ async fn an_invalid_message_closes_4400_even_with_more_input_behind_it() {
     // Nothing answers after an invalid message: the close comes first.
     let close = c.next().await;
     closed_with(close, 4400, "Invalid message");
-    connections_back_to(&rt, 1).await;
-    assert_alive(&rt, &mut w).await;
+    survived(&rt, &mut w).await;
 }
 
 #[tokio::test]
 async fn the_17th_concurrent_query_on_a_socket_is_rate_limited_while_16_complete() {
     let upstream = TestUpstream::start().await;
     let rt = spawn_with_upstream(&upstream.url(), "").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut c = Client::ready(rt.addr).await;
     for i in 0..17 {
         c.subscribe(&format!("q{i}"), "query { slow(ms: 1500) }")
@@ -367,7 +359,7 @@ async fn max_inflight_per_connection_is_configurable() {
     let upstream = TestUpstream::start().await;
     let rt =
         spawn_with_upstream(&upstream.url(), "[limits]\nmax_inflight_per_connection = 2").await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let mut c = Client::ready(rt.addr).await;
     for i in 0..3 {
         c.subscribe(&format!("q{i}"), "query { slow(ms: 1000) }")
@@ -394,7 +386,7 @@ async fn queries_over_a_socket_count_against_messages_per_connection() {
         "[rate_limits]\nmessages_per_connection = 3",
     )
     .await;
-    let mut w = watcher(Client::ready(rt.addr).await).await;
+    let mut w = ready_watcher(&rt).await;
     let before = upstream.recorded().len();
     let mut c = Client::ready(rt.addr).await;
     for i in 0..5 {

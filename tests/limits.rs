@@ -1,32 +1,23 @@
 //! Rate limits, capacity and heartbeats seen from outside, over real
 //! sockets: every refusal path with its status or close code.
 
-mod ws_support;
+mod support;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::ws::refused_upgrade;
+use support::{Client, Next, post, publish, spawn, wait_subscriptions};
+use support::{TestSubcar, TestUpstream};
 use tokio_tungstenite::tungstenite::{self, Message};
-use ws_support::support::{TestSubcar, TestUpstream};
-use ws_support::{Client, Next, post, publish, spawn, wait_subscriptions};
 
-fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, http::HeaderMap, Value) {
-    match result {
-        Err(tungstenite::Error::Http(res)) => {
-            let body = res
-                .body()
-                .as_deref()
-                .map(|b| serde_json::from_slice(b).unwrap())
-                .unwrap_or(Value::Null);
-            (res.status().as_u16(), res.headers().clone(), body)
-        }
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("upgrade accepted"),
-    }
+/// The `Retry-After` seconds of a refusal.
+fn retry_after(headers: &http::HeaderMap) -> u64 {
+    headers["retry-after"].to_str().unwrap().parse().unwrap()
 }
 
-async fn connect(rt: &ws_support::Rt) -> Result<Client, tungstenite::Error> {
+async fn connect(rt: &support::TestSubcar) -> Result<Client, tungstenite::Error> {
     Client::connect_with(rt.addr, Some("graphql-transport-ws"), &[]).await
 }
 
@@ -39,20 +30,13 @@ async fn connection_attempts_per_ip_over_the_limit_are_429_with_retry_after() {
     }
     let (status, headers, body) = refused_upgrade(connect(&rt).await);
     assert_eq!(status, 429);
-    assert!(
-        headers["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
+    assert!(retry_after(&headers) >= 1);
     assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
     // Open sockets are not affected.
     let mut c = open.pop().unwrap();
     c.send(json!({"type": "connection_init"})).await;
     assert_eq!(c.recv().await["type"], "connection_ack");
-    let metrics = ws_support::metrics(rt.admin).await;
+    let metrics = support::metrics(rt.admin).await;
     assert!(
         metrics.contains("subcar_refusals_total{reason=\"rate_limit_connection\"} 1"),
         "{metrics}"
@@ -146,9 +130,7 @@ async fn subscriptions_per_connection_over_the_limit_are_rate_limited_errors() {
 #[tokio::test]
 async fn webhook_events_per_second_over_the_limit_are_429_and_deliver_nothing() {
     let rt = spawn("[rate_limits]\nwebhook_events_per_second = 5").await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
+    let mut c = rt.subscriber("1", "subscription { counter }").await;
     let batch = |n: usize| {
         Value::Array(
             (0..n)
@@ -161,14 +143,7 @@ async fn webhook_events_per_second_over_the_limit_are_429_and_deliver_nothing() 
     assert_eq!(status, 202);
     let (status, headers, body) = post(rt.webhook, batch(1), "application/json", &[]).await;
     assert_eq!(status, 429);
-    assert!(
-        headers["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
+    assert!(retry_after(&headers) >= 1);
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
     // A request larger than the burst can never pass: it says so.
     let (status, _, body) = post(rt.webhook, batch(6), "application/json", &[]).await;
@@ -218,7 +193,7 @@ async fn a_silent_client_is_closed_for_heartbeat_timeout_and_a_live_one_is_kept(
     }
     let (code, reason) = silent.closed().await;
     assert!(code == 1001 || code == 1006, "{code} {reason}");
-    let metrics = ws_support::metrics(rt.admin).await;
+    let metrics = support::metrics(rt.admin).await;
     assert!(
         metrics.contains("subcar_refusals_total{reason=\"heartbeat_timeout\"} 1"),
         "{metrics}"

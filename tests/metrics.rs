@@ -1,13 +1,13 @@
 //! `/metrics` as Prometheus scrapes it: parsed by a real exposition-format
 //! parser, with counters that move as traffic flows.
 
-mod ws_support;
+mod support;
 
 use std::net::SocketAddr;
 
 use serde_json::json;
-use ws_support::support::{TestSubcar, TestUpstream, post_json};
-use ws_support::{Client, PATIENCE, publish, spawn, wait_subscriptions};
+use support::{PATIENCE, publish, spawn};
+use support::{TestSubcar, TestUpstream, post_json};
 
 async fn scrape(subcar: &TestSubcar) -> prometheus_parse::Scrape {
     scrape_admin(subcar.admin).await
@@ -99,12 +99,10 @@ type Expected = (&'static str, Option<(&'static str, &'static str)>, f64);
 #[tokio::test]
 async fn realtime_counters_move_as_events_flow() {
     let rt = spawn("").await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
+    let mut c = rt.subscriber("1", "subscription { counter }").await;
     publish(rt.webhook, json!({"topic": "counter", "payload": 1})).await;
     c.recv().await;
-    let (status, _, _) = ws_support::post(rt.webhook, "{", "application/json", &[]).await;
+    let (status, _, _) = support::post(rt.webhook, "{", "application/json", &[]).await;
     assert_eq!(status, 400);
     let expected: [Expected; 7] = [
         (
@@ -218,9 +216,7 @@ async fn promtool_finds_nothing_to_complain_about() {
         return;
     }
     let rt = spawn("").await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
+    let mut c = rt.subscriber("1", "subscription { counter }").await;
     publish(rt.webhook, json!({"topic": "counter", "payload": 1})).await;
     c.recv().await;
     {

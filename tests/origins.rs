@@ -3,56 +3,21 @@
 //! Every refusal is followed by a check that subcar still serves and that
 //! an already-connected subscriber still receives events.
 
-mod ws_support;
+mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
+use support::ws::refused_upgrade;
+use support::{Client, Next, TestSubcar};
+use support::{start_with_upstream, still_serving, watcher};
 use tokio_tungstenite::tungstenite;
-use ws_support::support::TestUpstream;
-use ws_support::{Client, Next, Rt, publish, spawn_with_server, wait_subscriptions};
 
-fn refused_upgrade(result: Result<Client, tungstenite::Error>) -> (u16, Value) {
-    match result {
-        Err(tungstenite::Error::Http(res)) => {
-            let body = res
-                .body()
-                .as_deref()
-                .map(|b| serde_json::from_slice(b).unwrap())
-                .unwrap_or(Value::Null);
-            (res.status().as_u16(), body)
-        }
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("upgrade accepted"),
-    }
-}
-
-async fn connect(rt: &Rt, headers: &[(&str, &str)]) -> Result<Client, tungstenite::Error> {
+async fn connect(rt: &TestSubcar, headers: &[(&str, &str)]) -> Result<Client, tungstenite::Error> {
     Client::connect_with(rt.addr, Some("graphql-transport-ws"), headers).await
 }
 
-/// A subscriber connected before the hostile input.
-async fn watcher(rt: &Rt) -> Client {
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("w", "subscription { counter }").await;
-    wait_subscriptions(rt, 1).await;
-    c
-}
-
-/// subcar is alive and `watcher` still receives an event posted now.
-async fn still_serving(rt: &Rt, watcher: &mut Client, n: i64) {
-    let health = reqwest::get(format!("http://{}/healthz", rt.addr))
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    publish(rt.webhook, json!({"topic": "counter", "payload": n})).await;
-    let msg = watcher.recv().await;
-    assert_eq!(msg["type"], "next", "{msg}");
-    assert_eq!(msg["payload"]["data"]["counter"], n);
-}
-
-async fn start(server: &str, extra: &str) -> (TestUpstream, Rt) {
-    let upstream = TestUpstream::start().await;
-    let rt = spawn_with_server(&upstream.url(), server, extra).await;
-    (upstream, rt)
+/// An upgrade with `headers` is admitted (`why` it should be) and acked.
+async fn admitted(rt: &TestSubcar, headers: &[(&str, &str)], why: &str) -> Client {
+    acked(connect(rt, headers).await.expect(why)).await
 }
 
 async fn acked(mut c: Client) -> Client {
@@ -66,10 +31,10 @@ async fn acked(mut c: Client) -> Client {
 
 #[tokio::test]
 async fn cross_origin_upgrade_with_a_cookie_is_refused_403() {
-    let (upstream, rt) = start("", "[auth]\ncookie = \"session\"\n").await;
+    let (upstream, rt) = start_with_upstream("", "[auth]\ncookie = \"session\"\n").await;
     let mut w = watcher(&rt).await;
     let before = upstream.recorded().len();
-    let (status, body) = refused_upgrade(
+    let (status, _, body) = refused_upgrade(
         connect(
             &rt,
             &[
@@ -92,14 +57,14 @@ async fn cross_origin_upgrade_with_a_cookie_is_refused_403() {
         "{body}"
     );
     // `null` (sandboxed frames, file pages) is not an origin of this server.
-    let (status, _) = refused_upgrade(connect(&rt, &[("origin", "null")]).await);
+    let (status, _, _) = refused_upgrade(connect(&rt, &[("origin", "null")]).await);
     assert_eq!(status, 403);
     assert_eq!(
         upstream.recorded().len(),
         before,
         "nothing reached the upstream"
     );
-    let metrics = ws_support::metrics(rt.admin).await;
+    let metrics = support::metrics(rt.admin).await;
     assert!(
         metrics.contains("subcar_refusals_total{reason=\"origin\"} 2"),
         "{metrics}"
@@ -109,41 +74,31 @@ async fn cross_origin_upgrade_with_a_cookie_is_refused_403() {
 
 #[tokio::test]
 async fn same_origin_and_no_origin_are_admitted_with_an_empty_list() {
-    let (_upstream, rt) = start("", "").await;
+    let (_upstream, rt) = start_with_upstream("", "").await;
     let mut w = watcher(&rt).await;
     let own = format!("http://{}", rt.addr);
-    acked(
-        connect(&rt, &[("origin", &own)])
-            .await
-            .expect("same origin"),
-    )
-    .await;
+    admitted(&rt, &[("origin", &own)], "same origin").await;
     // Scheme differs: not the same origin.
-    let (status, _) =
+    let (status, _, _) =
         refused_upgrade(connect(&rt, &[("origin", &format!("https://{}", rt.addr))]).await);
     assert_eq!(status, 403);
-    acked(connect(&rt, &[]).await.expect("no Origin: not a browser")).await;
+    admitted(&rt, &[], "no Origin: not a browser").await;
     still_serving(&rt, &mut w, 2).await;
 }
 
 #[tokio::test]
 async fn a_listed_origin_is_admitted_and_others_are_not() {
-    let (_upstream, rt) = start(
+    let (_upstream, rt) = start_with_upstream(
         "cors_origins = [\"https://app.example.com\", \"http://localhost:3000\"]",
         "",
     )
     .await;
     let mut w = watcher(&rt).await;
-    acked(
-        connect(&rt, &[("origin", "https://app.example.com")])
-            .await
-            .expect("listed"),
-    )
-    .await;
-    acked(
-        connect(&rt, &[("origin", "http://LOCALHOST:3000")])
-            .await
-            .expect("listed, case-insensitive"),
+    admitted(&rt, &[("origin", "https://app.example.com")], "listed").await;
+    admitted(
+        &rt,
+        &[("origin", "http://LOCALHOST:3000")],
+        "listed, case-insensitive",
     )
     .await;
     for origin in [
@@ -152,7 +107,7 @@ async fn a_listed_origin_is_admitted_and_others_are_not() {
         // With a list, the server's own origin must be listed too.
         &format!("http://{}", rt.addr),
     ] {
-        let (status, body) = refused_upgrade(connect(&rt, &[("origin", origin)]).await);
+        let (status, _, body) = refused_upgrade(connect(&rt, &[("origin", origin)]).await);
         assert_eq!(status, 403, "{origin}");
         assert_eq!(
             body["errors"][0]["extensions"]["code"], "ORIGIN_NOT_ALLOWED",
@@ -164,33 +119,28 @@ async fn a_listed_origin_is_admitted_and_others_are_not() {
 
 #[tokio::test]
 async fn any_origin_is_admitted_with_a_star() {
-    let (_upstream, rt) = start("cors_origins = [\"*\"]", "").await;
+    let (_upstream, rt) = start_with_upstream("cors_origins = [\"*\"]", "").await;
     let mut w = watcher(&rt).await;
-    acked(
-        connect(&rt, &[("origin", "https://anything.example")])
-            .await
-            .expect("star"),
-    )
-    .await;
+    admitted(&rt, &[("origin", "https://anything.example")], "star").await;
     still_serving(&rt, &mut w, 4).await;
 }
 
 #[tokio::test]
 async fn forwarded_host_and_proto_count_only_from_a_trusted_proxy() {
     // The test client connects from 127.0.0.1.
-    let (_upstream, rt) = start("trusted_proxies = [\"127.0.0.0/8\"]", "").await;
+    let (_upstream, rt) = start_with_upstream("trusted_proxies = [\"127.0.0.0/8\"]", "").await;
     let mut w = watcher(&rt).await;
     let behind_proxy = [
         ("origin", "https://app.example.com"),
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "app.example.com"),
     ];
-    acked(connect(&rt, &behind_proxy).await.expect("trusted proxy")).await;
+    admitted(&rt, &behind_proxy, "trusted proxy").await;
     still_serving(&rt, &mut w, 6).await;
     drop(rt);
-    let (_upstream, rt) = start("", "").await;
+    let (_upstream, rt) = start_with_upstream("", "").await;
     let mut w2 = watcher(&rt).await;
-    let (status, _) = refused_upgrade(connect(&rt, &behind_proxy).await);
+    let (status, _, _) = refused_upgrade(connect(&rt, &behind_proxy).await);
     assert_eq!(status, 403, "an untrusted peer cannot claim another host");
     still_serving(&rt, &mut w2, 5).await;
 }

@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
+use support::upstream::hello_behaving;
 use support::upstream::{MULTIPART, SSE, closed_port_url, garbage_upstream};
 use support::{TestSubcar, TestUpstream, post_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -167,13 +168,14 @@ async fn trusted_proxy_chain_is_extended() {
 async fn upstream_error_statuses_pass_through_unchanged() {
     let (_upstream, subcar) = setup().await;
     for code in [400u16, 401, 404, 500, 503] {
-        let res = reqwest::Client::new()
-            .post(subcar.graphql_url())
-            .header("x-test-behavior", format!("status:{code}"))
-            .json(&json!({"query": "{ hello }"}))
-            .send()
-            .await
-            .unwrap();
+        let res = hello_behaving(
+            &reqwest::Client::new(),
+            &subcar.graphql_url(),
+            &format!("status:{code}"),
+        )
+        .send()
+        .await
+        .unwrap();
         assert_eq!(res.status().as_u16(), code);
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(
@@ -328,10 +330,7 @@ async fn multipart_and_event_stream_responses_are_not_buffered() {
 #[tokio::test]
 async fn large_response_streams_through_whole() {
     let (_upstream, subcar) = setup().await;
-    let res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header("x-test-behavior", "big")
-        .json(&json!({"query": "{ hello }"}))
+    let res = hello_behaving(&reqwest::Client::new(), &subcar.graphql_url(), "big")
         .send()
         .await
         .unwrap();
@@ -427,13 +426,7 @@ async fn wait_for_probe(subcar: &TestSubcar) -> serde_json::Value {
 async fn draining_turns_readiness_false_and_lets_requests_finish() {
     let (upstream, subcar) = setup().await;
     let client = reqwest::Client::new();
-    let slow = tokio::spawn(
-        client
-            .post(subcar.graphql_url())
-            .header("x-test-behavior", "sleep:500")
-            .json(&json!({"query": "{ hello }"}))
-            .send(),
-    );
+    let slow = tokio::spawn(hello_behaving(&client, &subcar.graphql_url(), "sleep:500").send());
     upstream.wait_for_requests(1).await;
     let shutdown = subcar.shutdown_handle();
     shutdown.trigger();
@@ -479,10 +472,7 @@ async fn merged_schema_is_served_as_sdl() {
 #[tokio::test]
 async fn introspection_over_get_is_answered_like_post() {
     let upstream = TestUpstream::start().await;
-    let subcar = TestSubcar::builder(upstream.url())
-        .introspect()
-        .spawn()
-        .await;
+    let subcar = TestSubcar::introspecting(upstream.url()).await;
     let query = "{ __schema { subscriptionType { name fields { name } } queryType { name } } }";
     let (status, posted) = post_json(&subcar.graphql_url(), json!({"query": query})).await;
     assert_eq!(status, 200);

@@ -9,6 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
+use support::upstream::hello_behaving;
 use support::{TestSubcar, TestUpstream};
 
 struct Counting;
@@ -51,10 +52,7 @@ async fn peak_memory_stays_flat_while_20_mb_stream_through() {
 
     let baseline = LIVE.load(Ordering::Relaxed);
     PEAK.store(baseline, Ordering::Relaxed);
-    let mut res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header("x-test-behavior", "big")
-        .json(&json!({"query": "{ hello }"}))
+    let mut res = hello_behaving(&reqwest::Client::new(), &subcar.graphql_url(), "big")
         .send()
         .await
         .unwrap();

@@ -2,13 +2,13 @@
 //! ordering, exact fan-out to many groups, slow-consumer isolation and
 //! registry cleanup.
 
-mod ws_support;
+mod support;
 
 use std::sync::atomic::Ordering;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use ws_support::{Client, PATIENCE, Rt, publish, spawn, wait_subscriptions};
+use support::{Client, PATIENCE, TestSubcar, publish, spawn, wait_subscriptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_events_arrive_in_publish_order_exactly_once() {
@@ -152,14 +152,14 @@ async fn a_slow_consumer_is_closed_and_never_holds_up_the_others() {
     // close frame got through, it carries the retryable 1013.
     let code = loop {
         match slow.next().await {
-            ws_support::Next::Json(_) => continue,
-            ws_support::Next::Closed(code, _) => break code,
+            support::Next::Json(_) => continue,
+            support::Next::Closed(code, _) => break code,
         }
     };
     assert!(code == 1013 || code == 1006, "{code}");
 }
 
-async fn cycle(rt: &Rt) {
+async fn cycle(rt: &TestSubcar) {
     let mut c = Client::ready(rt.addr).await;
     c.subscribe("1", "subscription { counter }").await;
     // The session handles messages in order: the pong proves the

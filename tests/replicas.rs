@@ -2,93 +2,32 @@
 //! sharing the real Redis, and `subcar check` reporting the bus.
 
 mod bus_support;
-mod ws_support;
+mod support;
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
 use bus_support::{Bus, Kind, redis};
 use serde_json::{Value, json};
-use ws_support::support::{TestUpstream, free_port, manifest_dir};
-use ws_support::{Client, PATIENCE, publish};
+use support::process::{ConfigFile, Process, Until, output};
+use support::{Client, PATIENCE, TestSubcar, TestUpstream, free_port, publish};
 
-struct Replica {
-    _child: tokio::process::Child,
-    public: SocketAddr,
-    webhook: SocketAddr,
-}
-
-fn config(dir: &tempfile::TempDir, name: &str, upstream: &str, bus: &str) -> std::path::PathBuf {
-    let path = dir.path().join(format!("{name}.toml"));
-    let schema = manifest_dir().join("examples/schema.graphql");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{public}"
-[admin]
-listen = "127.0.0.1:{admin}"
-[webhook]
-listen = "127.0.0.1:{webhook}"
-[upstream]
-url = "{upstream}"
-[schema]
-path = "{schema}"
-introspect_upstream = false
+/// `dir/name.toml`: a replica on the bus section `bus`.
+fn config(dir: &tempfile::TempDir, name: &str, upstream: &str, bus: &str) -> ConfigFile {
+    let builder = TestSubcar::builder(upstream).extra(&format!(
+        r#"
 [[subscriptions]]
 field = "incidentUpdated"
 filter = "args.severities == null || event.severity in args.severities"
 {bus}
-"#,
-            public = free_port(),
-            admin = free_port(),
-            webhook = free_port(),
-            schema = schema.display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn addr(text: &str, section: &str) -> SocketAddr {
-    let after = text.split(&format!("[{section}]")).nth(1).unwrap();
-    after.split('"').nth(1).unwrap().parse().unwrap()
+"#
+    ));
+    ConfigFile::write(dir.path(), name, builder)
 }
 
 /// Starts the binary and waits until `/readyz` says ready (bus connected).
-async fn start(path: &std::path::Path) -> Replica {
-    let text = std::fs::read_to_string(path).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_subcar"))
-        .env_remove("SUBCAR_CONFIG")
-        .env_remove("RUST_LOG")
-        .arg("--config")
-        .arg(path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let admin = addr(&text, "admin");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://{admin}/readyz")).await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "replica never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Replica {
-        _child: child,
-        public: addr(&text, "server"),
-        webhook: addr(&text, "webhook"),
-    }
+async fn start(file: &ConfigFile) -> Process {
+    file.start(Stdio::null(), Until::Ready).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +42,7 @@ async fn three_processes_on_one_redis_deliver_every_event_everywhere_once_in_ord
     let query = "subscription { incidentUpdated(severities: [P1]) { id } }";
     let mut clients = Vec::new();
     for r in &replicas {
-        let mut c = Client::ready(r.public).await;
+        let mut c = Client::ready(r.addrs.public).await;
         c.subscribe("1", query).await;
         clients.push(c);
     }
@@ -113,7 +52,7 @@ async fn three_processes_on_one_redis_deliver_every_event_everywhere_once_in_ord
     'warm: loop {
         assert!(tokio::time::Instant::now() < deadline);
         publish(
-            replicas[0].webhook,
+            replicas[0].addrs.webhook,
             json!({"topic": "incidentUpdated", "payload": {"id": "warm", "severity": "P1"}}),
         )
         .await;
@@ -133,7 +72,7 @@ async fn three_processes_on_one_redis_deliver_every_event_everywhere_once_in_ord
         let severity = if i.is_multiple_of(3) { "P1" } else { "P2" };
         let event = json!({"topic": "incidentUpdated", "id": format!("e{i}"),
             "payload": {"id": i.to_string(), "severity": severity}});
-        publish(replicas[i % 3].webhook, event).await;
+        publish(replicas[i % 3].addrs.webhook, event).await;
     }
     for c in &mut clients {
         for i in (0..300).step_by(3) {
@@ -158,13 +97,7 @@ async fn check_reports_bus_reachability_in_its_exit_code() {
         ("up", bus.toml(), 0),
         ("down", Bus::new(Kind::Redis, &closed).toml(), 3),
     ] {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_subcar"))
-            .env_remove("SUBCAR_CONFIG")
-            .args(["check", "--config"])
-            .arg(config(&dir, name, &upstream.url(), &section))
-            .output()
-            .await
-            .unwrap();
+        let out = output(config(&dir, name, &upstream.url(), &section).check()).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(code), "{stdout}");
         assert!(stdout.contains("bus (redis):"), "{stdout}");

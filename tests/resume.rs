@@ -2,7 +2,7 @@
 //! serves the missed events, and a cursor it no longer reaches is refused.
 
 mod bus_support;
-mod ws_support;
+mod support;
 
 use bus_support::{Bus, Kind};
 

@@ -9,16 +9,8 @@ use support::{TestSubcar, TestUpstream, free_port};
 #[tokio::test]
 async fn introspection_merges_upstream_types_into_the_served_sdl() {
     let upstream = TestUpstream::start().await;
-    let subcar = TestSubcar::builder(upstream.url())
-        .introspect()
-        .spawn()
-        .await;
-    let sdl = reqwest::get(subcar.url("/graphql/schema.graphql"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let subcar = TestSubcar::introspecting(upstream.url()).await;
+    let sdl = subcar.get_text("/graphql/schema.graphql").await;
     assert!(
         sdl.contains("incidentUpdated"),
         "subcar's Subscription root:\n{sdl}"
@@ -27,39 +19,21 @@ async fn introspection_merges_upstream_types_into_the_served_sdl() {
         sdl.contains("increment"),
         "the upstream's Mutation root:\n{sdl}"
     );
-    let ready: serde_json::Value = reqwest::get(subcar.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = subcar.get_json("/readyz").await;
     assert_eq!(ready["schema"]["upstream_part"], "introspection");
 }
 
 #[tokio::test]
 async fn upstream_schema_is_learned_in_the_background_once_the_upstream_is_up() {
     let port = free_port();
-    let subcar = TestSubcar::builder(format!("http://127.0.0.1:{port}/graphql"))
-        .introspect()
-        .spawn()
-        .await;
-    let ready: serde_json::Value = reqwest::get(subcar.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let subcar = TestSubcar::introspecting(format!("http://127.0.0.1:{port}/graphql")).await;
+    let ready = subcar.get_json("/readyz").await;
     assert_eq!(ready["ready"], true, "starts without the upstream");
     assert_eq!(ready["schema"]["upstream_part"], "pending");
 
     let _upstream = TestUpstream::start_on(port).await;
     for _ in 0..100 {
-        let sdl = reqwest::get(subcar.url("/graphql/schema.graphql"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let sdl = subcar.get_text("/graphql/schema.graphql").await;
         if sdl.contains("increment") {
             return;
         }
@@ -73,10 +47,7 @@ async fn upstream_schema_is_learned_in_the_background_once_the_upstream_is_up() 
 #[tokio::test]
 async fn introspection_through_the_proxy_includes_the_subscription_root() {
     let upstream = TestUpstream::start().await;
-    let subcar = TestSubcar::builder(upstream.url())
-        .introspect()
-        .spawn()
-        .await;
+    let subcar = TestSubcar::introspecting(upstream.url()).await;
     // subcar's own start-up introspection of the upstream.
     let before = upstream.recorded().len();
     let (status, body) = support::post_json(

@@ -1,8 +1,8 @@
 //! `/status` on the admin listener, as an operator reads it.
 
-mod ws_support;
+mod support;
 
-use ws_support::{Client, spawn, wait_subscriptions};
+use support::{Client, spawn, wait_subscriptions};
 
 #[tokio::test]
 async fn status_reports_connections_subscriptions_and_limits() {
@@ -49,11 +49,11 @@ async fn status_reports_connections_subscriptions_and_limits() {
 /// `/status` shows the upstream URL without its password.
 #[tokio::test]
 async fn status_redacts_the_upstream_password() {
-    let upstream = ws_support::support::TestUpstream::start().await;
+    let upstream = support::TestUpstream::start().await;
     let url = upstream
         .url()
         .replacen("http://", "http://admin:hunter2@", 1);
-    let rt = ws_support::spawn_with_upstream(&url, "").await;
+    let rt = support::spawn_with_upstream(&url, "").await;
     let text = reqwest::get(format!("http://{}/status", rt.admin))
         .await
         .unwrap()

@@ -7,20 +7,12 @@ use support::{TestSubcar, TestUpstream};
 
 #[tokio::test]
 async fn https_with_http1_and_http2_over_alpn() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("tls.crt");
-    let key_path = dir.path().join("tls.key");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let (cert, tls) = support::self_signed_tls(dir.path());
 
     let upstream = TestUpstream::start().await;
     let subcar = TestSubcar::builder(upstream.url())
-        .extra(&format!(
-            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"",
-            cert_path.display(),
-            key_path.display()
-        ))
+        .extra(&tls)
         .spawn()
         .await;
     let url = format!("https://localhost:{}/graphql", subcar.addr.port());

@@ -5,38 +5,21 @@
 //! final) runs against private Redis and NATS servers in
 //! `tests/bus_redis.rs` and `tests/bus_nats.rs`.
 
-mod ws_support;
-
-use std::time::{SystemTime, UNIX_EPOCH};
+mod support;
 
 use http::StatusCode;
 use serde_json::{Value, json};
 use subcar::ingest::signature::Verifier;
-use ws_support::{Client, Rt, post, publish, spawn, wait_subscriptions};
+use support::http::{WEBHOOK_SECRET, signed_webhook, unix_now};
+use support::{Client, TestSubcar, counter_subscriber, post, publish};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// `subcar::bus::MAX_ID_BYTES`, written out: the documented limit.
 const MAX_ID: usize = 256;
-
-async fn with_subscriber(extra: &str) -> (Rt, Client) {
-    let rt = spawn(extra).await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("c", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
-    (rt, c)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// The process answers `/healthz`, and the subscriber connected before
 /// the hostile input gets a marker posted now as its very next message
 /// (so nothing else was delivered meanwhile).
-async fn alive_and_delivering(rt: &Rt, c: &mut Client, marker: i64) {
+async fn alive_and_delivering(rt: &TestSubcar, c: &mut Client, marker: i64) {
     let res = reqwest::get(format!("http://{}/healthz", rt.admin))
         .await
         .unwrap();
@@ -46,8 +29,8 @@ async fn alive_and_delivering(rt: &Rt, c: &mut Client, marker: i64) {
 }
 
 /// Posts `body` signed as `id` now.
-async fn post_signed(rt: &Rt, v: &Verifier, id: &str, body: &str) -> (StatusCode, Value) {
-    let ts = now();
+async fn post_signed(rt: &TestSubcar, v: &Verifier, id: &str, body: &str) -> (StatusCode, Value) {
+    let ts = unix_now();
     let sig = v.sign(id, ts, body.as_bytes());
     let ts = ts.to_string();
     let headers = [
@@ -61,11 +44,8 @@ async fn post_signed(rt: &Rt, v: &Verifier, id: &str, body: &str) -> (StatusCode
 
 #[tokio::test]
 async fn a_replayed_signed_batch_without_event_ids_is_all_duplicates_and_delivered_once() {
-    let (rt, mut c) = with_subscriber(&format!(
-        "[webhook]\nlisten = \"127.0.0.1:0\"\nsecret = \"{SECRET}\""
-    ))
-    .await;
-    let v = Verifier::new(SECRET).unwrap();
+    let (rt, mut c) = counter_subscriber(&signed_webhook()).await;
+    let v = Verifier::new(WEBHOOK_SECRET).unwrap();
     let body = json!([
         {"topic": "counter", "payload": 1},
         {"topic": "counter", "payload": 2},
@@ -97,7 +77,7 @@ async fn a_replayed_signed_batch_without_event_ids_is_all_duplicates_and_deliver
 
 #[tokio::test]
 async fn a_webhook_id_seen_before_makes_any_request_all_duplicates() {
-    let (rt, mut c) = with_subscriber("").await;
+    let (rt, mut c) = counter_subscriber("").await;
     let h = [("webhook-id", "req-7")];
     let (s, _, json) = post(
         rt.webhook,
@@ -132,7 +112,7 @@ async fn a_webhook_id_seen_before_makes_any_request_all_duplicates() {
 
 #[tokio::test]
 async fn a_request_refused_whole_does_not_mark_its_webhook_id() {
-    let (rt, mut c) = with_subscriber("").await;
+    let (rt, mut c) = counter_subscriber("").await;
     let h = [("webhook-id", "req-9")];
     let bad = json!([{"topic": "counter", "payload": 1}, {"payload": 2}]);
     let (s, _, json) = post(rt.webhook, bad.to_string(), "application/json", &h).await;
@@ -149,7 +129,7 @@ async fn a_request_refused_whole_does_not_mark_its_webhook_id() {
 
 #[tokio::test]
 async fn oversize_ids_are_400_invalid_event_with_their_index() {
-    let (rt, mut c) = with_subscriber("").await;
+    let (rt, mut c) = counter_subscriber("").await;
     let at_limit = "a".repeat(MAX_ID);
     let over = "b".repeat(MAX_ID + 1);
     let batch = json!([
@@ -200,7 +180,7 @@ async fn oversize_ids_are_400_invalid_event_with_their_index() {
 /// Now each is refused before anything is stored, so none can be retained.
 #[tokio::test]
 async fn many_large_ids_are_refused_so_none_is_retained() {
-    let (rt, mut c) = with_subscriber("").await;
+    let (rt, mut c) = counter_subscriber("").await;
     for i in 0..150 {
         let id = format!("{i}-{}", "x".repeat(1_000_000));
         let body = json!({"topic": "counter", "id": id, "payload": i}).to_string();

@@ -2,29 +2,17 @@
 //! with its status and body, each with proof that nothing was delivered,
 //! batch atomicity, deduplication and Standard Webhooks signatures.
 
-mod ws_support;
-
-use std::time::{SystemTime, UNIX_EPOCH};
+mod support;
 
 use http::StatusCode;
 use serde_json::{Value, json};
 use subcar::ingest::signature::Verifier;
-use ws_support::{Client, Rt, post, publish, spawn, wait_subscriptions};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// A subscriber of `counter` on a fresh subcar.
-async fn with_subscriber(extra: &str) -> (Rt, Client) {
-    let rt = spawn(extra).await;
-    let mut c = Client::ready(rt.addr).await;
-    c.subscribe("c", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
-    (rt, c)
-}
+use support::http::{WEBHOOK_SECRET, signed_webhook, unix_now};
+use support::{Client, TestSubcar, counter_subscriber, post, post_with_id, publish};
 
 /// Proof that nothing was delivered before: a marker event published now
 /// is the very next message.
-async fn assert_nothing_delivered(rt: &Rt, c: &mut Client) {
+async fn assert_nothing_delivered(rt: &TestSubcar, c: &mut Client) {
     publish(rt.webhook, json!({"topic": "counter", "payload": -1})).await;
     assert_eq!(c.recv().await["payload"]["data"]["counter"], -1);
 }
@@ -35,7 +23,7 @@ fn error_code(body: &Value) -> &str {
 
 #[tokio::test]
 async fn single_array_and_ndjson_are_accepted_in_order() {
-    let (rt, mut c) = with_subscriber("").await;
+    let (rt, mut c) = counter_subscriber("").await;
     let r = publish(rt.webhook, json!({"topic": "counter", "payload": 1})).await;
     assert_eq!(r, json!({"accepted": 1, "duplicates": 0}));
     let r = publish(
@@ -56,7 +44,7 @@ async fn single_array_and_ndjson_are_accepted_in_order() {
 #[tokio::test]
 async fn each_refusal_has_its_status_and_body_and_delivers_nothing() {
     let (rt, mut c) =
-        with_subscriber("[webhook]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 512").await;
+        counter_subscriber("[webhook]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 512").await;
     let cases: Vec<(&str, String, &str, StatusCode, &str)> = vec![
         (
             "bad json",
@@ -113,7 +101,7 @@ async fn each_refusal_has_its_status_and_body_and_delivers_nothing() {
 
 #[tokio::test]
 async fn one_bad_event_rejects_the_whole_batch_with_its_index() {
-    let (rt, mut c) = with_subscriber("").await;
+    let (rt, mut c) = counter_subscriber("").await;
     let batch = json!([
         {"topic": "counter", "payload": 1},
         {"topic": "counter", "payload": 2},
@@ -140,7 +128,8 @@ async fn one_bad_event_rejects_the_whole_batch_with_its_index() {
 #[tokio::test]
 async fn unknown_topics_can_be_accepted_and_dropped() {
     let (rt, mut c) =
-        with_subscriber("[webhook]\nlisten = \"127.0.0.1:0\"\nunknown_topics = \"accept\"").await;
+        counter_subscriber("[webhook]\nlisten = \"127.0.0.1:0\"\nunknown_topics = \"accept\"")
+            .await;
     let r = publish(
         rt.webhook,
         json!([{"topic": "nowhere", "payload": 0}, {"topic": "counter", "payload": 5}]),
@@ -152,7 +141,7 @@ async fn unknown_topics_can_be_accepted_and_dropped() {
 
 #[tokio::test]
 async fn duplicate_ids_are_accepted_but_delivered_once() {
-    let (rt, mut c) = with_subscriber("").await;
+    let (rt, mut c) = counter_subscriber("").await;
     let e = json!({"topic": "counter", "id": "evt_1", "payload": 1});
     assert_eq!(
         publish(rt.webhook, e.clone()).await,
@@ -170,13 +159,7 @@ async fn duplicate_ids_are_accepted_but_delivered_once() {
     // The webhook-id header names a single event without an id.
     let single = json!({"topic": "counter", "payload": 3}).to_string();
     for expected in [0, 1] {
-        let (s, _, body) = post(
-            rt.webhook,
-            single.clone(),
-            "application/json",
-            &[("webhook-id", "hdr_1")],
-        )
-        .await;
+        let (s, _, body) = post_with_id(rt.webhook, single.clone(), "hdr_1").await;
         assert_eq!(s, StatusCode::ACCEPTED);
         assert_eq!(body["duplicates"], expected);
     }
@@ -186,23 +169,13 @@ async fn duplicate_ids_are_accepted_but_delivered_once() {
     assert_nothing_delivered(&rt, &mut c).await;
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[tokio::test]
 async fn standard_webhooks_signatures_are_required_when_a_secret_is_set() {
-    let (rt, mut c) = with_subscriber(&format!(
-        "[webhook]\nlisten = \"127.0.0.1:0\"\nsecret = \"{SECRET}\""
-    ))
-    .await;
-    let v = Verifier::new(SECRET).unwrap();
+    let (rt, mut c) = counter_subscriber(&signed_webhook()).await;
+    let v = Verifier::new(WEBHOOK_SECRET).unwrap();
     let other = Verifier::new("whsec_c2VjcmV0MTIz").unwrap();
     let body = json!({"topic": "counter", "payload": 1}).to_string();
-    let ts = now();
+    let ts = unix_now();
     let good = v.sign("msg_1", ts, body.as_bytes());
     let bad = other.sign("msg_1", ts, body.as_bytes());
     let old = v.sign("msg_1", ts - 301, body.as_bytes());
@@ -244,9 +217,9 @@ async fn standard_webhooks_signatures_are_required_when_a_secret_is_set() {
     assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
 }
 
-async fn assert_nothing_delivered_signed(rt: &Rt, c: &mut Client, v: &Verifier) {
+async fn assert_nothing_delivered_signed(rt: &TestSubcar, c: &mut Client, v: &Verifier) {
     let body = json!({"topic": "counter", "payload": -1}).to_string();
-    let ts = now();
+    let ts = unix_now();
     let id = format!("marker_{}", rand_id());
     let sig = v.sign(&id, ts, body.as_bytes());
     let ts = ts.to_string();
@@ -271,7 +244,7 @@ fn rand_id() -> String {
 /// stays up and the subscriber still gets the next event.
 #[tokio::test]
 async fn a_body_without_events_is_refused_in_both_formats() {
-    let (rt, mut c) = with_subscriber("").await;
+    let (rt, mut c) = counter_subscriber("").await;
     for (body, ct) in [("[]", "application/json"), ("\n\n", "application/x-ndjson")] {
         let (s, _, json) = post(rt.webhook, body, ct, &[]).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{ct}");

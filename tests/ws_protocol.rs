@@ -1,12 +1,12 @@
 //! graphql-transport-ws over real sockets: every rule a server most often
 //! gets wrong, and every close code subcar sends for a protocol violation.
 
-mod ws_support;
+mod support;
 
 use futures_util::StreamExt;
 use serde_json::json;
+use support::{Client, Next, PATIENCE, publish, spawn, wait_subscriptions};
 use tokio_tungstenite::tungstenite::{self, Message};
-use ws_support::{Client, Next, PATIENCE, publish, spawn, wait_subscriptions};
 
 #[tokio::test]
 async fn upgrade_requires_the_graphql_transport_ws_subprotocol() {

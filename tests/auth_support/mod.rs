@@ -49,6 +49,12 @@ pub fn jwt_auth(extra: &str) -> String {
     )
 }
 
+/// `[auth]` in JWT mode with `auth` lines, the HS256 [`SECRET`] and nothing
+/// else set.
+pub fn hs256_auth(auth: &str) -> String {
+    format!("[auth]\nmode = \"jwt\"\n{auth}\n[auth.jwt]\nsecret = \"{SECRET}\"\n")
+}
+
 /// A signing key generated in the test, with its public JWK.
 pub struct SigningKey {
     pub alg: Algorithm,
@@ -58,50 +64,59 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
+    fn new(alg: Algorithm, kid: &str, key: EncodingKey, jwk: Value) -> Self {
+        Self {
+            alg,
+            kid: kid.into(),
+            key,
+            jwk,
+        }
+    }
+
     pub fn rsa(kid: &str) -> Self {
         use rsa::pkcs1::EncodeRsaPrivateKey;
         use rsa::traits::PublicKeyParts;
         let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
         let der = private.to_pkcs1_der().unwrap();
-        Self {
-            alg: Algorithm::RS256,
-            kid: kid.into(),
-            key: EncodingKey::from_rsa_der(der.as_bytes()),
-            jwk: json!({
+        Self::new(
+            Algorithm::RS256,
+            kid,
+            EncodingKey::from_rsa_der(der.as_bytes()),
+            json!({
                 "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
                 "n": B64.encode(private.n().to_bytes_be()),
                 "e": B64.encode(private.e().to_bytes_be()),
             }),
-        }
+        )
     }
 
     pub fn es256(kid: &str) -> Self {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let public = pair.public_key_raw();
         assert_eq!(public[0], 4, "uncompressed point");
-        Self {
-            alg: Algorithm::ES256,
-            kid: kid.into(),
-            key: EncodingKey::from_ec_der(&pair.serialize_der()),
-            jwk: json!({
+        Self::new(
+            Algorithm::ES256,
+            kid,
+            EncodingKey::from_ec_der(&pair.serialize_der()),
+            json!({
                 "kty": "EC", "kid": kid, "use": "sig", "crv": "P-256",
                 "x": B64.encode(&public[1..33]),
                 "y": B64.encode(&public[33..65]),
             }),
-        }
+        )
     }
 
     pub fn ed25519(kid: &str) -> Self {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        Self {
-            alg: Algorithm::EdDSA,
-            kid: kid.into(),
-            key: EncodingKey::from_ed_der(&pair.serialize_der()),
-            jwk: json!({
+        Self::new(
+            Algorithm::EdDSA,
+            kid,
+            EncodingKey::from_ed_der(&pair.serialize_der()),
+            json!({
                 "kty": "OKP", "kid": kid, "use": "sig", "crv": "Ed25519",
                 "x": B64.encode(pair.public_key_raw()),
             }),
-        }
+        )
     }
 
     /// A token for `claims` (with `exp` in ten minutes) under this key's `kid`.

@@ -16,10 +16,13 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::ws_support::{self, Client, PATIENCE, Rt, post, publish, wait_subscriptions};
+use crate::support::{
+    self, Client, PATIENCE, TestSubcar, post, post_with_id, publish, wait_subscriptions,
+};
 
 mod servers;
 // Not every test file that includes this module talks to Redis or NATS.
+use servers::Server;
 #[allow(unused_imports)]
 pub use servers::{nats, redis};
 
@@ -78,12 +81,12 @@ impl Bus {
 
     /// A replica on this bus, once it reports the bus connected.
     /// The dedup window is days long: the backends hold it, not subcar.
-    pub async fn replica(&self) -> Rt {
+    pub async fn replica(&self) -> TestSubcar {
         let extra = format!(
             "{}[webhook]\nlisten = \"127.0.0.1:0\"\ndedup_window = \"2d\"\n",
             self.toml()
         );
-        let rt = ws_support::spawn(&extra).await;
+        let rt = support::spawn(&extra).await;
         wait_bus(&rt, true).await;
         rt
     }
@@ -126,7 +129,7 @@ impl Drop for Bus {
 }
 
 /// `/readyz` of `rt`.
-pub async fn readyz(rt: &Rt) -> (u16, Value) {
+pub async fn readyz(rt: &TestSubcar) -> (u16, Value) {
     let res = reqwest::get(format!("http://{}/readyz", rt.admin))
         .await
         .unwrap();
@@ -135,7 +138,7 @@ pub async fn readyz(rt: &Rt) -> (u16, Value) {
 }
 
 /// Waits until `/readyz` reports the bus connected (or not).
-pub async fn wait_bus(rt: &Rt, connected: bool) {
+pub async fn wait_bus(rt: &TestSubcar, connected: bool) {
     tokio::time::timeout(PATIENCE, async {
         loop {
             let (status, body) = readyz(rt).await;
@@ -316,9 +319,7 @@ pub async fn fan_out_across_three_replicas(kind: Kind, url: &str) {
 pub async fn refused_batch_marks_no_id(kind: Kind, url: &str) {
     let bus = Bus::new(kind, url);
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     let bad = json!([
         {"topic": "counter", "id": "x1", "payload": 1},
         {"topic": "nope", "id": "x2", "payload": 2},
@@ -345,9 +346,7 @@ pub async fn refused_batch_marks_no_id(kind: Kind, url: &str) {
 pub async fn webhook_id_replay_across_replicas(kind: Kind, url: &str) {
     let bus = Bus::new(kind, url);
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     let batch = json!([
         {"topic": "counter", "payload": 1},
         {"topic": "counter", "payload": 2},
@@ -478,9 +477,7 @@ impl Drop for Proxy {
 /// mid-stream: B's subscriber gets every event once, in order.
 pub async fn killed_connection_loses_nothing(bus: &Bus, cutter: &Cutter) {
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     let total = 300;
     let publisher = {
         let webhook = a.webhook;
@@ -501,17 +498,9 @@ pub async fn killed_connection_loses_nothing(bus: &Bus, cutter: &Cutter) {
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A bus server of our own on a free port, to stop and start again.
 pub struct PrivateServer {
-    kind: Kind,
+    server: Server,
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -519,9 +508,14 @@ pub struct PrivateServer {
 
 impl PrivateServer {
     pub fn start(kind: Kind) -> Self {
+        let server = match kind {
+            Kind::Redis => Server::Redis,
+            Kind::Nats => Server::Nats,
+            Kind::Memory => panic!("the memory bus has no server"),
+        };
         let mut s = Self {
-            kind,
-            port: free_port(),
+            server,
+            port: support::free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -530,52 +524,22 @@ impl PrivateServer {
     }
 
     pub fn url(&self) -> String {
-        match self.kind {
-            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
-            _ => format!("nats://127.0.0.1:{}", self.port),
-        }
+        self.server.url(self.port)
     }
 
     /// Starts the server (again, on the same port and data directory).
     pub fn resume(&mut self) {
-        let port = self.port.to_string();
-        let mut cmd = match self.kind {
-            Kind::Redis => {
-                let mut c = Command::new("redis-server");
-                c.args([
-                    "--port",
-                    &port,
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]);
-                c.current_dir(self.dir.path());
-                c
-            }
-            _ => {
-                let mut c = Command::new("nats-server");
-                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"]);
-                c.arg(self.dir.path());
-                c
-            }
-        };
-        let child = cmd
+        let child = Command::new(self.server.program())
+            .args(
+                self.server
+                    .args(self.port, &self.dir.path().to_string_lossy()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "private server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        servers::wait_listening(self.port, "private server did not start");
     }
 
     /// Hangs the server (SIGSTOP of its own pid): connections stay open,
@@ -614,22 +578,31 @@ impl Drop for PrivateServer {
     }
 }
 
-/// The bus goes away: `/readyz` says so, the webhook answers `503` with
-/// `Retry-After` and nothing of the refused batch is ever delivered; the
-/// subscriber stays connected and gets events again once the bus is back.
-pub async fn bus_down_then_back(kind: Kind) {
-    let mut server = PrivateServer::start(kind);
+/// Two replicas on `server`, a subscriber of `counter` on B, and proof that
+/// an event posted to A reaches it. The bus goes with them: dropping it
+/// removes the test's keys.
+async fn delivering_through(
+    kind: Kind,
+    server: &PrivateServer,
+) -> (Bus, TestSubcar, TestSubcar, Client) {
     let bus = Bus::new(kind, &server.url());
     let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
+    let mut c = b.subscriber("1", "subscription { counter }").await;
     publish(
         a.webhook,
         json!({"topic": "counter", "id": "before", "payload": 1}),
     )
     .await;
     assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
+    (bus, a, b, c)
+}
+
+/// The bus goes away: `/readyz` says so, the webhook answers `503` with
+/// `Retry-After` and nothing of the refused batch is ever delivered; the
+/// subscriber stays connected and gets events again once the bus is back.
+pub async fn bus_down_then_back(kind: Kind) {
+    let mut server = PrivateServer::start(kind);
+    let (_bus, a, b, mut c) = delivering_through(kind, &server).await;
     wait_metric(&a, "subcar_bus_up 1").await;
 
     server.stop();
@@ -668,17 +641,7 @@ pub async fn bus_down_then_back(kind: Kind) {
 /// connected before the hang receives events.
 pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
     let server = PrivateServer::start(kind);
-    let bus = Bus::new(kind, &server.url());
-    let (a, b) = (bus.replica().await, bus.replica().await);
-    let mut c = Client::ready(b.addr).await;
-    c.subscribe("1", "subscription { counter }").await;
-    wait_subscriptions(&b, 1).await;
-    publish(
-        a.webhook,
-        json!({"topic": "counter", "id": "before", "payload": 1}),
-    )
-    .await;
-    assert_eq!(c.recv().await["payload"]["data"]["counter"], 1);
+    let (_bus, a, b, mut c) = delivering_through(kind, &server).await;
 
     server.pause();
     let single = json!({"topic": "counter", "id": "h1", "payload": 100}).to_string();
@@ -691,12 +654,7 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
     let started = std::time::Instant::now();
     let (r1, r2, r3) = tokio::join!(
         post(a.webhook, single, "application/json", &[]),
-        post(
-            a.webhook,
-            batch,
-            "application/json",
-            &[("webhook-id", "hb")]
-        ),
+        post_with_id(a.webhook, batch, "hb"),
         post(a.webhook, bare, "application/json", &[]),
     );
     let took = started.elapsed();
@@ -727,13 +685,7 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
         {"topic": "counter", "payload": 201},
         {"topic": "counter", "id": "h3", "payload": 202},
     ]);
-    let (status, _, json) = post(
-        a.webhook,
-        retry.to_string(),
-        "application/json",
-        &[("webhook-id", "hb")],
-    )
-    .await;
+    let (status, _, json) = post_with_id(a.webhook, retry.to_string(), "hb").await;
     assert_eq!(status, 202, "{json}");
     assert_eq!(json, json!({"accepted": 2, "duplicates": 0}));
     publish(a.webhook, json!({"topic": "counter", "payload": 2})).await;
@@ -742,13 +694,7 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
     }
     assert_eq!(drain(&mut c).await, Vec::<Value>::new());
     // And the request id is recorded now that its publish is certain.
-    let (status, _, json) = post(
-        b.webhook,
-        retry.to_string(),
-        "application/json",
-        &[("webhook-id", "hb")],
-    )
-    .await;
+    let (status, _, json) = post_with_id(b.webhook, retry.to_string(), "hb").await;
     assert_eq!(status, 202, "{json}");
     assert_eq!(json, json!({"accepted": 2, "duplicates": 2}));
     publish(b.webhook, json!({"topic": "counter", "payload": 3})).await;
@@ -757,13 +703,9 @@ pub async fn bus_hang_is_503_and_never_delivered(kind: Kind) {
 
 /// Waits until `/metrics` has `line` (the sampler copies the bus state
 /// into the metrics once a second).
-async fn wait_metric(rt: &Rt, line: &str) {
+async fn wait_metric(rt: &TestSubcar, line: &str) {
     tokio::time::timeout(PATIENCE, async {
-        while !ws_support::metrics(rt.admin)
-            .await
-            .lines()
-            .any(|l| l == line)
-        {
+        while !support::metrics(rt.admin).await.lines().any(|l| l == line) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -862,9 +804,7 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     // has the last event, the dispatcher has taken everything published so
     // far from the bus, so the fresh subscription below can only get newer
     // events (under load, the tail of the batch could otherwise reach it).
-    let mut probe = Client::ready(rt.addr).await;
-    probe.subscribe("probe", "subscription { counter }").await;
-    wait_subscriptions(&rt, 1).await;
+    let mut probe = rt.subscriber("probe", "subscription { counter }").await;
     let mut n = 1;
     while n < events {
         let size = 200.min(events - n);
@@ -907,3 +847,40 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     );
     assert_eq!(drain(&mut d).await, Vec::<Value>::new());
 }
+
+/// The scenarios every shared bus runs, as the including file's tests:
+/// `$kind` at `$url()`, and `$expiring` events that push the first out of a
+/// history of 5 (the backends trim differently). The connection-drop test
+/// stays in each file: how a connection is cut depends on the backend.
+#[allow(unused_macros)]
+macro_rules! shared_bus_tests {
+    ($kind:expr, $url:path, expiring = $expiring:expr) => {
+        bus_support::shared_bus_tests!(@tests
+            events_reach_every_replica_once_in_order =>
+                bus_support::fan_out_across_three_replicas($kind, $url()),
+            a_refused_request_marks_no_id_on_any_replica =>
+                bus_support::refused_batch_marks_no_id($kind, $url()),
+            bus_outage_is_503_and_delivery_resumes => bus_support::bus_down_then_back($kind),
+            a_webhook_id_is_deduplicated_across_replicas =>
+                bus_support::webhook_id_replay_across_replicas($kind, $url()),
+            bus_hang_is_503_and_the_refused_events_are_never_delivered =>
+                bus_support::bus_hang_is_503_and_never_delivered($kind),
+            resume_on_another_replica_gets_every_missed_event_once =>
+                bus_support::resume_on_another_replica(&bus_support::Bus::new($kind, $url())),
+            expired_cursor_is_refused => bus_support::expired_cursor_is_refused(
+                &bus_support::Bus::new($kind, $url()).history(5),
+                $expiring,
+            ),
+        );
+    };
+    (@tests $($name:ident => $scenario:expr),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $scenario.await;
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use shared_bus_tests;

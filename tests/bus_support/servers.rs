@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::ws_support::support::free_port;
+use crate::support::{PATIENCE, free_port};
 
 /// The Redis URL for this test process.
 pub fn redis() -> &'static str {
@@ -24,7 +24,7 @@ pub fn nats() -> &'static str {
 }
 
 #[derive(Clone, Copy)]
-enum Server {
+pub(super) enum Server {
     Redis,
     Nats,
 }
@@ -37,14 +37,14 @@ impl Server {
         }
     }
 
-    fn url(self, port: u16) -> String {
+    pub(super) fn url(self, port: u16) -> String {
         match self {
             Self::Redis => format!("redis://127.0.0.1:{port}"),
             Self::Nats => format!("nats://127.0.0.1:{port}"),
         }
     }
 
-    fn program(self) -> &'static str {
+    pub(super) fn program(self) -> &'static str {
         match self {
             Self::Redis => "redis-server",
             Self::Nats => "nats-server",
@@ -60,7 +60,7 @@ impl Server {
         }
     }
 
-    fn args(self, port: u16, dir: &str) -> Vec<String> {
+    pub(super) fn args(self, port: u16, dir: &str) -> Vec<String> {
         let port = port.to_string();
         match self {
             Self::Redis => [
@@ -135,14 +135,19 @@ fn shared_or_own(server: Server) -> String {
     // Kept open (leaked) until exit; the child is reaped by init then.
     std::mem::forget(child);
     Box::leak(Box::new(stdin)).flush().ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !answers(port) {
-        assert!(
-            Instant::now() < deadline,
-            "{program} started for the tests did not listen on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(
+        port,
+        &format!("{program} started for the tests did not listen on 127.0.0.1:{port}"),
+    );
     eprintln!("started {program} on 127.0.0.1:{port} for this test run");
     server.url(port)
+}
+
+/// Waits until something listens on loopback `port`.
+pub(super) fn wait_listening(port: u16, failure: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !answers(port) {
+        assert!(Instant::now() < deadline, "{failure}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -8,12 +8,12 @@
 // skipped, unless SUBCAR_REQUIRE_BROWSER=1 (CI), where it fails.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { INCIDENT_SCHEMA, freePort, freePorts, startSubcar, subcarConfig, waitOk } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -22,24 +22,10 @@ if (!haveBrowser && process.env.SUBCAR_REQUIRE_BROWSER === '1') {
   throw new Error(`Chromium is required here (SUBCAR_REQUIRE_BROWSER=1) but ${chromiumPath} is missing: apt-get install chromium`);
 }
 
-const SCHEMA = `
-type Query { hello: String }
-type Incident { id: ID! title: String severity: String }
-type Subscription { incidentUpdated(severity: String): Incident }
-`;
-
 let subcar;
 let assets;
 let publicPort;
 let webhookPort;
-
-async function freePort() {
-  const server = createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** `/<package>@<version>/<file>` from node_modules, the way unpkg lays it out. */
 function serveAssets() {
@@ -64,44 +50,21 @@ before(async () => {
   assert.ok(bin, 'set SUBCAR_BIN to the subcar binary');
   assets = serveAssets();
   await new Promise((resolve) => assets.listen(0, '127.0.0.1', resolve));
-  publicPort = await freePort();
-  webhookPort = await freePort();
+  const ports = await freePorts();
+  publicPort = ports.public;
+  webhookPort = ports.webhook;
   const dir = mkdtempSync(join(tmpdir(), 'subcar-graphiql-'));
-  writeFileSync(join(dir, 'schema.graphql'), SCHEMA);
-  writeFileSync(
-    join(dir, 'subcar.toml'),
-    `
-[server]
-listen = "127.0.0.1:${publicPort}"
-[server.graphiql]
-assets_url = "http://127.0.0.1:${assets.address().port}"
-[admin]
-listen = "127.0.0.1:${await freePort()}"
-[upstream]
-url = "http://127.0.0.1:${await freePort()}/graphql"
-[schema]
-path = "schema.graphql"
-introspect_upstream = false
-[[subscriptions]]
-field = "incidentUpdated"
-topic = "incident.updated"
-[webhook]
-listen = "127.0.0.1:${webhookPort}"
-`,
+  writeFileSync(join(dir, 'schema.graphql'), INCIDENT_SCHEMA);
+  subcar = startSubcar(
+    dir,
+    'subcar',
+    subcarConfig({
+      ports,
+      upstream: `http://127.0.0.1:${await freePort()}/graphql`,
+      extra: `[server.graphiql]\nassets_url = "http://127.0.0.1:${assets.address().port}"`,
+    }),
   );
-  subcar = spawn(bin, ['run', '--config', join(dir, 'subcar.toml')], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${publicPort}/healthz`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    assert.ok(i < 200, 'subcar started');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitOk(publicPort);
 });
 
 after(() => {

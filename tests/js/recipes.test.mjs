@@ -8,21 +8,15 @@
 // (SUBCAR_TEST_REDIS_URL overrides it), which .ci/run starts.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
+import { INCIDENT_SCHEMA, freePorts, startSubcar, subcarConfig, waitOk } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REDIS = process.env.SUBCAR_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const SCHEMA = `
-type Query { hello: String }
-type Incident { id: ID! title: String severity: String }
-type Subscription { incidentUpdated(severity: String): Incident }
-`;
 
 /** The fenced block between `<!-- snippet: NAME -->` and `<!-- /snippet -->`. */
 function snippet(markdown, name) {
@@ -34,26 +28,6 @@ function snippet(markdown, name) {
   return block[1];
 }
 
-async function freePort() {
-  const server = createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function waitHealthy(port) {
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    assert.ok(i < 400, `subcar on ${port} became ready`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 const children = new Set();
 const dirs = [];
 after(() => {
@@ -63,37 +37,18 @@ after(() => {
 
 /** A subcar replica on Redis; returns its ports and a stop function. */
 async function replica(dir, name, prefix, ports) {
-  const config = join(dir, `${name}.toml`);
-  writeFileSync(
-    config,
-    `
-[server]
-listen = "127.0.0.1:${ports.public}"
-[admin]
-listen = "127.0.0.1:${ports.admin}"
-[upstream]
-url = "http://127.0.0.1:9/graphql"
-[schema]
-path = "schema.graphql"
-introspect_upstream = false
-[[subscriptions]]
-field = "incidentUpdated"
-topic = "incident.updated"
-[webhook]
-listen = "127.0.0.1:${ports.webhook}"
-[bus]
-kind = "redis"
-url = "${REDIS}"
-prefix = "${prefix}"
-`,
+  const child = startSubcar(
+    dir,
+    name,
+    subcarConfig({
+      ports,
+      upstream: 'http://127.0.0.1:9/graphql',
+      extra: `[bus]\nkind = "redis"\nurl = "${REDIS}"\nprefix = "${prefix}"`,
+    }),
   );
-  const child = spawn(process.env.SUBCAR_BIN, ['run', '--config', config], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
   children.add(child);
   const exited = new Promise((resolve) => child.once('exit', resolve));
-  await waitHealthy(ports.admin);
+  await waitOk(ports.admin, { path: '/readyz', tries: 400, what: `subcar on ${ports.admin} became ready` });
   return {
     async stop() {
       child.kill('SIGTERM');
@@ -134,10 +89,10 @@ test('the graphql-ws resume recipe of docs/clients.md loses no event across a re
 
   const dir = mkdtempSync(join(tmpdir(), 'subcar-recipes-'));
   dirs.push(dir);
-  writeFileSync(join(dir, 'schema.graphql'), SCHEMA);
+  writeFileSync(join(dir, 'schema.graphql'), INCIDENT_SCHEMA);
   const prefix = `js-recipes-${process.pid}-${Date.now()}`;
-  const portsA = { public: await freePort(), admin: await freePort(), webhook: await freePort() };
-  const portsB = { public: await freePort(), admin: await freePort(), webhook: await freePort() };
+  const portsA = await freePorts();
+  const portsB = await freePorts();
   let a = await replica(dir, 'a', prefix, portsA);
   const b = await replica(dir, 'b', prefix, portsB);
 

@@ -8,7 +8,6 @@
 import { test, before, after } from 'node:test';
 import { createHmac } from 'node:crypto';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -17,6 +16,7 @@ import { buildSchema, graphql } from 'graphql';
 import { createClient } from 'graphql-ws';
 import { Webhook } from 'standardwebhooks';
 import WebSocket from 'ws';
+import { freePorts, startSubcar, subcarConfig, waitOk } from './harness.mjs';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 const SCHEMA = `
@@ -44,27 +44,6 @@ function jwt(claims, secret = JWT_SECRET) {
   return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
 
-async function waitHealthy(port) {
-  for (let i = 0; ; i++) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
-      if (res.ok) return;
-    } catch {
-      // not listening yet
-    }
-    assert.ok(i < 200, 'subcar started');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function freePort() {
-  const server = createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 before(async () => {
   const bin = process.env.SUBCAR_BIN;
   assert.ok(bin, 'set SUBCAR_BIN to the subcar binary');
@@ -88,66 +67,27 @@ before(async () => {
     });
   });
   await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-  publicPort = await freePort();
-  webhookPort = await freePort();
-  const adminPort = await freePort();
+  const upstreamUrl = `http://127.0.0.1:${upstream.address().port}/graphql`;
+  const ports = await freePorts();
+  publicPort = ports.public;
+  webhookPort = ports.webhook;
   const dir = mkdtempSync(join(tmpdir(), 'subcar-js-'));
   writeFileSync(join(dir, 'schema.graphql'), SCHEMA);
-  writeFileSync(
-    join(dir, 'subcar.toml'),
-    `
-[server]
-listen = "127.0.0.1:${publicPort}"
-[admin]
-listen = "127.0.0.1:${adminPort}"
-[upstream]
-url = "http://127.0.0.1:${upstream.address().port}/graphql"
-[schema]
-path = "schema.graphql"
-introspect_upstream = false
-[[subscriptions]]
-field = "incidentUpdated"
-topic = "incident.updated"
-[webhook]
-listen = "127.0.0.1:${webhookPort}"
-secret = "${SECRET}"
-`,
+  subcar = startSubcar(dir, 'subcar', subcarConfig({ ports, upstream: upstreamUrl, webhook: `secret = "${SECRET}"` }));
+  const authedPorts = await freePorts();
+  authedPort = authedPorts.public;
+  authed = startSubcar(
+    dir,
+    'authed',
+    subcarConfig({
+      ports: authedPorts,
+      upstream: upstreamUrl,
+      subscription: `allow = "claims.role == 'ops'"`,
+      extra: `[auth]\nmode = "jwt"\n[auth.jwt]\nsecret = "${JWT_SECRET}"`,
+    }),
   );
-  subcar = spawn(bin, ['run', '--config', join(dir, 'subcar.toml')], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  authedPort = await freePort();
-  writeFileSync(
-    join(dir, 'authed.toml'),
-    `
-[server]
-listen = "127.0.0.1:${authedPort}"
-[admin]
-listen = "127.0.0.1:${await freePort()}"
-[upstream]
-url = "http://127.0.0.1:${upstream.address().port}/graphql"
-[schema]
-path = "schema.graphql"
-introspect_upstream = false
-[[subscriptions]]
-field = "incidentUpdated"
-topic = "incident.updated"
-allow = "claims.role == 'ops'"
-[webhook]
-listen = "127.0.0.1:${await freePort()}"
-[auth]
-mode = "jwt"
-[auth.jwt]
-secret = "${JWT_SECRET}"
-`,
-  );
-  authed = spawn(bin, ['run', '--config', join(dir, 'authed.toml')], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  await waitHealthy(publicPort);
-  await waitHealthy(authedPort);
+  await waitOk(publicPort);
+  await waitOk(authedPort);
 });
 
 after(async () => {

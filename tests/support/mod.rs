@@ -1,12 +1,23 @@
-//! Test harness: a real GraphQL upstream (async-graphql) and subcar started
-//! in-process on ephemeral ports.
-#![allow(dead_code)]
+//! The one harness that starts subcar for the tests (and the benches that
+//! need a running one): [`TestSubcar::builder`] in-process on port 0,
+//! [`process`] for the `subcar` binary as an operator runs it, a real
+//! GraphQL upstream ([`upstream`]), a graphql-transport-ws client ([`ws`])
+//! and a webhook sender ([`http`]).
+//!
+//! Every test's configuration is one TOML table: the harness's base (all
+//! listeners on loopback port 0) with each test's TOML merged over it, so a
+//! test names only what it changes.
+#![allow(dead_code, unused_imports)]
 
+pub mod http;
+pub mod process;
 pub mod upstream;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use subcar::app::{App, AppError};
 use subcar::config::Config;
@@ -14,7 +25,24 @@ use subcar::shutdown::Shutdown;
 use subcar::subscriptions::Registry;
 use tokio::task::JoinHandle;
 
+pub use http::{metrics, post, post_with_id, publish};
 pub use upstream::TestUpstream;
+pub use ws::{Client, Next};
+
+/// How long a test waits for something that should happen; never asserted on.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The subscription schema of the realtime tests ([`TestSubcar::realtime`]).
+pub const SCHEMA: &str = r#"
+type Query { hello: String }
+type Incident { id: ID! title: String severity: String }
+type Item { kind: String n: Int }
+type Subscription {
+  incidentUpdated(severity: String): Incident
+  counter: Int
+  item(kind: String): Item
+}
+"#;
 
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,31 +56,59 @@ pub struct TestSubcar {
     pub registry: Arc<Registry>,
     shutdown: Shutdown,
     task: Option<JoinHandle<()>>,
+    _sdl: Option<Arc<tempfile::NamedTempFile>>,
 }
 
+/// What a [`TestSubcar`] (or a `subcar` process) is started with.
+#[derive(Clone)]
 pub struct Builder {
-    introspect: bool,
-    /// The subscription SDL (`schema.path`); `examples/schema.graphql` by default.
-    schema_path: PathBuf,
-    /// Lines for the `[schema]` section.
-    schema: String,
-    upstream_url: String,
-    server: String,
-    upstream: String,
-    extra: String,
+    table: toml::Table,
+    /// The file `schema.path` names when the SDL is given as text.
+    sdl: Option<Arc<tempfile::NamedTempFile>>,
 }
 
 impl TestSubcar {
+    /// Subcar on `examples/schema.graphql`, queries going to `upstream_url`,
+    /// the upstream schema not introspected.
     pub fn builder(upstream_url: impl Into<String>) -> Builder {
+        let schema = manifest_dir().join("examples/schema.graphql");
+        let base = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+drain_timeout = "5s"
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+url = {url}
+[schema]
+path = {schema}
+introspect_upstream = false
+[webhook]
+listen = "127.0.0.1:0"
+"#,
+            url = toml::Value::from(upstream_url.into()),
+            schema = toml::Value::from(schema.display().to_string()),
+        );
         Builder {
-            introspect: false,
-            schema_path: manifest_dir().join("examples/schema.graphql"),
-            schema: String::new(),
-            upstream_url: upstream_url.into(),
-            server: String::new(),
-            upstream: String::new(),
-            extra: String::new(),
+            table: base.parse().expect("the base config is TOML"),
+            sdl: None,
         }
+    }
+
+    /// Subcar on `examples/schema.graphql` that learns the rest of its
+    /// schema from `upstream_url` by introspection, started.
+    pub async fn introspecting(upstream_url: impl Into<String>) -> TestSubcar {
+        Self::builder(upstream_url).introspect().spawn().await
+    }
+
+    /// The realtime tests' subcar: [`SCHEMA`], a short drain and upstream
+    /// timeout.
+    pub fn realtime(upstream_url: impl Into<String>) -> Builder {
+        Self::builder(upstream_url)
+            .sdl(SCHEMA)
+            .server("drain_timeout = \"2s\"")
+            .upstream("timeout = \"5s\"")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -65,6 +121,21 @@ impl TestSubcar {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// A GET of `path` on the public listener.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.url(path)).await.unwrap()
+    }
+
+    /// The body of a GET of `path` on the public listener.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
+    /// The JSON body of a GET of `path` on the public listener.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.unwrap()
     }
 
     /// Triggers the drain and waits for subcar to finish it.
@@ -86,75 +157,83 @@ impl Drop for TestSubcar {
     }
 }
 
+/// Merges `over` into `base`: tables key by key, arrays of tables appended,
+/// any other value replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(into)), toml::Value::Table(from)) => merge(into, from),
+            (Some(toml::Value::Array(into)), toml::Value::Array(from)) => into.extend(from),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 impl Builder {
-    /// Learn the upstream schema by introspection (off by default in tests).
-    pub fn introspect(mut self) -> Self {
-        self.introspect = true;
+    /// TOML merged over the configuration so far (any sections).
+    pub fn extra(mut self, toml: &str) -> Self {
+        let over = toml
+            .parse()
+            .unwrap_or_else(|e| panic!("test TOML is valid: {e}\n{toml}"));
+        merge(&mut self.table, over);
         self
+    }
+
+    fn section(self, name: &str, lines: &str) -> Self {
+        self.extra(&format!("[{name}]\n{lines}"))
+    }
+
+    /// Lines for the `[server]` section.
+    pub fn server(self, lines: &str) -> Self {
+        self.section("server", lines)
+    }
+
+    /// Lines for the `[upstream]` section.
+    pub fn upstream(self, lines: &str) -> Self {
+        self.section("upstream", lines)
+    }
+
+    /// Lines for the `[schema]` section (e.g. `upstream_sdl`).
+    pub fn schema(self, lines: &str) -> Self {
+        self.section("schema", lines)
+    }
+
+    /// Lines for the `[webhook]` section.
+    pub fn webhook(self, lines: &str) -> Self {
+        self.section("webhook", lines)
+    }
+
+    /// Learn the upstream schema by introspection (off by default in tests).
+    pub fn introspect(self) -> Self {
+        self.schema("introspect_upstream = true")
     }
 
     /// Another subscription SDL file for `schema.path`.
-    pub fn schema_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.schema_path = path.into();
-        self
+    pub fn schema_path(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into().display().to_string();
+        self.schema(&format!("path = {}", toml::Value::from(path)))
     }
 
-    /// Extra lines for the `[schema]` section (e.g. `upstream_sdl`).
-    pub fn schema(mut self, lines: &str) -> Self {
-        self.schema.push_str(lines);
-        self.schema.push('\n');
-        self
+    /// The subscription SDL as text (written to a file kept while subcar runs).
+    pub fn sdl(self, sdl: &str) -> Self {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), sdl).unwrap();
+        let builder = self.schema_path(file.path());
+        Builder {
+            sdl: Some(Arc::new(file)),
+            ..builder
+        }
     }
 
-    /// Extra lines for the `[server]` section.
-    pub fn server(mut self, lines: &str) -> Self {
-        self.server.push_str(lines);
-        self.server.push('\n');
-        self
-    }
-
-    /// Extra lines for the `[upstream]` section.
-    pub fn upstream(mut self, lines: &str) -> Self {
-        self.upstream.push_str(lines);
-        self.upstream.push('\n');
-        self
-    }
-
-    /// Further sections, appended verbatim.
-    pub fn extra(mut self, toml: &str) -> Self {
-        self.extra.push_str(toml);
-        self.extra.push('\n');
-        self
+    /// The listeners on these addresses instead of port 0 (for a process).
+    pub fn listen(self, addrs: &process::Addrs) -> Self {
+        self.extra(&addrs.toml())
     }
 
     pub fn config_text(&self) -> String {
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-drain_timeout = "5s"
-{server}
-[admin]
-listen = "127.0.0.1:0"
-[upstream]
-url = "{url}"
-{upstream}
-[schema]
-path = "{schema}"
-introspect_upstream = {introspect}
-{schema_lines}
-[webhook]
-listen = "127.0.0.1:0"
-{extra}
-"#,
-            server = self.server,
-            url = self.upstream_url,
-            upstream = self.upstream,
-            schema = self.schema_path.display(),
-            schema_lines = self.schema,
-            extra = self.extra,
-            introspect = self.introspect,
-        )
+        toml::to_string(&self.table).expect("the config serialises")
     }
 
     pub async fn spawn(self) -> TestSubcar {
@@ -177,8 +256,48 @@ listen = "127.0.0.1:0"
             registry: bound.registry(),
             task: Some(tokio::spawn(bound.run(shutdown.clone()))),
             shutdown,
+            _sdl: self.sdl,
         })
     }
+}
+
+/// The realtime subcar ([`TestSubcar::realtime`]) with `extra` TOML, its
+/// upstream one that is gone once it has started.
+pub async fn spawn(extra: &str) -> TestSubcar {
+    let upstream = TestUpstream::start().await;
+    spawn_with_upstream(&upstream.url(), extra).await
+}
+
+/// Like [`spawn`], with queries (and upstream authentication) going to
+/// `upstream_url`.
+pub async fn spawn_with_upstream(upstream_url: &str, extra: &str) -> TestSubcar {
+    spawn_with_server(upstream_url, "", extra).await
+}
+
+/// Like [`spawn_with_upstream`], with `server` lines added to `[server]`.
+pub async fn spawn_with_server(upstream_url: &str, server: &str, extra: &str) -> TestSubcar {
+    TestSubcar::realtime(upstream_url)
+        .server(server)
+        .extra(extra)
+        .spawn()
+        .await
+}
+
+/// Waits until the registry holds `n` subscriptions (registration follows
+/// the `subscribe` message asynchronously).
+pub async fn wait_subscriptions(subcar: &TestSubcar, n: usize) {
+    tokio::time::timeout(PATIENCE, async {
+        while subcar.registry.sizes().subscriptions != n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "registry reached {n} subscriptions, has {:?}",
+            subcar.registry.sizes()
+        )
+    });
 }
 
 /// A free loopback port (bound then released; for child processes).
@@ -203,4 +322,69 @@ pub async fn post_json(
         .expect("request sent");
     let status = res.status();
     (status, res.json().await.expect("JSON response"))
+}
+
+/// A realtime subcar with `extra` ([`spawn`]) and a subscriber of
+/// `counter` (id `c`), registered.
+pub async fn counter_subscriber(extra: &str) -> (TestSubcar, Client) {
+    let subcar = spawn(extra).await;
+    let c = subcar.subscriber("c", "subscription { counter }").await;
+    (subcar, c)
+}
+
+impl TestSubcar {
+    /// A client, acknowledged, with subscription `id` to `query`, once the
+    /// registry holds it (one more subscription than before).
+    pub async fn subscriber(&self, id: &str, query: &str) -> Client {
+        let before = self.registry.sizes().subscriptions;
+        let mut c = Client::ready(self.addr).await;
+        c.subscribe(id, query).await;
+        wait_subscriptions(self, before + 1).await;
+        c
+    }
+}
+
+/// A test upstream and the realtime subcar with `server` lines and `extra`
+/// ([`spawn_with_server`]) querying it.
+pub async fn start_with_upstream(server: &str, extra: &str) -> (TestUpstream, TestSubcar) {
+    let upstream = TestUpstream::start().await;
+    let subcar = spawn_with_server(&upstream.url(), server, extra).await;
+    (upstream, subcar)
+}
+
+/// A subscriber of `counter` (id `w`) connected before a hostile input.
+pub async fn watcher(subcar: &TestSubcar) -> Client {
+    subcar.subscriber("w", "subscription { counter }").await
+}
+
+/// subcar is alive (both listeners answer `/healthz`) and `watcher` still
+/// receives an event posted now.
+pub async fn still_serving(subcar: &TestSubcar, watcher: &mut Client, n: i64) {
+    for url in [subcar.url("/healthz"), subcar.admin_url("/healthz")] {
+        let health = reqwest::get(&url).await.unwrap();
+        assert_eq!(health.status(), 200, "{url}");
+    }
+    publish(
+        subcar.webhook,
+        serde_json::json!({"topic": "counter", "payload": n}),
+    )
+    .await;
+    let msg = watcher.recv().await;
+    assert_eq!(msg["type"], "next", "{msg}");
+    assert_eq!(msg["payload"]["data"]["counter"], n);
+}
+
+/// A self-signed certificate for `localhost`, written to `dir`, and the
+/// `[server.tls]` section that serves it.
+pub fn self_signed_tls(dir: &std::path::Path) -> (rcgen::CertifiedKey, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let toml = format!(
+        "[server.tls]\ncert = {}\nkey = {}",
+        toml::Value::from(cert_path.display().to_string()),
+        toml::Value::from(key_path.display().to_string())
+    );
+    (cert, toml)
 }

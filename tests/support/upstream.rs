@@ -676,3 +676,16 @@ pub async fn garbage_upstream() -> String {
 pub fn closed_port_url() -> String {
     format!("http://127.0.0.1:{}/graphql", super::free_port())
 }
+
+/// A `{ hello }` POST to `url` (subcar's `/graphql`) asking the upstream,
+/// through `x-test-behavior`, to answer as `behavior` says.
+pub fn hello_behaving(
+    client: &reqwest::Client,
+    url: &str,
+    behavior: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("x-test-behavior", behavior)
+        .json(&serde_json::json!({"query": "{ hello }"}))
+}

@@ -1,0 +1,79 @@
+// The JS group's harness, as tests/support is the Rust tests': free ports,
+// a subcar configuration, the subcar binary (SUBCAR_BIN) started on it and
+// waited for. Not a test file: node --test runs only `*.test.mjs` here.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+
+/** The subscription schema the browser and recipe tests subscribe to. */
+export const INCIDENT_SCHEMA = `
+type Query { hello: String }
+type Incident { id: ID! title: String severity: String }
+type Subscription { incidentUpdated(severity: String): Incident }
+`;
+
+export async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Free ports for a subcar's three listeners. */
+export async function freePorts() {
+  return { public: await freePort(), admin: await freePort(), webhook: await freePort() };
+}
+
+/**
+ * A subcar.toml on `ports` sending queries to `upstream`, serving
+ * `schema.graphql` beside it with `incidentUpdated` on the topic
+ * `incident.updated`; `subscription` and `webhook` add lines to those
+ * sections, `extra` further sections.
+ */
+export function subcarConfig({ ports, upstream, subscription = '', webhook = '', extra = '' }) {
+  return `
+[server]
+listen = "127.0.0.1:${ports.public}"
+[admin]
+listen = "127.0.0.1:${ports.admin}"
+[upstream]
+url = "${upstream}"
+[schema]
+path = "schema.graphql"
+introspect_upstream = false
+[[subscriptions]]
+field = "incidentUpdated"
+topic = "incident.updated"
+${subscription}
+[webhook]
+listen = "127.0.0.1:${ports.webhook}"
+${webhook}
+${extra}
+`;
+}
+
+/** Writes `config` to `dir/name.toml` and runs subcar on it. */
+export function startSubcar(dir, name, config) {
+  const path = join(dir, `${name}.toml`);
+  writeFileSync(path, config);
+  return spawn(process.env.SUBCAR_BIN, ['run', '--config', path], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+}
+
+/** Polls `path` on `port` until it answers 2xx, `tries` times 50 ms apart. */
+export async function waitOk(port, { path = '/healthz', tries = 200, what = 'subcar started' } = {}) {
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}${path}`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    assert.ok(i < tries, what);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
