@@ -199,7 +199,7 @@ pub fn execute(
     if !only_introspection(view.selection_set, &fragments, &mut HashSet::new()) {
         return None;
     }
-    let errors = super::validate::validate(schema, &doc);
+    let errors = super::validate::validate(schema, &doc, query);
     if !errors.is_empty() {
         return Some(json!({ "errors": errors }));
     }

@@ -6,8 +6,9 @@ use graphql_parser::Pos;
 use graphql_parser::query::Value as AstValue;
 
 use super::error::GraphQLError;
+use super::locate::ValueLoc;
 use super::schema::{Schema, TypeKind, TypeRef};
-use super::error::{error};
+use super::error::error;
 use super::value::{did_you_mean, print_ast_value, suggestion_list};
 
 /// One `$variable` in a value, with the type its position expects.
@@ -20,27 +21,40 @@ pub(crate) struct VarUsage {
     pub location_has_default: bool,
 }
 
-/// Records every variable in `v` with no expected type.
-pub(crate) fn collect_variables(v: &AstValue<'static, String>, out: &mut Vec<VarUsage>) {
+/// Records every variable in `v` (written at `at`) with no expected type.
+pub(crate) fn collect_variables(
+    v: &AstValue<'static, String>,
+    at: &ValueLoc,
+    out: &mut Vec<VarUsage>,
+) {
     match v {
         AstValue::Variable(name) => out.push(VarUsage {
             name: name.clone(),
             expected: None,
-            at: Pos { line: 0, column: 0 },
+            at: at.at,
             location_has_default: false,
         }),
-        AstValue::List(items) => items.iter().for_each(|i| collect_variables(i, out)),
-        AstValue::Object(fields) => fields.values().for_each(|i| collect_variables(i, out)),
+        AstValue::List(items) => {
+            for (n, i) in items.iter().enumerate() {
+                collect_variables(i, at.item(n), out);
+            }
+        }
+        AstValue::Object(fields) => {
+            for (k, i) in fields {
+                collect_variables(i, at.field_value(k), out);
+            }
+        }
         _ => {}
     }
 }
 
-/// Checks `v` against `ty`, reporting graphql-js's messages at `at`.
+/// Checks `v` against `ty`, reporting graphql-js's messages where `at`
+/// says each part of `v` is.
 pub(crate) fn check_literal(
     schema: &Schema,
     ty: &TypeRef,
     v: &AstValue<'static, String>,
-    at: Pos,
+    at: &ValueLoc,
     errors: &mut Vec<GraphQLError>,
     usages: &mut Vec<VarUsage>,
     location_has_default: bool,
@@ -49,18 +63,17 @@ pub(crate) fn check_literal(
         usages.push(VarUsage {
             name: name.clone(),
             expected: Some(ty.clone()),
-            at,
+            at: at.at,
             location_has_default,
         });
         return;
     }
+    // graphql-js prints numbers as written.
+    let printed = || at.raw.clone().unwrap_or_else(|| print_ast_value(v));
     let expected = |errors: &mut Vec<GraphQLError>| {
         errors.push(error(
-            format!(
-                "Expected value of type \"{ty}\", found {}.",
-                print_ast_value(v)
-            ),
-            &[at],
+            format!("Expected value of type \"{ty}\", found {}.", printed()),
+            &[at.at],
         ));
     };
     match (ty, v) {
@@ -68,8 +81,8 @@ pub(crate) fn check_literal(
         (TypeRef::NonNull(inner), _) => check_literal(schema, inner, v, at, errors, usages, false),
         (_, AstValue::Null) => {}
         (TypeRef::List(item), AstValue::List(items)) => {
-            for i in items {
-                check_literal(schema, item, i, at, errors, usages, false);
+            for (n, i) in items.iter().enumerate() {
+                check_literal(schema, item, i, at.item(n), errors, usages, false);
             }
         }
         (TypeRef::List(item), _) => check_literal(schema, item, v, at, errors, usages, false),
@@ -77,6 +90,12 @@ pub(crate) fn check_literal(
             let Some(t) = schema.get(name) else { return };
             match (&t.kind, v) {
                 (TypeKind::InputObject { fields }, AstValue::Object(given)) => {
+                    for (k, first, again) in at.repeated_fields() {
+                        errors.push(error(
+                            format!("There can be only one input field named \"{k}\"."),
+                            &[first, again],
+                        ));
+                    }
                     for f in fields {
                         if f.ty.is_non_null() && f.default.is_none() && !given.contains_key(&f.name)
                         {
@@ -85,7 +104,7 @@ pub(crate) fn check_literal(
                                     "Field \"{}.{}\" of required type \"{}\" was not provided.",
                                     t.name, f.name, f.ty
                                 ),
-                                &[at],
+                                &[at.at],
                             ));
                         }
                     }
@@ -95,7 +114,7 @@ pub(crate) fn check_literal(
                                 schema,
                                 &f.ty,
                                 fv,
-                                at,
+                                at.field_value(k),
                                 errors,
                                 usages,
                                 f.default.is_some(),
@@ -108,19 +127,19 @@ pub(crate) fn check_literal(
                                         t.name,
                                         did_you_mean(None, &s)
                                     ),
-                                    &[at],
+                                    &[at.field_at(k)],
                                 ));
-                                collect_variables(fv, usages);
+                                collect_variables(fv, at.field_value(k), usages);
                             }
                         }
                     }
                 }
                 (TypeKind::InputObject { .. }, _) => {
-                    collect_variables(v, usages);
+                    collect_variables(v, at, usages);
                     expected(errors)
                 }
                 (TypeKind::Enum { values }, _) => {
-                    let printed = print_ast_value(v);
+                    let printed = printed();
                     let s = suggestion_list(&printed, values.iter().map(|v| v.name.as_str()));
                     let hint = did_you_mean(Some("the enum value"), &s);
                     match v {
@@ -130,26 +149,24 @@ pub(crate) fn check_literal(
                                 "Value \"{printed}\" does not exist in \"{}\" enum.{hint}",
                                 t.name
                             ),
-                            &[at],
+                            &[at.at],
                         )),
                         _ => {
-                            collect_variables(v, usages);
+                            collect_variables(v, at, usages);
                             errors.push(error(
                                 format!(
                                     "Enum \"{}\" cannot represent non-enum value: {printed}.{hint}",
                                     t.name
                                 ),
-                                &[at],
+                                &[at.at],
                             ))
                         }
                     }
                 }
                 (TypeKind::Scalar { .. }, _) => {
-                    if let Some(msg) = scalar_literal_error(&t.name, v) {
-                        collect_variables(v, usages);
-                        errors.push(error(msg, &[at]));
-                    } else {
-                        collect_variables(v, usages);
+                    collect_variables(v, at, usages);
+                    if let Some(msg) = scalar_literal_error(&t.name, v, &printed()) {
+                        errors.push(error(msg, &[at.at]));
                     }
                 }
                 _ => {}
@@ -159,8 +176,12 @@ pub(crate) fn check_literal(
 }
 
 /// The error graphql-js's built-in scalars' `parseLiteral` throws, if any.
-fn scalar_literal_error(scalar: &str, v: &AstValue<'static, String>) -> Option<String> {
-    let printed = || print_ast_value(v);
+fn scalar_literal_error(
+    scalar: &str,
+    v: &AstValue<'static, String>,
+    printed: &str,
+) -> Option<String> {
+    let printed = || printed;
     match (scalar, v) {
         ("Int", AstValue::Int(n)) => match n.as_i64() {
             Some(i) if i32::try_from(i).is_ok() => None,

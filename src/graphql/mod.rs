@@ -19,6 +19,7 @@ mod error;
 pub mod fetch;
 pub mod introspection;
 mod literal;
+mod locate;
 pub mod offload;
 mod overlap;
 mod plan;
@@ -143,7 +144,7 @@ impl Schema {
             ))
             .with_code(SCHEMA_NOT_READY)]);
         }
-        let errors = validate::validate(self, &doc);
+        let errors = validate::validate(self, &doc, query);
         if !errors.is_empty() {
             return Err(errors
                 .into_iter()
@@ -213,7 +214,7 @@ impl Schema {
     /// operations and fragments of the document, as graphql-js `validate`).
     pub fn validate(&self, query: &str) -> Vec<GraphQLError> {
         match document::parse(query, &self.limits) {
-            Ok(doc) => validate::validate(self, &doc),
+            Ok(doc) => validate::validate(self, &doc, query),
             Err(errors) => errors,
         }
     }

@@ -10,6 +10,7 @@ use graphql_parser::Pos;
 use graphql_parser::query::{Definition, Directive, Selection, TypeCondition, VariableDefinition};
 
 use super::literal::{VarUsage, check_literal};
+use super::locate::Locator;
 use super::schema::{Schema, TypeDef, TypeKind, TypeRef};
 use super::value::{did_you_mean, suggestion_list};
 use super::ast::{Doc, Frag, OpView, Sel, op_view};
@@ -23,11 +24,14 @@ struct Validator<'s, 'd> {
     usages: Vec<VarUsage>,
     /// Fragment names spread directly by the definition being walked.
     spreads: Vec<&'d str>,
+    /// Positions graphql-parser does not keep.
+    loc: Locator,
 }
 
 /// Every validation error of `doc`, in rule order.
-pub(crate) fn validate(schema: &Schema, doc: &Doc) -> Vec<GraphQLError> {
+pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLError> {
     let mut v = Validator {
+        loc: Locator::new(source),
         schema,
         fragments: HashMap::new(),
         errors: Vec::new(),
@@ -58,10 +62,10 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc) -> Vec<GraphQLError> {
             if let Some(first) = seen_ops.get(name) {
                 v.errors.push(error(
                     format!("There can be only one operation named \"{name}\"."),
-                    &[*first, op.position],
+                    &[*first, v.loc.name_after(op.position, 1)],
                 ));
             } else {
-                seen_ops.insert(name, op.position);
+                seen_ops.insert(name, v.loc.name_after(op.position, 1));
             }
         } else if ops.len() > 1 {
             v.errors.push(error(
@@ -75,7 +79,10 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc) -> Vec<GraphQLError> {
         if let Some(first) = v.fragments.get(f.name.as_str()) {
             v.errors.push(error(
                 format!("There can be only one fragment named \"{}\".", f.name),
-                &[first.position, f.position],
+                &[
+                    v.loc.name_after(first.position, 1),
+                    v.loc.name_after(f.position, 1),
+                ],
             ));
         } else {
             v.fragments.insert(&f.name, f);
@@ -85,7 +92,7 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc) -> Vec<GraphQLError> {
     let mut frag_info: HashMap<&str, (Vec<VarUsage>, Vec<&str>)> = HashMap::new();
     for f in &frags {
         let TypeCondition::On(tc) = &f.type_condition;
-        let ty = v.type_condition(tc, f.position, Some(&f.name));
+        let ty = v.type_condition(tc, v.loc.name_after(f.position, 3), Some(&f.name));
         v.directives(&f.directives, "FRAGMENT_DEFINITION");
         v.selection_set(ty, &f.selection_set);
         let usages = std::mem::take(&mut v.usages);
@@ -184,7 +191,7 @@ impl<'s, 'd> Validator<'s, 'd> {
     }
 
     fn single_root_field(&mut self, op: &OpView<'d>) {
-        let mut fields: Vec<(&str, Pos)> = Vec::new();
+        let mut fields: Vec<(&str, &str, Pos)> = Vec::new();
         let mut visited = HashSet::new();
         collect_root_fields(op.selection_set, &self.fragments, &mut visited, &mut fields);
         let subject = match op.name {
@@ -192,7 +199,7 @@ impl<'s, 'd> Validator<'s, 'd> {
             None => "Anonymous Subscription".to_owned(),
         };
         let mut keys: Vec<&str> = Vec::new();
-        for (k, _) in &fields {
+        for (k, _, _) in &fields {
             if !keys.contains(k) {
                 keys.push(k);
             }
@@ -200,8 +207,8 @@ impl<'s, 'd> Validator<'s, 'd> {
         if keys.len() > 1 {
             let extra: Vec<Pos> = fields
                 .iter()
-                .filter(|(k, _)| *k != keys[0])
-                .map(|(_, p)| *p)
+                .filter(|(k, _, _)| *k != keys[0])
+                .map(|(_, _, p)| *p)
                 .collect();
             self.errors.push(error(
                 format!("{subject} must select only one top level field."),
@@ -210,8 +217,8 @@ impl<'s, 'd> Validator<'s, 'd> {
         }
         let intro: Vec<Pos> = fields
             .iter()
-            .filter(|(k, _)| k.starts_with("__"))
-            .map(|(_, p)| *p)
+            .filter(|(_, name, _)| name.starts_with("__"))
+            .map(|(_, _, p)| *p)
             .collect();
         if !intro.is_empty() {
             self.errors.push(error(
@@ -222,16 +229,18 @@ impl<'s, 'd> Validator<'s, 'd> {
     }
 
     fn variable_definitions(&mut self, op: &OpView<'d>) {
-        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        let names = op
+            .vars
+            .iter()
+            .map(|d| (d.name.as_str(), self.loc.variable(d.position).name));
+        for (name, all) in selection::repeated(names) {
+            self.errors.push(error(
+                format!("There can be only one variable named \"${name}\"."),
+                &all,
+            ));
+        }
         for def in op.vars {
-            if let Some(first) = seen.get(def.name.as_str()) {
-                self.errors.push(error(
-                    format!("There can be only one variable named \"${}\".", def.name),
-                    &[*first, def.position],
-                ));
-            } else {
-                seen.insert(&def.name, def.position);
-            }
+            let at = self.loc.variable(def.position);
             let ty = TypeRef::from_ast(&def.var_type);
             match self.schema.get(ty.named()) {
                 None => {
@@ -243,7 +252,7 @@ impl<'s, 'd> Validator<'s, 'd> {
                             ty.named(),
                             did_you_mean(None, &suggestions)
                         ),
-                        &[def.position],
+                        &[at.named],
                     ));
                 }
                 Some(t) if !t.is_input() => self.errors.push(error(
@@ -251,7 +260,7 @@ impl<'s, 'd> Validator<'s, 'd> {
                         "Variable \"${}\" cannot be non-input type \"{ty}\".",
                         def.name
                     ),
-                    &[def.position],
+                    &[at.ty],
                 )),
                 Some(_) => {
                     if let Some(d) = &def.default_value {
@@ -260,7 +269,7 @@ impl<'s, 'd> Validator<'s, 'd> {
                             self.schema,
                             &ty,
                             d,
-                            def.position,
+                            &at.default,
                             &mut self.errors,
                             &mut ignored,
                             false,
@@ -353,7 +362,7 @@ impl<'s, 'd> Validator<'s, 'd> {
         // error per cycle found, naming the spread path.
         let mut visited: HashSet<&str> = HashSet::new();
         for f in frags {
-            let mut path: Vec<&str> = Vec::new();
+            let mut path: Vec<(&str, Pos)> = Vec::new();
             let mut index: HashMap<&str, usize> = HashMap::new();
             self.detect_cycle(&f.name, info, &mut visited, &mut path, &mut index);
         }
@@ -364,7 +373,7 @@ impl<'s, 'd> Validator<'s, 'd> {
         name: &'d str,
         info: &HashMap<&'d str, (Vec<VarUsage>, Vec<&'d str>)>,
         visited: &mut HashSet<&'d str>,
-        path: &mut Vec<&'d str>,
+        path: &mut Vec<(&'d str, Pos)>,
         index: &mut HashMap<&'d str, usize>,
     ) {
         if !visited.insert(name) {
@@ -376,16 +385,19 @@ impl<'s, 'd> Validator<'s, 'd> {
         index.insert(name, path.len());
         let positions = self.spread_positions(name);
         for (i, spread) in spreads.iter().enumerate() {
+            let at = self
+                .loc
+                .before(positions.get(i).copied().unwrap_or_default());
             match index.get(spread).copied() {
                 None => {
-                    path.push(spread);
+                    path.push((spread, at));
                     self.detect_cycle(spread, info, visited, path, index);
                     path.pop();
                 }
                 Some(start) => {
-                    let mut cycle: Vec<&str> = path[start..].to_vec();
-                    cycle.push(spread);
-                    let via: Vec<&str> = cycle[..cycle.len() - 1].to_vec();
+                    let mut cycle: Vec<(&str, Pos)> = path[start..].to_vec();
+                    cycle.push((spread, at));
+                    let via: Vec<&str> = cycle[..cycle.len() - 1].iter().map(|c| c.0).collect();
                     let msg = if via.is_empty() {
                         format!("Cannot spread fragment \"{spread}\" within itself.")
                     } else {
@@ -395,7 +407,7 @@ impl<'s, 'd> Validator<'s, 'd> {
                             via.join(", ")
                         )
                     };
-                    let at = positions.get(i).copied().into_iter().collect::<Vec<_>>();
+                    let at: Vec<Pos> = cycle.iter().map(|c| c.1).collect();
                     self.errors.push(error(msg, &at));
                 }
             }
@@ -439,13 +451,13 @@ fn collect_root_fields<'d>(
     set: &'d Sel,
     fragments: &HashMap<&'d str, &'d Frag>,
     visited: &mut HashSet<&'d str>,
-    out: &mut Vec<(&'d str, Pos)>,
+    out: &mut Vec<(&'d str, &'d str, Pos)>,
 ) {
     for s in &set.items {
         match s {
             Selection::Field(f) => {
                 if !statically_excluded(&f.directives) {
-                    out.push((f.alias.as_deref().unwrap_or(&f.name), f.position));
+                    out.push((f.alias.as_deref().unwrap_or(&f.name), &f.name, f.position));
                 }
             }
             Selection::FragmentSpread(sp) => {

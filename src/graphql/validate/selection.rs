@@ -9,6 +9,7 @@ use graphql_parser::Pos;
 use graphql_parser::query::{Directive, Field, Selection, TypeCondition, Value as AstValue};
 
 use super::super::literal::{check_literal, collect_variables};
+use super::super::locate::ValueLoc;
 use super::super::schema::{FieldDef, InputValueDef, TypeDef, TypeRef};
 use super::super::value::{did_you_mean, suggestion_list};
 use super::super::ast::Sel;
@@ -42,14 +43,15 @@ impl<'s, 'd> Validator<'s, 'd> {
                                     "Fragment \"{}\" cannot be spread here as objects of type \"{}\" can never be of type \"{}\".",
                                     sp.fragment_name, p.name, ft.name
                                 ),
-                                &[sp.position],
+                                &[self.loc.before(sp.position)],
                             ));
                     }
                 }
                 Selection::InlineFragment(i) => {
                     let ty = match &i.type_condition {
                         Some(TypeCondition::On(tc)) => {
-                            let t = self.type_condition(tc, i.position, None);
+                            let t =
+                                self.type_condition(tc, self.loc.name_after(i.position, 1), None);
                             if let (Some(p), Some(ft)) = (parent, t)
                                 && !types_overlap(self.schema, ft, p)
                             {
@@ -58,7 +60,7 @@ impl<'s, 'd> Validator<'s, 'd> {
                                             "Fragment cannot be spread here as objects of type \"{}\" can never be of type \"{}\".",
                                             p.name, ft.name
                                         ),
-                                        &[i.position],
+                                        &[self.loc.before(i.position)],
                                     ));
                             }
                             t
@@ -105,7 +107,7 @@ impl<'s, 'd> Validator<'s, 'd> {
                     &ArgOwner::Field(owner, &d.name),
                 );
             }
-            _ => self.unknown_arguments(&f.arguments),
+            _ => self.unknown_arguments(&f.arguments, f.position),
         }
         self.directives(&f.directives, "FIELD");
         let ty: Option<TypeRef> = match &def {
@@ -152,10 +154,12 @@ impl<'s, 'd> Validator<'s, 'd> {
         parent.field(name).map(FieldRef::Def)
     }
 
-    fn unknown_arguments(&mut self, args: &Args) {
+    fn unknown_arguments(&mut self, args: &Args, at: Pos) {
         // Usages under an unknown field or argument still count as used.
-        for (_, v) in args {
-            collect_variables(v, &mut self.usages);
+        let located = self.loc.arguments(at);
+        for (i, (_, v)) in args.iter().enumerate() {
+            let value = located.get(i).map(|a| &a.value);
+            collect_variables(v, value.unwrap_or(&ValueLoc::unknown(at)), &mut self.usages);
         }
     }
 
@@ -166,14 +170,20 @@ impl<'s, 'd> Validator<'s, 'd> {
         at: Pos,
         owner: &ArgOwner<'_>,
     ) {
-        let mut seen: HashMap<&str, ()> = HashMap::new();
-        for (name, value) in args {
-            if seen.insert(name, ()).is_some() {
-                self.errors.push(error(
-                    format!("There can be only one argument named \"{name}\"."),
-                    &[at, at],
-                ));
-            }
+        let located = self.loc.arguments(at);
+        let names = args
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.as_str(), located.get(i).map_or(at, |a| a.at)));
+        for (name, all) in repeated(names) {
+            self.errors.push(error(
+                format!("There can be only one argument named \"{name}\"."),
+                &all,
+            ));
+        }
+        for (i, (name, value)) in args.iter().enumerate() {
+            let unknown = ValueLoc::unknown(at);
+            let (name_at, value_at) = located.get(i).map_or((at, &unknown), |a| (a.at, &a.value));
             match defs.iter().find(|d| &d.name == name) {
                 None => {
                     let suggestions = suggestion_list(name, defs.iter().map(|d| d.name.as_str()));
@@ -187,15 +197,15 @@ impl<'s, 'd> Validator<'s, 'd> {
                     };
                     self.errors.push(error(
                         format!("{msg}{}", did_you_mean(None, &suggestions)),
-                        &[at],
+                        &[name_at],
                     ));
-                    collect_variables(value, &mut self.usages);
+                    collect_variables(value, value_at, &mut self.usages);
                 }
                 Some(def) => check_literal(
                     self.schema,
                     &def.ty,
                     value,
-                    at,
+                    value_at,
                     &mut self.errors,
                     &mut self.usages,
                     def.default.is_some(),
@@ -230,7 +240,7 @@ impl<'s, 'd> Validator<'s, 'd> {
                     format!("Unknown directive \"@{}\".", d.name),
                     &[d.position],
                 ));
-                self.unknown_arguments(&d.arguments);
+                self.unknown_arguments(&d.arguments, d.position);
                 continue;
             };
             if !def.locations.iter().any(|l| l == location) {
@@ -260,6 +270,23 @@ impl<'s, 'd> Validator<'s, 'd> {
             );
         }
     }
+}
+
+/// Names given more than once, each with every place it is given, in
+/// source order (graphql-js reports a repeated argument or variable once,
+/// at all its places).
+pub(super) fn repeated<'a>(
+    names: impl Iterator<Item = (&'a str, Pos)>,
+) -> Vec<(&'a str, Vec<Pos>)> {
+    let mut all: Vec<(&str, Vec<Pos>)> = Vec::new();
+    for (name, at) in names {
+        match all.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, places)) => places.push(at),
+            None => all.push((name, vec![at])),
+        }
+    }
+    all.retain(|(_, places)| places.len() > 1);
+    all
 }
 
 enum FieldRef<'s> {
