@@ -14,8 +14,8 @@ use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use fixtures::schema;
 use serde_json::{Map, Value, json};
 use subcar::config::SubscriptionConfig;
-use subcar::subscriptions::filter::{FieldRules, GroupVars, PreparedEvent};
 use subcar::graphql::{Prepared, PreparedSubscription, Schema};
+use subcar::subscriptions::filter::{FieldRules, GroupVars, PreparedEvent};
 
 /// The allocator the `subcar` binary runs with.
 #[global_allocator]

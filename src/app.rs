@@ -23,7 +23,6 @@ use crate::auth::{Auth, AuthBuildError};
 use crate::body::{self, Body};
 use crate::bus::{self, Bus, BusBuildError};
 use crate::config::{Config, ProxyAuth};
-use crate::subscriptions::filter::FilterError;
 use crate::health::{self, Health};
 use crate::ingest::Webhook;
 use crate::ingest::signature::BadSecret;
@@ -40,6 +39,7 @@ use crate::server::router::{AdminRouter, GraphqlService, PublicRouter, UpgradeSe
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
 use crate::status::StatusSource;
+use crate::subscriptions::filter::FilterError;
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
 use crate::transport::upgrade::CLOSE_SPREAD;
 use crate::transport::{CountLimits, InboundStack, SessionLimits, Shared, WsEndpoint};

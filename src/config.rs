@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// The prefix of environment variables that override configuration keys.
+pub use crate::graphql::document::{DocumentLimits, MAX_DOCUMENT_DEPTH};
+pub use crate::graphql::fetch::{OnNull, Prefer, ResolveConfig};
+
 pub const ENV_PREFIX: &str = "SUBCAR_";
 
 /// The whole configuration, defaults filled in.
@@ -328,55 +331,6 @@ pub struct SubscriptionConfig {
     pub resolve: Option<ResolveConfig>,
 }
 
-/// `[subscriptions.resolve]`: how an event is completed by querying the
-/// upstream with each subscriber's selection set and credentials.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResolveConfig {
-    /// A field of the upstream's Query type returning the subscription
-    /// field's type.
-    pub query_field: String,
-    /// CEL over `event`, `claims`, `args`, one per argument of `query_field`.
-    #[serde(default)]
-    pub args: BTreeMap<String, String>,
-    /// CEL over `claims`, `args`: subscribers with equal values share one
-    /// fetch. Unset: subscribers share only with identical credentials.
-    #[serde(default)]
-    pub share_by: Option<String>,
-    #[serde(default)]
-    pub on_null: OnNull,
-    #[serde(default)]
-    pub prefer: Prefer,
-    /// Fetches of this field in flight towards the upstream at once.
-    #[serde(default = "default_resolve_concurrency")]
-    pub max_concurrency: usize,
-}
-
-fn default_resolve_concurrency() -> usize {
-    32
-}
-
-/// What a subscriber gets when the upstream answers `null` (or forbidden)
-/// for the entity.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnNull {
-    /// Nothing: the event's existence is not revealed.
-    #[default]
-    Skip,
-    /// A `next` with the field `null`.
-    Deliver,
-}
-
-/// Which side wins when both the payload and the upstream have a field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Prefer {
-    #[default]
-    Payload,
-    Upstream,
-}
-
 impl SubscriptionConfig {
     pub fn topic(&self) -> &str {
         self.topic.as_deref().unwrap_or(&self.field)
@@ -615,46 +569,6 @@ impl Default for LimitsConfig {
             outbound_queue: 1024,
             max_inflight_per_connection: 16,
             document: DocumentLimits::default(),
-        }
-    }
-}
-
-/// `[limits.document]`: caps on every GraphQL document subcar parses (the
-/// proxy's subscription decision, introspection, subscriptions and queries
-/// over a socket), so that no document costs more than a bounded amount of
-/// CPU and memory. Over a cap: a GraphQL error coded `DOCUMENT_TOO_COMPLEX`
-/// with `extensions.limit` naming the key.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DocumentLimits {
-    /// Lexical tokens (names, punctuators, values), counted before parsing.
-    pub max_tokens: usize,
-    /// Nesting of selection sets, counted through fragment spreads.
-    pub max_depth: usize,
-    /// Fields with an alias, in the whole document.
-    pub max_aliases: usize,
-    /// Fragment definitions in the document.
-    pub max_fragments: usize,
-    /// Size of an introspection response subcar answers itself.
-    pub max_introspection_bytes: usize,
-    /// Work of the field-merge validation rule: pairs of fields sharing a
-    /// response key compared, plus fields collected to compare them.
-    pub max_merge_comparisons: usize,
-}
-
-/// graphql-parser refuses brackets nested deeper than 50; `max_depth`
-/// stays below so that a selection at the limit can still take arguments.
-pub const MAX_DOCUMENT_DEPTH: usize = 40;
-
-impl Default for DocumentLimits {
-    fn default() -> Self {
-        Self {
-            max_tokens: 15_000,
-            max_depth: 32,
-            max_aliases: 100,
-            max_fragments: 200,
-            max_introspection_bytes: 2 * 1024 * 1024,
-            max_merge_comparisons: 100_000,
         }
     }
 }

@@ -8,8 +8,8 @@ use graphql_parser::query::{Value as AstValue, VariableDefinition};
 use serde_json::{Map, Number, Value};
 
 use super::error::GraphQLError;
+use super::error::error;
 use super::schema::{InputValueDef, Schema, TypeKind, TypeRef};
-use super::error::{error};
 use super::value::{did_you_mean, inspect, js_number_of, print_ast_value, suggestion_list};
 
 /// Coerces the request's `variables` against the operation's definitions.

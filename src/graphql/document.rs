@@ -10,9 +10,48 @@ use std::collections::HashMap;
 use graphql_parser::query::{Definition, Selection};
 use serde_json::Value;
 
-use super::error::GraphQLError;
 use super::ast::{Doc, Frag, Sel};
-use crate::config::DocumentLimits;
+use super::error::GraphQLError;
+
+/// `[limits.document]`: caps on every GraphQL document subcar parses (the
+/// proxy's subscription decision, introspection, subscriptions and queries
+/// over a socket), so that no document costs more than a bounded amount of
+/// CPU and memory. Over a cap: a GraphQL error coded `DOCUMENT_TOO_COMPLEX`
+/// with `extensions.limit` naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentLimits {
+    /// Lexical tokens (names, punctuators, values), counted before parsing.
+    pub max_tokens: usize,
+    /// Nesting of selection sets, counted through fragment spreads.
+    pub max_depth: usize,
+    /// Fields with an alias, in the whole document.
+    pub max_aliases: usize,
+    /// Fragment definitions in the document.
+    pub max_fragments: usize,
+    /// Size of an introspection response subcar answers itself.
+    pub max_introspection_bytes: usize,
+    /// Work of the field-merge validation rule: pairs of fields sharing a
+    /// response key compared, plus fields collected to compare them.
+    pub max_merge_comparisons: usize,
+}
+
+/// graphql-parser refuses brackets nested deeper than 50; `max_depth`
+/// stays below so that a selection at the limit can still take arguments.
+pub const MAX_DOCUMENT_DEPTH: usize = 40;
+
+impl Default for DocumentLimits {
+    fn default() -> Self {
+        Self {
+            max_tokens: 15_000,
+            max_depth: 32,
+            max_aliases: 100,
+            max_fragments: 200,
+            max_introspection_bytes: 2 * 1024 * 1024,
+            max_merge_comparisons: 100_000,
+        }
+    }
+}
 
 /// `extensions.code` of a document over a `[limits.document]` cap.
 pub const DOCUMENT_TOO_COMPLEX: &str = "DOCUMENT_TOO_COMPLEX";
@@ -133,7 +172,7 @@ pub fn parse(text: &str, limits: &DocumentLimits) -> Result<Doc, Vec<GraphQLErro
 /// document) and treats a spread of a fragment being walked (a cycle,
 /// reported by validation) as adding nothing.
 pub(crate) fn structure(doc: &Doc, limits: &DocumentLimits) -> Result<(), GraphQLError> {
-    let fragments = super::fragments(doc);
+    let fragments = super::ast::fragments(doc);
     let defined = doc
         .definitions
         .iter()

@@ -44,7 +44,6 @@ pub struct Location {
     pub column: usize,
 }
 
-
 pub(crate) fn syntax_error(e: graphql_parser::query::ParseError) -> GraphQLError {
     // graphql-parser reports "query parse error: Parse error at L:C\n…".
     let text = e.to_string();

@@ -6,17 +6,17 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
 
 use graphql_parser::query::{Field, Selection};
 use serde_json::{Map, Value, json};
 
+use super::ast::{Doc, Frag, Sel, op_view};
 use super::error::GraphQLError;
 use super::plan::Compiler;
+use super::schema::builtin::meta_field;
 use super::schema::{
     DirectiveDef, EnumValueDef, FieldDef, InputValueDef, Schema, TypeDef, TypeKind, TypeRef,
 };
-use super::ast::{Doc, Frag, Sel, op_view};
 use super::value::print_ast_value;
 
 /// graphql-js `getIntrospectionQuery()` (default options): what subcar
@@ -62,109 +62,6 @@ fragment TypeRef on __Type {
 }
 "#;
 
-/// The introspection types of the GraphQL specification (§4.2).
-pub(crate) const INTROSPECTION_SDL: &str = r#"
-"The schema: its types, directives and root operation types."
-type __Schema {
-  description: String
-  types: [__Type!]!
-  queryType: __Type!
-  mutationType: __Type
-  subscriptionType: __Type
-  directives: [__Directive!]!
-}
-"A type of the schema, or a list or non-null wrapper around one."
-type __Type {
-  kind: __TypeKind!
-  name: String
-  description: String
-  specifiedByURL: String
-  fields(includeDeprecated: Boolean = false): [__Field!]
-  interfaces: [__Type!]
-  possibleTypes: [__Type!]
-  enumValues(includeDeprecated: Boolean = false): [__EnumValue!]
-  inputFields(includeDeprecated: Boolean = false): [__InputValue!]
-  ofType: __Type
-  isOneOf: Boolean
-}
-"What kind of type a `__Type` is."
-enum __TypeKind { SCALAR OBJECT INTERFACE UNION ENUM INPUT_OBJECT LIST NON_NULL }
-"A field of an object or interface type."
-type __Field {
-  name: String!
-  description: String
-  args(includeDeprecated: Boolean = false): [__InputValue!]!
-  type: __Type!
-  isDeprecated: Boolean!
-  deprecationReason: String
-}
-"An argument, or a field of an input object type."
-type __InputValue {
-  name: String!
-  description: String
-  type: __Type!
-  defaultValue: String
-  isDeprecated: Boolean!
-  deprecationReason: String
-}
-"A value of an enum type."
-type __EnumValue {
-  name: String!
-  description: String
-  isDeprecated: Boolean!
-  deprecationReason: String
-}
-"A directive the schema supports."
-type __Directive {
-  name: String!
-  description: String
-  isRepeatable: Boolean!
-  locations: [__DirectiveLocation!]!
-  args(includeDeprecated: Boolean = false): [__InputValue!]!
-}
-"Where a directive may appear."
-enum __DirectiveLocation {
-  QUERY MUTATION SUBSCRIPTION FIELD FRAGMENT_DEFINITION FRAGMENT_SPREAD INLINE_FRAGMENT
-  VARIABLE_DEFINITION SCHEMA SCALAR OBJECT FIELD_DEFINITION ARGUMENT_DEFINITION INTERFACE
-  UNION ENUM ENUM_VALUE INPUT_OBJECT INPUT_FIELD_DEFINITION
-}
-"#;
-
-/// `__schema` and `__type`, the query root's implicit fields.
-pub(crate) fn meta_field(name: &str) -> Option<&'static FieldDef> {
-    static FIELDS: OnceLock<[FieldDef; 2]> = OnceLock::new();
-    let [schema, ty] = FIELDS.get_or_init(|| {
-        let non_null = |n: &str| TypeRef::NonNull(Box::new(TypeRef::Named(n.into())));
-        [
-            FieldDef {
-                name: "__schema".into(),
-                description: Some("Access the current type schema of this server.".into()),
-                args: Vec::new(),
-                ty: non_null("__Schema"),
-                deprecation: None,
-            },
-            FieldDef {
-                name: "__type".into(),
-                description: Some("Request the type information of a single type.".into()),
-                args: vec![InputValueDef {
-                    name: "name".into(),
-                    description: None,
-                    ty: non_null("String"),
-                    default: None,
-                    deprecation: None,
-                }],
-                ty: TypeRef::Named("__Type".into()),
-                deprecation: None,
-            },
-        ]
-    });
-    match name {
-        "__schema" => Some(schema),
-        "__type" => Some(ty),
-        _ => None,
-    }
-}
-
 /// Answers `query` from the merged schema when the selected operation is a
 /// query whose root fields are only introspection fields: `Some` response
 /// (`{"data":…}`, or `{"errors":[…]}` when invalid). `None` means "not an
@@ -195,7 +92,7 @@ pub fn execute(
         return None;
     }
     let query_type = schema.get(schema.query.as_deref()?)?;
-    let fragments = super::fragments(&doc);
+    let fragments = super::ast::fragments(&doc);
     if !only_introspection(view.selection_set, &fragments, &mut HashSet::new()) {
         return None;
     }

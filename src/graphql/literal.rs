@@ -6,9 +6,9 @@ use graphql_parser::Pos;
 use graphql_parser::query::Value as AstValue;
 
 use super::error::GraphQLError;
+use super::error::error;
 use super::locate::ValueLoc;
 use super::schema::{Schema, TypeKind, TypeRef};
-use super::error::error;
 use super::value::{did_you_mean, print_ast_value, suggestion_list};
 
 /// One `$variable` in a value, with the type its position expects.

@@ -25,8 +25,6 @@ mod overlap;
 mod plan;
 mod project;
 pub mod schema;
-mod sdl;
-mod upstream;
 mod validate;
 mod value;
 
@@ -38,8 +36,8 @@ use serde_json::{Map, Value};
 
 pub use ast::select_operation;
 pub use canonical::GroupKey;
-pub use error::{GraphQLError, Location};
 pub use document::{DOCUMENT_TOO_COMPLEX, INTROSPECTION_DISABLED};
+pub use error::{GraphQLError, Location};
 pub use introspection::INTROSPECTION_QUERY;
 pub use schema::{Schema, SchemaError, TypeSource, UpstreamSchema};
 
@@ -94,7 +92,6 @@ fn absent_as_null(
     args
 }
 
-
 impl Schema {
     /// Parses `query`, selects its operation (by `operation_name` when the
     /// document holds several) and, for a subscription, validates the
@@ -123,7 +120,7 @@ impl Schema {
         query: &str,
         operation_name: Option<&str>,
         variables: &Map<String, Value>,
-        resolve: &dyn Fn(&str) -> Option<&'r crate::config::ResolveConfig>,
+        resolve: &dyn Fn(&str) -> Option<&'r crate::graphql::fetch::ResolveConfig>,
     ) -> Result<Prepared, Vec<GraphQLError>> {
         let doc: Doc = document::parse(query, &self.limits)?;
         if !self.introspection && document::mentions_introspection(&doc) {

@@ -23,10 +23,10 @@ use std::collections::{HashMap, HashSet};
 use graphql_parser::Pos;
 use graphql_parser::query::{Definition, Field, OperationDefinition, Selection, TypeCondition};
 
-use super::error::GraphQLError;
-use super::schema::{Schema, TypeDef, TypeRef};
 use super::ast::{Doc, Frag, Sel};
-use super::error::{error};
+use super::error::GraphQLError;
+use super::error::error;
+use super::schema::{Schema, TypeDef, TypeRef};
 use super::value::print_ast_value;
 
 type AstField = Field<'static, String>;
@@ -446,7 +446,7 @@ mod tests {
 
     fn schema() -> Schema {
         Schema::build(SDL, None).unwrap().with_document_policy(
-            crate::config::DocumentLimits {
+            crate::graphql::document::DocumentLimits {
                 max_tokens: 1_000_000,
                 max_fragments: 1000,
                 ..Default::default()
@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn same_key_fields_with_distinct_selections_hit_the_work_cap() {
         let s = Schema::build(SDL, None).unwrap().with_document_policy(
-            crate::config::DocumentLimits {
+            crate::graphql::document::DocumentLimits {
                 max_tokens: 1_000_000,
                 max_aliases: 100_000,
                 ..Default::default()

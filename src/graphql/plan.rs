@@ -9,10 +9,10 @@ use std::sync::Arc;
 use graphql_parser::query::{Directive, Field, Selection, TypeCondition, Value as AstValue};
 use serde_json::{Map, Value};
 
-use super::error::Location;
-use super::schema::{Schema, TypeDef, TypeKind, TypeRef};
 use super::ast::{Frag, Sel};
-use super::error::{loc};
+use super::error::Location;
+use super::error::loc;
+use super::schema::{Schema, TypeDef, TypeKind, TypeRef};
 use super::value::write_str;
 
 /// How a named type's values are completed.

@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use graphql_parser::Pos;
 use graphql_parser::query::{Definition, Directive, Selection, TypeCondition, VariableDefinition};
 
+use super::ast::{Doc, Frag, OpView, Sel, op_view};
+use super::error::{GraphQLError, error};
 use super::literal::{VarUsage, check_literal};
 use super::locate::Locator;
 use super::schema::{Schema, TypeDef, TypeKind, TypeRef};
 use super::value::{did_you_mean, suggestion_list};
-use super::ast::{Doc, Frag, OpView, Sel, op_view};
-use super::error::{GraphQLError, error};
 
 struct Validator<'s, 'd> {
     schema: &'s Schema,

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 
-use crate::subscriptions::filter::PreparedEvent;
 use crate::shutdown::Shutdown;
+use crate::subscriptions::filter::PreparedEvent;
 
 use super::enrich::{Enricher, FieldEnrichment, Planned};
 use super::registry::{Group, Registry};

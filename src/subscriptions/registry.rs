@@ -20,8 +20,8 @@ use super::Route;
 use super::enrich::{Credentials, FetchCredentials, Lane};
 use super::outbox::{Delivery, Offer, Outbox};
 use crate::bus::Cursor;
-use crate::subscriptions::filter::{GroupVars, PreparedEvent};
 use crate::graphql::{GroupKey, PreparedSubscription};
+use crate::subscriptions::filter::{GroupVars, PreparedEvent};
 
 /// Identical subscriptions: same engine key, same root response key (the
 /// shared bytes carry it, and the engine's key leaves the root alias out),

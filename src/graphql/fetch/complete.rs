@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::FetchQuery;
-use crate::config::{OnNull, Prefer};
+use super::spec::{OnNull, Prefer};
 use crate::graphql::plan::{Completion, FieldPlan, ObjectPlan};
 use crate::graphql::project::{self, Lookup};
 use crate::graphql::{GraphQLError, PreparedSubscription};

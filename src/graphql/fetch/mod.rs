@@ -10,10 +10,12 @@
 
 mod complete;
 mod query;
+mod spec;
 mod target;
 
 pub use complete::{FetchResponse, Policy};
 pub use query::FetchQuery;
+pub use spec::{OnNull, Prefer, ResolveConfig};
 pub use target::{ResolveSchemaError, ResolveTarget};
 
 /// The operation name of every enrichment query (for upstream logs).
@@ -25,7 +27,7 @@ mod testing {
 
     use serde_json::{Map, Value};
 
-    use crate::config::{OnNull, Prefer, ResolveConfig};
+    use crate::graphql::fetch::{OnNull, Prefer, ResolveConfig};
     use crate::graphql::{Prepared, PreparedSubscription, Schema};
 
     pub const UPSTREAM: &str = r#"

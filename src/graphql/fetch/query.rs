@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::OPERATION_NAME;
 use super::target::ResolveTarget;
-use crate::graphql::schema::TypeRef;
 use crate::graphql::ast::{Doc, Frag, Sel};
+use crate::graphql::schema::TypeRef;
 
 fn ast_type(t: &TypeRef) -> Type<'static, String> {
     match t {
@@ -47,7 +47,7 @@ impl FetchQuery {
         target: &ResolveTarget,
         coerced: &Map<String, Value>,
     ) -> Self {
-        let fragments = crate::graphql::fragments(doc);
+        let fragments = crate::graphql::ast::fragments(doc);
         let mut items: Vec<Selection<'static, String>> = Vec::new();
         for n in nodes {
             items.extend(n.selection_set.items.iter().cloned());

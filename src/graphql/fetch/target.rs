@@ -1,6 +1,6 @@
 //! Checking a `[subscriptions.resolve]` against the merged schema.
 
-use crate::config::ResolveConfig;
+use super::spec::ResolveConfig;
 use crate::graphql::schema::{Schema, TypeKind, TypeRef};
 
 /// A `[subscriptions.resolve]` that does not fit the merged schema.

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use graphql_parser::Pos;
 use graphql_parser::query::{Directive, Field, Selection, TypeCondition, Value as AstValue};
 
+use super::super::ast::Sel;
+use super::super::error::error;
 use super::super::literal::{check_literal, collect_variables};
 use super::super::locate::ValueLoc;
 use super::super::schema::{FieldDef, InputValueDef, TypeDef, TypeRef};
 use super::super::value::{did_you_mean, suggestion_list};
-use super::super::ast::Sel;
-use super::super::error::error;
 use super::{Validator, suggested_type_names, types_overlap};
 
 type Args = [(String, AstValue<'static, String>)];
@@ -147,7 +147,7 @@ impl<'s, 'd> Validator<'s, 'd> {
         if name == "__typename" {
             return parent.is_composite().then_some(FieldRef::Typename);
         }
-        if let Some(meta) = super::super::introspection::meta_field(name) {
+        if let Some(meta) = super::super::schema::builtin::meta_field(name) {
             return (self.schema.query.as_deref() == Some(parent.name.as_str()))
                 .then_some(FieldRef::Def(meta));
         }

@@ -34,8 +34,8 @@ pub(crate) use lane::Lane;
 
 use crate::config::ResolveConfig;
 use crate::graphql::fetch::Policy;
-use crate::subscriptions::filter::{Expression, FilterError, GroupVars, PreparedEvent};
 use crate::log_limit::LogLimit;
+use crate::subscriptions::filter::{Expression, FilterError, GroupVars, PreparedEvent};
 
 /// The headers that carry a connection's identity to the upstream, and its
 /// `Origin` (SPEC "Forwarded headers": calls on a client's behalf carry it,

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use graphql_parser::query::Value as AstValue;
 
-use super::sdl;
+mod build;
+pub(crate) mod builtin;
+pub(crate) mod sdl;
+mod upstream;
 
 /// A literal as written in a schema (default values).
 pub(crate) type ConstValue = AstValue<'static, String>;
@@ -286,52 +289,12 @@ pub struct Schema {
     pub(crate) upstream_loaded: bool,
     possible: HashMap<String, BTreeSet<String>>,
     /// What one document may cost (`[limits.document]`).
-    pub(crate) limits: crate::config::DocumentLimits,
+    pub(crate) limits: crate::graphql::document::DocumentLimits,
     /// `schema.introspection`: whether `__schema` / `__type` are answered.
     pub(crate) introspection: bool,
 }
 
-pub(crate) const BUILTIN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
-
 impl Schema {
-    /// Merges `subscription_sdl` with the upstream SDL, if known yet. With
-    /// `None`, Subscription fields whose types are all local work at once;
-    /// the others answer `prepare` with a `SCHEMA_NOT_READY` error.
-    pub fn build(subscription_sdl: &str, upstream_sdl: Option<&str>) -> Result<Self, SchemaError> {
-        Self::build_from(subscription_sdl, upstream_sdl.map(UpstreamSchema::Sdl))
-    }
-
-    /// Merges `subscription_sdl` with the upstream's introspection result
-    /// (the response to [`super::INTROSPECTION_QUERY`], with or without its
-    /// `data` envelope).
-    pub fn build_with_introspection(
-        subscription_sdl: &str,
-        introspection: &serde_json::Value,
-    ) -> Result<Self, SchemaError> {
-        Self::build_from(
-            subscription_sdl,
-            Some(UpstreamSchema::Introspection(introspection)),
-        )
-    }
-
-    /// Merges `subscription_sdl` with the upstream schema in either form.
-    pub fn build_from(
-        subscription_sdl: &str,
-        upstream: Option<UpstreamSchema<'_>>,
-    ) -> Result<Self, SchemaError> {
-        let local = sdl::parse(subscription_sdl, TypeSource::Local, "schema.path")?;
-        let upstream = match upstream {
-            None => None,
-            Some(UpstreamSchema::Sdl(text)) => {
-                Some(sdl::parse(text, TypeSource::Upstream, "the upstream SDL")?)
-            }
-            Some(UpstreamSchema::Introspection(json)) => {
-                Some(super::upstream::from_introspection(json)?)
-            }
-        };
-        merge(local, upstream)
-    }
-
     pub(crate) fn get(&self, name: &str) -> Option<&TypeDef> {
         self.types.get(name)
     }
@@ -359,7 +322,7 @@ impl Schema {
     /// and introspection answered or refused (`schema.introspection`).
     pub fn with_document_policy(
         mut self,
-        limits: crate::config::DocumentLimits,
+        limits: crate::graphql::document::DocumentLimits,
         introspection: bool,
     ) -> Self {
         self.limits = limits;
@@ -368,7 +331,7 @@ impl Schema {
     }
 
     /// The caps on documents (`[limits.document]`).
-    pub fn document_limits(&self) -> &crate::config::DocumentLimits {
+    pub fn document_limits(&self) -> &crate::graphql::document::DocumentLimits {
         &self.limits
     }
 
@@ -409,205 +372,4 @@ pub(crate) struct Part {
     pub description: Option<String>,
     /// Fields of `extend type X` blocks, by type name.
     pub extensions: Vec<(String, Vec<FieldDef>)>,
-}
-
-fn merge(local: Part, upstream: Option<Part>) -> Result<Schema, SchemaError> {
-    let upstream_loaded = upstream.is_some();
-    let upstream = upstream.unwrap_or_default();
-    let mut types: BTreeMap<String, TypeDef> = BTreeMap::new();
-    for name in BUILTIN_SCALARS {
-        types.insert(
-            name.to_owned(),
-            TypeDef {
-                name: name.to_owned(),
-                description: None,
-                kind: TypeKind::Scalar { specified_by: None },
-                source: TypeSource::BuiltIn,
-            },
-        );
-    }
-    let intro = sdl::parse(
-        super::introspection::INTROSPECTION_SDL,
-        TypeSource::BuiltIn,
-        "the introspection types",
-    )?;
-    for t in intro.types {
-        types.insert(t.name.clone(), t);
-    }
-    let sub_name = local
-        .subscription
-        .clone()
-        .unwrap_or_else(|| "Subscription".into());
-    let upstream_sub = upstream.subscription.clone();
-    for t in upstream.types {
-        if upstream_sub.as_deref() == Some(t.name.as_str()) && t.name == sub_name {
-            // subcar terminates every subscription: its own root replaces the upstream's.
-            continue;
-        }
-        types.entry(t.name.clone()).or_insert(t);
-    }
-    let mut sub_fields: Vec<FieldDef> = Vec::new();
-    for t in local.types {
-        if t.name == sub_name
-            && let TypeKind::Object { fields, .. } = t.kind
-        {
-            sub_fields.extend(fields);
-            continue;
-        }
-        match types.get(&t.name) {
-            Some(existing) if existing.source == TypeSource::BuiltIn => {}
-            Some(existing) if !existing.same_shape(&t) => {
-                return Err(SchemaError::Conflict {
-                    type_name: t.name,
-                    first: existing.source,
-                    second: TypeSource::Local,
-                });
-            }
-            _ => {
-                types.insert(t.name.clone(), t);
-            }
-        }
-    }
-    for (name, fields) in local.extensions {
-        if name == sub_name {
-            sub_fields.extend(fields);
-        } else {
-            return Err(SchemaError::Invalid {
-                source_name: "schema.path".into(),
-                message: format!("only the {sub_name} type may be extended, not {name:?}"),
-            });
-        }
-    }
-    if sub_fields.is_empty() {
-        return Err(SchemaError::NoSubscriptionType);
-    }
-    types.insert(
-        sub_name.clone(),
-        TypeDef {
-            name: sub_name.clone(),
-            description: None,
-            kind: TypeKind::Object {
-                interfaces: Vec::new(),
-                fields: sub_fields,
-            },
-            source: TypeSource::Local,
-        },
-    );
-    let mut directives = sdl::builtin_directives();
-    for d in upstream.directives.into_iter().chain(local.directives) {
-        if !directives.iter().any(|e| e.name == d.name) {
-            directives.push(d);
-        }
-    }
-    let mut schema = Schema {
-        query: upstream.query.or(local.query),
-        mutation: upstream.mutation.or(local.mutation),
-        subscription: sub_name,
-        description: upstream.description.or(local.description),
-        types,
-        directives,
-        pending_fields: BTreeSet::new(),
-        upstream_loaded,
-        possible: HashMap::new(),
-        limits: crate::config::DocumentLimits::default(),
-        introspection: true,
-    };
-    schema.possible = possible_types(&schema.types);
-    check_references(&mut schema)?;
-    Ok(schema)
-}
-
-fn possible_types(types: &BTreeMap<String, TypeDef>) -> HashMap<String, BTreeSet<String>> {
-    let mut map: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for t in types.values() {
-        match &t.kind {
-            TypeKind::Object { interfaces, .. } => {
-                map.entry(t.name.clone())
-                    .or_default()
-                    .insert(t.name.clone());
-                for i in interfaces {
-                    map.entry(i.clone()).or_default().insert(t.name.clone());
-                }
-            }
-            TypeKind::Union { members } => {
-                map.entry(t.name.clone())
-                    .or_default()
-                    .extend(members.iter().cloned());
-            }
-            TypeKind::Interface { .. } => {
-                map.entry(t.name.clone()).or_default();
-            }
-            _ => {}
-        }
-    }
-    map
-}
-
-/// Finds the types each Subscription field needs; unknown ones are a
-/// start-up error once the upstream is loaded, and park the field before.
-fn check_references(schema: &mut Schema) -> Result<(), SchemaError> {
-    let fields: Vec<FieldDef> = schema
-        .subscription_type()
-        .fields()
-        .unwrap_or_default()
-        .to_vec();
-    for field in &fields {
-        let mut seen = BTreeSet::new();
-        let mut stack: Vec<(String, String)> = Vec::new();
-        let owner = format!("{}.{}", schema.subscription, field.name);
-        stack.push((field.ty.named().to_owned(), owner.clone()));
-        for a in &field.args {
-            stack.push((a.ty.named().to_owned(), format!("{owner}({}:)", a.name)));
-        }
-        while let Some((name, used_by)) = stack.pop() {
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            let Some(t) = schema.types.get(&name) else {
-                if schema.upstream_loaded {
-                    return Err(SchemaError::UnknownType {
-                        type_name: name,
-                        used_by,
-                    });
-                }
-                schema.pending_fields.insert(field.name.clone());
-                continue;
-            };
-            let refs: Vec<(String, String)> = match &t.kind {
-                TypeKind::Object { interfaces, fields }
-                | TypeKind::Interface { interfaces, fields } => {
-                    let mut r: Vec<_> = interfaces
-                        .iter()
-                        .map(|i| (i.clone(), name.clone()))
-                        .collect();
-                    for f in fields {
-                        r.push((f.ty.named().to_owned(), format!("{name}.{}", f.name)));
-                        for a in &f.args {
-                            r.push((
-                                a.ty.named().to_owned(),
-                                format!("{name}.{}({}:)", f.name, a.name),
-                            ));
-                        }
-                    }
-                    r
-                }
-                TypeKind::Union { members } => {
-                    members.iter().map(|m| (m.clone(), name.clone())).collect()
-                }
-                TypeKind::InputObject { fields } => fields
-                    .iter()
-                    .map(|f| (f.ty.named().to_owned(), format!("{name}.{}", f.name)))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            // Abstract types also need every implementation known.
-            if t.is_abstract()
-                && let Some(p) = schema.possible.get(&name)
-            {
-                stack.extend(p.iter().map(|p| (p.clone(), name.clone())));
-            }
-            stack.extend(refs);
-        }
-    }
-    Ok(())
 }

@@ -1,9 +1,9 @@
 //! Reads the upstream's schema from an introspection result (the answer to
-//! [`super::INTROSPECTION_QUERY`], as graphql-js `buildClientSchema` does).
+//! [`crate::graphql::INTROSPECTION_QUERY`], as graphql-js `buildClientSchema` does).
 
 use serde_json::Value;
 
-use super::schema::{
+use super::{
     ConstValue, DirectiveDef, EnumValueDef, FieldDef, InputValueDef, Part, SchemaError, TypeDef,
     TypeKind, TypeRef, TypeSource,
 };
@@ -110,7 +110,7 @@ pub(crate) fn from_introspection(json: &Value) -> Result<Part, SchemaError> {
     };
     for t in list(schema, "types") {
         let name = s(t, "name").ok_or_else(|| invalid("a type has no name"))?;
-        if name.starts_with("__") || super::schema::BUILTIN_SCALARS.contains(&name.as_str()) {
+        if name.starts_with("__") || super::builtin::BUILTIN_SCALARS.contains(&name.as_str()) {
             continue;
         }
         let kind = match t.get("kind").and_then(Value::as_str) {

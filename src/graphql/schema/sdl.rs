@@ -5,11 +5,12 @@ use std::fmt::Write;
 
 use graphql_parser::schema::{self as ast, Definition, TypeDefinition, TypeExtension};
 
-use super::schema::{
-    BUILTIN_SCALARS, DirectiveDef, EnumValueDef, FieldDef, InputValueDef, Part, Schema,
-    SchemaError, TypeDef, TypeKind, TypeRef, TypeSource,
+use super::super::value::print_ast_value;
+use super::builtin::BUILTIN_SCALARS;
+use super::{
+    DirectiveDef, EnumValueDef, FieldDef, InputValueDef, Part, Schema, SchemaError, TypeDef,
+    TypeKind, TypeRef, TypeSource,
 };
-use super::value::print_ast_value;
 
 pub(crate) fn parse(
     text: &str,
@@ -156,54 +157,6 @@ fn type_def(t: TypeDefinition<'static, String>, source: TypeSource) -> TypeDef {
         kind,
         source,
     }
-}
-
-/// `@skip`, `@include`, `@deprecated`, `@specifiedBy` as graphql-js defines them.
-pub(crate) fn builtin_directives() -> Vec<DirectiveDef> {
-    let arg = |name: &str, ty: TypeRef, description: &str, default: Option<&str>| InputValueDef {
-        name: name.into(),
-        description: Some(description.into()),
-        ty,
-        default: default.map(|d| ast::Value::String(d.into())),
-        deprecation: None,
-    };
-    let non_null = |n: &str| TypeRef::NonNull(Box::new(TypeRef::Named(n.into())));
-    let locs = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
-    vec![
-        DirectiveDef {
-            name: "include".into(),
-            description: Some("Directs the executor to include this field or fragment only when the `if` argument is true.".into()),
-            args: vec![arg("if", non_null("Boolean"), "Included when true.", None)],
-            locations: locs(&["FIELD", "FRAGMENT_SPREAD", "INLINE_FRAGMENT"]),
-            repeatable: false,
-        },
-        DirectiveDef {
-            name: "skip".into(),
-            description: Some("Directs the executor to skip this field or fragment when the `if` argument is true.".into()),
-            args: vec![arg("if", non_null("Boolean"), "Skipped when true.", None)],
-            locations: locs(&["FIELD", "FRAGMENT_SPREAD", "INLINE_FRAGMENT"]),
-            repeatable: false,
-        },
-        DirectiveDef {
-            name: "deprecated".into(),
-            description: Some("Marks an element of a GraphQL schema as no longer supported.".into()),
-            args: vec![arg(
-                "reason",
-                TypeRef::Named("String".into()),
-                "Explains why this element was deprecated, usually also including a suggestion for how to access supported similar data. Formatted using the Markdown syntax, as specified by [CommonMark](https://commonmark.org/).",
-                Some("No longer supported"),
-            )],
-            locations: locs(&["FIELD_DEFINITION", "ARGUMENT_DEFINITION", "INPUT_FIELD_DEFINITION", "ENUM_VALUE"]),
-            repeatable: false,
-        },
-        DirectiveDef {
-            name: "specifiedBy".into(),
-            description: Some("Exposes a URL that specifies the behavior of this scalar.".into()),
-            args: vec![arg("url", non_null("String"), "The URL that specifies the behavior of this scalar.", None)],
-            locations: locs(&["SCALAR"]),
-            repeatable: false,
-        },
-    ]
 }
 
 const BUILTIN_DIRECTIVES: [&str; 4] = ["include", "skip", "deprecated", "specifiedBy"];
