@@ -248,6 +248,23 @@ impl Schema {
 }
 
 impl PreparedSubscription {
+    /// The upstream query of this subscription, when its field is enriched.
+    pub fn fetch(&self) -> Option<&fetch::FetchQuery> {
+        self.fetch.as_deref()
+    }
+
+    /// The `next` payload for an event completed by `response`, or `None`
+    /// when this subscriber must not receive the event (`on_null = "skip"`
+    /// and the upstream answered null or forbidden).
+    pub fn complete(
+        &self,
+        response: fetch::FetchResponse<'_>,
+        payload: &Value,
+        policy: fetch::Policy,
+    ) -> Option<Bytes> {
+        fetch::complete(&self.root, response, payload, policy)
+    }
+
     /// The Subscription root field (its name in the schema, not the alias).
     pub fn field(&self) -> &str {
         &self.root.name

@@ -4,11 +4,10 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::FetchQuery;
 use super::spec::{OnNull, Prefer};
+use crate::graphql::error::GraphQLError;
 use crate::graphql::plan::{Completion, FieldPlan, ObjectPlan};
 use crate::graphql::project::{self, Lookup};
-use crate::graphql::{GraphQLError, PreparedSubscription};
 
 /// `extensions.code`s of upstream errors that mean "not yours to see".
 const FORBIDDEN_CODES: [&str; 3] = ["FORBIDDEN", "UNAUTHORIZED", "UNAUTHENTICATED"];
@@ -31,97 +30,94 @@ pub struct Policy {
     pub prefer: Prefer,
 }
 
-impl PreparedSubscription {
-    /// The upstream query of this subscription, when its field is enriched.
-    pub fn fetch(&self) -> Option<&FetchQuery> {
-        self.fetch.as_deref()
+/// The `next` payload for an event of the subscription planned as `root`,
+/// completed by `response`, or `None` when this subscriber must not receive
+/// the event (`on_null = "skip"` and the upstream answered null or
+/// forbidden).
+pub(crate) fn complete(
+    root: &FieldPlan,
+    response: FetchResponse<'_>,
+    payload: &Value,
+    policy: Policy,
+) -> Option<Bytes> {
+    let object = match response {
+        FetchResponse::Forbidden => return on_null(root, policy, Vec::new()),
+        FetchResponse::Failed(why) => return Some(unavailable(root, payload, why)),
+        FetchResponse::Response(v) => match v.as_object() {
+            Some(o) if o.contains_key("data") || o.contains_key("errors") => o,
+            _ => {
+                return Some(unavailable(
+                    root,
+                    payload,
+                    "the upstream sent no GraphQL response",
+                ));
+            }
+        },
+    };
+    let errors: Vec<GraphQLError> = object
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().map(upstream_error).collect())
+        .unwrap_or_default();
+    let forbidden = errors.iter().any(|e| {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .and_then(Value::as_str)
+            .is_some_and(|c| FORBIDDEN_CODES.contains(&c))
+    });
+    if forbidden {
+        return on_null(root, policy, errors);
     }
-
-    /// The `next` payload for an event completed by `response`, or `None`
-    /// when this subscriber must not receive the event (`on_null = "skip"`
-    /// and the upstream answered null or forbidden).
-    pub fn complete(
-        &self,
-        response: FetchResponse<'_>,
-        payload: &Value,
-        policy: Policy,
-    ) -> Option<Bytes> {
-        let root = &self.root;
-        let object = match response {
-            FetchResponse::Forbidden => return self.on_null(policy, Vec::new()),
-            FetchResponse::Failed(why) => return Some(self.unavailable(payload, why)),
-            FetchResponse::Response(v) => match v.as_object() {
-                Some(o) if o.contains_key("data") || o.contains_key("errors") => o,
-                _ => {
-                    return Some(
-                        self.unavailable(payload, "the upstream sent no GraphQL response"),
-                    );
-                }
-            },
-        };
-        let errors: Vec<GraphQLError> = object
-            .get("errors")
-            .and_then(Value::as_array)
-            .map(|list| list.iter().map(upstream_error).collect())
-            .unwrap_or_default();
-        let forbidden = errors.iter().any(|e| {
-            e.extensions
-                .as_ref()
-                .and_then(|x| x.get("code"))
-                .and_then(Value::as_str)
-                .is_some_and(|c| FORBIDDEN_CODES.contains(&c))
-        });
-        if forbidden {
-            return self.on_null(policy, errors);
-        }
-        // No `data` at all: the upstream refused the request before running
-        // it (e.g. the query does not fit its schema). Nothing says the
-        // entity is null, so the subscriber is told instead of skipped.
-        let Some(data) = object.get("data") else {
-            let first = errors.first().map_or("no data", |e| e.message.as_str());
-            return Some(
-                self.unavailable(payload, &format!("the upstream refused the query: {first}")),
-            );
-        };
-        let Some(data) = data.get(&root.key).filter(|d| !d.is_null()) else {
-            return self.on_null(policy, errors);
-        };
-        let mut merged = data.clone();
-        merge(root, &mut merged, payload, policy.prefer);
-        Some(Bytes::from(project::execute_with(
+    // No `data` at all: the upstream refused the request before running
+    // it (e.g. the query does not fit its schema). Nothing says the
+    // entity is null, so the subscriber is told instead of skipped.
+    let Some(data) = object.get("data") else {
+        let first = errors.first().map_or("no data", |e| e.message.as_str());
+        return Some(unavailable(
             root,
-            &merged,
+            payload,
+            &format!("the upstream refused the query: {first}"),
+        ));
+    };
+    let Some(data) = data.get(&root.key).filter(|d| !d.is_null()) else {
+        return on_null(root, policy, errors);
+    };
+    let mut merged = data.clone();
+    merge(root, &mut merged, payload, policy.prefer);
+    Some(Bytes::from(project::execute_with(
+        root,
+        &merged,
+        Lookup::ResponseKey,
+        errors,
+    )))
+}
+
+fn on_null(root: &FieldPlan, policy: Policy, errors: Vec<GraphQLError>) -> Option<Bytes> {
+    match policy.on_null {
+        OnNull::Skip => None,
+        OnNull::Deliver => Some(Bytes::from(project::execute_with(
+            root,
+            &Value::Null,
             Lookup::ResponseKey,
             errors,
-        )))
+        ))),
     }
+}
 
-    fn on_null(&self, policy: Policy, errors: Vec<GraphQLError>) -> Option<Bytes> {
-        match policy.on_null {
-            OnNull::Skip => None,
-            OnNull::Deliver => Some(Bytes::from(project::execute_with(
-                &self.root,
-                &Value::Null,
-                Lookup::ResponseKey,
-                errors,
-            ))),
-        }
-    }
-
-    /// The payload as it is, with an error saying why it is not completed.
-    fn unavailable(&self, payload: &Value, why: &str) -> Bytes {
-        let mut e = GraphQLError::new(format!(
-            "cannot complete the event from the upstream: {why}"
-        ))
-        .with_code("UPSTREAM_UNAVAILABLE");
-        e.path = vec![Value::String(self.root.key.clone())];
-        Bytes::from(project::execute_with(
-            &self.root,
-            payload,
-            Lookup::FieldName,
-            vec![e],
-        ))
-    }
+/// The payload as it is, with an error saying why it is not completed.
+fn unavailable(root: &FieldPlan, payload: &Value, why: &str) -> Bytes {
+    let mut e = GraphQLError::new(format!(
+        "cannot complete the event from the upstream: {why}"
+    ))
+    .with_code("UPSTREAM_UNAVAILABLE");
+    e.path = vec![Value::String(root.key.clone())];
+    Bytes::from(project::execute_with(
+        root,
+        payload,
+        Lookup::FieldName,
+        vec![e],
+    ))
 }
 
 /// An upstream error as the client gets it: its own query's locations mean

@@ -13,6 +13,7 @@ mod query;
 mod spec;
 mod target;
 
+pub(crate) use complete::complete;
 pub use complete::{FetchResponse, Policy};
 pub use query::FetchQuery;
 pub use spec::{OnNull, Prefer, ResolveConfig};
