@@ -1,9 +1,11 @@
 //! The query/mutation path: every request on the GraphQL path that is not a
 //! subscription goes to the upstream with method, query string, body and
 //! end-to-end headers kept, and its response streams back as it arrives.
+//! The schema learned from the upstream lives here too ([`schema`]).
 
 mod headers;
 pub mod operation;
+pub mod schema;
 mod upstream;
 
 use std::future::Future;

@@ -7,7 +7,6 @@ pub mod dispatcher;
 pub mod enrich;
 pub mod outbox;
 pub mod registry;
-pub mod sampler;
 
 use std::collections::HashMap;
 use std::sync::Arc;
