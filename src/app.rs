@@ -1,10 +1,10 @@
 //! The composition root: builds the upstream client, the schema and every
-//! tower stack once, binds the listeners, and owns shutdown.
+//! tower stack once, binds the listeners, and runs the drain
+//! ([`crate::admin::drain`]) when asked to stop.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{HeaderName, Request, Response};
@@ -18,12 +18,16 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutBody};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use crate::admin::drain::{Drain, Drained};
+use crate::admin::health::{self, Health};
+use crate::admin::reload::{self, Reload};
+use crate::admin::status::StatusSource;
+use crate::admin::{AdminRouter, sampler};
 use crate::auth::credentials::InitHeaders;
 use crate::auth::{Auth, AuthBuildError};
-use crate::body::{self, Body};
 use crate::bus::{self, Bus, BusBuildError};
 use crate::config::{Config, ProxyAuth};
-use crate::health::{self, Health};
+use crate::http::body::{self, Body};
 use crate::ingest::Webhook;
 use crate::ingest::signature::BadSecret;
 use crate::layers::ip_rate_limit::IpRateLimitLayer;
@@ -31,17 +35,16 @@ use crate::layers::message_rate_limit::MessageRateLimitLayer;
 use crate::layers::origin::OriginCheckLayer;
 use crate::layers::per_second;
 use crate::layers::require_auth::RequireAuthLayer;
+use crate::log::error_chain;
 use crate::metrics::{Metrics, Refusal};
+use crate::proxy::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
-use crate::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::server::graphiql::Graphiql;
-use crate::server::router::{AdminRouter, GraphqlService, PublicRouter, UpgradeService};
+use crate::server::router::{GraphqlService, PublicRouter, UpgradeService};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
-use crate::status::StatusSource;
 use crate::subscriptions::filter::FilterError;
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
-use crate::transport::upgrade::CLOSE_SPREAD;
 use crate::transport::{CountLimits, InboundStack, SessionLimits, Shared, WsEndpoint};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -165,7 +168,7 @@ impl App {
             Err(e @ SchemaLoadError::Invalid(_)) => Err(e.into()),
             Err(e) => {
                 tracing::warn!(
-                    error = %health::error_chain(&e),
+                    error = %error_chain(&e),
                     "upstream schema not available yet; starting with the subscription schema alone and retrying in the background"
                 );
                 Ok(())
@@ -207,6 +210,7 @@ impl App {
             public,
             admin,
             webhook,
+            reload: None,
         })
     }
 
@@ -308,6 +312,22 @@ impl App {
         BoxCloneSyncService::new(service)
     }
 
+    /// The admin listener's routes: probes, `/metrics` and `/status`.
+    fn admin_router(&self) -> AdminRouter {
+        let status = StatusSource {
+            started: std::time::Instant::now(),
+            registry: self.registry.clone(),
+            bus: self.bus.clone(),
+            health: self.health.clone(),
+            schema: self.schema.clone(),
+            limits: self.config.limits.clone(),
+            count_limits: self.count_limits.clone(),
+            rate_limits: self.config.rate_limits.clone(),
+            upstream_url: self.config.upstream.url.to_string(),
+        };
+        AdminRouter::new(self.health.clone(), self.metrics.clone(), Arc::new(status))
+    }
+
     /// Queries and mutations: the proxy with the upstream timeout. The router
     /// rescues its errors into GraphQL-shaped responses.
     fn graphql_service(&self) -> GraphqlService {
@@ -375,6 +395,8 @@ pub struct Bound {
     public: TcpListener,
     admin: TcpListener,
     webhook: TcpListener,
+    /// Re-reads the configuration file on SIGHUP, when there is one.
+    reload: Option<Reload>,
 }
 
 impl Bound {
@@ -414,12 +436,18 @@ impl Bound {
         self.app.health.clone()
     }
 
-    /// Serves until `shutdown` is triggered, then drains: readiness turns
-    /// false at once, listeners stop accepting and new upgrades are refused,
-    /// requests in flight get `server.drain_timeout` to finish, and open
-    /// sockets are closed with `1001` when it is over (spread over
-    /// [`CLOSE_SPREAD`]). Until then subscribers keep receiving events: the
-    /// webhook and the dispatcher run to the end.
+    /// Applies the configuration file again on every SIGHUP while running.
+    pub fn reload_on_sighup(mut self, reload: Reload) -> Self {
+        self.reload = Some(reload);
+        self
+    }
+
+    /// Serves until `shutdown` is triggered, then drains ([`Drain`]):
+    /// readiness turns false at once, listeners stop accepting and new
+    /// upgrades are refused, requests in flight get `server.drain_timeout`
+    /// to finish, and open sockets are closed with `1001` when it is over.
+    /// Until then subscribers keep receiving events: the webhook and the
+    /// dispatcher run to the end.
     pub async fn run(self, shutdown: Shutdown) {
         let app = self.app;
         tracing::info!(
@@ -428,9 +456,11 @@ impl Bound {
             upstream = %app.config.upstream.url,
             "subcar listening"
         );
-        // The realtime half (sessions, dispatcher, webhook) outlives the
-        // drain of the public listener: it has a shutdown of its own.
-        let realtime = Shutdown::new();
+        // Every task below is spawned on one of the drain's groups, which
+        // stop in order: public, then realtime, then admin.
+        let drain = Drain::new(shutdown, app.config.server.drain_timeout);
+        let shutdown = drain.public().clone();
+        let realtime = drain.realtime().clone();
         if app.schema.upstream_part() == UpstreamPart::Pending {
             shutdown.spawn(
                 app.schema
@@ -460,7 +490,7 @@ impl Bound {
             app.enricher.clone(),
         );
         // Registry and bus state into /metrics, off the hot path.
-        realtime.spawn(crate::subscriptions::sampler::run(
+        realtime.spawn(sampler::run(
             app.registry.clone(),
             app.bus.clone(),
             app.enricher.stats(),
@@ -496,63 +526,27 @@ impl Bound {
             timeouts,
             realtime.clone(),
         ));
-        // The admin listener outlives the drain so probes can watch it: it has
-        // a shutdown of its own, triggered once the public side has drained.
-        let admin_shutdown = Shutdown::new();
-        admin_shutdown.spawn(server::serve(
+        // The admin listener outlives the drain so probes can watch it; the
+        // reload task stops with it.
+        let admin = drain.admin();
+        admin.spawn(server::serve(
             self.admin,
             None,
-            AdminRouter::new(
-                app.health.clone(),
-                app.metrics.clone(),
-                Arc::new(StatusSource {
-                    started: std::time::Instant::now(),
-                    registry: app.registry.clone(),
-                    bus: app.bus.clone(),
-                    health: app.health.clone(),
-                    schema: app.schema.clone(),
-                    limits: app.config.limits.clone(),
-                    count_limits: app.count_limits.clone(),
-                    rate_limits: app.config.rate_limits.clone(),
-                    upstream_url: app.config.upstream.url.to_string(),
-                }),
-            ),
+            app.admin_router(),
             timeouts,
-            admin_shutdown.clone(),
+            admin.clone(),
         ));
-        shutdown.triggered().await;
-        app.health.set_draining();
-        let grace = app.config.server.drain_timeout;
-        let ends = tokio::time::Instant::now() + grace;
-        let requests_done = shutdown.drained(grace).await;
-        // Subscribers may leave on their own until the drain time is up.
-        let connections = || app.registry.stats.connections.load(Ordering::Relaxed);
-        while connections() > 0 && tokio::time::Instant::now() < ends {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(reload) = self.reload {
+            let targets = reload::Targets {
+                routes: app.routes.clone(),
+                count_limits: app.count_limits.clone(),
+            };
+            admin.spawn(reload.on_sighup(targets, admin.clone()));
         }
-        if connections() > 0 {
-            tracing::info!(
-                sockets = connections(),
-                "drain time is up: closing open sockets with 1001"
-            );
-        }
-        realtime.trigger();
-        let sockets_done = realtime.drained(CLOSE_SPREAD + CLOSE_GRACE).await;
-        if requests_done && sockets_done {
-            tracing::info!("drained; exiting");
-        } else {
-            tracing::warn!(
-                ?grace,
-                requests_done,
-                sockets_done,
-                "drain timeout passed with work still in flight; exiting"
-            );
-        }
-        admin_shutdown.trigger();
+        drain.requested().await;
+        let ends = drain.stop_accepting(&app.health);
+        let requests = drain.wait_with_grace(ends, &app.registry).await;
+        let sockets = drain.close_sessions().await;
+        drain.exit(Drained { requests, sockets }).await;
     }
 }
-
-/// After its close is due, a socket has this long to take the close frame
-/// (a session gives it that long, plus a margin for the task to finish).
-const CLOSE_GRACE: Duration =
-    crate::transport::session::CLOSE_DEADLINE.saturating_add(Duration::from_millis(500));

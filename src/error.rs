@@ -7,7 +7,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
-use crate::body::{self, Body};
+use crate::http::body::{self, Body};
 use crate::proxy::ProxyError;
 use crate::transport::protocol::CloseCode;
 
@@ -58,7 +58,7 @@ pub fn rescue_boxed(error: tower::BoxError) -> Response<Body> {
     match error.downcast::<ProxyError>() {
         Ok(e) => {
             if matches!(*e, ProxyError::Unreachable(_) | ProxyError::BadResponse(_)) {
-                tracing::warn!(error = %crate::health::error_chain(&*e), "upstream request failed");
+                tracing::warn!(error = %crate::log::error_chain(&*e), "upstream request failed");
             }
             rescue_proxy(&e)
         }

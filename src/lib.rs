@@ -8,29 +8,29 @@
 //!                                         └── subscriptions/enrich ─▶ upstream (key-only events completed per group)
 //! ```
 //!
-//! [`app`] is the composition root; everything else is one stage of the flow.
+//! [`app`] is the composition root; everything else is one stage of the flow,
+//! plus the rooms every stage shares: [`admin`] (health, readiness, status,
+//! metrics sampling, reload, the admin listener's routes), [`shutdown`] (the
+//! cancellation tree and the drain), [`http`] (the body type, `Accept`
+//! negotiation) and [`log`] (logging helpers).
 
+pub mod admin;
 pub mod app;
 pub mod auth;
-pub mod body;
 pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod graphql;
-pub mod health;
+pub mod http;
 pub mod ingest;
 pub mod init;
 pub mod layers;
-pub mod log_limit;
-pub mod media;
+pub mod log;
 pub mod metrics;
 pub mod proxy;
-pub mod reload;
-pub mod schema;
 pub mod server;
 pub mod shutdown;
 pub mod signal;
-pub mod status;
 pub mod subscriptions;
 pub mod transport;

@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use subcar::admin::reload::{LogFilter, Reload};
 use subcar::app::App;
 use subcar::cli::{Cli, Command};
 use subcar::config::{Config, LogFormat};
 use subcar::shutdown::{self, Shutdown};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, fmt, reload};
+use tracing_subscriber::{EnvFilter, fmt};
 
 /// Fan-out allocates and frees a frame per subscriber per event from
 /// several threads; glibc's allocator spends a third of the dispatch time
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilterHandle) -> ExitCode {
+async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilter) -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
@@ -85,22 +86,16 @@ async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilterHandle)
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    if let Some(path) = path {
-        tokio::spawn(reload_on_sighup(
-            path,
-            running,
-            log_filter,
-            bound.routes(),
-            bound.count_limits(),
-        ));
-    }
+    let bound = match path {
+        Some(path) => bound.reload_on_sighup(Reload::new(path, running, log_filter)),
+        None => bound,
+    };
     let shutdown = Shutdown::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
+    let stop_on_signal = async {
         shutdown::signal().await;
-        trigger.trigger();
-    });
-    bound.run(shutdown).await;
+        shutdown.trigger();
+    };
+    tokio::join!(bound.run(shutdown.clone()), stop_on_signal);
     ExitCode::SUCCESS
 }
 
@@ -133,7 +128,7 @@ async fn check(config: Config) -> ExitCode {
         Err(e) => {
             println!(
                 "upstream {url}: NOT reachable: {}",
-                subcar::health::error_chain(&e)
+                subcar::log::error_chain(&e)
             );
             false
         }
@@ -168,7 +163,7 @@ async fn schema(config: Config) -> ExitCode {
         eprintln!("subcar: {e:#}");
         return ExitCode::from(EXIT_INVALID);
     }
-    if app.schema().upstream_part() == subcar::schema::UpstreamPart::Pending {
+    if app.schema().upstream_part() == subcar::proxy::schema::UpstreamPart::Pending {
         eprintln!(
             "subcar: warning: the upstream did not answer introspection; printing the subscription schema alone"
         );
@@ -198,14 +193,12 @@ fn init(upstream: &str, out: &std::path::Path, force: bool) -> ExitCode {
     }
 }
 
-type LogFilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
-
 /// Installs logging: text or JSON on stderr, filtered by `RUST_LOG` or
 /// `log.filter`. The returned handle swaps the filter on SIGHUP.
-fn init_tracing(config: &Config) -> LogFilterHandle {
+fn init_tracing(config: &Config) -> LogFilter {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
-    let (filter, handle) = reload::Layer::new(filter);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let json = config.log.format == LogFormat::Json;
     // Colours only for a terminal: log collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -222,76 +215,4 @@ fn init_tracing(config: &Config) -> LogFilterHandle {
         .with(json_layer)
         .init();
     handle
-}
-
-/// Re-reads the configuration on every SIGHUP, applies what can change while
-/// running and names what needs a restart.
-async fn reload_on_sighup(
-    path: PathBuf,
-    mut running: Config,
-    log_filter: LogFilterHandle,
-    routes: std::sync::Arc<subcar::subscriptions::Routes>,
-    count_limits: std::sync::Arc<subcar::transport::CountLimits>,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; configuration reload is off");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        let new = match Config::load(&path, std::env::vars()) {
-            Ok(new) => new,
-            Err(e) => {
-                tracing::error!(error = %e, "configuration reload failed; the running configuration stays");
-                continue;
-            }
-        };
-        let plan = subcar::reload::plan(&running, &new);
-        if let Some(filter) = &plan.log_filter {
-            if std::env::var_os("RUST_LOG").is_some() {
-                tracing::warn!("log.filter changed but RUST_LOG is set and wins; not applied");
-            } else if let Err(e) = log_filter.reload(EnvFilter::new(filter)) {
-                tracing::error!(error = %e, "cannot apply the new log.filter");
-            } else {
-                running.log.filter = filter.clone();
-                tracing::info!(filter = %filter, "log.filter applied");
-            }
-        }
-        if plan.subscriptions {
-            let problems = routes.reload(&new.subscriptions);
-            for problem in &problems {
-                tracing::warn!("{problem}");
-            }
-            if problems.is_empty() {
-                running.subscriptions = new.subscriptions.clone();
-            }
-            tracing::info!(
-                not_applied = problems.len(),
-                "subscriptions filter/allow rules applied"
-            );
-        }
-        if let Some((max_connections, max_subscriptions)) = plan.count_limits {
-            count_limits.set(max_connections, max_subscriptions);
-            running.limits.max_connections = max_connections;
-            running.limits.max_subscriptions_per_connection = max_subscriptions;
-            tracing::info!(
-                max_connections,
-                max_subscriptions_per_connection = max_subscriptions,
-                "limits applied"
-            );
-        }
-        for section in &plan.needs_restart {
-            tracing::warn!(
-                section,
-                "configuration changed; this section takes effect after a restart"
-            );
-        }
-        if plan.log_filter.is_none()
-            && !plan.subscriptions
-            && plan.count_limits.is_none()
-            && plan.needs_restart.is_empty()
-        {
-            tracing::info!("configuration reloaded; nothing changed");
-        }
-    }
 }

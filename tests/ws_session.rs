@@ -85,7 +85,7 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
         "type Query { a: Int } type Subscription { counter: Int }",
     )
     .unwrap();
-    let schema = subcar::schema::load(
+    let schema = subcar::proxy::schema::load(
         &SchemaConfig {
             path: file.path().to_owned(),
             introspect_upstream: false,

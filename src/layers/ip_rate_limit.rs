@@ -29,8 +29,8 @@ use parking_lot::RwLock;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::body::Body;
 use crate::config::IpNet;
+use crate::http::body::Body;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::{ClientConnection, client_ip};
 
@@ -332,7 +332,7 @@ mod tests {
             Refusal::rate_limit_request,
         );
         let ok = tower::service_fn(|_: Request<()>| async {
-            Ok::<_, std::convert::Infallible>(Response::new(crate::body::empty()))
+            Ok::<_, std::convert::Infallible>(Response::new(crate::http::body::empty()))
         });
         let svc = layer.layer(ok);
         let request = |peer: &str, xff: Option<&str>| {

@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
-use crate::body::Body;
 use crate::config::IpNet;
+use crate::http::body::Body;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::{ClientConnection, is_trusted};
 

@@ -13,8 +13,8 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::auth::Authenticator;
-use crate::body::Body;
 use crate::config::IpNet;
+use crate::http::body::Body;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::{ClientConnection, on_behalf_of};
 

@@ -19,8 +19,8 @@ impl Format {
         let Some(accept) = accept else {
             return Self::Text;
         };
-        let open = crate::media::quality(accept, &["application/openmetrics-text"]);
-        let text = crate::media::quality(accept, &["text/plain", "text/*", "*/*"]);
+        let open = crate::http::media::quality(accept, &["application/openmetrics-text"]);
+        let text = crate::http::media::quality(accept, &["text/plain", "text/*", "*/*"]);
         if open > 0.0 && open >= text {
             Self::OpenMetrics
         } else {

@@ -1,9 +1,11 @@
 //! The query/mutation path: every request on the GraphQL path that is not a
 //! subscription goes to the upstream with method, query string, body and
 //! end-to-end headers kept, and its response streams back as it arrives.
+//! The schema learned from the upstream lives here too ([`schema`]).
 
 mod headers;
 pub mod operation;
+pub mod schema;
 mod upstream;
 
 use std::future::Future;
@@ -21,9 +23,9 @@ pub use headers::{
 };
 pub use upstream::{PROBE_USER_AGENT, Upstream, UpstreamBuildError};
 
-use crate::body::{self, Body, BoxError};
 use crate::config::IpNet;
-use crate::schema::LiveSchema;
+use crate::http::body::{self, Body, BoxError};
+use crate::proxy::schema::LiveSchema;
 
 /// Why a request could not be proxied; [`crate::error::rescue_proxy`] turns
 /// each into the response the client sees.

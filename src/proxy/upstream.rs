@@ -12,8 +12,8 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
 use super::ProxyError;
-use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+use crate::http::body::{self, Body};
 use crate::subscriptions::enrich::{FetchError, UpstreamFetch};
 
 /// Idle pooled connections are closed after this; the upstream's own

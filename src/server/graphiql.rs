@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, header};
 
-use crate::body::{self, Body};
+use crate::http::body::{self, Body};
 
 /// The versions the page loads; pinned so that a CDN cannot change what
 /// runs in an operator's browser.
@@ -46,8 +46,8 @@ impl Graphiql {
         let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
             return false;
         };
-        let html = crate::media::quality(accept, &["text/html"]);
-        let json = crate::media::quality(
+        let html = crate::http::media::quality(accept, &["text/html"]);
+        let json = crate::http::media::quality(
             accept,
             &["application/json", "application/graphql-response+json"],
         );

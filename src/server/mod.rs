@@ -3,7 +3,6 @@
 //! connection facts attached.
 
 pub mod graphiql;
-pub mod probes;
 pub mod router;
 pub mod tls;
 pub mod watchdog;

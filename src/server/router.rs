@@ -1,4 +1,5 @@
-//! Path routing of the public and admin listeners.
+//! Path routing of the public listener (the admin listener's is
+//! [`crate::admin::AdminRouter`]).
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
@@ -14,13 +15,12 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use super::graphiql::Graphiql;
-use super::probes;
-use crate::body::{self, Body};
+use crate::admin::health::Health;
+use crate::admin::probes;
 use crate::error;
-use crate::health::Health;
-use crate::metrics::{Format, Metrics};
-use crate::schema::LiveSchema;
-use crate::status::StatusSource;
+use crate::http::body::{self, Body};
+use crate::metrics::Metrics;
+use crate::proxy::schema::LiveSchema;
 use crate::transport::WsEndpoint;
 
 /// The GraphQL path's handler for queries and mutations (the proxy stack).
@@ -144,23 +144,6 @@ impl Service<Request<Body>> for PublicRouter {
     }
 }
 
-fn metrics_response<B>(request: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Body> {
-    let format = Format::negotiate(
-        request
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
-    );
-    let reachable = health.readiness().upstream.reachable == Some(true);
-    metrics.upstream_up.set(i64::from(reachable));
-    let mut res = Response::new(body::full(metrics.render_as(format)));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    res
-}
-
 fn sdl_response(sdl: &str) -> Response<Body> {
     let mut res = Response::new(body::full(sdl.to_owned()));
     *res.status_mut() = StatusCode::OK;
@@ -169,43 +152,4 @@ fn sdl_response(sdl: &str) -> Response<Body> {
         HeaderValue::from_static("application/graphql; charset=utf-8"),
     );
     res
-}
-
-/// Routes of the admin listener.
-#[derive(Clone)]
-pub struct AdminRouter {
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
-    status: Arc<StatusSource>,
-}
-
-impl AdminRouter {
-    pub fn new(health: Arc<Health>, metrics: Arc<Metrics>, status: Arc<StatusSource>) -> Self {
-        Self {
-            health,
-            metrics,
-            status,
-        }
-    }
-}
-
-impl<B> Service<Request<B>> for AdminRouter {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let response = match (request.method(), request.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => probes::healthz(),
-            (&Method::GET | &Method::HEAD, "/readyz") => probes::readyz(&self.health),
-            (&Method::GET, "/metrics") => metrics_response(&request, &self.metrics, &self.health),
-            (&Method::GET, "/status") => probes::json(StatusCode::OK, &self.status.snapshot()),
-            _ => probes::not_found(),
-        };
-        ready(Ok(response))
-    }
 }

@@ -4,7 +4,7 @@
 //! A run-time evaluation error makes the event "not matching" (and the
 //! subscriber "not allowed"); it is logged at most once a minute per field,
 //! because one bad expression would otherwise log once per event (see
-//! [`crate::log_limit`]).
+//! [`crate::log`]).
 
 use std::cell::OnceCell;
 use std::sync::{Arc, OnceLock};
@@ -17,7 +17,7 @@ use cel::{Context, Env, Program, Value as CelValue};
 use serde_json::{Map, Value};
 
 use crate::config::SubscriptionConfig;
-use crate::log_limit::LogLimit;
+use crate::log::LogLimit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {

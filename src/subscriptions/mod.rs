@@ -8,7 +8,6 @@ pub mod enrich;
 pub mod filter;
 pub mod outbox;
 pub mod registry;
-pub mod sampler;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use http::HeaderMap;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::schema::LiveSchema;
+use crate::proxy::schema::LiveSchema;
 use crate::subscriptions::{Registry, Routes};
 
 pub use crate::auth::{AllowAll, Authenticator};

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::protocol::{SUBPROTOCOL, WsTransport, websocket_config};
 use super::{Session, Shared};
-use crate::body::{self, Body};
+use crate::http::body::{self, Body};
 use crate::metrics::{GaugeGuard, Refusal, Transport, TransportLabel};
 use crate::shutdown::Shutdown;
 use crate::signal::Signal;

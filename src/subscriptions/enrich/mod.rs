@@ -34,7 +34,7 @@ pub(crate) use lane::Lane;
 
 use crate::config::ResolveConfig;
 use crate::graphql::fetch::Policy;
-use crate::log_limit::LogLimit;
+use crate::log::LogLimit;
 use crate::subscriptions::filter::{Expression, FilterError, GroupVars, PreparedEvent};
 
 /// The headers that carry a connection's identity to the upstream, and its

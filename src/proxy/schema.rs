@@ -121,7 +121,7 @@ impl LiveSchema {
                     tracing::error!(error = %e, "upstream schema conflicts with schema.path; subscriptions needing upstream types stay unavailable");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::health::error_chain(&e), retry_in = ?delay, "upstream schema not available yet");
+                    tracing::warn!(error = %crate::log::error_chain(&e), retry_in = ?delay, "upstream schema not available yet");
                 }
             }
             delay = (delay * 2).min(RETRY_MAX);

@@ -2,9 +2,21 @@
 //! dropping connections is applied (`log.filter`, the `filter` and `allow`
 //! expressions of `[[subscriptions]]`, `limits.max_connections` and
 //! `limits.max_subscriptions_per_connection`), and every other change is
-//! named in the log as needing a restart.
+//! named in the log as needing a restart. [`plan`] decides what a new file
+//! changes; [`Reload`] applies it to the running process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing_subscriber::{EnvFilter, Registry};
 
 use crate::config::Config;
+use crate::shutdown::Shutdown;
+use crate::subscriptions::Routes;
+use crate::transport::CountLimits;
+
+/// Swaps the log filter of the subscriber `main` installed.
+pub type LogFilter = tracing_subscriber::reload::Handle<EnvFilter, Registry>;
 
 /// What a reload will do.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -62,6 +74,102 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
         .map(|(name, _)| name)
         .collect();
     plan
+}
+
+/// What a reload changes in place; the composition root hands them over.
+pub struct Targets {
+    pub routes: Arc<Routes>,
+    pub count_limits: Arc<CountLimits>,
+}
+
+/// The running configuration and the file it came from; applies the file
+/// again on every SIGHUP.
+pub struct Reload {
+    path: PathBuf,
+    running: Config,
+    log_filter: LogFilter,
+}
+
+impl Reload {
+    pub fn new(path: PathBuf, running: Config, log_filter: LogFilter) -> Self {
+        Self {
+            path,
+            running,
+            log_filter,
+        }
+    }
+
+    /// Reloads on every SIGHUP until `shutdown`.
+    pub async fn on_sighup(mut self, targets: Targets, shutdown: Shutdown) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; configuration reload is off");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.triggered() => return,
+                hangup = hangups.recv() => if hangup.is_none() { return },
+            }
+            self.reload(&targets);
+        }
+    }
+
+    /// Reads the file again and applies what can change while running; the
+    /// running configuration follows what was applied.
+    fn reload(&mut self, targets: &Targets) {
+        let new = match Config::load(&self.path, std::env::vars()) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload failed; the running configuration stays");
+                return;
+            }
+        };
+        let plan = plan(&self.running, &new);
+        let running = &mut self.running;
+        if let Some(filter) = &plan.log_filter {
+            if std::env::var_os("RUST_LOG").is_some() {
+                tracing::warn!("log.filter changed but RUST_LOG is set and wins; not applied");
+            } else if let Err(e) = self.log_filter.reload(EnvFilter::new(filter)) {
+                tracing::error!(error = %e, "cannot apply the new log.filter");
+            } else {
+                running.log.filter = filter.clone();
+                tracing::info!(filter = %filter, "log.filter applied");
+            }
+        }
+        if plan.subscriptions {
+            let problems = targets.routes.reload(&new.subscriptions);
+            for problem in &problems {
+                tracing::warn!("{problem}");
+            }
+            if problems.is_empty() {
+                running.subscriptions = new.subscriptions.clone();
+            }
+            tracing::info!(
+                not_applied = problems.len(),
+                "subscriptions filter/allow rules applied"
+            );
+        }
+        if let Some((max_connections, max_subscriptions)) = plan.count_limits {
+            targets.count_limits.set(max_connections, max_subscriptions);
+            running.limits.max_connections = max_connections;
+            running.limits.max_subscriptions_per_connection = max_subscriptions;
+            tracing::info!(
+                max_connections,
+                max_subscriptions_per_connection = max_subscriptions,
+                "limits applied"
+            );
+        }
+        for section in &plan.needs_restart {
+            tracing::warn!(
+                section,
+                "configuration changed; this section takes effect after a restart"
+            );
+        }
+        if plan == ReloadPlan::default() {
+            tracing::info!("configuration reloaded; nothing changed");
+        }
+    }
 }
 
 #[cfg(test)]

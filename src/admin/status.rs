@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::health::{Health, UpstreamStatus};
 use crate::bus::{Bus, BusState};
 use crate::config::{LimitsConfig, RateLimitsConfig};
-use crate::health::{Health, UpstreamStatus};
-use crate::schema::{LiveSchema, UpstreamPart};
+use crate::proxy::schema::{LiveSchema, UpstreamPart};
 use crate::subscriptions::Registry;
 
 /// Everything `/status` reads; built once in the composition root.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
-use super::Registry;
-use super::enrich::EnrichStats;
 use crate::bus::{Bus, BusState};
 use crate::metrics::{FieldLabel, Metrics, Refusal};
 use crate::shutdown::Shutdown;
+use crate::subscriptions::Registry;
+use crate::subscriptions::enrich::EnrichStats;
 
 const PERIOD: Duration = Duration::from_secs(1);
 

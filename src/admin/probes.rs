@@ -1,9 +1,10 @@
-//! `/healthz` and `/readyz`, served on both the public and admin listeners.
+//! `/healthz` and `/readyz` answers, served on both the public and admin
+//! listeners.
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::{self, Body};
-use crate::health::Health;
+use super::health::Health;
+use crate::http::body::{self, Body};
 
 /// The process is alive and its runtime answers.
 pub fn healthz() -> Response<Body> {

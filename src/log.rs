@@ -1,10 +1,23 @@
-//! A limit for log lines that would otherwise repeat once per event: one
-//! bad expression or one down upstream must not flood the logs.
+//! Logging helpers: an error written with its causes on one line, and a
+//! limit for log lines that would otherwise repeat once per event (one bad
+//! expression or one down upstream must not flood the logs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+/// `error: cause: cause` in one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 /// At most one line per period; the lines held back are counted.
 #[derive(Debug)]

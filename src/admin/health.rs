@@ -9,8 +9,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::bus::{Bus, BusState};
+use crate::log::error_chain;
 use crate::proxy::Upstream;
-use crate::schema::{LiveSchema, UpstreamPart};
+use crate::proxy::schema::{LiveSchema, UpstreamPart};
 use crate::shutdown::Shutdown;
 
 /// How often the upstream is probed for `/readyz`.
@@ -106,11 +107,7 @@ impl Health {
 }
 
 /// Probes the upstream now and every [`PROBE_INTERVAL`] until shutdown.
-pub async fn probe_upstream(
-    health: std::sync::Arc<Health>,
-    upstream: Upstream,
-    shutdown: Shutdown,
-) {
+pub async fn probe_upstream(health: Arc<Health>, upstream: Upstream, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -124,18 +121,6 @@ pub async fn probe_upstream(
         }
         health.record_probe(result);
     }
-}
-
-/// `error: cause: cause` in one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 mod humantime_opt {
