@@ -13,9 +13,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutBody};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::admin::drain::{Drain, Drained};
@@ -28,8 +27,9 @@ use crate::auth::{Auth, AuthBuildError};
 use crate::bus::{self, Bus, BusBuildError};
 use crate::config::{Config, ProxyAuth};
 use crate::http::body::{self, Body};
-use crate::ingest::Webhook;
 use crate::ingest::signature::BadSecret;
+use crate::ingest::{Webhook, WebhookError};
+use crate::layers::body_limit::BodyLimitLayer;
 use crate::layers::ip_rate_limit::IpRateLimitLayer;
 use crate::layers::message_rate_limit::MessageRateLimitLayer;
 use crate::layers::origin::OriginCheckLayer;
@@ -38,7 +38,7 @@ use crate::layers::require_auth::RequireAuthLayer;
 use crate::log::error_chain;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
-use crate::proxy::{Proxy, Upstream, UpstreamBuildError};
+use crate::proxy::{Proxy, ProxyError, Upstream, UpstreamBuildError};
 use crate::server::graphiql::Graphiql;
 use crate::server::router::{GraphqlService, PublicRouter, UpgradeService};
 use crate::server::{self, tls};
@@ -247,11 +247,13 @@ impl App {
             .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
             // Preflights are answered here, before they cost an upstream call.
             .layer(cors_layer(&server.cors_origins))
-            // CORS answers preflights with an empty body of the inner type.
-            .map_response(|res: Response<_>| res.map(body::boxed))
-            // Refuses oversized bodies by Content-Length before any work, and
-            // caps streamed ones.
-            .layer(RequestBodyLimitLayer::new(server.max_request_bytes))
+            // Refuses oversized bodies by Content-Length before any work
+            // (GraphQL-shaped 413), and caps streamed ones.
+            .layer(BodyLimitLayer::new(server.max_request_bytes, |too_large| {
+                crate::error::rescue_proxy(&ProxyError::RequestTooLarge {
+                    limit: too_large.limit,
+                })
+            }))
             // A body that stalls for server.body_timeout fails its read (408
             // where a response is still possible) instead of holding the
             // request, and the proxy's upstream call, forever.
@@ -328,6 +330,45 @@ impl App {
         AdminRouter::new(self.health.clone(), self.metrics.clone(), Arc::new(status))
     }
 
+    /// The webhook listener's stack, outermost first. Events per second are
+    /// counted by the handler, after parsing (see [`crate::layers`]).
+    fn webhook_service(
+        &self,
+    ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
+        let config = &self.config.webhook;
+        let webhook = self.webhook.clone();
+        let handler = tower::service_fn(move |request: Request<Body>| {
+            let webhook = webhook.clone();
+            async move { Ok::<_, Infallible>(webhook.handle(request).await) }
+        });
+        let service = ServiceBuilder::new()
+            // Bodies are boxed once at this stage boundary.
+            .map_response(|res: Response<_>| res.map(body::boxed))
+            // First, so the log lines of one delivery share an id.
+            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+            // Spans carry the request id. A 503 during a bus outage is an
+            // answer the sender retries, logged by the bus, not a failure
+            // of this request to log at error level.
+            .layer(
+                TraceLayer::new_for_http()
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            )
+            // Echoed so the upstream can quote it when it reports a refusal.
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+            // Before the signature is checked: an oversized body is refused
+            // by its Content-Length without being read, and a streamed one
+            // stops being read at webhook.max_body_bytes.
+            .layer(BodyLimitLayer::new(config.max_body_bytes, |too_large| {
+                crate::error::rescue_webhook(&WebhookError::from(too_large))
+            }))
+            // A body that stalls for webhook.body_timeout fails its read,
+            // answered 408, instead of holding the request forever.
+            .layer(RequestBodyTimeoutLayer::new(config.body_timeout))
+            .map_request(|req: Request<_>| req.map(body::boxed))
+            .service(handler);
+        BoxCloneSyncService::new(service)
+    }
+
     /// Queries and mutations: the proxy with the upstream timeout. The router
     /// rescues its errors into GraphQL-shaped responses.
     fn graphql_service(&self) -> GraphqlService {
@@ -335,7 +376,6 @@ impl App {
             self.upstream.clone(),
             self.schema.clone(),
             self.config.server.trusted_proxies.clone(),
-            self.config.server.max_request_bytes,
         );
         let require =
             (self.config.auth.proxy == ProxyAuth::Require).then(|| self.auth.authenticator.clone());
@@ -510,19 +550,11 @@ impl Bound {
             shutdown.clone(),
         ));
         // Events from the upstream on the internal listener; requests in
-        // flight finish on drain like any other. A body that stalls for
-        // webhook.body_timeout fails its read, answered 408.
-        let webhook = app.webhook.clone();
-        let body_timeout = app.config.webhook.body_timeout;
-        let webhook_service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
-            let webhook = webhook.clone();
-            let request = request.map(|b| TimeoutBody::new(body_timeout, b));
-            async move { Ok::<_, Infallible>(webhook.handle(request).await) }
-        });
+        // flight finish on drain like any other.
         realtime.spawn(server::serve(
             self.webhook,
             None,
-            webhook_service,
+            app.webhook_service(),
             timeouts,
             realtime.clone(),
         ));

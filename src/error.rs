@@ -1,20 +1,25 @@
-//! The one place where error causes become HTTP responses ("rescue").
+//! The one place where error causes become HTTP responses and close codes
+//! ("rescue"), and the one builder of the JSON bodies subcar writes itself.
 //!
 //! Every refusal subcar answers over HTTP on the GraphQL path is
 //! GraphQL-shaped: `{"errors":[{"message":…,"extensions":{"code":…}}]}`,
-//! so GraphQL clients surface it like any other error.
+//! so GraphQL clients surface it like any other error. The webhook's
+//! refusals have the shape SPEC section 4 gives them:
+//! `{"error":{"code":…,"message":…,"index"?:…}}`.
 
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
+use crate::graphql::GraphQLError;
 use crate::http::body::{self, Body};
+use crate::ingest::WebhookError;
 use crate::proxy::ProxyError;
 use crate::transport::protocol::CloseCode;
 
-/// A GraphQL-shaped error response.
-pub fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    let mut res = Response::new(body::full(body.to_string()));
+/// A JSON response: every JSON body subcar builds itself goes through here.
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).expect("JSON values serialise");
+    let mut res = Response::new(body::full(bytes));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -23,20 +28,21 @@ pub fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response<
     res
 }
 
+/// A GraphQL-shaped error response with one error coded `code`.
+pub fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    graphql_errors(status, &[GraphQLError::new(message).with_code(code)])
+}
+
+/// A GraphQL-shaped error response: `{"errors":[…]}`.
+pub fn graphql_errors(status: StatusCode, errors: &[GraphQLError]) -> Response<Body> {
+    json_response(status, &json!({ "errors": errors }))
+}
+
 /// Maps a failed proxy call to the response the client sees.
 pub fn rescue_proxy(error: &ProxyError) -> Response<Body> {
     use ProxyError::*;
-    if let Document(e) = error {
-        let body = json!({ "errors": [e] });
-        let mut res = Response::new(body::full(body.to_string()));
-        *res.status_mut() = StatusCode::BAD_REQUEST;
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return res;
-    }
     let (status, code) = match error {
+        Document(e) => return graphql_errors(StatusCode::BAD_REQUEST, std::slice::from_ref(e)),
         Timeout => (StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_UNAVAILABLE"),
         Unreachable(_) | BadResponse(_) => (StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE"),
         RequestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
@@ -44,7 +50,6 @@ pub fn rescue_proxy(error: &ProxyError) -> Response<Body> {
         BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
         InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
         SubscriptionOverHttp => (StatusCode::BAD_REQUEST, "SUBSCRIPTION_REQUIRES_WEBSOCKET"),
-        Document(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
     };
     graphql_error(status, code, &error.to_string())
 }
@@ -71,6 +76,45 @@ pub fn rescue_boxed(error: tower::BoxError) -> Response<Body> {
             )
         }
     }
+}
+
+/// Maps a refused webhook request to the response SPEC section 4 gives it.
+pub fn rescue_webhook(error: &WebhookError) -> Response<Body> {
+    use WebhookError::*;
+    let (status, code) = match error {
+        InvalidEvent(_) | BodyRead(_) => (StatusCode::BAD_REQUEST, "INVALID_EVENT"),
+        BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
+        InvalidSignature(_) => (StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE"),
+        PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+        UnknownTopic { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_TOPIC"),
+        RateLimited { .. } | BatchOverRate { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
+        }
+        BusUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "BUS_UNAVAILABLE"),
+        NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+    };
+    let mut body = json!({ "code": code, "message": error.to_string() });
+    if let Some(i) = error.index() {
+        body["index"] = json!(i);
+    }
+    let mut res = json_response(status, &json!({ "error": body }));
+    let headers = res.headers_mut();
+    match error {
+        BusUnavailable(_) | BatchOverRate { .. } => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        RateLimited { retry_after } => {
+            let secs = crate::layers::retry_after_secs(*retry_after);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        MethodNotAllowed => {
+            headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        _ => {}
+    }
+    res
 }
 
 /// Maps a failed authentication on the proxy path (`auth.proxy =

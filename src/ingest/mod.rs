@@ -1,13 +1,18 @@
 //! The webhook: events POSTed by the upstream (SPEC section 4), verified,
 //! validated as a whole batch, deduplicated and published to the bus.
 //!
-//! [`Webhook::handle`] is a plain function of a request, callable without a
-//! socket; the composition root serves it on the internal `webhook.listen`
-//! listener.
-//! Every refusal is a response with `{"error":{"code","message","index"?}}`,
-//! and any 4xx/5xx means nothing of the request reached the bus.
+//! [`Webhook::handle`] reads in the order of the steps: the request's
+//! route, its body, then verify → parse → topics → rate → publish. It is a
+//! plain function of a request, callable without a socket; the composition
+//! root serves it on the internal `webhook.listen` listener behind a tower
+//! stack (request id, trace, body limit, body timeout).
+//! Every refusal is a [`WebhookError`], answered by
+//! [`crate::error::rescue_webhook`] with `{"error":{"code","message","index"?}}`;
+//! any 4xx/5xx means nothing of the request reached the bus.
 
 pub mod parse;
+mod publish;
+mod rate;
 pub mod signature;
 
 use std::collections::HashSet;
@@ -15,19 +20,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::Body;
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use serde_json::json;
 
-use crate::bus::{Batch, Bus, BusError, DEADLINE_GRACE, MAX_ID_BYTES, PUBLISH_TIMEOUT, RequestKey};
+use crate::bus::{Bus, BusError, Event, MAX_ID_BYTES};
 use crate::config::{UnknownTopics, WebhookConfig};
-use crate::metrics::{Metrics, StatusLabel, TopicLabel};
+use crate::http::body::{self, Body, BoxError, ReadError, TooLarge};
+use crate::metrics::{Metrics, StatusLabel};
 use parse::{Format, InvalidEvent};
+use rate::EventRate;
 use signature::{BadSecret, SignatureError, Verifier};
 
-/// Why a webhook request was refused; each maps to one status and code.
+/// Why a webhook request was refused; [`crate::error::rescue_webhook`]
+/// gives each its status and code.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error(transparent)]
@@ -53,105 +58,36 @@ pub enum WebhookError {
     #[error("only POST is allowed")]
     MethodNotAllowed,
     #[error("cannot read the request body")]
-    BodyRead,
+    BodyRead(#[source] BoxError),
     #[error("the request body stalled for longer than webhook.body_timeout")]
     BodyTimeout,
 }
 
 impl WebhookError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            Self::InvalidEvent(_) | Self::BodyRead => (StatusCode::BAD_REQUEST, "INVALID_EVENT"),
-            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
-            Self::InvalidSignature(_) => (StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE"),
-            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            Self::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
-            }
-            Self::UnknownTopic { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_TOPIC"),
-            Self::RateLimited { .. } | Self::BatchOverRate { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
-            }
-            Self::BusUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "BUS_UNAVAILABLE"),
-            Self::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-        }
-    }
-
-    fn index(&self) -> Option<usize> {
+    /// The event of a batch the refusal is about.
+    pub fn index(&self) -> Option<usize> {
         match self {
             Self::InvalidEvent(e) => e.index,
             Self::UnknownTopic { index, .. } => *index,
             _ => None,
         }
     }
+}
 
-    /// The refusal as the response SPEC section 4 describes.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        let (status, code) = self.status_and_code();
-        let mut error = json!({ "code": code, "message": self.to_string() });
-        if let Some(i) = self.index() {
-            error["index"] = json!(i);
-        }
-        let mut resp = json_response(status, &json!({ "error": error }));
-        match self {
-            Self::BusUnavailable(_) | Self::BatchOverRate { .. } => {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            Self::RateLimited { retry_after } => {
-                resp.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(crate::layers::retry_after_secs(retry_after)),
-                );
-            }
-            Self::MethodNotAllowed => {
-                resp.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            }
-            _ => {}
-        }
-        resp
+impl From<TooLarge> for WebhookError {
+    fn from(t: TooLarge) -> Self {
+        Self::PayloadTooLarge { limit: t.limit }
     }
 }
 
-impl Webhook {
-    fn check_rate(&self, events: usize) -> Result<(), WebhookError> {
-        let (Some((limiter, burst)), Some(n)) = (
-            &self.rate,
-            u32::try_from(events)
-                .ok()
-                .and_then(std::num::NonZeroU32::new),
-        ) else {
-            return Ok(());
-        };
-        use governor::clock::Clock;
-        match limiter.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => {
-                if let Some(m) = &self.metrics {
-                    m.refused(crate::metrics::Refusal::rate_limit_webhook);
-                }
-                Err(WebhookError::RateLimited {
-                    retry_after: not_until.wait_time_from(limiter.clock().now()),
-                })
-            }
-            Err(_) => Err(WebhookError::BatchOverRate {
-                events,
-                burst: *burst,
-            }),
+impl From<ReadError> for WebhookError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::TooLarge(t) => t.into(),
+            ReadError::Stalled => Self::BodyTimeout,
+            ReadError::Failed(e) => Self::BodyRead(e),
         }
     }
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 /// Counters for `/metrics` and `/status`.
@@ -173,17 +109,18 @@ pub struct Webhook {
     /// Topics some subscription field maps to.
     topics: HashSet<String>,
     unknown_topics: UnknownTopics,
-    max_body_bytes: usize,
     /// `rate_limits.webhook_events_per_second`, all senders together.
     /// Counted here rather than in a layer: only the parsed body says how
     /// many events a request carries.
-    rate: Option<(governor::DefaultDirectRateLimiter, u32)>,
+    rate: Option<EventRate>,
     pub stats: WebhookStats,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl Webhook {
     /// `topics` are the topics that feed subscription fields.
+    /// `webhook.max_body_bytes` and `webhook.body_timeout` are the
+    /// listener's layers (see `App::webhook_service`), not the handler's.
     pub fn new(
         config: &WebhookConfig,
         topics: impl IntoIterator<Item = String>,
@@ -199,7 +136,6 @@ impl Webhook {
                 .transpose()?,
             topics: topics.into_iter().collect(),
             unknown_topics: config.unknown_topics,
-            max_body_bytes: config.max_body_bytes,
             rate: None,
             stats: WebhookStats::default(),
             metrics: None,
@@ -208,9 +144,7 @@ impl Webhook {
 
     /// Accepts at most `per_second` events per second (a burst of as many).
     pub fn with_rate_limit(mut self, per_second: Option<u32>) -> Self {
-        self.rate = per_second
-            .and_then(crate::layers::per_second)
-            .map(|q| (governor::RateLimiter::direct(q), per_second.unwrap_or(1)));
+        self.rate = per_second.and_then(EventRate::new);
         self
     }
 
@@ -221,17 +155,17 @@ impl Webhook {
     }
 
     /// Answers one request; never fails (refusals are responses).
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
     where
-        B: Body,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
     {
         let resp = match self.try_handle(req).await {
-            Ok(resp) => resp,
+            Ok(accepted) => crate::error::json_response(StatusCode::ACCEPTED, &accepted),
             Err(e) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "webhook request refused");
-                e.into_response()
+                crate::error::rescue_webhook(&e)
             }
         };
         if let Some(m) = &self.metrics {
@@ -243,67 +177,54 @@ impl Webhook {
         resp
     }
 
-    async fn try_handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, WebhookError>
+    /// The steps of one request, in order; the first refusal ends it.
+    async fn try_handle<B>(&self, req: Request<B>) -> Result<serde_json::Value, WebhookError>
     where
-        B: Body,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
     {
+        let format = self.route(&req)?;
+        let (parts, body) = req.into_parts();
+        let body = body::read_whole(body).await?;
+        self.verify(&parts.headers, &body)?;
+        let request_id = request_id(&parts.headers)?;
+        let mut events = parse::parse(&body, format, request_id)?;
+        let accepted = events.len();
+        let batch = accepted > 1
+            || body.trim_ascii_start().first() == Some(&b'[')
+            || format == Format::Ndjson;
+        self.keep_known_topics(&mut events, batch)?;
+        self.check_rate(events.len())?;
+        let duplicates = self.publish(events, request_id).await?;
+        Ok(json!({ "accepted": accepted, "duplicates": duplicates }))
+    }
+
+    /// Path, method and `Content-Type`: which body format to parse.
+    fn route<B>(&self, req: &Request<B>) -> Result<Format, WebhookError> {
         if req.uri().path() != self.path {
             return Err(WebhookError::NotFound);
         }
         if req.method() != Method::POST {
             return Err(WebhookError::MethodNotAllowed);
         }
-        let format = req
-            .headers()
+        req.headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(Format::from_content_type)
-            .ok_or(WebhookError::UnsupportedMediaType)?;
-        let too_large = WebhookError::PayloadTooLarge {
-            limit: self.max_body_bytes,
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
-            return Err(too_large);
+            .ok_or(WebhookError::UnsupportedMediaType)
+    }
+
+    /// The Standard Webhooks signature, when `webhook.secret` is set.
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), WebhookError> {
+        match &self.verifier {
+            Some(v) => Ok(v.verify(headers, body, unix_now())?),
+            None => Ok(()),
         }
-        let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.max_body_bytes).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
-            Err(e) if e.is::<tower_http::timeout::TimeoutError>() => {
-                return Err(WebhookError::BodyTimeout);
-            }
-            Err(_) => return Err(WebhookError::BodyRead),
-        };
-        if let Some(v) = &self.verifier {
-            v.verify(&parts.headers, &body, unix_now())?;
-        }
-        let header_id = match parts.headers.get("webhook-id") {
-            None => None,
-            Some(v) if v.len() > MAX_ID_BYTES => {
-                return Err(InvalidEvent {
-                    message: format!(
-                        "the webhook-id header is {} bytes long; at most {MAX_ID_BYTES} are allowed",
-                        v.len()
-                    ),
-                    index: None,
-                }
-                .into());
-            }
-            Some(v) => Some(v.to_str().map_err(|_| InvalidEvent {
-                message: "the webhook-id header must be visible ASCII".into(),
-                index: None,
-            })?),
-        };
-        let mut events = parse::parse(&body, format, header_id)?;
-        let batch = events.len() > 1
-            || body.trim_ascii_start().first() == Some(&b'[')
-            || format == Format::Ndjson;
-        let total = events.len();
+    }
+
+    /// Drops or refuses (`webhook.unknown_topics`) events no subscription
+    /// field is fed by; `batch` says whether a refusal names an index.
+    fn keep_known_topics(&self, events: &mut Vec<Event>, batch: bool) -> Result<(), WebhookError> {
         let known = |t: &str| self.topics.contains(t);
         if self.unknown_topics == UnknownTopics::Reject {
             if let Some(i) = events.iter().position(|e| !known(&e.topic)) {
@@ -319,55 +240,40 @@ impl Webhook {
                 .dropped_unknown_topic
                 .fetch_add((before - events.len()) as u64, Ordering::Relaxed);
         }
-        self.check_rate(events.len())?;
-        let mut duplicates = 0;
-        if !events.is_empty() {
-            let topics: Vec<Arc<str>> = match &self.metrics {
-                Some(_) => events.iter().map(|e| e.topic.clone()).collect(),
-                None => Vec::new(),
-            };
-            // A refused publish marks no id as seen (the bus promises it), so
-            // a retry after this 503 is delivered; and nothing of it is
-            // written or delivered after its deadline, so the 503 is final.
-            let batch = Batch {
-                request: header_id.filter(|h| !h.is_empty()).map(RequestKey::of),
-                ..Batch::new(events)
-            };
-            // The buses stop waiting at the same moment; this bounds a bus
-            // that does not.
-            let published = tokio::time::timeout(
-                PUBLISH_TIMEOUT + DEADLINE_GRACE,
-                self.bus.publish_batch(batch),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(BusError::Unavailable {
-                    reason: "no answer before the publish deadline".into(),
-                })
-            })
-            .map_err(WebhookError::BusUnavailable)?;
-            duplicates = published.duplicates();
-            self.stats.events_published.fetch_add(
-                (published.duplicate.len() - duplicates) as u64,
-                Ordering::Relaxed,
-            );
-            if let Some(m) = &self.metrics {
-                for (topic, dup) in topics.into_iter().zip(&published.duplicate) {
-                    if !dup {
-                        let topic = topic.to_string();
-                        m.events_received.get_or_create(&TopicLabel { topic }).inc();
-                    }
-                }
-            }
-        }
-        self.stats
-            .duplicates
-            .fetch_add(duplicates as u64, Ordering::Relaxed);
-        Ok(json_response(
-            StatusCode::ACCEPTED,
-            &json!({ "accepted": total, "duplicates": duplicates }),
-        ))
+        Ok(())
     }
+
+    /// `rate_limits.webhook_events_per_second` for `events` more events.
+    fn check_rate(&self, events: usize) -> Result<(), WebhookError> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        let checked = rate.check(events);
+        if let (Err(WebhookError::RateLimited { .. }), Some(m)) = (&checked, &self.metrics) {
+            m.refused(crate::metrics::Refusal::rate_limit_webhook);
+        }
+        checked
+    }
+}
+
+/// The `webhook-id` header: it names the whole request (SPEC section 4).
+fn request_id(headers: &HeaderMap) -> Result<Option<&str>, InvalidEvent> {
+    let Some(v) = headers.get("webhook-id") else {
+        return Ok(None);
+    };
+    if v.len() > MAX_ID_BYTES {
+        return Err(InvalidEvent {
+            message: format!(
+                "the webhook-id header is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                v.len()
+            ),
+            index: None,
+        });
+    }
+    v.to_str().map(Some).map_err(|_| InvalidEvent {
+        message: "the webhook-id header must be visible ASCII".into(),
+        index: None,
+    })
 }
 
 fn unix_now() -> u64 {
@@ -380,8 +286,10 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::{BusState, BusSubscription, Cursor, MemoryBus, Published, Replay};
+    use crate::bus::{Batch, BusState, BusSubscription, Cursor, MemoryBus, Published, Replay};
+    use bytes::Bytes;
     use futures_util::future::BoxFuture;
+    use http_body_util::{BodyExt, Full};
     use std::sync::atomic::AtomicBool;
 
     /// A bus that is down until told otherwise.

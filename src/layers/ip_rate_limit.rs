@@ -13,12 +13,10 @@
 //! are still mid-burst, the table starts over: under a flood from that many
 //! addresses the limit is briefly lenient rather than memory unbounded.
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
@@ -26,9 +24,9 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use parking_lot::RwLock;
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+pub use super::ResponseFuture;
 use crate::config::IpNet;
 use crate::http::body::Body;
 use crate::metrics::{Metrics, Refusal};
@@ -230,31 +228,6 @@ pub fn too_many_requests(wait: std::time::Duration) -> Response<Body> {
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     res
-}
-
-pin_project! {
-    /// The response of [`IpRateLimit`]: the inner service's, or a refusal.
-    #[project = Proj]
-    pub enum ResponseFuture<F> {
-        Inner { #[pin] future: F },
-        Refused { response: Option<Response<Body>> },
-    }
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, E>>,
-{
-    type Output = Result<Response<Body>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Proj::Inner { future } => Poll::Ready(ready!(future.poll(cx))),
-            Proj::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-        }
-    }
 }
 
 #[cfg(test)]

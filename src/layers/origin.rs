@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
+pub use super::ResponseFuture;
 use crate::config::IpNet;
 use crate::http::body::Body;
 use crate::metrics::{Metrics, Refusal};
@@ -155,31 +156,6 @@ fn normalise(origin: &str) -> Option<String> {
     }
     let host = rest.strip_suffix(default_port).unwrap_or(rest);
     Some(format!("{scheme}://{host}"))
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`OriginCheck`]: the inner service's, or the refusal.
-    #[project = Projected]
-    pub enum ResponseFuture<F> {
-        Inner { #[pin] future: F },
-        Refused { response: Option<Response<Body>> },
-    }
-}
-
-impl<F, E> std::future::Future for ResponseFuture<F>
-where
-    F: std::future::Future<Output = Result<Response<Body>, E>>,
-{
-    type Output = Result<Response<Body>, E>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Projected::Inner { future } => future.poll(cx),
-            Projected::Refused { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("a refusal is polled once after it is ready"))),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Method, Request, Response, header};
-use http_body_util::BodyExt;
 
 pub use headers::{
     ClientConnection, FORWARDING, client_ip, for_upstream, is_trusted, on_behalf_of,
@@ -55,6 +53,16 @@ pub enum ProxyError {
     Document(Box<crate::graphql::GraphQLError>),
 }
 
+impl From<body::ReadError> for ProxyError {
+    fn from(e: body::ReadError) -> Self {
+        match e {
+            body::ReadError::TooLarge(t) => Self::RequestTooLarge { limit: t.limit },
+            body::ReadError::Stalled => Self::BodyTimeout,
+            body::ReadError::Failed(e) => Self::ReadRequest(e),
+        }
+    }
+}
+
 fn refused(e: crate::graphql::GraphQLError) -> ProxyError {
     ProxyError::Document(Box::new(e))
 }
@@ -69,22 +77,15 @@ struct Inner {
     upstream: Upstream,
     schema: LiveSchema,
     trusted_proxies: Vec<IpNet>,
-    max_request_bytes: usize,
 }
 
 impl Proxy {
-    pub fn new(
-        upstream: Upstream,
-        schema: LiveSchema,
-        trusted_proxies: Vec<IpNet>,
-        max_request_bytes: usize,
-    ) -> Self {
+    pub fn new(upstream: Upstream, schema: LiveSchema, trusted_proxies: Vec<IpNet>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
                 schema,
                 trusted_proxies,
-                max_request_bytes,
             }),
         }
     }
@@ -143,7 +144,7 @@ impl Inner {
                 body
             }
             (_, BodyKind::Inspect { json }) => {
-                let bytes = self.read_body(body).await?;
+                let bytes = body::read_whole(body).await?;
                 if !schema.introspection_enabled() || operation::may_need_parsing(&bytes) {
                     let (schema, inspected) = (schema.clone(), bytes.clone());
                     // Parsing a large document runs off the async workers.
@@ -176,28 +177,6 @@ impl Inner {
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::boxed(body)))
-    }
-
-    /// Reads a request body whole, refusing it past `max_request_bytes`.
-    async fn read_body(&self, mut body: Body) -> Result<Bytes, ProxyError> {
-        let limit = self.max_request_bytes;
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                if e.is::<tower_http::timeout::TimeoutError>() {
-                    ProxyError::BodyTimeout
-                } else {
-                    ProxyError::ReadRequest(e)
-                }
-            })?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > limit {
-                    return Err(ProxyError::RequestTooLarge { limit });
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf.freeze())
     }
 }
 
@@ -268,12 +247,7 @@ fn introspect(
         request.operation_name.as_deref(),
         &variables,
     )?;
-    let mut response = Response::new(body::full(result.to_string()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    Some(response)
+    Some(crate::error::json_response(http::StatusCode::OK, &result))
 }
 
 fn body_kind(headers: &http::HeaderMap) -> BodyKind {

@@ -1,10 +1,14 @@
 //! TLS on the public listener: the only place that knows rustls server types.
+//!
+//! PEM files are read with `rustls-pki-types`' own parser
+//! ([`PemObject`]); `rustls-pemfile` is unmaintained (RUSTSEC-2025-0134).
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
 use crate::config::TlsConfig;
@@ -17,6 +21,12 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("server.tls: {path} is not valid PEM: {source}")]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
     #[error("server.tls.cert: {path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("server.tls.key: {path} holds no PEM private key")]
@@ -27,25 +37,20 @@ pub enum TlsError {
 
 /// Builds the acceptor, advertising HTTP/2 and HTTP/1.1 over ALPN.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
-    let certs = rustls_pemfile::certs(&mut reader(&config.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Read {
-            path: config.cert.clone(),
-            source,
-        })?;
+    let certs = CertificateDer::pem_file_iter(&config.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(&config.cert, e))?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
             path: config.cert.clone(),
         });
     }
-    let key = rustls_pemfile::private_key(&mut reader(&config.key)?)
-        .map_err(|source| TlsError::Read {
+    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoKey {
             path: config.key.clone(),
-            source,
-        })?
-        .ok_or_else(|| TlsError::NoKey {
-            path: config.key.clone(),
-        })?;
+        },
+        e => pem_error(&config.key, e),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -55,11 +60,10 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-fn reader(path: &Path) -> Result<BufReader<std::fs::File>, TlsError> {
-    std::fs::File::open(path)
-        .map(BufReader::new)
-        .map_err(|source| TlsError::Read {
-            path: path.to_owned(),
-            source,
-        })
+fn pem_error(path: &Path, error: pem::Error) -> TlsError {
+    let path = path.to_owned();
+    match error {
+        pem::Error::Io(source) => TlsError::Read { path, source },
+        source => TlsError::Pem { path, source },
+    }
 }
