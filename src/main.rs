@@ -71,7 +71,9 @@ async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilter) -> Ex
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let running = config.clone();
+    // Listening for SIGHUP before anything is bound: one sent as soon as
+    // the process is ready must reload, not terminate it.
+    let reload = path.map(|path| Reload::new(path, config.clone(), log_filter));
     let bound = match App::build(config) {
         Ok(app) => match app.learn_upstream_schema().await {
             Ok(()) => app.bind().await,
@@ -86,8 +88,8 @@ async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilter) -> Ex
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let bound = match path {
-        Some(path) => bound.reload_on_sighup(Reload::new(path, running, log_filter)),
+    let bound = match reload {
+        Some(reload) => bound.reload_on_sighup(reload),
         None => bound,
     };
     let shutdown = Shutdown::new();

@@ -88,22 +88,31 @@ pub struct Reload {
     path: PathBuf,
     running: Config,
     log_filter: LogFilter,
+    /// Listening from construction on, before the listeners are bound: a
+    /// SIGHUP that arrives before anyone listens terminates the process.
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 impl Reload {
+    /// Must be called inside the runtime: it starts listening for SIGHUP.
     pub fn new(path: PathBuf, running: Config, log_filter: LogFilter) -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangups = signal(SignalKind::hangup())
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; configuration reload is off");
+            })
+            .ok();
         Self {
             path,
             running,
             log_filter,
+            hangups,
         }
     }
 
     /// Reloads on every SIGHUP until `shutdown`.
     pub async fn on_sighup(mut self, targets: Targets, shutdown: Shutdown) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; configuration reload is off");
+        let Some(mut hangups) = self.hangups.take() else {
             return;
         };
         loop {
