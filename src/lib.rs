@@ -30,7 +30,6 @@ pub mod reload;
 pub mod schema;
 pub mod server;
 pub mod shutdown;
-pub mod signal;
 pub mod status;
 pub mod subscriptions;
 pub mod transport;
