@@ -40,9 +40,9 @@ use crate::server::router::{AdminRouter, GraphqlService, PublicRouter, UpgradeSe
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
 use crate::status::StatusSource;
+use crate::subscriptions::operation::{Core, OperationLimits};
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
 use crate::transport::upgrade::CLOSE_SPREAD;
-use crate::subscriptions::operation::{Core, OperationLimits};
 use crate::transport::{CountLimits, InboundStack, SessionLimits, Shared, WsEndpoint};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

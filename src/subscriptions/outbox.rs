@@ -19,8 +19,8 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
-use crate::bus::Cursor;
 use super::latch::Latch;
+use crate::bus::Cursor;
 
 /// One event's execution result for one subscription of the connection.
 #[derive(Debug)]

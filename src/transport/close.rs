@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn the_heartbeat_and_shutdown_share_a_code_not_a_metric() {
-        assert_eq!(Close::HeartbeatTimeout.frame().0, Close::ShuttingDown.frame().0);
+        assert_eq!(
+            Close::HeartbeatTimeout.frame().0,
+            Close::ShuttingDown.frame().0
+        );
         assert_eq!(
             Close::HeartbeatTimeout.refusal(),
             Some(Refusal::heartbeat_timeout)
@@ -109,6 +112,9 @@ mod tests {
         assert_eq!(Close::ShuttingDown.refusal(), None);
         assert_eq!(Close::Flooding.frame().0, Close::TooManyInits.frame().0);
         assert_eq!(Close::Flooding.refusal(), Some(Refusal::rate_limit_message));
-        assert_eq!(Close::TooManyInits.refusal(), Some(Refusal::invalid_message));
+        assert_eq!(
+            Close::TooManyInits.refusal(),
+            Some(Refusal::invalid_message)
+        );
     }
 }

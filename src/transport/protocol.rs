@@ -431,7 +431,10 @@ mod tests {
             .collect();
         for (n, f) in frames.iter().enumerate() {
             let v: Value = serde_json::from_slice(f.as_bytes()).unwrap();
-            assert_eq!(v, serde_json::json!({"id": "7", "type": "next", "payload": {"data": n}}));
+            assert_eq!(
+                v,
+                serde_json::json!({"id": "7", "type": "next", "payload": {"data": n}})
+            );
         }
     }
 }

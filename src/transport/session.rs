@@ -25,9 +25,7 @@ use super::inbound::{Admission, InboundService, MessageKind};
 use super::protocol::{ClientMessage, Frame, Inbound, NextEnvelope, Outbound, SubscribePayload};
 use crate::metrics::Refusal;
 use crate::subscriptions::latch::Latch;
-use crate::subscriptions::operation::{
-    Ending, OperationError, Operations, Output, Resume, Wake,
-};
+use crate::subscriptions::operation::{Ending, OperationError, Operations, Output, Resume, Wake};
 
 /// How long a close frame may take to reach the client (queued behind
 /// frames a slow consumer has not read yet), and the client's close to

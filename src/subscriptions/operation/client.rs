@@ -229,9 +229,7 @@ impl<T> Operations<T> {
                     return Err(OperationError::Forbidden);
                 }
                 if self.live.len() >= self.core.limits.counts.max_subscriptions() {
-                    self.core
-                        .metrics
-                        .refused(Refusal::rate_limit_subscription);
+                    self.core.metrics.refused(Refusal::rate_limit_subscription);
                     return Err(OperationError::TooManySubscriptions);
                 }
                 let topic = route.topic.clone();
@@ -465,7 +463,10 @@ impl<T> Operations<T> {
             return;
         };
         let live = &mut self.live[i];
-        let resuming = live.resume.as_mut().expect("a replay is fetched only while resuming");
+        let resuming = live
+            .resume
+            .as_mut()
+            .expect("a replay is fetched only while resuming");
         let error = match result {
             Ok(replay) => match resuming.replayed(live.handle.group(), replay) {
                 Some(events) => {

@@ -221,9 +221,9 @@ impl OperationError {
             Self::InvalidCursor(_) => "INVALID_CURSOR",
             Self::ResumeUnsupported => "RESUME_UNSUPPORTED",
             Self::Forbidden => "FORBIDDEN",
-            Self::TooManySubscriptions | Self::TooManyInFlight { .. } | Self::RateLimited { .. } => {
-                "RATE_LIMITED"
-            }
+            Self::TooManySubscriptions
+            | Self::TooManyInFlight { .. }
+            | Self::RateLimited { .. } => "RATE_LIMITED",
             Self::CursorExpired => "CURSOR_EXPIRED",
             Self::BusUnavailable(_) => "BUS_UNAVAILABLE",
             Self::UpstreamInvalid | Self::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",

@@ -114,7 +114,11 @@ impl Resuming {
     /// The replayed events that pass `group`'s filter, then the live ones
     /// held meanwhile that are newer, in order, as `(payload, cursor)`; the
     /// subscription is live afterwards.
-    pub(super) fn replayed(&mut self, group: &Group, replay: Replay) -> Option<Vec<(Bytes, Cursor)>> {
+    pub(super) fn replayed(
+        &mut self,
+        group: &Group,
+        replay: Replay,
+    ) -> Option<Vec<(Bytes, Cursor)>> {
         let Replay::Events(events) = replay else {
             return None;
         };
