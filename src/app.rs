@@ -44,6 +44,7 @@ use crate::server::router::{GraphqlService, PublicRouter, UpgradeService};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
 use crate::subscriptions::filter::FilterError;
+use crate::subscriptions::operation::{Core, OperationLimits};
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
 use crate::transport::{CountLimits, InboundStack, SessionLimits, Shared, WsEndpoint};
 
@@ -276,18 +277,23 @@ impl App {
                 rate_limits.messages_per_connection.and_then(per_second),
             ))
             .into_inner();
-        let shared = Shared {
+        // The operation core every transport calls.
+        let core = Core {
             schema: self.schema.clone(),
             bus: self.bus.clone(),
             routes: self.routes.clone(),
             registry: self.registry.clone(),
             executor: Arc::new(self.upstream.clone()),
             authenticator: self.auth.authenticator.clone(),
+            metrics: self.metrics.clone(),
+            limits: OperationLimits::from_config(&self.config, self.count_limits.clone()),
+        };
+        let shared = Shared {
+            core: Arc::new(core),
             inbound: InboundStack::new(inbound),
             init_headers: InitHeaders::from_config(&self.config.auth),
             trusted_proxies: self.config.server.trusted_proxies.clone(),
-            limits: SessionLimits::from_config(&self.config, self.count_limits.clone()),
-            metrics: self.metrics.clone(),
+            limits: SessionLimits::from_config(&self.config),
         };
         let endpoint = WsEndpoint::new(Arc::new(shared), shutdown.clone(), sessions.clone());
         let service = ServiceBuilder::new()

@@ -31,6 +31,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
-pub mod signal;
 pub mod subscriptions;
 pub mod transport;

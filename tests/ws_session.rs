@@ -13,7 +13,8 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 use subcar::auth::{AuthError, Identity, Refusal};
 use subcar::config::SchemaConfig;
-use subcar::signal::Signal;
+use subcar::subscriptions::latch::Latch;
+use subcar::subscriptions::operation::{Core, OperationLimits};
 use subcar::subscriptions::{Registry, Routes};
 use subcar::transport::protocol::{ClientMessage, CloseCode, Inbound, Outbound};
 use subcar::transport::{
@@ -96,13 +97,22 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
     )
     .unwrap();
     let registry = Registry::new(1);
-    let shared = Arc::new(Shared {
+    let core = Core {
         schema,
         bus: Arc::new(subcar::bus::MemoryBus::new(0)),
         routes: Arc::new(Routes::new(&[], ["counter".to_string()]).unwrap()),
         registry: registry.clone(),
         executor: Arc::new(NoUpstream),
         authenticator,
+        metrics: Arc::new(subcar::metrics::Metrics::new()),
+        limits: OperationLimits {
+            outbound_queue: 16,
+            max_inflight: 16,
+            counts: Arc::new(CountLimits::new(10, 2)),
+        },
+    };
+    let shared = Arc::new(Shared {
+        core: Arc::new(core),
         inbound: InboundStack::admit_all(),
         init_headers: subcar::auth::credentials::InitHeaders::authorization_only(),
         trusted_proxies: Vec::new(),
@@ -110,16 +120,12 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
             init_timeout: Duration::from_secs(3),
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(10),
-            outbound_queue: 16,
             max_message_bytes: 65536,
-            max_inflight: 16,
-            counts: Arc::new(CountLimits::new(10, 2)),
         },
-        metrics: Arc::new(subcar::metrics::Metrics::new()),
     });
     let (to_session, rx) = unbounded_channel();
     let (tx, from_session) = unbounded_channel();
-    let session = Session::new(Duplex { rx, tx }, shared, HeaderMap::new(), Signal::new());
+    let session = Session::new(Duplex { rx, tx }, shared, HeaderMap::new(), Latch::new());
     Harness {
         to_session,
         from_session,

@@ -142,10 +142,10 @@ fn plan_item(
     let prepared = PreparedEvent::new(&event.payload);
     let mut enriched: Vec<(Arc<FieldEnrichment>, Vec<Planned>)> = Vec::new();
     for group in registry.groups(&event.topic) {
-        if !group.matches(&prepared) {
-            continue;
-        }
         if let (Some(field), Some(_)) = (&group.route.enrich, &group.fetching) {
+            if !group.matches(&prepared) {
+                continue;
+            }
             let args = field.args(&prepared, group.vars());
             let planned = Planned {
                 group: group.clone(),
@@ -157,13 +157,9 @@ fn plan_item(
             }
             continue;
         }
-        let payload = group.prepared.project(&event.payload);
-        // Validated once per group here so that frames can be sent as text
-        // without re-checking them per subscriber.
-        if std::str::from_utf8(&payload).is_err() {
-            tracing::error!(topic = %event.topic, "projection is not UTF-8; event skipped");
+        let Some(payload) = group.payload(&prepared, &event.payload) else {
             continue;
-        }
+        };
         let resume = group
             .has_resume_members()
             .then(|| (cursor, with_cursor(&payload, cursor)));
@@ -179,7 +175,8 @@ fn plan_item(
 }
 
 /// `{"data":…}` → `{"data":…,"extensions":{"cursor":"…"}}`: a projection is
-/// always a JSON object, so its closing brace is replaced.
+/// always a JSON object, so its closing brace is replaced. Live and
+/// replayed events both get their cursor here.
 pub(crate) fn with_cursor(payload: &[u8], cursor: Cursor) -> Bytes {
     let body = payload.strip_suffix(b"}").unwrap_or(payload);
     let mut out = Vec::with_capacity(body.len() + 48);
@@ -291,13 +288,11 @@ mod tests {
             let slot = registry.connect();
             let (out, inbox) = outbox(1000);
             let p = if i % 2 == 0 { &pa } else { &pb };
-            let op_id = format!("op{i}");
             let sub = Subscriber {
                 prepared: p.clone(),
                 route: routes.route(p.field()),
                 claims: Arc::new(json!({})),
-                op_id: &op_id,
-                serial: 7,
+                serial: i,
                 resume: false,
                 outbox: out,
                 credentials: Default::default(),
@@ -318,12 +313,9 @@ mod tests {
             let start = if field == "a" { 0 } else { 1 };
             for n in (start..100).step_by(2) {
                 let d = inbox.rx.recv().await.unwrap();
-                assert_eq!(d.serial, 7);
-                let v: serde_json::Value = serde_json::from_slice(&d.frame).unwrap();
-                assert_eq!(
-                    v,
-                    json!({"id": format!("op{i}"), "type": "next", "payload": {"data": {field.clone(): n}}})
-                );
+                assert_eq!(d.serial, i as u64);
+                let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+                assert_eq!(v, json!({"data": {field.clone(): n}}));
             }
         }
         drop(conns);
@@ -349,7 +341,6 @@ mod tests {
                 prepared: p.clone(),
                 route: routes.route("a"),
                 claims: Arc::new(json!({})),
-                op_id: "1",
                 serial: 1,
                 resume: false,
                 outbox: out,

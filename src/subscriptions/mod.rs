@@ -1,11 +1,15 @@
-//! Subscriptions: which topic feeds which field ([`Routes`]), who listens
-//! ([`registry::Registry`], the single owner of subscription lifetime) and
-//! how events reach them ([`dispatcher`]). Knows nothing of sockets or HTTP:
-//! a connection is just an [`outbox::Outbox`] of pre-serialised frames.
+//! Subscriptions: one operation's life for every transport ([`operation`],
+//! the core transports call), which topic feeds which field ([`Routes`]),
+//! who listens ([`registry::Registry`], the single owner of subscription
+//! lifetime) and how events reach them ([`dispatcher`]). Knows nothing of
+//! sockets or wire formats: a connection is an [`outbox::Outbox`] of shared
+//! payloads, which its transport frames.
 
 pub mod dispatcher;
 pub mod enrich;
 pub mod filter;
+pub mod latch;
+pub mod operation;
 pub mod outbox;
 pub mod registry;
 

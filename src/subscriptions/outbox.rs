@@ -1,4 +1,4 @@
-//! A connection's bounded queue of outgoing frames, as the dispatcher sees
+//! A connection's bounded queue of outgoing payloads, as the dispatcher sees
 //! it ([`Outbox`]) and as the connection's session drains it ([`Inbox`]).
 //!
 //! The dispatcher only ever offers: a full queue marks the connection as a
@@ -13,23 +13,25 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
+use super::latch::Latch;
 use crate::bus::Cursor;
-use crate::signal::Signal;
 
-/// One `next` frame for one subscription of the connection.
+/// One event's execution result for one subscription of the connection.
 #[derive(Debug)]
 pub struct Delivery {
-    /// The connection-local serial of the subscription, so that frames
-    /// queued before a client `complete` can be dropped by the session.
+    /// The connection-local serial of the subscription, so that payloads
+    /// queued before a client `complete` can be dropped.
     pub serial: u64,
-    /// `{"id":…,"type":"next","payload":…}`, valid UTF-8 JSON.
-    pub frame: Bytes,
+    /// The execution result (`{"data":…}`), valid UTF-8 JSON, shared by
+    /// every member of the group: the transport frames it in its own
+    /// envelope.
+    pub payload: Bytes,
     /// The event's cursor, for subscriptions that resume (and only them).
     pub cursor: Option<Cursor>,
 }
@@ -52,15 +54,15 @@ struct Queue {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     queue: Arc<Queue>,
-    slow: Signal,
+    slow: Latch,
 }
 
-/// The session's side.
+/// The connection's side (its [`crate::subscriptions::operation::Operations`]).
 #[derive(Debug)]
 pub struct Inbox {
     pub rx: Receiver,
     /// Raised when the queue overflowed: the session closes the socket.
-    pub slow: Signal,
+    pub slow: Latch,
 }
 
 /// Takes frames in the order they were offered.
@@ -99,7 +101,7 @@ pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
         ready: AtomicWaker::new(),
         closed: AtomicBool::new(false),
     });
-    let slow = Signal::new();
+    let slow = Latch::new();
     (
         Outbox {
             queue: queue.clone(),
@@ -156,19 +158,21 @@ impl Receiver {
     /// when this returns it. The session holds an [`Outbox`] of its own, so
     /// the queue never ends while it runs.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        std::future::poll_fn(|cx| {
-            if let Some(d) = self.take() {
-                return Poll::Ready(Some(d));
-            }
-            self.queue.ready.register(cx.waker());
-            // Offered between the look and the registration: that offer
-            // woke the previous waker, so look again.
-            match self.take() {
-                Some(d) => Poll::Ready(Some(d)),
-                None => Poll::Pending,
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Self::recv`] as a poll, for hand-written futures.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        if let Some(d) = self.take() {
+            return Poll::Ready(Some(d));
+        }
+        self.queue.ready.register(cx.waker());
+        // Offered between the look and the registration: that offer
+        // woke the previous waker, so look again.
+        match self.take() {
+            Some(d) => Poll::Ready(Some(d)),
+            None => Poll::Pending,
+        }
     }
 
     /// A frame already queued, without waiting.
@@ -205,7 +209,7 @@ mod tests {
     fn d(serial: u64) -> Delivery {
         Delivery {
             serial,
-            frame: Bytes::from_static(b"{}"),
+            payload: Bytes::from_static(b"{}"),
             cursor: None,
         }
     }

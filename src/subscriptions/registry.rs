@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
@@ -96,9 +96,6 @@ pub(crate) struct GroupFetch {
 
 #[derive(Debug)]
 struct Member {
-    /// `{"id":"<op id>","type":"next","payload":` — all of the envelope but
-    /// the shared payload and the closing brace.
-    prefix: Bytes,
     serial: u64,
     /// Wants the cursor of each event (`extensions.resume`).
     resume: bool,
@@ -107,13 +104,11 @@ struct Member {
 
 /// One subscription to register.
 #[derive(Debug)]
-pub struct Subscriber<'a> {
+pub struct Subscriber {
     pub prepared: Arc<PreparedSubscription>,
     pub route: Route,
     /// The connection's identity, for filters that read `claims`.
     pub claims: Arc<Value>,
-    /// The client's operation id, echoed in every `next`.
-    pub op_id: &'a str,
     /// Tags this subscription's deliveries in the connection's outbox.
     pub serial: u64,
     /// Deliver each event with its cursor in `payload.extensions.cursor`.
@@ -152,6 +147,13 @@ pub struct SubscriptionHandle {
     group: Arc<Group>,
     shard: usize,
     member: u64,
+}
+
+impl SubscriptionHandle {
+    /// The group this subscription is a member of.
+    pub fn group(&self) -> &Arc<Group> {
+        &self.group
+    }
 }
 
 impl Drop for SubscriptionHandle {
@@ -216,13 +218,12 @@ impl Registry {
     pub fn register(
         self: &Arc<Self>,
         slot: &ConnectionSlot,
-        sub: Subscriber<'_>,
+        sub: Subscriber,
     ) -> SubscriptionHandle {
         let Subscriber {
             prepared,
             route,
             claims,
-            op_id,
             serial,
             resume,
             outbox,
@@ -244,7 +245,6 @@ impl Registry {
             _ => None,
         };
         let member = Member {
-            prefix: envelope_prefix(op_id),
             serial,
             resume,
             outbox,
@@ -330,6 +330,23 @@ impl Group {
             .matches_prepared(event, self.prepared.rule_args(), &self.vars)
     }
 
+    /// What this group's members are sent for `event`, if anything: the
+    /// filter, then the projection onto their selection, validated as
+    /// UTF-8 once here so that transports send it as text unchecked. The
+    /// one way from an event to a payload, live (the dispatcher) or
+    /// replayed (resume).
+    pub fn payload(&self, event: &PreparedEvent<'_>, raw: &Value) -> Option<Bytes> {
+        if !self.matches(event) {
+            return None;
+        }
+        let payload = self.prepared.project(raw);
+        if std::str::from_utf8(&payload).is_err() {
+            tracing::error!(topic = %self.topic, "projection is not UTF-8; event skipped");
+            return None;
+        }
+        Some(payload)
+    }
+
     /// Delivers one shared payload to every member (all shards): for
     /// enriched groups, whose payloads are completed off the planner.
     pub(crate) fn deliver_all(&self, payload: &Bytes, stats: &RegistryStats) {
@@ -348,9 +365,8 @@ impl Group {
         self.resume_members.load(Ordering::Relaxed) > 0
     }
 
-    /// Wraps the shared `payload` into each member's envelope, for the
-    /// members of one shard; members that want cursors get `resume`'s
-    /// payload instead. Never waits.
+    /// Queues the shared `payload` for each member of one shard; members
+    /// that want cursors get `resume`'s payload instead. Never waits.
     pub(crate) fn deliver(
         &self,
         shard: usize,
@@ -362,8 +378,9 @@ impl Group {
     }
 
     /// [`Self::deliver`] for consecutive events of this group at once: each
-    /// member's frames are written into one buffer and queued with one
-    /// offer, so the per-subscriber cost is paid per run, not per event.
+    /// member's payloads are queued with one offer, so the per-subscriber
+    /// cost is paid per run, not per event. A payload is shared, not
+    /// copied: each member's transport wraps it in its own envelope.
     pub(crate) fn deliver_run(
         &self,
         shard: usize,
@@ -373,31 +390,15 @@ impl Group {
         let members = self.members[shard].lock();
         let (mut delivered, mut dropped) = (0, 0);
         for m in members.values() {
-            let size: usize = run
-                .iter()
-                .map(|e| m.prefix.len() + pick(m.resume, e).0.len() + 1)
-                .sum();
-            let mut buf = BytesMut::with_capacity(size);
-            let last = run.len() - 1;
-            let frames = run.iter().enumerate().map(|(i, e)| {
+            let payloads = run.iter().map(|e| {
                 let (payload, cursor) = pick(m.resume, e);
-                buf.put_slice(&m.prefix);
-                buf.put_slice(payload);
-                buf.put_u8(b'}');
-                // The last frame takes the buffer itself: a run of one
-                // costs one allocation, like a frame built alone.
-                let frame = if i == last {
-                    std::mem::take(&mut buf).freeze()
-                } else {
-                    buf.split().freeze()
-                };
                 Delivery {
                     serial: m.serial,
-                    frame,
+                    payload: payload.clone(),
                     cursor,
                 }
             });
-            match m.outbox.offer_all(run.len(), frames) {
+            match m.outbox.offer_all(run.len(), payloads) {
                 Offer::Queued => delivered += run.len() as u64,
                 Offer::Overflowed => {
                     stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
@@ -423,9 +424,4 @@ fn pick<'a>(
         (true, Some((c, p))) => (p, Some(*c)),
         _ => (payload, None),
     }
-}
-
-fn envelope_prefix(op_id: &str) -> Bytes {
-    let id = serde_json::to_string(op_id).expect("strings serialise");
-    Bytes::from(format!(r#"{{"id":{id},"type":"next","payload":"#))
 }

@@ -7,7 +7,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -50,18 +50,9 @@ pub enum ClientMessage {
     },
 }
 
-/// The operation of a `subscribe` message.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscribePayload {
-    pub query: String,
-    #[serde(default)]
-    pub operation_name: Option<String>,
-    #[serde(default)]
-    pub variables: Option<Map<String, Value>>,
-    #[serde(default)]
-    pub extensions: Option<Map<String, Value>>,
-}
+/// The operation of a `subscribe` message: the request every transport
+/// reads.
+pub use crate::subscriptions::operation::Request as SubscribePayload;
 
 impl ClientMessage {
     /// Parses one text frame; the error is the reason for a `4400` close.
@@ -112,14 +103,9 @@ impl Frame {
 
     /// `next` around an already serialised execution result.
     pub fn next(id: &str, result: &[u8]) -> Self {
-        let id = Value::from(id).to_string();
-        let mut out = Vec::with_capacity(id.len() + result.len() + 32);
-        out.extend_from_slice(br#"{"id":"#);
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(br#","type":"next","payload":"#);
-        out.extend_from_slice(result);
-        out.push(b'}');
-        Self(Bytes::from(out))
+        let envelope = NextEnvelope::new(id);
+        let mut buf = BytesMut::with_capacity(envelope.prefix.len() + result.len() + 1);
+        envelope.frame(result, &mut buf)
     }
 
     pub fn error(id: &str, errors: &[GraphQLError]) -> Self {
@@ -128,6 +114,43 @@ impl Frame {
 
     pub fn complete(id: &str) -> Self {
         Self::json(&serde_json::json!({"id": id, "type": "complete"}))
+    }
+}
+
+/// The `next` envelope of one subscription, built once at `subscribe`
+/// (`{"id":<id>,"type":"next","payload":` … `}`) and spliced around each
+/// shared execution result: the one place `next` frames are made.
+#[derive(Debug, Clone)]
+pub struct NextEnvelope {
+    prefix: Bytes,
+}
+
+/// Frames of one write share allocations of about this size.
+const FRAME_CHUNK: usize = 16 * 1024;
+
+impl NextEnvelope {
+    pub fn new(id: &str) -> Self {
+        let id = Value::from(id).to_string();
+        let mut prefix = Vec::with_capacity(id.len() + 28);
+        prefix.extend_from_slice(br#"{"id":"#);
+        prefix.extend_from_slice(id.as_bytes());
+        prefix.extend_from_slice(br#","type":"next","payload":"#);
+        Self {
+            prefix: Bytes::from(prefix),
+        }
+    }
+
+    /// The frame for `result` (UTF-8 JSON), written into `buf`: frames made
+    /// one after another into the same buffer share its allocations.
+    pub fn frame(&self, result: &[u8], buf: &mut BytesMut) -> Frame {
+        let n = self.prefix.len() + result.len() + 1;
+        if buf.capacity() < n {
+            buf.reserve(n.max(FRAME_CHUNK));
+        }
+        buf.put_slice(&self.prefix);
+        buf.put_slice(result);
+        buf.put_u8(b'}');
+        Frame(buf.split().freeze())
     }
 }
 
@@ -400,5 +423,18 @@ mod tests {
             v,
             serde_json::json!({"id": "a\"b", "type": "next", "payload": {"data": {"x": 1}}})
         );
+        // Frames made into one buffer stay whole.
+        let envelope = NextEnvelope::new("7");
+        let mut buf = BytesMut::new();
+        let frames: Vec<Frame> = (0..3)
+            .map(|n| envelope.frame(format!(r#"{{"data":{n}}}"#).as_bytes(), &mut buf))
+            .collect();
+        for (n, f) in frames.iter().enumerate() {
+            let v: Value = serde_json::from_slice(f.as_bytes()).unwrap();
+            assert_eq!(
+                v,
+                serde_json::json!({"id": "7", "type": "next", "payload": {"data": n}})
+            );
+        }
     }
 }

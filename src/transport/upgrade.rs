@@ -21,7 +21,7 @@ use super::{Session, Shared};
 use crate::http::body::{self, Body};
 use crate::metrics::{GaugeGuard, Refusal, Transport, TransportLabel};
 use crate::shutdown::Shutdown;
-use crate::signal::Signal;
+use crate::subscriptions::latch::Latch;
 
 /// The legacy subscriptions-transport-ws subprotocol (not served yet).
 const LEGACY_SUBPROTOCOL: &str = "graphql-ws";
@@ -115,20 +115,15 @@ impl WsEndpoint {
             };
             return refuse(StatusCode::BAD_REQUEST, message);
         }
-        let limits = &self.shared.limits;
-        if self
-            .shared
-            .registry
-            .stats
-            .connections
-            .load(Ordering::Relaxed)
-            >= limits.counts.max_connections()
+        let core = &self.shared.core;
+        if core.registry.stats.connections.load(Ordering::Relaxed)
+            >= core.limits.counts.max_connections()
         {
-            self.shared.metrics.refused(Refusal::capacity);
+            core.metrics.refused(Refusal::capacity);
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
         }
         if self.drain.is_triggered() {
-            self.shared.metrics.refused(Refusal::draining);
+            core.metrics.refused(Refusal::draining);
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
         }
         let accept = derive_accept_key(key.as_bytes());
@@ -167,6 +162,7 @@ impl WsEndpoint {
             )
             .await;
             let gauge = shared
+                .core
                 .metrics
                 .connections
                 .get_or_create(&TransportLabel {
@@ -177,9 +173,9 @@ impl WsEndpoint {
             // by a guard, so a session that panics gives it back.
             let _connected = GaugeGuard::hold(gauge);
             tracing::debug!("websocket connected");
-            let cancel = Signal::new();
+            let cancel = Latch::new();
             let session = Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone());
-            // The session's own signal is raised `delay` after the drain's end.
+            // The session's own latch is raised `delay` after the drain's end.
             let close_later = async {
                 closing.cancelled().await;
                 tokio::time::sleep(delay).await;

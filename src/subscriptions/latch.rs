@@ -1,19 +1,20 @@
-//! A one-way flag that wakes the one task waiting on it. A connection's
-//! session polls its flags on every wake-up; a `CancellationToken` would
+//! [`Latch`]: a one-way flag that wakes the one task waiting on it (a
+//! connection's "close now" and "slow consumer" marks). A connection's
+//! session polls its latches on every wake-up; a `CancellationToken` would
 //! take its node's lock and re-register a `Notified` each time, this is an
 //! atomic load.
 
 use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
 /// Raised once, never lowered. Clones share the flag. Only one task may
 /// wait on it at a time (the last one to poll is the one woken).
 #[derive(Debug, Clone, Default)]
-pub struct Signal(Arc<Inner>);
+pub struct Latch(Arc<Inner>);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -21,7 +22,7 @@ struct Inner {
     waiter: AtomicWaker,
 }
 
-impl Signal {
+impl Latch {
     pub fn new() -> Self {
         Self::default()
     }
@@ -41,19 +42,22 @@ impl Signal {
 
     /// Resolves once the flag is raised. Cancel-safe.
     pub fn raised(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(|cx| {
-            if self.is_raised() {
-                return Poll::Ready(());
-            }
-            self.0.waiter.register(cx.waker());
-            // Raised between the check and the registration: the wake went
-            // to the previous waker, so look again.
-            if self.is_raised() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
+        poll_fn(|cx| self.poll_raised(cx))
+    }
+
+    /// [`Self::raised`] as a poll, for hand-written futures.
+    pub fn poll_raised(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_raised() {
+            return Poll::Ready(());
+        }
+        self.0.waiter.register(cx.waker());
+        // Raised between the check and the registration: the wake went
+        // to the previous waker, so look again.
+        if self.is_raised() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -64,14 +68,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_task_wakes_when_raised() {
-        let signal = Signal::new();
+        let latch = Latch::new();
         let waiting = tokio::spawn({
-            let signal = signal.clone();
-            async move { signal.raised().await }
+            let latch = latch.clone();
+            async move { latch.raised().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished());
-        signal.raise();
+        latch.raise();
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
             .expect("woken")
@@ -80,11 +84,11 @@ mod tests {
 
     #[tokio::test]
     async fn raised_before_waiting_resolves_at_once() {
-        let signal = Signal::new();
-        assert!(signal.raise(), "the first raise");
-        assert!(!signal.raise(), "raised already");
-        assert!(signal.is_raised());
-        signal.raised().await;
-        assert!(signal.clone().is_raised(), "clones share the flag");
+        let latch = Latch::new();
+        assert!(latch.raise(), "the first raise");
+        assert!(!latch.raise(), "raised already");
+        assert!(latch.is_raised());
+        latch.raised().await;
+        assert!(latch.clone().is_raised(), "clones share the flag");
     }
 }
