@@ -1,0 +1,117 @@
+//! `SUBCAR_<SECTION>__<KEY>` environment overrides, applied to the parsed
+//! TOML table before it is typed, so an override is checked like the file.
+
+use super::ConfigError;
+
+/// The prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SUBCAR_";
+
+/// Applies `SUBCAR_<SECTION>__<KEY>=value` overrides to the parsed table.
+/// Values are read as TOML when they parse as a TOML value (numbers, booleans,
+/// arrays), otherwise as plain strings.
+pub(super) fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            // SUBCAR_CONFIG and other process-level variables, not keys.
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let value = parse_env_value(&raw);
+        if let Err(key) = insert_at(table, &path, value) {
+            problems.push(format!(
+                "{name}: {key} is not a section: expected SUBCAR_<SECTION>__<KEY>"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+fn insert_at(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [section, rest @ ..] => match table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => insert_at(t, rest, value),
+            _ => Err(section.clone()),
+        },
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+    use crate::config::tests::MINIMAL;
+
+    #[test]
+    fn env_overrides_keys_with_typed_values() {
+        let env = [
+            (
+                "SUBCAR_SERVER__LISTEN".to_string(),
+                "127.0.0.1:5000".to_string(),
+            ),
+            (
+                "SUBCAR_LIMITS__MAX_CONNECTIONS".to_string(),
+                "7".to_string(),
+            ),
+            ("SUBCAR_UPSTREAM__TIMEOUT".to_string(), "2s".to_string()),
+            ("SUBCAR_CONFIG".to_string(), "ignored.toml".to_string()),
+            ("OTHER__THING".to_string(), "x".to_string()),
+        ];
+        let c = Config::parse(MINIMAL, env).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:5000");
+        assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.upstream.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn env_override_with_bad_value_names_key() {
+        let env = [(
+            "SUBCAR_LIMITS__MAX_CONNECTIONS".to_string(),
+            "lots".to_string(),
+        )];
+        let msg = Config::parse(MINIMAL, env).unwrap_err().to_string();
+        assert!(msg.contains("limits.max_connections"), "{msg}");
+        assert!(msg.contains("lots"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_are_range_checked_too() {
+        let err = Config::parse(
+            MINIMAL,
+            [(
+                "SUBCAR_HEARTBEAT__INTERVAL".to_owned(),
+                "1000000000y".to_owned(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("heartbeat.interval"), "{err}");
+    }
+}

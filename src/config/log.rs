@@ -1,0 +1,40 @@
+//! `[log]`: the log format and the default `RUST_LOG`-style filter.
+
+use serde::Deserialize;
+
+use super::values::Problems;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `RUST_LOG`-style directives; the `RUST_LOG` variable wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogConfig {
+    pub(super) fn check(&self, p: &mut Problems) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
+            p.push(format!(
+                "log.filter: {:?} is invalid ({e}): expected directives like \"info,subcar=debug\"",
+                self.filter
+            ));
+        }
+    }
+}
