@@ -498,6 +498,7 @@ impl Bound {
         let app = self.app;
         tracing::info!(
             public = %self.public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            webhook = %self.webhook.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             admin = %self.admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             upstream = %app.config.upstream.url,
             "subcar listening"

@@ -589,6 +589,14 @@ async fn url_passwords_are_never_printed() {
     .await
     .expect("the start-up line is logged");
     assert!(line.contains("admin:****@127.0.0.1"), "{line}");
+    // The same line names every listener with its address.
+    for listener in [
+        "public=127.0.0.1:",
+        "webhook=127.0.0.1:",
+        "admin=127.0.0.1:",
+    ] {
+        assert!(line.contains(listener), "{listener} in {line}");
+    }
     subcar.child.kill().await.unwrap();
 }
 

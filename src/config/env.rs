@@ -9,11 +9,13 @@ pub const ENV_PREFIX: &str = "SUBCAR_";
 /// Applies `SUBCAR_<SECTION>__<KEY>=value` overrides to the parsed table.
 /// Values are read as TOML when they parse as a TOML value (numbers, booleans,
 /// arrays), otherwise as plain strings.
+/// Returns each overridden key (`section.key`) with its variable's name.
 pub(super) fn apply_env_overrides(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut problems = Vec::new();
+    let mut overridden = Vec::new();
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -28,13 +30,37 @@ pub(super) fn apply_env_overrides(
             problems.push(format!(
                 "{name}: {key} is not a section: expected SUBCAR_<SECTION>__<KEY>"
             ));
+        } else {
+            overridden.push((path.join("."), name));
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(overridden)
     } else {
         Err(ConfigError::Invalid(problems))
     }
+}
+
+/// Problems with a key set by an environment variable name the variable
+/// first: that is where the value has to be fixed, not in the file.
+pub(super) fn name_variables(e: ConfigError, overridden: &[(String, String)]) -> ConfigError {
+    let ConfigError::Invalid(problems) = e else {
+        return e;
+    };
+    let named = problems
+        .into_iter()
+        .map(|p| {
+            let var = overridden.iter().find(|(key, _)| {
+                p.strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.starts_with([':', '.', '[']))
+            });
+            match var {
+                Some((_, var)) => format!("{var}: {p}"),
+                None => p,
+            }
+        })
+        .collect();
+    ConfigError::Invalid(named)
 }
 
 fn insert_at(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
@@ -99,6 +125,31 @@ mod tests {
         let msg = Config::parse(MINIMAL, env).unwrap_err().to_string();
         assert!(msg.contains("limits.max_connections"), "{msg}");
         assert!(msg.contains("lots"), "{msg}");
+        assert!(
+            msg.starts_with("SUBCAR_LIMITS__MAX_CONNECTIONS: limits.max_connections:"),
+            "the variable is named first: {msg}"
+        );
+    }
+
+    #[test]
+    fn env_override_out_of_range_names_the_variable_and_file_problems_do_not() {
+        let env = [(
+            "SUBCAR_LIMITS__MAX_CONNECTIONS".to_string(),
+            "0".to_string(),
+        )];
+        let text = format!("{MINIMAL}\n[heartbeat]\ninterval = \"0s\"");
+        let msg = Config::parse(&text, env).unwrap_err().to_string();
+        let lines: Vec<&str> = msg.lines().collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("SUBCAR_LIMITS__MAX_CONNECTIONS: limits.max_connections: 0")),
+            "{msg}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("heartbeat.interval:")),
+            "a key from the file is named as before: {msg}"
+        );
     }
 
     #[test]

@@ -127,18 +127,20 @@ impl Config {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
-        env::apply_env_overrides(&mut table, env)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let overridden = env::apply_env_overrides(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 let inner = e.into_inner().message().to_string();
                 if key == "." {
-                    ConfigError::Invalid(vec![inner])
-                } else {
-                    ConfigError::Invalid(vec![format!("{key}: {inner}")])
+                    return ConfigError::Invalid(vec![inner]);
                 }
-            })?;
-        config.validate()?;
+                ConfigError::Invalid(vec![format!("{key}: {inner}")])
+            })
+            .map_err(|e| env::name_variables(e, &overridden))?;
+        config
+            .validate()
+            .map_err(|e| env::name_variables(e, &overridden))?;
         Ok(config)
     }
 

@@ -18,7 +18,9 @@ use crate::proxy::{ProxyError, Upstream};
 use crate::shutdown::Shutdown;
 
 const RETRY_MIN: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// An upstream that starts after subcar (the usual order in a pod) is
+/// noticed within this long: the retries go 1 s, 2 s, 4 s, then every 5 s.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaLoadError {
