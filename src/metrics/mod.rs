@@ -32,10 +32,18 @@ pub struct TransportLabel {
 #[allow(non_camel_case_types)]
 pub enum Transport {
     graphql_transport_ws,
+    /// GraphQL over SSE, both modes.
+    sse,
+    /// Apollo multipart HTTP subscriptions.
+    multipart,
 }
 
 impl Transport {
-    pub const ALL: &[Transport] = &[Transport::graphql_transport_ws];
+    pub const ALL: &[Transport] = &[
+        Transport::graphql_transport_ws,
+        Transport::sse,
+        Transport::multipart,
+    ];
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

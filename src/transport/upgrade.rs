@@ -7,7 +7,7 @@
 //! match so the legacy `graphql-ws` can be added beside it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -17,9 +17,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::protocol::{SUBPROTOCOL, WsTransport, websocket_config};
-use super::{Session, Shared};
+use super::{Session, Shared, refuse};
 use crate::http::body::{self, Body};
-use crate::metrics::{GaugeGuard, Refusal, Transport, TransportLabel};
+use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
 use crate::subscriptions::latch::Latch;
 
@@ -115,39 +115,19 @@ impl WsEndpoint {
             };
             return refuse(StatusCode::BAD_REQUEST, message);
         }
-        let core = &self.shared.core;
-        if core.registry.stats.connections.load(Ordering::Relaxed)
-            >= core.limits.counts.max_connections()
-        {
-            core.metrics.refused(Refusal::capacity);
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
-        }
-        if self.drain.is_triggered() {
-            core.metrics.refused(Refusal::draining);
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+        if let Some(refused) = super::refusal(&self.shared.core, &self.drain) {
+            return refused;
         }
         let accept = derive_accept_key(key.as_bytes());
-        // The headers of this client's upstream calls, built once here from
-        // the upgrade request with forwarding headers set by subcar.
-        let Some(client) = request
-            .extensions()
-            .get::<crate::proxy::ClientConnection>()
-            .copied()
-        else {
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no client connection information",
-            );
-        };
-        let forwarded =
-            crate::proxy::on_behalf_of(request.headers(), client, &self.shared.trusted_proxies);
         let on_upgrade = hyper::upgrade::on(&mut request);
+        let (parts, _) = request.into_parts();
+        let Some(headers) = self.shared.headers_for_upstream(&parts) else {
+            return super::no_client_connection();
+        };
         let (shared, config) = (self.shared.clone(), self.config);
-        // A child token per session: polling it locks the session's own
-        // node, not the one node every session would otherwise share.
-        let closing = self.sessions.token().child_token();
-        let delay = close_delay(self.accepted.fetch_add(1, Ordering::Relaxed));
-        self.sessions.spawn(async move {
+        let cancel = Latch::new();
+        let closing = cancel.clone();
+        let run = async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
                 Err(e) => {
@@ -161,33 +141,20 @@ impl WsEndpoint {
                 Some(config),
             )
             .await;
-            let gauge = shared
-                .core
-                .metrics
-                .connections
-                .get_or_create(&TransportLabel {
-                    transport: Transport::graphql_transport_ws,
-                })
-                .clone();
-            // A clone: the family's guard must not live across awaits. Held
-            // by a guard, so a session that panics gives it back.
-            let _connected = GaugeGuard::hold(gauge);
             tracing::debug!("websocket connected");
-            let cancel = Latch::new();
-            let session = Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone());
-            // The session's own latch is raised `delay` after the drain's end.
-            let close_later = async {
-                closing.cancelled().await;
-                tokio::time::sleep(delay).await;
-                cancel.raise();
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                () = session.run() => {}
-                () = close_later => {}
-            }
+            Session::new(WsTransport::new(ws), shared, headers, closing)
+                .run()
+                .await;
             tracing::debug!("websocket session ended");
-        });
+        };
+        super::spawn_client(
+            &self.shared,
+            &self.sessions,
+            &self.accepted,
+            Transport::graphql_transport_ws,
+            cancel,
+            run,
+        );
         let mut res = Response::new(body::empty());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = res.headers_mut();
@@ -227,20 +194,9 @@ impl<B> tower::Service<Request<B>> for WsEndpoint {
 
 /// The `n`th connection's place in [`CLOSE_SPREAD`]: Fibonacci hashing
 /// spreads consecutive connections evenly over the window.
-fn close_delay(n: u64) -> Duration {
+pub(super) fn close_delay(n: u64) -> Duration {
     let fraction = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
     CLOSE_SPREAD.mul_f64(fraction)
-}
-
-/// A refused upgrade; a `503` (capacity, drain) says when to come back.
-fn refuse(status: StatusCode, message: &str) -> Response<Body> {
-    if status != StatusCode::SERVICE_UNAVAILABLE {
-        return crate::error::graphql_error(status, "BAD_REQUEST", message);
-    }
-    let mut res = crate::error::graphql_error(status, "UNAVAILABLE", message);
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    res
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ use crate::graphql::GraphQLError;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::schema::LiveSchema;
 
-pub use client::{Operations, Output, PreparedOperation, Wake};
+pub use client::{Operations, Output, PreparedOperation, Wake, prepare};
 pub use resume::{Resume, ResumeError};
 
 /// What every client's operations share; built once by the composition root.
@@ -258,6 +258,15 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// The `extensions.code` a transport that says it in an error uses.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::SlowConsumer | Self::WritesStalled => "SLOW_CONSUMER",
+            Self::TokenExpired | Self::Auth(AuthError::Refused(_)) => "FORBIDDEN",
+            Self::Auth(AuthError::Unavailable(_)) => "AUTH_UNAVAILABLE",
+        }
+    }
+
     /// The metrics reason of this ending, when it is a refusal. Slow
     /// consumers are counted where they are detected.
     pub fn refusal(&self) -> Option<Refusal> {
