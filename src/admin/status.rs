@@ -25,6 +25,8 @@ pub struct StatusSource {
     pub count_limits: Arc<crate::transport::CountLimits>,
     pub rate_limits: RateLimitsConfig,
     pub upstream_url: String,
+    /// The connections gauges, by transport.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,7 +79,14 @@ impl StatusSource {
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs(),
             draining: self.health.is_draining(),
-            connections: BTreeMap::from([("graphql-transport-ws", sizes.connections)]),
+            connections: crate::metrics::Transport::ALL
+                .iter()
+                .map(|&transport| {
+                    let label = crate::metrics::TransportLabel { transport };
+                    let open = self.metrics.connections.get_or_create(&label).get();
+                    (transport.name(), usize::try_from(open).unwrap_or(0))
+                })
+                .collect(),
             subscriptions: Subscriptions {
                 total: sizes.subscriptions,
                 per_field: self

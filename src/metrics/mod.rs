@@ -39,6 +39,15 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The name `/status` and the docs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::graphql_transport_ws => "graphql-transport-ws",
+            Self::sse => "sse",
+            Self::multipart => "multipart",
+        }
+    }
+
     pub const ALL: &[Transport] = &[
         Transport::graphql_transport_ws,
         Transport::sse,
