@@ -485,3 +485,100 @@ mod single_connection {
         .expect("the reservation ends once its stream is gone");
     }
 }
+
+/// A stream whose client stops reading is a slow consumer: its stream
+/// ends without `complete` (the client reconnects with its Last-Event-ID),
+/// it is counted, and nobody else waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stops_reading_is_a_slow_consumer() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_upstream, subcar) = subcar("[limits]\noutbound_queue = 8").await;
+    let mut w = watcher(&subcar).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(subcar.addr).await.unwrap();
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", "subscription { incidentUpdated { id title } }")
+        .finish();
+    tcp.write_all(
+        format!("GET /graphql?{query} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    wait_subscriptions(&subcar, 2).await;
+    // The client reads nothing; large events fill its socket, then its queue.
+    let big = "x".repeat(32 * 1024);
+    let mut published = 0;
+    while subcar.registry.stats.slow_consumers.load(Ordering::Relaxed) == 0 {
+        assert!(published < 2000, "never detected as a slow consumer");
+        let batch: Vec<Value> = (0..10)
+            .map(|i| json!({"topic": "incidentUpdated", "payload": {"id": (published + i).to_string(), "title": big}}))
+            .collect();
+        publish(subcar.webhook, Value::Array(batch)).await;
+        published += 10;
+    }
+    wait_subscriptions(&subcar, 1).await;
+    // What it reads afterwards ends (the chunked body's last chunk; the
+    // connection itself stays for another request), and not with `complete`.
+    let mut received = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        let mut chunk = vec![0; 64 * 1024];
+        while !received.ends_with(b"\r\n0\r\n\r\n") {
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection closed before the body ended");
+            received.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the stream ends");
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(!text.contains("event: complete"));
+    assert!(text.matches("event: next").count() < published);
+    still_serving(&subcar, &mut w, 5).await;
+}
+
+/// A JWT that expires while a stream is open ends it with a `next` coded
+/// `FORBIDDEN`, then `complete`: the client must not retry with it.
+#[tokio::test]
+async fn an_expiring_token_ends_the_stream_with_forbidden() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let (_upstream, subcar) = subcar(&format!(
+        "[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"{SECRET}\"\nleeway = \"0s\""
+    ))
+    .await;
+    let exp = support::http::unix_now() + 2;
+    let token = encode(
+        &Header::default(),
+        &json!({"sub": "u", "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let res = reqwest::Client::new()
+        .get(get_url(&subcar, INCIDENTS))
+        .header("accept", "text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let mut s = StreamReader::new(res).await;
+    assert_eq!(s.response_status, 200);
+    let next = tokio::time::timeout(Duration::from_secs(8), s.event())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.json()["errors"][0]["extensions"]["code"],
+        "FORBIDDEN",
+        "{next:?}"
+    );
+    assert_eq!(s.event().await.unwrap().name(), "complete");
+    assert!(s.event().await.is_none());
+}
