@@ -19,6 +19,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::admin::drain::{Drain, Drained};
 use crate::admin::health::{self, Health};
+use crate::admin::refresh::{RefreshError, Refresher};
 use crate::admin::reload::{self, Reload};
 use crate::admin::status::StatusSource;
 use crate::admin::{AdminRouter, sampler};
@@ -43,6 +44,7 @@ use crate::server::graphiql::Graphiql;
 use crate::server::router::{GraphqlService, PublicRouter, StreamService, UpgradeService};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
+use crate::subscriptions::crosscheck::{self, CrossCheckError};
 use crate::subscriptions::filter::FilterError;
 use crate::subscriptions::operation::{Core, OperationLimits};
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
@@ -64,6 +66,8 @@ pub enum AppError {
     Upstream(#[from] UpstreamBuildError),
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error(transparent)]
+    CrossCheck(#[from] CrossCheckError),
     #[error(transparent)]
     WebhookSecret(#[from] BadSecret),
     #[error(transparent)]
@@ -97,6 +101,8 @@ pub struct App {
     auth: Auth,
     /// Completes events of `[subscriptions.resolve]` fields from the upstream.
     enricher: Arc<Enricher>,
+    /// What the configuration/schema cross-check warns about.
+    warnings: Vec<String>,
 }
 
 impl App {
@@ -107,6 +113,10 @@ impl App {
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let upstream = Upstream::new(&config.upstream)?;
         let auth = Auth::from_config(&config.auth, &upstream)?;
+        let warnings = crosscheck::check(&config.subscriptions, &schema.current())?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let fields = crate::subscriptions::subscription_fields(&schema.current().sdl());
         let routes = Arc::new(Routes::new(&config.subscriptions, fields)?);
         // Shared by the webhook (publish, dedup), the dispatcher (live
@@ -117,6 +127,9 @@ impl App {
         let registry = Registry::new(shards);
         let metrics = Arc::new(Metrics::new());
         metrics.seed(routes.fields(), routes.topics().iter().map(String::as_str));
+        if schema.upstream_part() != UpstreamPart::Pending {
+            metrics.schema_refreshed();
+        }
         let webhook = Arc::new(
             Webhook::new(&config.webhook, routes.topics(), bus.clone())?
                 .with_rate_limit(config.rate_limits.webhook_events_per_second)
@@ -141,6 +154,7 @@ impl App {
             routes,
             webhook,
             auth,
+            warnings,
         };
         app.check_resolve()?;
         Ok(app)
@@ -153,22 +167,27 @@ impl App {
         if !schema.upstream_loaded() {
             return Ok(());
         }
-        for (field, resolve) in self.routes.enriched() {
-            schema.resolve_target(field, resolve)?;
-        }
-        Ok(())
+        Ok(self.routes.check_resolve(&schema)?)
+    }
+
+    /// What the configuration/schema cross-check warns about (`subcar
+    /// check` prints them, start-up logs them).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// At start-up, one introspection of the upstream when the schema needs
-    /// it. A conflict between the schemas fails start-up; an upstream that is
-    /// not up yet is retried in the background once running.
+    /// it. A conflict between the schemas, or an upstream schema that does
+    /// not serve `[subscriptions.resolve]`, fails start-up; an upstream that
+    /// is not up yet is retried in the background once running.
     pub async fn learn_upstream_schema(&self) -> Result<(), AppError> {
         if self.schema.upstream_part() != UpstreamPart::Pending {
             return Ok(());
         }
-        match self.schema.introspect(&self.upstream).await {
-            Ok(()) => self.check_resolve(),
-            Err(e @ SchemaLoadError::Invalid(_)) => Err(e.into()),
+        match self.refresher().once().await {
+            Ok(()) => Ok(()),
+            Err(RefreshError::Load(e @ SchemaLoadError::Invalid(_))) => Err(e.into()),
+            Err(RefreshError::Resolve(e)) => Err(e.into()),
             Err(e) => {
                 tracing::warn!(
                     error = %error_chain(&e),
@@ -176,6 +195,17 @@ impl App {
                 );
                 Ok(())
             }
+        }
+    }
+
+    /// The task that keeps the upstream's part of the schema fresh.
+    fn refresher(&self) -> Refresher {
+        Refresher {
+            schema: self.schema.clone(),
+            upstream: self.upstream.clone(),
+            routes: self.routes.clone(),
+            metrics: self.metrics.clone(),
+            interval: self.config.schema.refresh_interval,
         }
     }
 
@@ -558,13 +588,9 @@ impl Bound {
         let drain = Drain::new(shutdown, app.config.server.drain_timeout);
         let shutdown = drain.public().clone();
         let realtime = drain.realtime().clone();
-        if app.schema.upstream_part() == UpstreamPart::Pending {
-            shutdown.spawn(
-                app.schema
-                    .clone()
-                    .introspect_in_background(app.upstream.clone(), shutdown.clone()),
-            );
-        }
+        // Introspection until the upstream answers, then every
+        // schema.refresh_interval and on SIGHUP.
+        shutdown.spawn(app.refresher().run(shutdown.clone()));
         // JWKS from a URL: fetched now and kept fresh, one task per process.
         if let Some(jwks) = app.auth.jwks.clone().filter(|j| j.is_remote()) {
             shutdown.spawn(jwks.keep_fresh(shutdown.clone()));
@@ -629,6 +655,7 @@ impl Bound {
             let targets = reload::Targets {
                 routes: app.routes.clone(),
                 count_limits: app.count_limits.clone(),
+                schema: app.schema.clone(),
             };
             admin.spawn(reload.on_sighup(targets, admin.clone()));
         }

@@ -75,10 +75,15 @@ async fn run(config: Config, path: Option<PathBuf>, log_filter: LogFilter) -> Ex
     // the process is ready must reload, not terminate it.
     let reload = path.map(|path| Reload::new(path, config.clone(), log_filter));
     let bound = match App::build(config) {
-        Ok(app) => match app.learn_upstream_schema().await {
-            Ok(()) => app.bind().await,
-            Err(e) => Err(e),
-        },
+        Ok(app) => {
+            for warning in app.warnings() {
+                tracing::warn!("{warning}");
+            }
+            match app.learn_upstream_schema().await {
+                Ok(()) => app.bind().await,
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     };
     let bound = match bound {
@@ -113,6 +118,9 @@ async fn check(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    for warning in app.warnings() {
+        println!("warning: {warning}");
+    }
     println!("configuration: ok");
     if let Err(e) = app.learn_upstream_schema().await {
         eprintln!("subcar: {e:#}");

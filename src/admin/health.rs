@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::bus::{Bus, BusState};
 use crate::log::error_chain;
 use crate::proxy::Upstream;
-use crate::proxy::schema::{LiveSchema, UpstreamPart};
+use crate::proxy::schema::{LiveSchema, RefreshOutcome, UpstreamPart};
 use crate::shutdown::Shutdown;
 
 /// How often the upstream is probed for `/readyz`.
@@ -50,6 +50,31 @@ pub struct SchemaStatus {
     /// Where the upstream's types come from; `pending` while introspection
     /// has not succeeded yet.
     pub upstream_part: UpstreamPart,
+    /// `ok` or `failed`: the last introspection of the upstream (absent
+    /// before the first). A failed one keeps the last good schema in use,
+    /// which is why it does not make subcar unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_refresh: Option<RefreshOutcome>,
+    /// Why the last introspection failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the schema in use was learned from the upstream.
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_opt")]
+    pub refreshed_at: Option<SystemTime>,
+}
+
+impl SchemaStatus {
+    pub fn of(schema: &LiveSchema) -> Self {
+        let refresh = schema.refresh_status();
+        Self {
+            upstream_part: schema.upstream_part(),
+            last_refresh: refresh.last,
+            error: refresh
+                .error
+                .filter(|_| refresh.last == Some(RefreshOutcome::Failed)),
+            refreshed_at: refresh.succeeded_at,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -95,9 +120,7 @@ impl Health {
             ready: !draining && connected,
             draining,
             upstream: self.upstream.lock().clone(),
-            schema: SchemaStatus {
-                upstream_part: self.schema.upstream_part(),
-            },
+            schema: SchemaStatus::of(&self.schema),
             bus: BusStatus {
                 kind: self.bus.kind(),
                 connected,

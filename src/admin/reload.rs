@@ -2,7 +2,9 @@
 //! dropping connections is applied (`log.filter`, the `filter` and `allow`
 //! expressions of `[[subscriptions]]`, `limits.max_connections` and
 //! `limits.max_subscriptions_per_connection`), and every other change is
-//! named in the log as needing a restart. [`plan`] decides what a new file
+//! named in the log as needing a restart. The upstream schema is
+//! re-introspected, and the new `[[subscriptions]]` are checked against the
+//! schema first ([`crosscheck`]): a mismatch refuses the file whole. [`plan`] decides what a new file
 //! changes; [`Reload`] applies it to the running process.
 
 use std::path::PathBuf;
@@ -11,8 +13,10 @@ use std::sync::Arc;
 use tracing_subscriber::{EnvFilter, Registry};
 
 use crate::config::Config;
+use crate::proxy::schema::LiveSchema;
 use crate::shutdown::Shutdown;
 use crate::subscriptions::Routes;
+use crate::subscriptions::crosscheck;
 use crate::transport::CountLimits;
 
 /// Swaps the log filter of the subscriber `main` installed.
@@ -80,6 +84,9 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
 pub struct Targets {
     pub routes: Arc<Routes>,
     pub count_limits: Arc<CountLimits>,
+    /// The new `[[subscriptions]]` are checked against it, and it is
+    /// re-introspected.
+    pub schema: LiveSchema,
 }
 
 /// The running configuration and the file it came from; applies the file
@@ -127,6 +134,9 @@ impl Reload {
     /// Reads the file again and applies what can change while running; the
     /// running configuration follows what was applied.
     fn reload(&mut self, targets: &Targets) {
+        // Whatever the file holds: SIGHUP is also how an operator says
+        // that the upstream's schema changed.
+        targets.schema.request_refresh();
         let new = match Config::load(&self.path, std::env::vars()) {
             Ok(new) => new,
             Err(e) => {
@@ -134,6 +144,13 @@ impl Reload {
                 return;
             }
         };
+        match crosscheck::check(&new.subscriptions, &targets.schema.current()) {
+            Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+                return;
+            }
+        }
         let plan = plan(&self.running, &new);
         let running = &mut self.running;
         if let Some(filter) = &plan.log_filter {

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::health::{Health, UpstreamStatus};
+use super::health::{Health, SchemaStatus, UpstreamStatus};
 use crate::bus::{Bus, BusState};
 use crate::config::{LimitsConfig, RateLimitsConfig};
-use crate::proxy::schema::{LiveSchema, UpstreamPart};
+use crate::proxy::schema::LiveSchema;
 use crate::subscriptions::Registry;
 
 /// Everything `/status` reads; built once in the composition root.
@@ -39,7 +39,7 @@ pub struct Status {
     pub subscriptions: Subscriptions,
     pub bus: BusReport,
     pub upstream: UpstreamReport,
-    pub schema: SchemaReport,
+    pub schema: SchemaStatus,
     pub limits: LimitsConfig,
     /// Events per second; `null` is off.
     pub rate_limits: RateLimitsConfig,
@@ -65,11 +65,6 @@ pub struct UpstreamReport {
     pub url: String,
     #[serde(flatten)]
     pub status: UpstreamStatus,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SchemaReport {
-    pub upstream_part: UpstreamPart,
 }
 
 impl StatusSource {
@@ -105,9 +100,7 @@ impl StatusSource {
                 url: self.upstream_url.clone(),
                 status: self.health.readiness().upstream,
             },
-            schema: SchemaReport {
-                upstream_part: self.schema.upstream_part(),
-            },
+            schema: SchemaStatus::of(&self.schema),
             limits: LimitsConfig {
                 max_connections: self.count_limits.max_connections(),
                 max_subscriptions_per_connection: self.count_limits.max_subscriptions(),

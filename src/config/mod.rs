@@ -179,6 +179,7 @@ impl Config {
         }
         self.server.check(&mut p);
         self.upstream.check(&mut p);
+        self.schema.check(&mut p);
         subscriptions::check(&self.subscriptions, &self.schema, &mut p);
         self.webhook.check(&mut p);
         self.auth.check(&mut p);

@@ -136,7 +136,7 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     Ok(value)
 }
 
-fn show(d: Duration) -> String {
+pub(super) fn show(d: Duration) -> String {
     if d.is_zero() {
         "0s".to_owned()
     } else {

@@ -151,6 +151,10 @@ pub struct Metrics {
     pub enrichment_operations: Counter<u64, AtomicU64>,
     pub enrichment_failures: Counter<u64, AtomicU64>,
     pub enrichment_skipped: Counter<u64, AtomicU64>,
+    /// Introspections of the upstream that failed (the schema in use stayed).
+    pub schema_refresh_failures: Counter<u64, AtomicU64>,
+    /// Unix time the schema in use was loaded or last refreshed.
+    pub schema_last_refresh_success: Gauge,
 }
 
 /// Latency buckets from 100 µs to ~13 s.
@@ -185,6 +189,8 @@ impl Metrics {
             enrichment_operations: Counter::default(),
             enrichment_failures: Counter::default(),
             enrichment_skipped: Counter::default(),
+            schema_refresh_failures: Counter::default(),
+            schema_last_refresh_success: Gauge::default(),
             registry: Registry::default(),
             process: Registry::default(),
         };
@@ -282,6 +288,17 @@ impl Metrics {
             "1 while the upstream answers subcar's reachability probe, 0 when it does not",
             m.upstream_up.clone(),
         );
+        registry.register(
+            "schema_refresh_failures",
+            "Introspections of the upstream that failed; the last good schema stays in use",
+            m.schema_refresh_failures.clone(),
+        );
+        registry.register_with_unit(
+            "schema_last_refresh_success_timestamp",
+            "Unix time the schema in use was loaded or last refreshed from the upstream",
+            Unit::Seconds,
+            m.schema_last_refresh_success.clone(),
+        );
         // `process_*` is a convention without the subcar prefix.
         let mut process = Registry::default();
         process.register_collector(Box::new(process::ProcessCollector));
@@ -320,6 +337,15 @@ impl Metrics {
                 topic: topic.to_owned(),
             });
         }
+    }
+
+    /// The schema in use was loaded or refreshed now.
+    pub fn schema_refreshed(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.schema_last_refresh_success
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 
     pub fn observe_proxy(&self, status: u16, elapsed: Duration) {
@@ -453,6 +479,8 @@ mod tests {
             "subcar_subscriptions{field=\"incidentUpdated\"} 0",
             "subcar_events_received_total{topic=\"incident.updated\"} 0",
             "subcar_upstream_up 0",
+            "subcar_schema_refresh_failures_total 0",
+            "subcar_schema_last_refresh_success_timestamp_seconds 0",
             "# TYPE process_cpu_seconds_total counter",
             "# TYPE process_resident_memory_bytes gauge",
         ] {

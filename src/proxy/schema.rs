@@ -2,25 +2,22 @@
 //! schema, from `schema.upstream_sdl` or learned by introspection. When the
 //! upstream is not up at start-up, subcar starts with the local types and
 //! keeps introspecting in the background; the merged schema is swapped in
-//! atomically once it arrives.
+//! atomically once it arrives, and again at each refresh
+//! ([`crate::admin::refresh`]). A failed refresh keeps the schema in use and
+//! is recorded here for `/readyz`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
 
 use crate::config::{DocumentLimits, SchemaConfig};
 use crate::graphql::{INTROSPECTION_QUERY, Schema, SchemaError};
 use crate::proxy::{ProxyError, Upstream};
-use crate::shutdown::Shutdown;
-
-const RETRY_MIN: Duration = Duration::from_secs(1);
-/// An upstream that starts after subcar (the usual order in a pod) is
-/// noticed within this long: the retries go 1 s, 2 s, 4 s, then every 5 s.
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaLoadError {
@@ -53,6 +50,25 @@ pub enum UpstreamPart {
     None,
 }
 
+/// How the last introspection of the upstream went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshOutcome {
+    Ok,
+    /// The schema in use is the last good one.
+    Failed,
+}
+
+/// The last introspection's outcome; all `None` before the first.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshStatus {
+    pub last: Option<RefreshOutcome>,
+    /// Why the last one failed.
+    pub error: Option<String>,
+    /// When the schema in use was learned.
+    pub succeeded_at: Option<SystemTime>,
+}
+
 /// A shared handle on the current schema. Readers take an `Arc` snapshot and
 /// never hold the lock across work.
 #[derive(Clone)]
@@ -62,6 +78,14 @@ pub struct LiveSchema {
     /// Applied to every schema built, also the one introspection brings.
     limits: DocumentLimits,
     introspection: bool,
+    refresh: Arc<Refresh>,
+}
+
+#[derive(Default)]
+struct Refresh {
+    status: Mutex<RefreshStatus>,
+    /// SIGHUP asks the refresh task for an introspection now.
+    wanted: Notify,
 }
 
 impl LiveSchema {
@@ -73,13 +97,17 @@ impl LiveSchema {
         self.current.read().1
     }
 
-    fn replace(&self, schema: Schema, part: UpstreamPart) {
-        *self.current.write() = (Arc::new(schema), part);
-    }
-
     /// Introspects the upstream once and merges the answer in. A conflict
     /// between the two schemas is an error; so is an unreachable upstream.
     pub async fn introspect(&self, upstream: &Upstream) -> Result<(), SchemaLoadError> {
+        let schema = self.fetch(upstream).await?;
+        self.install(schema);
+        Ok(())
+    }
+
+    /// Introspects the upstream and merges the answer with the subscription
+    /// SDL, without putting the result in use.
+    pub async fn fetch(&self, upstream: &Upstream) -> Result<Schema, SchemaLoadError> {
         let body = serde_json::json!({ "query": INTROSPECTION_QUERY }).to_string();
         let (status, bytes) = upstream
             .post_graphql(Bytes::from(body), &HeaderMap::new())
@@ -96,38 +124,43 @@ impl LiveSchema {
                 "HTTP {status}, no data (is introspection disabled upstream? then set schema.upstream_sdl) {errors}"
             )));
         }
-        let schema = Schema::build_with_introspection(&self.subscription_sdl, &json)?
-            .with_document_policy(self.limits.clone(), self.introspection);
-        self.replace(schema, UpstreamPart::Introspection);
-        Ok(())
+        Ok(
+            Schema::build_with_introspection(&self.subscription_sdl, &json)?
+                .with_document_policy(self.limits.clone(), self.introspection),
+        )
     }
 
-    /// Retries [`Self::introspect`] with backoff until it succeeds or
-    /// shutdown. Subscriptions that need upstream types answer
-    /// `SCHEMA_NOT_READY` meanwhile.
-    pub async fn introspect_in_background(self, upstream: Upstream, shutdown: Shutdown) {
-        let mut delay = RETRY_MIN;
-        loop {
-            tokio::select! {
-                _ = shutdown.triggered() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            match self.introspect(&upstream).await {
-                Ok(()) => {
-                    tracing::info!(
-                        "upstream schema learned by introspection; merged schema in use"
-                    );
-                    return;
-                }
-                Err(e @ SchemaLoadError::Invalid(_)) => {
-                    tracing::error!(error = %e, "upstream schema conflicts with schema.path; subscriptions needing upstream types stay unavailable");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %crate::log::error_chain(&e), retry_in = ?delay, "upstream schema not available yet");
-                }
-            }
-            delay = (delay * 2).min(RETRY_MAX);
-        }
+    /// Puts a schema [`Self::fetch`] built in use: operations prepared from
+    /// now on see it; those already prepared keep theirs.
+    pub fn install(&self, schema: Schema) {
+        *self.current.write() = (Arc::new(schema), UpstreamPart::Introspection);
+        *self.refresh.status.lock() = RefreshStatus {
+            last: Some(RefreshOutcome::Ok),
+            error: None,
+            succeeded_at: Some(SystemTime::now()),
+        };
+    }
+
+    /// Records a failed introspection; the schema in use stays.
+    pub fn record_failure(&self, error: String) {
+        let mut status = self.refresh.status.lock();
+        status.last = Some(RefreshOutcome::Failed);
+        status.error = Some(error);
+    }
+
+    pub fn refresh_status(&self) -> RefreshStatus {
+        self.refresh.status.lock().clone()
+    }
+
+    /// Asks the refresh task to introspect now (SIGHUP).
+    pub fn request_refresh(&self) {
+        self.refresh.wanted.notify_one();
+    }
+
+    /// Resolves when [`Self::request_refresh`] was called (once per call,
+    /// also for a call made before waiting).
+    pub async fn refresh_requested(&self) {
+        self.refresh.wanted.notified().await;
     }
 }
 
@@ -160,5 +193,6 @@ pub fn load(config: &SchemaConfig, limits: &DocumentLimits) -> Result<LiveSchema
         subscription_sdl: subscription_sdl.into(),
         limits: limits.clone(),
         introspection: config.introspection,
+        refresh: Arc::default(),
     })
 }

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::config::SubscriptionConfig;
 use crate::log::LogLimit;
+use crate::subscriptions::references::Reads;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -137,6 +138,14 @@ impl Expression {
 
     pub fn uses_claims(&self) -> bool {
         self.0.uses_claims
+    }
+
+    /// The variables and `args` fields the expression reads.
+    pub fn reads(&self) -> Reads {
+        let env = env();
+        Reads::of(self.0.program.expression(), &|name| {
+            env.types().find_type(name).is_some()
+        })
     }
 
     /// The value over `event` with a group's `args` and `claims`.

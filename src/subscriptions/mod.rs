@@ -5,12 +5,14 @@
 //! sockets or wire formats: a connection is an [`outbox::Outbox`] of shared
 //! payloads, which its transport frames.
 
+pub mod crosscheck;
 pub mod dispatcher;
 pub mod enrich;
 pub mod filter;
 pub mod latch;
 pub mod operation;
 pub mod outbox;
+pub mod references;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -144,6 +146,18 @@ impl Routes {
             .collect();
         out.sort_by_key(|(f, _)| *f);
         out
+    }
+
+    /// Checks every `[subscriptions.resolve]` against `schema`, which must
+    /// hold the upstream's part.
+    pub fn check_resolve(
+        &self,
+        schema: &crate::graphql::Schema,
+    ) -> Result<(), Box<crate::graphql::fetch::ResolveSchemaError>> {
+        for (field, resolve) in self.enriched() {
+            schema.resolve_target(field, resolve)?;
+        }
+        Ok(())
     }
 
     /// Every Subscription field, configured or not.
