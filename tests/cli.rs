@@ -188,12 +188,13 @@ async fn sighup_reloads_log_filter_and_names_what_needs_a_restart() {
         "[log]\nfilter = \"info\"\n[limits]\noutbound_queue = 5",
     );
     let (mut applied, mut restart) = (false, false);
-    reload(&mut subcar, &file, changed, |line| {
-        applied |= line.contains("log.filter applied");
-        restart |= line.contains("after a restart") && line.contains("limits");
-        applied && restart
-    })
-    .await;
+    subcar
+        .reload(&file, changed, |line| {
+            applied |= line.contains("log.filter applied");
+            restart |= line.contains("after a restart") && line.contains("limits");
+            applied && restart
+        })
+        .await;
     let res = client
         .post(format!("http://{}/graphql", file.addrs.public))
         .json(&json!({"query": "{ hello }"}))
@@ -239,29 +240,6 @@ async fn sigterm_keeps_sockets_until_the_drain_ends_then_closes_them_1001() {
     assert_eq!(during["payload"]["data"]["incidentUpdated"]["id"], "during");
     assert_eq!(ws.closed().await.0, 1001, "closed with 1001 at the end");
     assert_eq!(subcar.exit_code().await, Some(0));
-}
-
-/// Writes `changed` to the running process's config file, sends SIGHUP,
-/// and feeds the process's stderr lines to `done` until it says so.
-async fn reload(
-    subcar: &mut Process,
-    file: &ConfigFile,
-    changed: Builder,
-    mut done: impl FnMut(&str) -> bool,
-) {
-    file.rewrite(changed);
-    subcar.signal("-HUP");
-    let mut lines = subcar.stderr_lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .expect("reload is logged")
-            .unwrap()
-            .expect("subcar still running");
-        if done(&line) {
-            return;
-        }
-    }
 }
 
 /// Posts `event` to the webhook; expects `202`.
@@ -350,16 +328,17 @@ async fn sighup_applies_a_new_filter_and_limits_to_live_connections() {
         ),
     );
     let (mut rules, mut limits) = (false, false);
-    reload(&mut subcar, &file, filtered, |line| {
-        assert!(!line.contains("after a restart"), "{line}");
-        if line.contains("filter/allow rules applied") {
-            assert!(line.contains("not_applied=0"), "{line}");
-            rules = true;
-        }
-        limits |= line.contains("limits applied");
-        rules && limits
-    })
-    .await;
+    subcar
+        .reload(&file, filtered, |line| {
+            assert!(!line.contains("after a restart"), "{line}");
+            if line.contains("filter/allow rules applied") {
+                assert!(line.contains("not_applied=0"), "{line}");
+                rules = true;
+            }
+            limits |= line.contains("limits applied");
+            rules && limits
+        })
+        .await;
     for id in ["hidden", "shown"] {
         post_event(webhook, id).await;
     }

@@ -189,6 +189,8 @@ async fn plain_scrapers_get_the_text_format_with_every_family_at_zero() {
         ("subcar_refusals_total", Some(("reason", "slow_consumer"))),
         ("subcar_webhook_requests_total", Some(("status", "503"))),
         ("subcar_upstream_up", None),
+        ("subcar_schema_refresh_failures_total", None),
+        ("subcar_schema_last_refresh_success_timestamp_seconds", None),
         ("process_resident_memory_bytes", None),
         ("process_cpu_seconds_total", None),
         ("process_open_fds", None),

@@ -185,6 +185,29 @@ impl Process {
             .code()
     }
 
+    /// Rewrites `file` with `changed`, sends SIGHUP and reads stderr (once
+    /// per process) until `done` says a line is the one awaited.
+    pub async fn reload(
+        &mut self,
+        file: &ConfigFile,
+        changed: Builder,
+        mut done: impl FnMut(&str) -> bool,
+    ) {
+        file.rewrite(changed);
+        self.signal("-HUP");
+        let mut lines = self.stderr_lines();
+        loop {
+            let line = tokio::time::timeout(PATIENCE, lines.next_line())
+                .await
+                .expect("reload is logged")
+                .unwrap()
+                .expect("subcar still running");
+            if done(&line) {
+                return;
+            }
+        }
+    }
+
     /// The process's stderr (started with `Stdio::piped()`) line by line.
     pub fn stderr_lines(&mut self) -> Lines<BufReader<ChildStderr>> {
         BufReader::new(self.child.stderr.take().expect("stderr is piped")).lines()

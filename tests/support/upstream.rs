@@ -8,13 +8,15 @@
 //! `ticket(id)` is the entity the enrichment tests complete events with, with
 //! rights per caller (see [`QueryRoot::ticket`]); request bodies naming an id
 //! `http-<code>` or `http-garbage` are answered with that HTTP status or with
-//! bytes that are not JSON.
+//! bytes that are not JSON. Its schema can change as a redeployed API's does:
+//! [`TestUpstream::evolve`] adds `Ticket.priority`, and
+//! [`TestUpstream::refuse_introspection`] makes introspection fail.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_graphql::parser::types::Field;
@@ -347,6 +349,21 @@ impl Ticket {
     async fn tenant(&self) -> &str {
         &self.data.tenant
     }
+
+    /// A field the API gains by a redeploy: in the schema only once
+    /// [`TestUpstream::evolve`] was called.
+    #[graphql(visible = "evolved")]
+    async fn priority(&self) -> i32 {
+        1
+    }
+}
+
+/// Whether the upstream's schema is the evolved one ([`TestUpstream::evolve`]).
+#[derive(Clone, Copy)]
+struct Evolved(bool);
+
+fn evolved(ctx: &Context<'_>) -> bool {
+    ctx.data_opt::<Evolved>().is_some_and(|e| e.0)
 }
 
 #[derive(SimpleObject)]
@@ -389,6 +406,8 @@ struct State {
     /// Requests being answered, and the most seen at once.
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    evolved: AtomicBool,
+    refuse_introspection: AtomicBool,
 }
 
 /// A running upstream; stops with the test's runtime.
@@ -412,6 +431,8 @@ impl TestUpstream {
             release: Notify::new(),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            evolved: AtomicBool::new(false),
+            refuse_introspection: AtomicBool::new(false),
         });
         let serving = state.clone();
         tokio::spawn(async move {
@@ -448,6 +469,18 @@ impl TestUpstream {
     /// Lets a `multipart`/`sse` response send its second part.
     pub fn release(&self) {
         self.state.release.notify_one();
+    }
+
+    /// From now on the schema has `Ticket.priority`, as after a redeploy.
+    pub fn evolve(&self) {
+        self.state.evolved.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether introspection queries are answered `503` from now on.
+    pub fn refuse_introspection(&self, refuse: bool) {
+        self.state
+            .refuse_introspection
+            .store(refuse, Ordering::SeqCst);
     }
 
     /// How many recorded requests have a body containing `needle`.
@@ -523,6 +556,12 @@ async fn answer(state: &Arc<State>, parts: http::request::Parts, body: Bytes) ->
         }
         None => {}
     }
+    if state.refuse_introspection.load(Ordering::SeqCst)
+        && body.windows(8).any(|w| w == b"__schema")
+    {
+        let body = r#"{"errors":[{"message":"introspection is down for maintenance"}]}"#;
+        return json(StatusCode::SERVICE_UNAVAILABLE, body.to_owned());
+    }
     let behavior = parts
         .headers
         .get("x-test-behavior")
@@ -564,7 +603,9 @@ async fn answer(state: &Arc<State>, parts: http::request::Parts, body: Bytes) ->
             }
         }
     };
-    let request = request.data(parts.headers);
+    let request = request
+        .data(parts.headers)
+        .data(Evolved(state.evolved.load(Ordering::SeqCst)));
     let response = state.schema.execute_batch(request).await;
     json(StatusCode::OK, serde_json::to_string(&response).unwrap())
 }
