@@ -92,6 +92,7 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
             introspect_upstream: false,
             upstream_sdl: None,
             introspection: true,
+            refresh_interval: std::time::Duration::ZERO,
         },
         &Default::default(),
     )
