@@ -2,10 +2,11 @@
 //! dropping connections is applied (`log.filter`, the `filter` and `allow`
 //! expressions of `[[subscriptions]]`, `limits.max_connections` and
 //! `limits.max_subscriptions_per_connection`), and every other change is
-//! named in the log as needing a restart. The upstream schema is
-//! re-introspected, and the new `[[subscriptions]]` are checked against the
-//! schema first ([`crosscheck`]): a mismatch refuses the file whole. [`plan`] decides what a new file
-//! changes; [`Reload`] applies it to the running process.
+//! named in the log as needing a restart. The new `[[subscriptions]]` are
+//! first checked against the running schema ([`crosscheck`]): a mismatch
+//! refuses the file whole. Every SIGHUP also re-introspects the upstream
+//! ([`crate::admin::refresh`]). [`plan`] decides what a new file changes;
+//! [`Reload`] applies it to the running process.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -41,8 +41,16 @@ pub enum Mismatch {
         variable: String,
         expected: &'static [&'static str],
     },
-    #[error(transparent)]
-    Invalid(#[from] FilterError),
+    #[error(
+        "subscriptions[{index}].{rule}: not a valid CEL expression (line {line}, column {column}): {message}"
+    )]
+    Invalid {
+        index: usize,
+        rule: String,
+        line: isize,
+        column: isize,
+        message: String,
+    },
 }
 
 /// Every mismatch found, one line each.
@@ -114,8 +122,19 @@ pub fn check(
         for (rule, source, expected) in rules(config) {
             let expression = match Expression::compile(&config.field, &rule, source) {
                 Ok(e) => e,
-                Err(e) => {
-                    errors.push(e.into());
+                Err(FilterError::Compile {
+                    line,
+                    column,
+                    message,
+                    ..
+                }) => {
+                    errors.push(Mismatch::Invalid {
+                        index,
+                        rule,
+                        line,
+                        column,
+                        message,
+                    });
                     continue;
                 }
             };
@@ -250,7 +269,10 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.lines().count(), 4, "{err}");
-        assert!(err.contains("filter expression is invalid"), "{err}");
+        assert!(
+            err.contains("subscriptions[0].filter: not a valid CEL expression (line 1, column"),
+            "{err}"
+        );
     }
 
     #[test]
