@@ -12,8 +12,9 @@ use crate::config::SubscriptionConfig;
 use crate::graphql::Schema;
 use crate::subscriptions::filter::{Expression, FilterError};
 
-/// The variables each rule is evaluated with.
-const FILTER: &[&str] = &["event", "args", "claims"];
+/// The variables of the rules evaluated for each event (`filter`,
+/// `resolve.args`).
+const PER_EVENT: &[&str] = &["event", "args", "claims"];
 /// `allow` and `resolve.share_by` are evaluated when a client subscribes,
 /// before any event.
 const AT_SUBSCRIBE: &[&str] = &["args", "claims"];
@@ -174,14 +175,14 @@ pub fn check(
 fn rules(config: &SubscriptionConfig) -> Vec<(String, &str, &'static [&'static str])> {
     let mut rules = Vec::new();
     if let Some(filter) = &config.filter {
-        rules.push(("filter".to_owned(), filter.as_str(), FILTER));
+        rules.push(("filter".to_owned(), filter.as_str(), PER_EVENT));
     }
     if let Some(allow) = &config.allow {
         rules.push(("allow".to_owned(), allow.as_str(), AT_SUBSCRIBE));
     }
     if let Some(resolve) = &config.resolve {
         for (name, source) in &resolve.args {
-            rules.push((format!("resolve.args.{name}"), source.as_str(), FILTER));
+            rules.push((format!("resolve.args.{name}"), source.as_str(), PER_EVENT));
         }
         if let Some(share_by) = &resolve.share_by {
             rules.push((
