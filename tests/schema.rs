@@ -144,7 +144,7 @@ async fn a_refresh_makes_a_new_upstream_field_subscribable_at_once() {
 
     upstream.evolve();
     let mut learned = false;
-    for _ in 0..50 {
+    for _ in 0..100 {
         let sdl = subcar.get_text("/graphql/schema.graphql").await;
         if sdl.contains("priority") {
             learned = true;

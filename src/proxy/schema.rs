@@ -97,16 +97,10 @@ impl LiveSchema {
         self.current.read().1
     }
 
-    /// Introspects the upstream once and merges the answer in. A conflict
-    /// between the two schemas is an error; so is an unreachable upstream.
-    pub async fn introspect(&self, upstream: &Upstream) -> Result<(), SchemaLoadError> {
-        let schema = self.fetch(upstream).await?;
-        self.install(schema);
-        Ok(())
-    }
-
     /// Introspects the upstream and merges the answer with the subscription
-    /// SDL, without putting the result in use.
+    /// SDL, without putting the result in use ([`Self::install`] does). A
+    /// conflict between the two schemas is an error; so is an unreachable
+    /// upstream.
     pub async fn fetch(&self, upstream: &Upstream) -> Result<Schema, SchemaLoadError> {
         let body = serde_json::json!({ "query": INTROSPECTION_QUERY }).to_string();
         let (status, bytes) = upstream
