@@ -35,7 +35,7 @@ use crate::layers::message_rate_limit::MessageRateLimitLayer;
 use crate::layers::origin::OriginCheckLayer;
 use crate::layers::per_second;
 use crate::layers::require_auth::RequireAuthLayer;
-use crate::log::error_chain;
+use crate::log::{Audit, error_chain};
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::proxy::{Proxy, ProxyError, Upstream, UpstreamBuildError};
@@ -43,6 +43,7 @@ use crate::server::graphiql::Graphiql;
 use crate::server::router::{ClientService, GraphqlService, PublicRouter};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
+use crate::subscriptions::directory::Directory;
 use crate::subscriptions::filter::FilterError;
 use crate::subscriptions::operation::{Core, OperationLimits};
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
@@ -97,6 +98,9 @@ pub struct App {
     auth: Auth,
     /// Completes events of `[subscriptions.resolve]` fields from the upstream.
     enricher: Arc<Enricher>,
+    /// Every connected client, for `/status/connections`.
+    directory: Arc<Directory>,
+    audit: Audit,
 }
 
 impl App {
@@ -117,10 +121,12 @@ impl App {
         let registry = Registry::new(shards);
         let metrics = Arc::new(Metrics::new());
         metrics.seed(routes.fields(), routes.topics().iter().map(String::as_str));
+        let audit = Audit::new(config.log.audit);
         let webhook = Arc::new(
             Webhook::new(&config.webhook, routes.topics(), bus.clone())?
                 .with_rate_limit(config.rate_limits.webhook_events_per_second)
-                .with_metrics(metrics.clone()),
+                .with_metrics(metrics.clone())
+                .with_audit(audit),
         );
         let enricher = Arc::new(Enricher::new(
             Arc::new(upstream.clone()),
@@ -129,6 +135,8 @@ impl App {
         ));
         let app = Self {
             enricher,
+            directory: Arc::new(Directory::default()),
+            audit,
             count_limits: Arc::new(CountLimits::from_config(&config.limits)),
             config: Arc::new(config),
             health: Arc::new(Health::new(schema.clone(), bus.clone())),
@@ -312,6 +320,8 @@ impl App {
             authenticator: self.auth.authenticator.clone(),
             metrics: self.metrics.clone(),
             limits: OperationLimits::from_config(&self.config, self.count_limits.clone()),
+            directory: self.directory.clone(),
+            audit: self.audit,
         };
         Arc::new(Shared {
             core: Arc::new(core),
@@ -367,6 +377,7 @@ impl App {
             rate_limits: self.config.rate_limits.clone(),
             upstream_url: self.config.upstream.url.to_string(),
             metrics: self.metrics.clone(),
+            directory: self.directory.clone(),
         };
         AdminRouter::new(self.health.clone(), self.metrics.clone(), Arc::new(status))
     }

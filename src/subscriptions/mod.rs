@@ -5,6 +5,7 @@
 //! sockets or wire formats: a connection is an [`outbox::Outbox`] of shared
 //! payloads, which its transport frames.
 
+pub mod directory;
 pub mod dispatcher;
 pub mod enrich;
 pub mod filter;

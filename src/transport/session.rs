@@ -112,6 +112,12 @@ where
         }
     }
 
+    /// Who the client is, for `/status/connections` and the audit log.
+    pub fn describe(mut self, client: crate::subscriptions::directory::ClientInfo) -> Self {
+        self.ops.describe(client);
+        self
+    }
+
     /// Runs until either side closes; everything the session held is
     /// released when it returns.
     pub async fn run(mut self) {

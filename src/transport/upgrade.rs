@@ -115,12 +115,15 @@ impl WsEndpoint {
             };
             return refuse(StatusCode::BAD_REQUEST, message);
         }
-        if let Some(refused) = super::refusal(&self.shared.core, &self.drain) {
-            return refused;
-        }
         let accept = derive_accept_key(key.as_bytes());
         let on_upgrade = hyper::upgrade::on(&mut request);
         let (parts, _) = request.into_parts();
+        let client = self
+            .shared
+            .client_info(&parts, Transport::graphql_transport_ws);
+        if let Some(refused) = super::refusal(&self.shared.core, &self.drain, client) {
+            return refused;
+        }
         let Some(headers) = self.shared.headers_for_upstream(&parts) else {
             return super::no_client_connection();
         };
@@ -143,6 +146,7 @@ impl WsEndpoint {
             .await;
             tracing::debug!("websocket connected");
             Session::new(WsTransport::new(ws), shared, headers, closing)
+                .describe(client)
                 .run()
                 .await;
             tracing::debug!("websocket session ended");

@@ -72,6 +72,9 @@ pub struct Core {
     /// Refusals by reason.
     pub metrics: Arc<Metrics>,
     pub limits: OperationLimits,
+    /// Who is connected (`/status/connections`).
+    pub directory: Arc<crate::subscriptions::directory::Directory>,
+    pub audit: crate::log::Audit,
 }
 
 /// The limits of one client's operations.
