@@ -332,6 +332,7 @@ impl App {
             count_limits: self.count_limits.clone(),
             rate_limits: self.config.rate_limits.clone(),
             upstream_url: self.config.upstream.url.to_string(),
+            metrics: self.metrics.clone(),
         };
         AdminRouter::new(self.health.clone(), self.metrics.clone(), Arc::new(status))
     }

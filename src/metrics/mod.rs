@@ -32,10 +32,20 @@ pub struct TransportLabel {
 #[allow(non_camel_case_types)]
 pub enum Transport {
     graphql_transport_ws,
+    /// The legacy subscriptions-transport-ws subprotocol.
+    graphql_ws,
 }
 
 impl Transport {
-    pub const ALL: &[Transport] = &[Transport::graphql_transport_ws];
+    pub const ALL: &[Transport] = &[Transport::graphql_transport_ws, Transport::graphql_ws];
+
+    /// The name operators read in `/status` (the subprotocol's own).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::graphql_transport_ws => "graphql-transport-ws",
+            Transport::graphql_ws => "graphql-ws",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -431,6 +441,7 @@ mod tests {
         let text = m.render_as(Format::Text);
         for line in [
             "subcar_connections{transport=\"graphql_transport_ws\"} 0",
+            "subcar_connections{transport=\"graphql_ws\"} 0",
             "subcar_refusals_total{reason=\"draining\"} 0",
             "subcar_webhook_requests_total{status=\"503\"} 0",
             "subcar_subscriptions{field=\"incidentUpdated\"} 0",

@@ -1,9 +1,11 @@
-//! The graphql-transport-ws protocol at the edge: WebSocket frames become
-//! [`ClientMessage`]s and [`Outbound`] values become frames. This is the only
-//! file that sees `tungstenite::Message`.
+//! The WebSocket edge: frames become typed client messages ([`ClientMessage`]
+//! for graphql-transport-ws, [`super::legacy_protocol::LegacyMessage`] for the
+//! legacy `graphql-ws`) and [`Outbound`] values become frames. This is the
+//! only file that sees `tungstenite::Message`.
 //!
 //! Protocol: <https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md>.
 
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -54,6 +56,18 @@ pub enum ClientMessage {
 /// reads.
 pub use crate::subscriptions::operation::Request as SubscribePayload;
 
+/// A subprotocol's client messages, read from one text (or binary) frame.
+pub trait TextMessage: Sized {
+    /// The message in `text`; the error is the parser's reason.
+    fn parse(text: &[u8]) -> Result<Self, String>;
+}
+
+impl TextMessage for ClientMessage {
+    fn parse(text: &[u8]) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
 impl ClientMessage {
     /// Parses one text frame; the error is the reason for a `4400` close.
     pub fn parse(text: &[u8]) -> Result<Self, String> {
@@ -83,7 +97,8 @@ impl Frame {
         &self.0
     }
 
-    fn json(value: &Value) -> Self {
+    /// `value` serialised.
+    pub fn json(value: &Value) -> Self {
         Self(Bytes::from(value.to_string()))
     }
 
@@ -117,9 +132,10 @@ impl Frame {
     }
 }
 
-/// The `next` envelope of one subscription, built once at `subscribe`
-/// (`{"id":<id>,"type":"next","payload":` … `}`) and spliced around each
-/// shared execution result: the one place `next` frames are made.
+/// The result envelope of one operation, built once when it starts
+/// (`{"id":<id>,"type":"next","payload":` … `}`; `"data"` for the legacy
+/// protocol) and spliced around each shared execution result: the one place
+/// result frames are made.
 #[derive(Debug, Clone)]
 pub struct NextEnvelope {
     prefix: Bytes,
@@ -129,12 +145,20 @@ pub struct NextEnvelope {
 const FRAME_CHUNK: usize = 16 * 1024;
 
 impl NextEnvelope {
+    /// A graphql-transport-ws `next` envelope.
     pub fn new(id: &str) -> Self {
+        Self::typed(id, "next")
+    }
+
+    /// An envelope of message type `kind` (a protocol constant, not escaped).
+    pub fn typed(id: &str, kind: &str) -> Self {
         let id = Value::from(id).to_string();
-        let mut prefix = Vec::with_capacity(id.len() + 28);
+        let mut prefix = Vec::with_capacity(id.len() + kind.len() + 24);
         prefix.extend_from_slice(br#"{"id":"#);
         prefix.extend_from_slice(id.as_bytes());
-        prefix.extend_from_slice(br#","type":"next","payload":"#);
+        prefix.extend_from_slice(br#","type":""#);
+        prefix.extend_from_slice(kind.as_bytes());
+        prefix.extend_from_slice(br#"","payload":"#);
         Self {
             prefix: Bytes::from(prefix),
         }
@@ -189,23 +213,28 @@ pub enum Outbound {
 
 impl Outbound {
     pub fn close(code: CloseCode, reason: impl Into<String>) -> Self {
-        let mut reason = reason.into();
-        if reason.len() > MAX_CLOSE_REASON {
-            let mut cut = MAX_CLOSE_REASON;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
-        Self::Close(code, reason)
+        Self::Close(code, cut_reason(reason.into(), MAX_CLOSE_REASON))
     }
 }
 
-/// What the session receives.
+/// `reason` cut to at most `max` bytes on a char boundary: parser reasons
+/// may quote client input, and what is sent back about it stays small.
+pub fn cut_reason(mut reason: String, max: usize) -> String {
+    if reason.len() > max {
+        let mut cut = max;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+/// What the session receives; `M` is the subprotocol's client message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Inbound {
-    Message(ClientMessage),
-    /// Not a protocol message: close `4400` with this reason.
+pub enum Inbound<M = ClientMessage> {
+    Message(M),
+    /// Not a protocol message, with the parser's reason.
     Invalid(String),
     /// A frame over the size limit: close `1009`.
     TooBig,
@@ -237,8 +266,10 @@ pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
 /// oversized frame the input is no longer frames (the rest of the refused
 /// payload follows): it is then read raw and discarded, after our side of
 /// the TCP connection is shut down. The caller bounds the whole in time.
-pub struct WsTransport<S> {
+pub struct WsTransport<S, M = ClientMessage> {
     inner: WebSocketStream<S>,
+    /// Reads `M`s (`fn` so the transport is `Send`/`Sync` whatever `M` is).
+    message: PhantomData<fn() -> M>,
     /// A frame header announced more than the limit: tungstenite would
     /// go on buffering the payload, so the frames are not read again.
     oversized: bool,
@@ -262,20 +293,21 @@ enum Closing {
 /// sending cannot hold a worker.
 const DRAIN_READS_PER_POLL: usize = 16;
 
-impl<S> WsTransport<S> {
+impl<S, M> WsTransport<S, M> {
     pub fn new(inner: WebSocketStream<S>) -> Self {
         Self {
             inner,
+            message: PhantomData,
             oversized: false,
             closing: Closing::Flush,
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsTransport<S> {
-    type Item = Inbound;
+impl<S: AsyncRead + AsyncWrite + Unpin, M: TextMessage> Stream for WsTransport<S, M> {
+    type Item = Inbound<M>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound<M>>> {
         loop {
             let item = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 None => return Poll::Ready(None),
@@ -298,16 +330,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsTransport<S> {
     }
 }
 
-impl Inbound {
+impl<M: TextMessage> Inbound<M> {
     fn from_text(text: &[u8]) -> Self {
-        match ClientMessage::parse(text) {
+        match M::parse(text) {
             Ok(m) => Self::Message(m),
             Err(reason) => Self::Invalid(reason),
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Outbound> for WsTransport<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin, M> Sink<Outbound> for WsTransport<S, M> {
     type Error = tungstenite::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -3,8 +3,8 @@
 //! a tokio-tungstenite stream with deliberately small buffers and a
 //! [`Session`] runs on it as a tracked task.
 //!
-//! Only `graphql-transport-ws` is spoken; the subprotocol choice is one
-//! match so the legacy `graphql-ws` can be added beside it.
+//! The subprotocol is `graphql-transport-ws`, or the legacy `graphql-ws`
+//! when a client offers only that ([`Subprotocol::negotiate`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,15 +16,53 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use futures_util::future::Either;
+
+use super::legacy_protocol::LEGACY_SUBPROTOCOL;
 use super::protocol::{SUBPROTOCOL, WsTransport, websocket_config};
-use super::{Session, Shared};
+use super::{LegacySession, Session, Shared};
 use crate::http::body::{self, Body};
 use crate::metrics::{GaugeGuard, Refusal, Transport, TransportLabel};
 use crate::shutdown::Shutdown;
 use crate::subscriptions::latch::Latch;
 
-/// The legacy subscriptions-transport-ws subprotocol (not served yet).
-const LEGACY_SUBPROTOCOL: &str = "graphql-ws";
+/// The subprotocol a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subprotocol {
+    /// `graphql-transport-ws`.
+    TransportWs,
+    /// The legacy `graphql-ws` (subscriptions-transport-ws).
+    Legacy,
+}
+
+impl Subprotocol {
+    /// The choice among the client's offers: `graphql-transport-ws` wins
+    /// when both are offered, whatever their order.
+    pub fn negotiate(offered: &[&str]) -> Option<Self> {
+        if offered.contains(&SUBPROTOCOL) {
+            Some(Self::TransportWs)
+        } else if offered.contains(&LEGACY_SUBPROTOCOL) {
+            Some(Self::Legacy)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TransportWs => SUBPROTOCOL,
+            Self::Legacy => LEGACY_SUBPROTOCOL,
+        }
+    }
+
+    /// Its metrics label.
+    pub fn transport(self) -> Transport {
+        match self {
+            Self::TransportWs => Transport::graphql_transport_ws,
+            Self::Legacy => Transport::graphql_ws,
+        }
+    }
+}
 
 /// At the end of a drain, open sockets are closed over this window rather
 /// than all at once, so their clients do not reconnect in the same instant.
@@ -107,14 +145,12 @@ impl WsEndpoint {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .collect();
-        if !offered.contains(&SUBPROTOCOL) {
-            let message = if offered.contains(&LEGACY_SUBPROTOCOL) {
-                "the legacy graphql-ws subprotocol is not supported: use graphql-transport-ws"
-            } else {
-                "the WebSocket subprotocol graphql-transport-ws is required"
-            };
-            return refuse(StatusCode::BAD_REQUEST, message);
-        }
+        let Some(subprotocol) = Subprotocol::negotiate(&offered) else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "the WebSocket subprotocol graphql-transport-ws (or the legacy graphql-ws) is required",
+            );
+        };
         let core = &self.shared.core;
         if core.registry.stats.connections.load(Ordering::Relaxed)
             >= core.limits.counts.max_connections()
@@ -166,15 +202,23 @@ impl WsEndpoint {
                 .metrics
                 .connections
                 .get_or_create(&TransportLabel {
-                    transport: Transport::graphql_transport_ws,
+                    transport: subprotocol.transport(),
                 })
                 .clone();
             // A clone: the family's guard must not live across awaits. Held
             // by a guard, so a session that panics gives it back.
             let _connected = GaugeGuard::hold(gauge);
-            tracing::debug!("websocket connected");
+            tracing::debug!(subprotocol = subprotocol.name(), "websocket connected");
             let cancel = Latch::new();
-            let session = Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone());
+            let session = match subprotocol {
+                Subprotocol::TransportWs => Either::Left(
+                    Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone()).run(),
+                ),
+                Subprotocol::Legacy => Either::Right(
+                    LegacySession::new(WsTransport::new(ws), shared, forwarded, cancel.clone())
+                        .run(),
+                ),
+            };
             // The session's own latch is raised `delay` after the drain's end.
             let close_later = async {
                 closing.cancelled().await;
@@ -183,7 +227,7 @@ impl WsEndpoint {
                 std::future::pending::<()>().await
             };
             tokio::select! {
-                () = session.run() => {}
+                () = session => {}
                 () = close_later => {}
             }
             tracing::debug!("websocket session ended");
@@ -199,7 +243,7 @@ impl WsEndpoint {
         );
         h.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
+            HeaderValue::from_static(subprotocol.name()),
         );
         res
     }
@@ -246,6 +290,24 @@ fn refuse(status: StatusCode, message: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graphql_transport_ws_wins_when_both_are_offered() {
+        use Subprotocol::*;
+        for (offered, chosen) in [
+            (
+                &["graphql-ws", "graphql-transport-ws"][..],
+                Some(TransportWs),
+            ),
+            (&["graphql-transport-ws", "graphql-ws"], Some(TransportWs)),
+            (&["graphql-ws"], Some(Legacy)),
+            (&["chat", "graphql-ws"], Some(Legacy)),
+            (&["chat"], None),
+            (&[], None),
+        ] {
+            assert_eq!(Subprotocol::negotiate(offered), chosen, "{offered:?}");
+        }
+    }
 
     #[test]
     fn close_delays_cover_the_window_evenly() {
