@@ -306,6 +306,51 @@ async fn refused_init_credentials_are_a_connection_error() {
 }
 
 #[tokio::test]
+async fn a_token_expiring_while_connected_ends_with_a_connection_error() {
+    let rt = spawn(&jwt_auth("")).await;
+    let token = hs256(json!({"sub": "u1", "exp": auth_support::now() + 2}), 0);
+    let mut c =
+        Legacy::ready_with(rt.addr, json!({"Authorization": format!("Bearer {token}")})).await;
+    c.ended(4403, "expired").await;
+}
+
+#[tokio::test]
+async fn extensions_resume_carries_cursors_and_replays_what_was_missed() {
+    let rt = spawn("").await;
+    let resume = |id: &str, after: Value| {
+        json!({"id": id, "type": "start", "payload": {
+            "query": "subscription { counter }", "extensions": {"resume": after}}})
+    };
+    let mut c = Legacy::ready(rt.addr).await;
+    c.send(resume("r", json!({}))).await;
+    wait_subscriptions(&rt, 1).await;
+    publish(rt.webhook, json!({"topic": "counter", "payload": 1})).await;
+    let first = c.recv().await;
+    assert_eq!(first["payload"]["data"]["counter"], 1);
+    let cursor = first["payload"]["extensions"]["cursor"].clone();
+    assert!(cursor.is_string(), "{first}");
+    drop(c);
+    wait_subscriptions(&rt, 0).await;
+    publish(rt.webhook, json!({"topic": "counter", "payload": 2})).await;
+    let mut c = Legacy::ready(rt.addr).await;
+    c.send(resume("r", json!({"after": cursor}))).await;
+    let missed = c.recv().await;
+    assert_eq!(
+        (&missed["type"], &missed["id"]),
+        (&json!("data"), &json!("r"))
+    );
+    assert_eq!(missed["payload"]["data"]["counter"], 2);
+    // A cursor that is not one is an `error` for the operation.
+    c.send(resume("bad", json!({"after": "nope"}))).await;
+    let error = c.recv().await;
+    assert_eq!(
+        (&error["type"], &error["id"]),
+        (&json!("error"), &json!("bad"))
+    );
+    assert_eq!(error["payload"]["extensions"]["code"], "INVALID_CURSOR");
+}
+
+#[tokio::test]
 async fn allow_rules_refuse_a_start_with_an_error() {
     let rt = spawn(&format!(
         "{}[[subscriptions]]\nfield = \"counter\"\nallow = \"'ops' in claims.roles\"\n",

@@ -1,5 +1,6 @@
 //! Client transports: the WebSocket upgrade on the GraphQL path
-//! ([`upgrade`]), the frames at the edge ([`protocol`]), one session per
+//! ([`upgrade`]), the frames at the edge ([`protocol`]) and the server
+//! messages sent as them ([`frame`]), one session per
 //! socket ([`session`]: timers, admission, writes, close) and each
 //! subprotocol's decisions: graphql-transport-ws ([`transport_ws`]) and the
 //! legacy `graphql-ws` ([`legacy`], its messages in [`legacy_protocol`]). What an
@@ -8,6 +9,7 @@
 //! frames to the core's typed values and the core's outputs to frames.
 
 pub mod close;
+pub mod frame;
 pub mod inbound;
 pub mod legacy;
 pub mod legacy_protocol;
