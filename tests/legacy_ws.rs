@@ -135,12 +135,7 @@ async fn init_is_acked_then_ka_right_away_and_every_interval() {
         text.contains("subcar_connections{transport=\"graphql_ws\"} 1"),
         "{text}"
     );
-    let status: Value = reqwest::get(format!("http://{}/status", rt.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = rt.admin_json("/status").await;
     assert_eq!(status["connections"]["graphql-ws"], 1);
     assert_eq!(status["connections"]["graphql-transport-ws"], 0);
 }

@@ -8,26 +8,14 @@
 // Needs a built subcar binary: SUBCAR_BIN=/path/to/subcar node --test
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildSchema, graphql } from 'graphql';
 import transport from 'subscriptions-transport-ws';
 import WebSocket from 'ws';
-import { freePorts, startSubcar, subcarConfig, waitOk } from './harness.mjs';
+import * as harness from './harness.mjs';
 
 const { SubscriptionClient } = transport;
-
-const SCHEMA = `
-type Query { hello: String }
-type Incident { id: ID! title: String severity: String }
-type Subscription {
-  incidentUpdated(severity: String): Incident
-  counter: Int
-}
-`;
 
 const JWT_SECRET = 'js-legacy-jwt-secret-0123456789';
 
@@ -37,52 +25,21 @@ let upstream;
 let ports;
 let authedPorts;
 
-/** An HS256 JWT for `claims`, expiring in ten minutes. */
-function jwt(claims) {
-  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ exp: Math.floor(Date.now() / 1000) + 600, ...claims })}`;
-  return `${body}.${createHmac('sha256', JWT_SECRET).update(body).digest('base64url')}`;
-}
+const jwt = (claims) => harness.jwt(claims, JWT_SECRET);
 
 before(async () => {
   assert.ok(process.env.SUBCAR_BIN, 'set SUBCAR_BIN to the subcar binary');
-  // A real GraphQL server (graphql-js) for the queries sent over the socket.
-  const schema = buildSchema('type Query { hello: String }');
-  upstream = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', async () => {
-      const { query, variables, operationName } = JSON.parse(body);
-      const result = await graphql({
-        schema,
-        source: query,
-        variableValues: variables,
-        operationName,
-        rootValue: { hello: () => 'world' },
-      });
-      res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify(result));
-    });
-  });
-  await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-  const upstreamUrl = `http://127.0.0.1:${upstream.address().port}/graphql`;
-  ports = await freePorts();
+  let upstreamUrl;
+  ({ server: upstream, url: upstreamUrl } = await harness.startHelloUpstream());
+  ports = await harness.freePorts();
   const dir = mkdtempSync(join(tmpdir(), 'subcar-legacy-'));
-  writeFileSync(join(dir, 'schema.graphql'), SCHEMA);
-  subcar = startSubcar(dir, 'legacy', subcarConfig({ ports, upstream: upstreamUrl }));
-  authedPorts = await freePorts();
-  authed = startSubcar(
-    dir,
-    'legacy-authed',
-    subcarConfig({
-      ports: authedPorts,
-      upstream: upstreamUrl,
-      subscription: `allow = "claims.role == 'ops'"`,
-      extra: `[auth]\nmode = "jwt"\n[auth.jwt]\nsecret = "${JWT_SECRET}"`,
-    }),
-  );
-  await waitOk(ports.public);
-  await waitOk(authedPorts.public);
+  writeFileSync(join(dir, 'schema.graphql'), harness.COUNTER_SCHEMA);
+  subcar = harness.startSubcar(dir, 'legacy', harness.subcarConfig({ ports, upstream: upstreamUrl }));
+  authedPorts = await harness.freePorts();
+  const opsOnly = harness.opsOnlyConfig({ ports: authedPorts, upstream: upstreamUrl, secret: JWT_SECRET });
+  authed = harness.startSubcar(dir, 'legacy-authed', opsOnly);
+  await harness.waitOk(ports.public);
+  await harness.waitOk(authedPorts.public);
 });
 
 after(async () => {
