@@ -126,8 +126,7 @@ impl Protocol for Legacy {
             // Execution results with errors: `data` then `complete`.
             OperationError::Invalid(errors) | OperationError::Upstream(errors) => {
                 let result = LegacyFrame::errors_result(errors);
-                let data = LegacyFrame::data_envelope(id).frame(&result, &mut BytesMut::new());
-                frames.push(Outbound::Text(data));
+                frames.push(Outbound::Text(LegacyFrame::data(id, &result)));
                 frames.push(Outbound::Text(Frame::complete(id)));
             }
             other => {

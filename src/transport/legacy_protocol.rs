@@ -5,7 +5,7 @@
 //! Protocol:
 //! <https://github.com/apollographql/subscriptions-transport-ws/blob/master/PROTOCOL.md>.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -17,7 +17,7 @@ use crate::subscriptions::operation::Request;
 pub const LEGACY_SUBPROTOCOL: &str = "graphql-ws";
 
 /// What is said back about a message that could not be read, at most.
-const MAX_REASON: usize = 200;
+pub const MAX_REASON: usize = 200;
 
 /// A message from a legacy client.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +109,12 @@ impl LegacyFrame {
     /// The `data` envelope of operation `id`, built once when it starts.
     pub fn data_envelope(id: &str) -> NextEnvelope {
         NextEnvelope::typed(id, "data")
+    }
+
+    /// One `data` message around `result` (UTF-8 JSON), for the rare ones
+    /// made without the operation's envelope at hand.
+    pub fn data(id: &str, result: &[u8]) -> Frame {
+        Self::data_envelope(id).frame(result, &mut BytesMut::new())
     }
 
     /// `error` for operation `id`: one error object, the shape the
