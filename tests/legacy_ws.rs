@@ -254,6 +254,11 @@ async fn malformed_frames_are_answered_and_everything_goes_on() {
         (&error["type"], &error["id"]),
         (&json!("error"), &json!("2"))
     );
+    let text = metrics(rt.admin).await;
+    assert!(
+        text.contains("subcar_refusals_total{reason=\"invalid_message\"} 3"),
+        "{text}"
+    );
     // The process serves, the other client and this one's subscription too.
     support::still_serving(&rt, &mut w, 3).await;
     assert_eq!(

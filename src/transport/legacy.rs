@@ -81,7 +81,7 @@ impl Protocol for Legacy {
             // Unknown or finished ids.
             LegacyMessage::Stop { .. } => Action::Nothing,
             LegacyMessage::ConnectionTerminate => Action::Close(Close::Terminated),
-            LegacyMessage::Refused { id, reason } => Action::Reply(Outbound::Text(
+            LegacyMessage::Refused { id, reason } => Action::Refuse(Outbound::Text(
                 LegacyFrame::error(id.as_deref(), &crate::graphql::GraphQLError::new(reason)),
             )),
         }
@@ -96,7 +96,7 @@ impl Protocol for Legacy {
 
     /// Not JSON: `connection_error`, and the connection goes on.
     fn on_invalid(reason: String) -> Action<NextEnvelope> {
-        Action::Reply(Outbound::Text(LegacyFrame::connection_error(&reason)))
+        Action::Refuse(Outbound::Text(LegacyFrame::connection_error(&reason)))
     }
 
     /// The first `ka` right behind the ack, as the protocol wants.

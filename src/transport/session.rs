@@ -81,6 +81,9 @@ pub trait Protocol: Send + 'static {
 pub enum Action<T> {
     Nothing,
     Reply(Outbound),
+    /// Answers a message the protocol cannot act on; counted as an
+    /// invalid message, the connection goes on.
+    Refuse(Outbound),
     /// Authenticate with the credentials of a `connection_init` payload,
     /// then send [`Protocol::acked`].
     Init(Option<Map<String, Value>>),
@@ -337,6 +340,10 @@ where
         match action {
             Action::Nothing => Flow::Continue,
             Action::Reply(frame) => self.write([frame]).await,
+            Action::Refuse(frame) => {
+                self.shared.core.metrics.refused(Refusal::invalid_message);
+                self.write([frame]).await
+            }
             Action::Init(payload) => self.on_init(payload).await,
             Action::Start { id, request, tag } => self.on_start(id, request, tag).await,
             Action::Stop { id, reply } => {

@@ -8,8 +8,9 @@
 //!
 //! # The seam
 //!
-//! A transport (graphql-transport-ws today; SSE, multipart and the legacy
-//! `graphql-ws` next) does four things and nothing else:
+//! A transport (graphql-transport-ws and the legacy `graphql-ws` today,
+//! both driven by [`crate::transport::session::Socket`]; SSE and multipart
+//! next) does four things and nothing else:
 //!
 //! 1. **accept**: checks its handshake and builds an [`Operations`] for the
 //!    client with the headers its upstream calls carry
