@@ -141,6 +141,15 @@ async fn init_is_acked_then_ka_right_away_and_every_interval() {
 }
 
 #[tokio::test]
+async fn a_client_that_answers_no_ping_ends_with_a_heartbeat_timeout() {
+    let rt = spawn("[heartbeat]\ninterval = \"100ms\"\ntimeout = \"200ms\"").await;
+    let mut c = Legacy::ready(rt.addr).await;
+    // Not reading: the WebSocket pongs are not sent either.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.ended(1001, "heartbeat timeout").await;
+}
+
+#[tokio::test]
 async fn start_delivers_data_and_stop_completes() {
     let rt = spawn("").await;
     let mut c = Legacy::ready(rt.addr).await;
