@@ -40,13 +40,15 @@ use crate::metrics::{Metrics, Refusal};
 use crate::proxy::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::proxy::{Proxy, ProxyError, Upstream, UpstreamBuildError};
 use crate::server::graphiql::Graphiql;
-use crate::server::router::{GraphqlService, PublicRouter, UpgradeService};
+use crate::server::router::{GraphqlService, PublicRouter, StreamService, UpgradeService};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
 use crate::subscriptions::filter::FilterError;
 use crate::subscriptions::operation::{Core, OperationLimits};
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
-use crate::transport::{CountLimits, InboundStack, SessionLimits, Shared, WsEndpoint};
+use crate::transport::{
+    CountLimits, InboundStack, SessionLimits, Shared, StreamEndpoint, WsEndpoint,
+};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -222,6 +224,7 @@ impl App {
         sessions: &Shutdown,
     ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
         let server = &self.config.server;
+        let shared = self.shared();
         let mut router = PublicRouter::new(
             &server.graphql_path,
             self.graphql_service(),
@@ -229,7 +232,8 @@ impl App {
             self.schema.clone(),
             self.metrics.clone(),
         )
-        .with_websocket(self.upgrade_service(shutdown, sessions));
+        .with_websocket(self.upgrade_service(shared.clone(), shutdown, sessions))
+        .with_streams(self.stream_service(shared, shutdown, sessions));
         if self.config.graphiql_enabled() {
             router = router.with_graphiql(Graphiql::new(&server.graphiql.assets_url));
         }
@@ -264,11 +268,10 @@ impl App {
         BoxCloneSyncService::new(service)
     }
 
-    /// WebSocket upgrades on the GraphQL path: sessions share the schema,
-    /// the registry, the authenticator and the upstream client (for queries
-    /// over the socket). Upgrades stop with `shutdown`; open sockets
-    /// close with `sessions`.
-    fn upgrade_service(&self, shutdown: &Shutdown, sessions: &Shutdown) -> UpgradeService {
+    /// What every client of every transport shares: the operation core
+    /// (schema, registry, authenticator, the upstream client for queries
+    /// over a socket or stream), the per-message policies and the timers.
+    fn shared(&self) -> Arc<Shared> {
         let rate_limits = &self.config.rate_limits;
         let inbound = ServiceBuilder::new()
             // Applied per connection by the session (each socket gets its
@@ -288,14 +291,25 @@ impl App {
             metrics: self.metrics.clone(),
             limits: OperationLimits::from_config(&self.config, self.count_limits.clone()),
         };
-        let shared = Shared {
+        Arc::new(Shared {
             core: Arc::new(core),
             inbound: InboundStack::new(inbound),
             init_headers: InitHeaders::from_config(&self.config.auth),
             trusted_proxies: self.config.server.trusted_proxies.clone(),
             limits: SessionLimits::from_config(&self.config),
-        };
-        let endpoint = WsEndpoint::new(Arc::new(shared), shutdown.clone(), sessions.clone());
+        })
+    }
+
+    /// WebSocket upgrades on the GraphQL path. Upgrades stop with
+    /// `shutdown`; open sockets close with `sessions`.
+    fn upgrade_service(
+        &self,
+        shared: Arc<Shared>,
+        shutdown: &Shutdown,
+        sessions: &Shutdown,
+    ) -> UpgradeService {
+        let rate_limits = &self.config.rate_limits;
+        let endpoint = WsEndpoint::new(shared, shutdown.clone(), sessions.clone());
         let service = ServiceBuilder::new()
             // Upgrade attempts per client IP, first: a reconnect loop is
             // refused with a map lookup, before the handshake is checked,
@@ -311,6 +325,41 @@ impl App {
             // another site must not get a socket that carries its visitor's
             // cookies (cross-site WebSocket hijacking). After the rate limit,
             // so refused attempts still count against their IP.
+            .layer(OriginCheckLayer::new(
+                &self.config.server.cors_origins,
+                &self.config.server.trusted_proxies,
+                self.metrics.clone(),
+            ))
+            .service(endpoint);
+        BoxCloneSyncService::new(service)
+    }
+
+    /// SSE and multipart requests on the GraphQL path, behind the same
+    /// admission as upgrades: each stream request is a connection attempt
+    /// of its IP, and a browser's must come from an allowed origin. Queries
+    /// and mutations among them go on to the proxy stack.
+    fn stream_service(
+        &self,
+        shared: Arc<Shared>,
+        shutdown: &Shutdown,
+        sessions: &Shutdown,
+    ) -> StreamService {
+        let endpoint = StreamEndpoint::new(
+            shared,
+            self.graphql_service(),
+            shutdown.clone(),
+            sessions.clone(),
+        );
+        let service = ServiceBuilder::new()
+            .layer(IpRateLimitLayer::new(
+                self.config
+                    .rate_limits
+                    .connection_attempts_per_ip
+                    .and_then(per_second),
+                &self.config.server.trusted_proxies,
+                self.metrics.clone(),
+                Refusal::rate_limit_connection,
+            ))
             .layer(OriginCheckLayer::new(
                 &self.config.server.cors_origins,
                 &self.config.server.trusted_proxies,

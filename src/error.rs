@@ -49,7 +49,7 @@ pub fn rescue_proxy(error: &ProxyError) -> Response<Body> {
         ReadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
         BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT"),
         InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-        SubscriptionOverHttp => (StatusCode::BAD_REQUEST, "SUBSCRIPTION_REQUIRES_WEBSOCKET"),
+        SubscriptionOverHttp => (StatusCode::NOT_ACCEPTABLE, "SUBSCRIPTION_BAD_HEADER"),
     };
     graphql_error(status, code, &error.to_string())
 }

@@ -245,10 +245,10 @@ async fn subscription_over_plain_http_is_a_clear_error() {
         json!({"query": "query Q { hello } subscription S { incidentUpdated { id } }", "operationName": "S"}),
     )
     .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 406);
     assert_eq!(
         body["errors"][0]["extensions"]["code"],
-        "SUBSCRIPTION_REQUIRES_WEBSOCKET"
+        "SUBSCRIPTION_BAD_HEADER"
     );
     assert!(
         body["errors"][0]["message"]

@@ -34,16 +34,27 @@ pub enum Transport {
     graphql_transport_ws,
     /// The legacy subscriptions-transport-ws subprotocol.
     graphql_ws,
+    /// GraphQL over SSE, both modes.
+    sse,
+    /// Apollo multipart HTTP subscriptions.
+    multipart,
 }
 
 impl Transport {
-    pub const ALL: &[Transport] = &[Transport::graphql_transport_ws, Transport::graphql_ws];
+    pub const ALL: &[Transport] = &[
+        Transport::graphql_transport_ws,
+        Transport::graphql_ws,
+        Transport::sse,
+        Transport::multipart,
+    ];
 
-    /// The name operators read in `/status` (the subprotocol's own).
+    /// The name operators read in `/status` (the protocol's own).
     pub fn name(self) -> &'static str {
         match self {
             Transport::graphql_transport_ws => "graphql-transport-ws",
             Transport::graphql_ws => "graphql-ws",
+            Transport::sse => "sse",
+            Transport::multipart => "multipart",
         }
     }
 }

@@ -44,7 +44,7 @@ pub enum ProxyError {
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
     #[error(
-        "subscriptions are served over WebSocket (subprotocol graphql-transport-ws) on this path, not over plain HTTP"
+        "a subscription needs a stream: a WebSocket (subprotocol graphql-transport-ws or graphql-ws), Accept: text/event-stream (GraphQL over SSE) or Accept: multipart/mixed;subscriptionSpec=1.0 (multipart)"
     )]
     SubscriptionOverHttp,
     /// A document subcar had to parse is refused (`DOCUMENT_TOO_COMPLEX`,

@@ -29,6 +29,9 @@ pub type GraphqlService = BoxCloneSyncService<Request<Body>, Response<Body>, tow
 /// The GraphQL path's handler for WebSocket upgrades (the upgrade stack).
 pub type UpgradeService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
+/// The GraphQL path's handler for SSE and multipart requests (the stream stack).
+pub type StreamService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
 /// Routes of the public listener.
 #[derive(Clone)]
 pub struct PublicRouter {
@@ -44,6 +47,8 @@ struct PublicRoutes {
     metrics: Arc<Metrics>,
     /// WebSocket upgrades on the GraphQL path (subscriptions).
     websocket: Option<UpgradeService>,
+    /// SSE and multipart requests on the GraphQL path.
+    streams: Option<StreamService>,
     /// The IDE page for browsers on the GraphQL path, when enabled.
     graphiql: Option<Graphiql>,
 }
@@ -66,6 +71,7 @@ impl PublicRouter {
                 schema,
                 metrics,
                 websocket: None,
+                streams: None,
                 graphiql: None,
             }),
         }
@@ -75,6 +81,14 @@ impl PublicRouter {
     pub fn with_graphiql(mut self, page: Graphiql) -> Self {
         if let Some(routes) = Arc::get_mut(&mut self.routes) {
             routes.graphiql = Some(page);
+        }
+        self
+    }
+
+    /// Serves SSE and multipart requests on the GraphQL path with `endpoint`.
+    pub fn with_streams(mut self, endpoint: StreamService) -> Self {
+        if let Some(routes) = Arc::get_mut(&mut self.routes) {
+            routes.streams = Some(endpoint);
         }
         self
     }
@@ -115,6 +129,13 @@ impl Service<Request<Body>> for PublicRouter {
                 && Graphiql::wants_page(request.method(), request.headers())
             {
                 return Either::Right(ready(Ok(page.response())));
+            }
+            // Streams decide for themselves: subscriptions are served there,
+            // queries and mutations go on to the proxy stack.
+            if let Some(streams) = &routes.streams
+                && crate::transport::stream::is_stream_request(&request)
+            {
+                return Either::Left(Box::pin(streams.clone().oneshot(request)));
             }
             // The proxy stack is always ready; a clone keeps this router shareable.
             let graphql = routes.graphql.clone().oneshot(request);

@@ -1,12 +1,13 @@
 //! Client transports: the WebSocket upgrade on the GraphQL path
 //! ([`upgrade`]), the frames at the edge ([`protocol`]) and the server
-//! messages sent as them ([`frame`]), one session per
-//! socket ([`session`]: timers, admission, writes, close) and each
-//! subprotocol's decisions: graphql-transport-ws ([`transport_ws`]) and the
-//! legacy `graphql-ws` ([`legacy`], its messages in [`legacy_protocol`]). What an
-//! operation is (prepare, authorize, register, resume, execute, end) is the
-//! core's ([`crate::subscriptions::operation`]); a transport converts its
-//! frames to the core's typed values and the core's outputs to frames.
+//! messages sent as them ([`frame`]), one session per socket ([`session`]:
+//! timers, admission, writes, close) and each subprotocol's decisions:
+//! graphql-transport-ws ([`transport_ws`]) and the legacy `graphql-ws`
+//! ([`legacy`], its messages in [`legacy_protocol`]); the HTTP streams, SSE
+//! and multipart ([`stream`]). What an operation is (prepare, authorize,
+//! register, resume, execute, end) is the core's
+//! ([`crate::subscriptions::operation`]); a transport converts its frames
+//! to the core's typed values and the core's outputs to frames.
 
 pub mod close;
 pub mod frame;
@@ -15,17 +16,24 @@ pub mod legacy;
 pub mod legacy_protocol;
 pub mod protocol;
 pub mod session;
+pub mod stream;
 pub mod transport_ws;
 pub mod upgrade;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::config::Config;
+use crate::http::body::Body;
+use crate::metrics::{GaugeGuard, Refusal, Transport, TransportLabel};
+use crate::shutdown::Shutdown;
+use crate::subscriptions::latch::Latch;
 use crate::subscriptions::operation::Core;
 
 pub use crate::auth::{AllowAll, Authenticator};
@@ -34,6 +42,7 @@ pub use close::Close;
 pub use inbound::InboundStack;
 pub use legacy::LegacySession;
 pub use session::Session;
+pub use stream::StreamEndpoint;
 pub use upgrade::WsEndpoint;
 
 /// Queries and mutations over a socket go through the proxy's pooled client.
@@ -85,4 +94,103 @@ pub struct Shared {
     /// Peers whose forwarding headers are believed (`server.trusted_proxies`).
     pub trusted_proxies: Vec<crate::config::IpNet>,
     pub limits: SessionLimits,
+}
+
+impl Shared {
+    /// The headers of a client's upstream calls, built once from its
+    /// request with forwarding headers set by subcar; `None` without the
+    /// connection information the listener attaches.
+    pub fn headers_for_upstream(&self, request: &http::request::Parts) -> Option<HeaderMap> {
+        let client = request
+            .extensions
+            .get::<crate::proxy::ClientConnection>()
+            .copied()?;
+        let mut headers =
+            crate::proxy::on_behalf_of(&request.headers, client, &self.trusted_proxies);
+        // What the client asked of the stream itself is not for the upstream.
+        headers.remove(header::ACCEPT);
+        headers.remove("last-event-id");
+        headers.remove(stream::TOKEN_HEADER);
+        Some(headers)
+    }
+}
+
+/// Why a new client may not connect, if it may not: `503` at
+/// `limits.max_connections` and while draining.
+fn refusal(core: &Core, drain: &Shutdown) -> Option<Response<Body>> {
+    if core.registry.stats.connections.load(Ordering::Relaxed)
+        >= core.limits.counts.max_connections()
+    {
+        core.metrics.refused(Refusal::capacity);
+        return Some(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        ));
+    }
+    if drain.is_triggered() {
+        core.metrics.refused(Refusal::draining);
+        return Some(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server shutting down",
+        ));
+    }
+    None
+}
+
+fn no_client_connection() -> Response<Body> {
+    refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "no client connection information",
+    )
+}
+
+/// A refused connection; a `503` (capacity, drain) says when to come back.
+fn refuse(status: StatusCode, message: &str) -> Response<Body> {
+    if status != StatusCode::SERVICE_UNAVAILABLE {
+        return crate::error::graphql_error(status, "BAD_REQUEST", message);
+    }
+    let mut res = crate::error::graphql_error(status, "UNAVAILABLE", message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+/// Runs one client's task (`run`), tracked by the drain and counted in its
+/// transport's connections gauge. When the drain time is up, `cancel` is
+/// raised, spread over [`upgrade::CLOSE_SPREAD`] by `accepted` so that
+/// clients do not all reconnect in the same instant; `run` then ends in its
+/// protocol's terms.
+fn spawn_client(
+    shared: &Shared,
+    sessions: &Shutdown,
+    accepted: &AtomicU64,
+    transport: Transport,
+    cancel: Latch,
+    run: impl Future<Output = ()> + Send + 'static,
+) {
+    // A child token per client: polling it locks the client's own node,
+    // not the one node every client would otherwise share.
+    let closing = sessions.token().child_token();
+    let delay = upgrade::close_delay(accepted.fetch_add(1, Ordering::Relaxed));
+    // A clone: the family's guard must not live across awaits.
+    let gauge = shared
+        .core
+        .metrics
+        .connections
+        .get_or_create(&TransportLabel { transport })
+        .clone();
+    sessions.spawn(async move {
+        // Held by a guard, so a task that panics gives it back.
+        let _connected = GaugeGuard::hold(gauge);
+        let close_later = async {
+            closing.cancelled().await;
+            tokio::time::sleep(delay).await;
+            cancel.raise();
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = run => {}
+            () = close_later => {}
+        }
+    });
 }

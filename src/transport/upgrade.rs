@@ -7,7 +7,7 @@
 //! when a client offers only that ([`Subprotocol::negotiate`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -16,13 +16,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use futures_util::future::Either;
-
 use super::legacy_protocol::LEGACY_SUBPROTOCOL;
 use super::protocol::{SUBPROTOCOL, WsTransport, websocket_config};
-use super::{LegacySession, Session, Shared};
+use super::{LegacySession, Session, Shared, refuse};
 use crate::http::body::{self, Body};
-use crate::metrics::{GaugeGuard, Refusal, Transport, TransportLabel};
+use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
 use crate::subscriptions::latch::Latch;
 
@@ -151,39 +149,19 @@ impl WsEndpoint {
                 "the WebSocket subprotocol graphql-transport-ws (or the legacy graphql-ws) is required",
             );
         };
-        let core = &self.shared.core;
-        if core.registry.stats.connections.load(Ordering::Relaxed)
-            >= core.limits.counts.max_connections()
-        {
-            core.metrics.refused(Refusal::capacity);
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
-        }
-        if self.drain.is_triggered() {
-            core.metrics.refused(Refusal::draining);
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+        if let Some(refused) = super::refusal(&self.shared.core, &self.drain) {
+            return refused;
         }
         let accept = derive_accept_key(key.as_bytes());
-        // The headers of this client's upstream calls, built once here from
-        // the upgrade request with forwarding headers set by subcar.
-        let Some(client) = request
-            .extensions()
-            .get::<crate::proxy::ClientConnection>()
-            .copied()
-        else {
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no client connection information",
-            );
-        };
-        let forwarded =
-            crate::proxy::on_behalf_of(request.headers(), client, &self.shared.trusted_proxies);
         let on_upgrade = hyper::upgrade::on(&mut request);
+        let (parts, _) = request.into_parts();
+        let Some(headers) = self.shared.headers_for_upstream(&parts) else {
+            return super::no_client_connection();
+        };
         let (shared, config) = (self.shared.clone(), self.config);
-        // A child token per session: polling it locks the session's own
-        // node, not the one node every session would otherwise share.
-        let closing = self.sessions.token().child_token();
-        let delay = close_delay(self.accepted.fetch_add(1, Ordering::Relaxed));
-        self.sessions.spawn(async move {
+        let cancel = Latch::new();
+        let closing = cancel.clone();
+        let run = async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
                 Err(e) => {
@@ -197,41 +175,29 @@ impl WsEndpoint {
                 Some(config),
             )
             .await;
-            let gauge = shared
-                .core
-                .metrics
-                .connections
-                .get_or_create(&TransportLabel {
-                    transport: subprotocol.transport(),
-                })
-                .clone();
-            // A clone: the family's guard must not live across awaits. Held
-            // by a guard, so a session that panics gives it back.
-            let _connected = GaugeGuard::hold(gauge);
             tracing::debug!(subprotocol = subprotocol.name(), "websocket connected");
-            let cancel = Latch::new();
-            let session = match subprotocol {
-                Subprotocol::TransportWs => Either::Left(
-                    Session::new(WsTransport::new(ws), shared, forwarded, cancel.clone()).run(),
-                ),
-                Subprotocol::Legacy => Either::Right(
-                    LegacySession::new(WsTransport::new(ws), shared, forwarded, cancel.clone())
-                        .run(),
-                ),
-            };
-            // The session's own latch is raised `delay` after the drain's end.
-            let close_later = async {
-                closing.cancelled().await;
-                tokio::time::sleep(delay).await;
-                cancel.raise();
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                () = session => {}
-                () = close_later => {}
+            match subprotocol {
+                Subprotocol::TransportWs => {
+                    Session::new(WsTransport::new(ws), shared, headers, closing)
+                        .run()
+                        .await
+                }
+                Subprotocol::Legacy => {
+                    LegacySession::new(WsTransport::new(ws), shared, headers, closing)
+                        .run()
+                        .await
+                }
             }
             tracing::debug!("websocket session ended");
-        });
+        };
+        super::spawn_client(
+            &self.shared,
+            &self.sessions,
+            &self.accepted,
+            subprotocol.transport(),
+            cancel,
+            run,
+        );
         let mut res = Response::new(body::empty());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = res.headers_mut();
@@ -271,20 +237,9 @@ impl<B> tower::Service<Request<B>> for WsEndpoint {
 
 /// The `n`th connection's place in [`CLOSE_SPREAD`]: Fibonacci hashing
 /// spreads consecutive connections evenly over the window.
-fn close_delay(n: u64) -> Duration {
+pub(super) fn close_delay(n: u64) -> Duration {
     let fraction = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
     CLOSE_SPREAD.mul_f64(fraction)
-}
-
-/// A refused upgrade; a `503` (capacity, drain) says when to come back.
-fn refuse(status: StatusCode, message: &str) -> Response<Body> {
-    if status != StatusCode::SERVICE_UNAVAILABLE {
-        return crate::error::graphql_error(status, "BAD_REQUEST", message);
-    }
-    let mut res = crate::error::graphql_error(status, "UNAVAILABLE", message);
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    res
 }
 
 #[cfg(test)]

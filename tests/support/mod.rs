@@ -1,8 +1,8 @@
 //! The one harness that starts subcar for the tests (and the benches that
 //! need a running one): [`TestSubcar::builder`] in-process on port 0,
 //! [`process`] for the `subcar` binary as an operator runs it, a real
-//! GraphQL upstream ([`upstream`]), a graphql-transport-ws client ([`ws`])
-//! and a webhook sender ([`http`]).
+//! GraphQL upstream ([`upstream`]), a graphql-transport-ws client ([`ws`]),
+//! SSE and multipart readers ([`stream`]) and a webhook sender ([`http`]).
 //!
 //! Every test's configuration is one TOML table: the harness's base (all
 //! listeners on loopback port 0) with each test's TOML merged over it, so a
@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod process;
+pub mod stream;
 pub mod upstream;
 pub mod ws;
 

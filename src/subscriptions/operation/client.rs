@@ -120,6 +120,32 @@ impl PreparedOperation {
     }
 }
 
+/// Parses, validates, coerces and plans `request` against the current
+/// schema (large documents off the async workers). Needs no client: a
+/// request can be checked before the client that runs it is reached.
+pub async fn prepare(
+    core: Arc<Core>,
+    request: Request,
+) -> Result<PreparedOperation, OperationError> {
+    let schema = core.schema.current();
+    let (query, name) = (request.query.clone(), request.operation_name.clone());
+    let variables = request.variables.clone().unwrap_or_default();
+    let prepared = crate::graphql::offload::run(query.len(), move || {
+        schema.prepare_with(&query, name.as_deref(), &variables, &|field| {
+            core.routes.resolve_config(field)
+        })
+    })
+    .await;
+    match prepared {
+        Ok(Ok(prepared)) => Ok(PreparedOperation { request, prepared }),
+        Ok(Err(errors)) => Err(OperationError::Invalid(errors)),
+        Err(_) => {
+            tracing::error!("the engine panicked preparing an operation");
+            Err(OperationError::Internal)
+        }
+    }
+}
+
 impl<T> Operations<T> {
     /// A new client; `headers` are those its upstream calls carry (built
     /// by [`crate::proxy::on_behalf_of`]). Counts a connection.
@@ -175,33 +201,12 @@ impl<T> Operations<T> {
         self.by_id.contains_key(id)
     }
 
-    /// Parses, validates, coerces and plans `request` against the current
-    /// schema (large documents off the async workers).
-    /// (Owns what it needs: the client is not borrowed while it runs.)
+    /// Parses, validates, coerces and plans `request` ([`prepare`]).
     pub fn prepare(
         &self,
         request: Request,
     ) -> impl Future<Output = Result<PreparedOperation, OperationError>> + Send + 'static {
-        let core = self.core.clone();
-        async move {
-            let schema = core.schema.current();
-            let (query, name) = (request.query.clone(), request.operation_name.clone());
-            let variables = request.variables.clone().unwrap_or_default();
-            let prepared = crate::graphql::offload::run(query.len(), move || {
-                schema.prepare_with(&query, name.as_deref(), &variables, &|field| {
-                    core.routes.resolve_config(field)
-                })
-            })
-            .await;
-            match prepared {
-                Ok(Ok(prepared)) => Ok(PreparedOperation { request, prepared }),
-                Ok(Err(errors)) => Err(OperationError::Invalid(errors)),
-                Err(_) => {
-                    tracing::error!("the engine panicked preparing an operation");
-                    Err(OperationError::Internal)
-                }
-            }
-        }
+        prepare(self.core.clone(), request)
     }
 
     /// Starts a prepared operation as `id`: a subscription is authorized,

@@ -8,9 +8,10 @@
 //!
 //! # The seam
 //!
-//! A transport (graphql-transport-ws and the legacy `graphql-ws` today,
-//! both driven by [`crate::transport::session::Socket`]; SSE and multipart
-//! next) does four things and nothing else:
+//! A transport (the sockets, graphql-transport-ws and the legacy
+//! `graphql-ws`, both driven by [`crate::transport::session::Socket`]; the
+//! HTTP streams, SSE and multipart, in [`crate::transport::stream`]) does
+//! four things and nothing else:
 //!
 //! 1. **accept**: checks its handshake and builds an [`Operations`] for the
 //!    client with the headers its upstream calls carry
@@ -57,7 +58,7 @@ use crate::graphql::GraphQLError;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::schema::LiveSchema;
 
-pub use client::{Operations, Output, PreparedOperation, Wake};
+pub use client::{Operations, Output, PreparedOperation, Wake, prepare};
 pub use resume::{Resume, ResumeError};
 
 /// What every client's operations share; built once by the composition root.
@@ -259,6 +260,15 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// The `extensions.code` a transport that says it in an error uses.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::SlowConsumer | Self::WritesStalled => "SLOW_CONSUMER",
+            Self::TokenExpired | Self::Auth(AuthError::Refused(_)) => "FORBIDDEN",
+            Self::Auth(AuthError::Unavailable(_)) => "AUTH_UNAVAILABLE",
+        }
+    }
+
     /// The metrics reason of this ending, when it is a refusal. Slow
     /// consumers are counted where they are detected.
     pub fn refusal(&self) -> Option<Refusal> {

@@ -1,0 +1,479 @@
+//! GraphQL over SSE against a running subcar: both of graphql-sse's
+//! modes, resume with `Last-Event-ID`, heartbeats, errors in the stream's
+//! terms, and hostile requests. The reference clients (graphql-sse,
+//! EventSource, a browser) run in the JS group.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::stream::{Sse, StreamReader};
+use support::{
+    PATIENCE, TestSubcar, TestUpstream, publish, still_serving, wait_subscriptions, watcher,
+};
+
+const INCIDENTS: &str = "subscription { incidentUpdated(severity: \"high\") { id severity } }";
+
+async fn subcar(extra: &str) -> (TestUpstream, TestSubcar) {
+    let upstream = TestUpstream::start().await;
+    let subcar = TestSubcar::realtime(upstream.url())
+        .extra(extra)
+        .spawn()
+        .await;
+    (upstream, subcar)
+}
+
+fn get_url(subcar: &TestSubcar, query: &str) -> String {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", query)
+        .finish();
+    format!("{}?{q}", subcar.graphql_url())
+}
+
+/// A distinct-connections stream opened as `EventSource` opens one.
+async fn event_source(
+    subcar: &TestSubcar,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> StreamReader {
+    let mut req = reqwest::Client::new()
+        .get(get_url(subcar, query))
+        .header("accept", "text/event-stream");
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    StreamReader::new(req.send().await.unwrap()).await
+}
+
+async fn incident(subcar: &TestSubcar, id: &str, severity: &str) {
+    publish(
+        subcar.webhook,
+        json!({"topic": "incidentUpdated", "payload": {"id": id, "severity": severity}}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn get_stream_delivers_filtered_events_with_cursors() {
+    let (_upstream, subcar) = subcar("").await;
+    let mut s = event_source(&subcar, INCIDENTS, None).await;
+    assert_eq!(s.response_status, 200);
+    assert_eq!(
+        s.headers["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    assert_eq!(s.headers["cache-control"], "no-cache");
+    assert_eq!(s.headers["x-accel-buffering"], "no");
+    // A comment at once, before any event.
+    assert_eq!(s.sse().await, Some(Sse::Comment));
+    wait_subscriptions(&subcar, 1).await;
+    incident(&subcar, "1", "low").await;
+    incident(&subcar, "2", "high").await;
+    let e = s.event().await.unwrap();
+    assert_eq!(e.name(), "next");
+    let id = e.id().expect("every next carries its cursor").to_owned();
+    // The same cursor a socket carries in extensions.
+    assert_eq!(
+        e.json(),
+        json!({"data": {"incidentUpdated": {"id": "2", "severity": "high"}}, "extensions": {"cursor": id}})
+    );
+}
+
+#[tokio::test]
+async fn post_with_several_media_ranges_is_a_stream() {
+    let (_upstream, subcar) = subcar("").await;
+    let res = reqwest::Client::new()
+        .post(subcar.graphql_url())
+        .header("accept", "text/event-stream, application/json")
+        .json(&json!({"query": "subscription($s: String) { incidentUpdated(severity: $s) { id } }", "variables": {"s": "high"}}))
+        .send()
+        .await
+        .unwrap();
+    let mut s = StreamReader::new(res).await;
+    assert_eq!(s.response_status, 200);
+    wait_subscriptions(&subcar, 1).await;
+    incident(&subcar, "7", "high").await;
+    assert_eq!(
+        s.event().await.unwrap().json()["data"],
+        json!({"incidentUpdated": {"id": "7"}})
+    );
+}
+
+#[tokio::test]
+async fn validation_errors_are_a_next_then_complete() {
+    let (_upstream, subcar) = subcar("").await;
+    let mut s = event_source(&subcar, "subscription { incidentUpdated { nope } }", None).await;
+    assert_eq!(s.response_status, 200);
+    let next = s.event().await.unwrap();
+    assert_eq!(next.name(), "next");
+    let errors = next.json()["errors"].clone();
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("nope"),
+        "{errors}"
+    );
+    assert_eq!(errors[0]["locations"][0]["line"], 1, "{errors}");
+    assert_eq!(s.event().await.unwrap().name(), "complete");
+    assert!(s.event().await.is_none(), "the stream ends after complete");
+}
+
+#[tokio::test]
+async fn unparseable_documents_and_bad_requests_are_http_errors() {
+    let (_upstream, subcar) = subcar("").await;
+    let mut w = watcher(&subcar).await;
+    let res = reqwest::Client::new()
+        .get(get_url(&subcar, "subscription {"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let json: Value = res.json().await.unwrap();
+    assert_eq!(
+        json["errors"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED",
+        "{json}"
+    );
+    for body in ["{not json", r#"{"query": 5}"#, "[]"] {
+        let res = reqwest::Client::new()
+            .post(subcar.graphql_url())
+            .header("accept", "text/event-stream")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        let json: Value = res.json().await.unwrap();
+        assert_eq!(
+            json["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{json}"
+        );
+    }
+    let res = reqwest::Client::new()
+        .get(format!("{}?variables=%7B%7D", subcar.graphql_url()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    still_serving(&subcar, &mut w, 1).await;
+}
+
+#[tokio::test]
+async fn queries_are_one_next_and_complete() {
+    let (upstream, subcar) = subcar("").await;
+    let res = reqwest::Client::new()
+        .post(subcar.graphql_url())
+        .header("accept", "text/event-stream")
+        .header("authorization", "Bearer abc")
+        .json(&json!({"query": "{ hello }"}))
+        .send()
+        .await
+        .unwrap();
+    let mut s = StreamReader::new(res).await;
+    assert_eq!(s.response_status, 200);
+    assert!(
+        s.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let next = s.event().await.unwrap();
+    assert_eq!(next.name(), "next");
+    assert!(next.json()["data"]["hello"].is_string(), "{next:?}");
+    assert_eq!(s.event().await.unwrap().name(), "complete");
+    assert!(s.event().await.is_none());
+    // Executed at the upstream with the client's credentials.
+    let seen = upstream.recorded();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["authorization"], "Bearer abc");
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_without_loss_or_repeats() {
+    let (_upstream, subcar) = subcar("").await;
+    let mut s = event_source(&subcar, INCIDENTS, None).await;
+    wait_subscriptions(&subcar, 1).await;
+    for i in 0..4 {
+        incident(&subcar, &format!("a{i}"), "high").await;
+    }
+    let mut last = String::new();
+    for i in 0..4 {
+        let e = s.event().await.unwrap();
+        assert_eq!(e.json()["data"]["incidentUpdated"]["id"], format!("a{i}"));
+        last = e.id().unwrap().to_owned();
+    }
+    drop(s);
+    wait_subscriptions(&subcar, 0).await;
+    // Missed while away, some filtered out.
+    for i in 0..6 {
+        let severity = if i % 2 == 0 { "high" } else { "low" };
+        incident(&subcar, &format!("b{i}"), severity).await;
+    }
+    let mut s = event_source(&subcar, INCIDENTS, Some(&last)).await;
+    assert_eq!(s.response_status, 200);
+    for i in [0, 2, 4] {
+        let e = s.event().await.unwrap();
+        assert_eq!(
+            e.json()["data"]["incidentUpdated"]["id"],
+            format!("b{i}"),
+            "{e:?}"
+        );
+    }
+    wait_subscriptions(&subcar, 1).await;
+    incident(&subcar, "live", "high").await;
+    let e = s.event().await.unwrap();
+    assert_eq!(e.json()["data"]["incidentUpdated"]["id"], "live", "{e:?}");
+}
+
+#[tokio::test]
+async fn a_bad_last_event_id_is_invalid_cursor_in_the_stream() {
+    let (_upstream, subcar) = subcar("").await;
+    let mut s = event_source(&subcar, INCIDENTS, Some("not-a-cursor")).await;
+    assert_eq!(s.response_status, 200);
+    let next = s.event().await.unwrap();
+    assert_eq!(
+        next.json()["errors"][0]["extensions"]["code"],
+        "INVALID_CURSOR",
+        "{next:?}"
+    );
+    assert_eq!(s.event().await.unwrap().name(), "complete");
+}
+
+#[tokio::test]
+async fn heartbeats_keep_coming_and_a_closed_stream_is_noticed() {
+    let (_upstream, subcar) = subcar("[heartbeat]\ninterval = \"100ms\"").await;
+    let mut s = event_source(&subcar, INCIDENTS, None).await;
+    wait_subscriptions(&subcar, 1).await;
+    for _ in 0..3 {
+        assert_eq!(s.sse().await, Some(Sse::Comment));
+    }
+    drop(s);
+    // The next heartbeat's write finds the client gone.
+    wait_subscriptions(&subcar, 0).await;
+    let metrics = support::metrics(subcar.admin).await;
+    assert!(
+        metrics.contains("subcar_connections{transport=\"sse\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_that_accepts_no_stream_is_406() {
+    let (_upstream, subcar) = subcar("").await;
+    let res = reqwest::Client::new()
+        .post(subcar.graphql_url())
+        .header("accept", "application/json")
+        .json(&json!({"query": INCIDENTS}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 406);
+    let json: Value = res.json().await.unwrap();
+    assert_eq!(
+        json["errors"][0]["extensions"]["code"],
+        "SUBSCRIPTION_BAD_HEADER"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused() {
+    let (_upstream, subcar) = subcar("").await;
+    let res = reqwest::Client::new()
+        .get(get_url(&subcar, INCIDENTS))
+        .header("accept", "text/event-stream")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let json: Value = res.json().await.unwrap();
+    assert_eq!(
+        json["errors"][0]["extensions"]["code"],
+        "ORIGIN_NOT_ALLOWED"
+    );
+    assert_eq!(subcar.registry.sizes().subscriptions, 0);
+}
+
+#[tokio::test]
+async fn streams_count_against_max_connections() {
+    let (_upstream, subcar) = subcar("[limits]\nmax_connections = 1").await;
+    let _first = event_source(&subcar, INCIDENTS, None).await;
+    wait_subscriptions(&subcar, 1).await;
+    let second = event_source(&subcar, INCIDENTS, None).await;
+    assert_eq!(second.response_status, 503);
+    assert!(second.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn drain_ends_the_stream_without_complete() {
+    let (_upstream, subcar) = subcar("").await;
+    let mut s = event_source(&subcar, INCIDENTS, None).await;
+    wait_subscriptions(&subcar, 1).await;
+    subcar.shutdown_handle().trigger();
+    // Ends when the drain time is up; no `complete`, so the client retries.
+    while let Some(e) = tokio::time::timeout(PATIENCE, s.sse()).await.unwrap() {
+        assert_eq!(e, Sse::Comment, "only heartbeats before the end");
+    }
+}
+
+mod single_connection {
+    use super::*;
+
+    const TOKEN: &str = "x-graphql-event-stream-token";
+
+    async fn reserve(subcar: &TestSubcar) -> String {
+        let res = reqwest::Client::new()
+            .put(subcar.graphql_url())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+        res.text().await.unwrap()
+    }
+
+    async fn open(subcar: &TestSubcar, token: &str) -> StreamReader {
+        let res = reqwest::Client::new()
+            .get(subcar.graphql_url())
+            .header("accept", "text/event-stream")
+            .header(TOKEN, token)
+            .send()
+            .await
+            .unwrap();
+        StreamReader::new(res).await
+    }
+
+    async fn operation(subcar: &TestSubcar, token: &str, body: Value) -> (u16, String) {
+        let res = reqwest::Client::new()
+            .post(subcar.graphql_url())
+            .header(TOKEN, token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn operations_share_one_stream() {
+        let (_upstream, subcar) = subcar("").await;
+        let token = reserve(&subcar).await;
+        let mut s = open(&subcar, &token).await;
+        assert_eq!(s.response_status, 200);
+        assert_eq!(s.sse().await, Some(Sse::Comment));
+        let sub = json!({"query": INCIDENTS, "extensions": {"operationId": "s1"}});
+        assert_eq!(operation(&subcar, &token, sub.clone()).await.0, 202);
+        // The same id again while it runs.
+        assert_eq!(operation(&subcar, &token, sub).await.0, 409);
+        let q = json!({"query": "{ hello }", "extensions": {"operationId": "q1"}});
+        assert_eq!(operation(&subcar, &token, q).await.0, 202);
+        let next = s.event().await.unwrap();
+        assert_eq!(next.name(), "next");
+        assert_eq!(next.json()["id"], "q1");
+        assert!(
+            next.json()["payload"]["data"]["hello"].is_string(),
+            "{next:?}"
+        );
+        let complete = s.event().await.unwrap();
+        assert_eq!(
+            (complete.name(), complete.json()),
+            ("complete", json!({"id": "q1"}))
+        );
+        wait_subscriptions(&subcar, 1).await;
+        incident(&subcar, "9", "high").await;
+        let next = s.event().await.unwrap();
+        assert_eq!(
+            next.json(),
+            json!({"id": "s1", "payload": {"data": {"incidentUpdated": {"id": "9", "severity": "high"}}}})
+        );
+        let res = reqwest::Client::new()
+            .delete(format!("{}?operationId=s1", subcar.graphql_url()))
+            .header(TOKEN, &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        wait_subscriptions(&subcar, 0).await;
+        // The stream stays open for more operations.
+        let q = json!({"query": "{ hello }", "extensions": {"operationId": "q2"}});
+        assert_eq!(operation(&subcar, &token, q).await.0, 202);
+        assert_eq!(s.event().await.unwrap().json()["id"], "q2");
+    }
+
+    #[tokio::test]
+    async fn status_codes_are_the_reference_handlers() {
+        let (_upstream, subcar) = subcar("").await;
+        let token = reserve(&subcar).await;
+        let _s = open(&subcar, &token).await;
+        // Only one stream per reservation.
+        assert_eq!(open(&subcar, &token).await.response_status, 409);
+        assert_eq!(open(&subcar, "unknown").await.response_status, 404);
+        let (status, body) = operation(&subcar, &token, json!({"query": "{ hello }"})).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("Operation ID is missing"), "{body}");
+        let (status, body) = operation(
+            &subcar,
+            &token,
+            json!({"query": "subscription { nope }", "extensions": {"operationId": "x"}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        let client = reqwest::Client::new();
+        let res = client
+            .delete(subcar.graphql_url())
+            .header(TOKEN, &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let res = client
+            .put(subcar.graphql_url())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 406);
+        let res = client
+            .patch(subcar.graphql_url())
+            .header(TOKEN, &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405);
+        assert_eq!(res.headers()["allow"], "GET, POST, PUT, DELETE");
+    }
+
+    #[tokio::test]
+    async fn the_token_may_come_in_the_query_string() {
+        let (_upstream, subcar) = subcar("").await;
+        let token = reserve(&subcar).await;
+        let res = reqwest::Client::new()
+            .get(format!("{}?token={token}", subcar.graphql_url()))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        let mut s = StreamReader::new(res).await;
+        assert_eq!(s.response_status, 200);
+        assert_eq!(s.sse().await, Some(Sse::Comment));
+        // The reservation ends with its stream.
+        drop(s);
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let (status, _) = operation(
+                    &subcar,
+                    &token,
+                    json!({"query": "{ hello }", "extensions": {"operationId": "late"}}),
+                )
+                .await;
+                if status == 404 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the reservation ends once its stream is gone");
+    }
+}
