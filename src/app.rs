@@ -636,6 +636,7 @@ impl Bound {
         let ends = drain.stop_accepting(&app.health);
         let requests = drain.wait_with_grace(ends, &app.registry).await;
         let sockets = drain.close_sessions().await;
+        let requests = requests || drain.finish_streams().await;
         drain.exit(Drained { requests, sockets }).await;
     }
 }

@@ -80,11 +80,12 @@ async fn proxy_counters_move_as_requests_flow() {
         ) - ok_before,
         3.0
     );
+    // The subscription accepts no stream: 406 SUBSCRIPTION_BAD_HEADER.
     assert_eq!(
         value(
             &after,
             "subcar_proxy_requests_total",
-            Some(("status", "400"))
+            Some(("status", "406"))
         ),
         1.0
     );

@@ -68,6 +68,14 @@ async fn get_stream_delivers_filtered_events_with_cursors() {
     // A comment at once, before any event.
     assert_eq!(s.sse().await, Some(Sse::Comment));
     wait_subscriptions(&subcar, 1).await;
+    let status: Value = reqwest::get(subcar.admin_url("/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["connections"]["sse"], 1, "{status}");
+    assert_eq!(status["connections"]["graphql-transport-ws"], 0, "{status}");
     incident(&subcar, "1", "low").await;
     incident(&subcar, "2", "high").await;
     let e = s.event().await.unwrap();

@@ -122,6 +122,14 @@ impl Drain {
         self.realtime.drained(CLOSE_SPREAD + CLOSE_GRACE).await
     }
 
+    /// Phase 3b: HTTP streams (SSE, multipart) are requests of the public
+    /// listener that end only when their sessions are told to close: their
+    /// connections get a moment to deliver the last bytes (a multipart
+    /// fatal part). Returns whether every request has finished now.
+    pub async fn finish_streams(&self) -> bool {
+        self.public.drained(CLOSE_GRACE).await
+    }
+
     /// Phase 4: says how the drain went, then stops the admin listener and
     /// the reload task and waits for them.
     pub async fn exit(self, drained: Drained) {

@@ -10,7 +10,6 @@ use serde::Serialize;
 use super::health::{Health, UpstreamStatus};
 use crate::bus::{Bus, BusState};
 use crate::config::{LimitsConfig, RateLimitsConfig};
-use crate::metrics::{Transport, TransportLabel};
 use crate::proxy::schema::{LiveSchema, UpstreamPart};
 use crate::subscriptions::Registry;
 
@@ -26,7 +25,7 @@ pub struct StatusSource {
     pub count_limits: Arc<crate::transport::CountLimits>,
     pub rate_limits: RateLimitsConfig,
     pub upstream_url: String,
-    /// The connections gauge, labelled by transport.
+    /// The connections gauges, by transport.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -74,28 +73,20 @@ pub struct SchemaReport {
 }
 
 impl StatusSource {
-    /// Open connections by transport, from the gauge each session holds.
-    fn connections(&self) -> BTreeMap<&'static str, usize> {
-        Transport::ALL
-            .iter()
-            .map(|&transport| {
-                let open = self
-                    .metrics
-                    .connections
-                    .get_or_create(&TransportLabel { transport })
-                    .get();
-                (transport.name(), usize::try_from(open).unwrap_or(0))
-            })
-            .collect()
-    }
-
     pub fn snapshot(&self) -> Status {
         let sizes = self.registry.sizes();
         Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs(),
             draining: self.health.is_draining(),
-            connections: self.connections(),
+            connections: crate::metrics::Transport::ALL
+                .iter()
+                .map(|&transport| {
+                    let label = crate::metrics::TransportLabel { transport };
+                    let open = self.metrics.connections.get_or_create(&label).get();
+                    (transport.name(), usize::try_from(open).unwrap_or(0))
+                })
+                .collect(),
             subscriptions: Subscriptions {
                 total: sizes.subscriptions,
                 per_field: self

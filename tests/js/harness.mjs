@@ -75,13 +75,14 @@ export async function freePorts() {
 /**
  * A subcar.toml on `ports` sending queries to `upstream`, serving
  * `schema.graphql` beside it with `incidentUpdated` on the topic
- * `incident.updated`; `subscription` and `webhook` add lines to those
- * sections, `extra` further sections.
+ * `incident.updated`; `server`, `subscription` and `webhook` add lines to
+ * those sections, `extra` further sections.
  */
-export function subcarConfig({ ports, upstream, subscription = '', webhook = '', extra = '' }) {
+export function subcarConfig({ ports, upstream, server = '', subscription = '', webhook = '', extra = '' }) {
   return `
 [server]
 listen = "127.0.0.1:${ports.public}"
+${server}
 [admin]
 listen = "127.0.0.1:${ports.admin}"
 [upstream]
@@ -134,4 +135,43 @@ export async function waitOk(port, { path = '/healthz', tries = 200, what = 'sub
     assert.ok(i < tries, what);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A subcar replica whose process can be stopped (SIGTERM) and awaited. */
+export async function replica(dir, name, config, ports, children) {
+  const child = startSubcar(dir, name, config);
+  children.add(child);
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  await waitOk(ports.admin, { path: '/readyz', tries: 400, what: `subcar on ${ports.admin} became ready` });
+  return {
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+      children.delete(child);
+    },
+  };
+}
+
+/** POSTs one `incident.updated` event to a webhook port; expects 202. */
+export async function publishIncident(webhookPort, id, severity = 'P1') {
+  const res = await fetch(`http://127.0.0.1:${webhookPort}/webhook`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ topic: 'incident.updated', id, payload: { id, title: `incident ${id}`, severity } }),
+  });
+  assert.equal(res.status, 202, `event ${id} accepted`);
+}
+
+/** Waits until `check()` is true, 25 ms apart, 10 s at most. */
+export async function until(what, check) {
+  for (let i = 0; !(await check()); i++) {
+    assert.ok(i < 400, what);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** How many subscriptions `/status` on `adminPort` counts. */
+export async function subscriptionCount(adminPort) {
+  const status = await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json();
+  return status.subscriptions?.total ?? status.subscriptions;
 }

@@ -126,9 +126,11 @@ impl Framing {
     /// SSE says it per operation ([`Self::errors`]) or not at all.
     pub fn fatal(self, error: &GraphQLError, buf: &mut BytesMut) {
         if self == Self::Multipart {
-            let part = json!({ "payload": null, "errors": [error] });
+            // Written in the order Apollo's docs show it.
             buf.put_slice(PART);
-            buf.put_slice(&serde_json::to_vec(&part).expect("errors serialise"));
+            buf.put_slice(b"{\"payload\":null,\"errors\":");
+            buf.put_slice(&serde_json::to_vec(&[error]).expect("errors serialise"));
+            buf.put_slice(b"}");
         }
     }
 
