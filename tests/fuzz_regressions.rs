@@ -61,6 +61,11 @@ fn config_inputs_do_not_panic() {
 }
 
 #[test]
+fn stream_request_inputs_do_not_panic() {
+    assert!(replay("stream_request", harness::stream_request) > 0);
+}
+
+#[test]
 fn document_inputs_do_not_panic() {
     assert!(replay("document", harness::document) > 0);
 }

@@ -247,3 +247,32 @@ pub fn config(data: &[u8]) {
         let _ = format!("{config:?}");
     }
 }
+
+/// Fuzzes what an HTTP stream request is read from: its `Accept` header (the
+/// first line), as media ranges and as the stream format negotiated, and a
+/// `GET` query string (the rest), as the request and as a `Last-Event-ID`.
+pub fn stream_request(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (accept, query) = text.split_once('\n').unwrap_or((&text, ""));
+    let ranges = subcar::http::media::parse(accept);
+    // Each range comes from its own part of the header.
+    assert!(ranges.len() <= accept.len() + 1);
+    for r in &ranges {
+        assert!(r.media.len() <= accept.len());
+    }
+    if let Ok(value) = HeaderValue::from_str(accept) {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::ACCEPT, value);
+        let _ = subcar::transport::stream::negotiate(&headers);
+    }
+    if let Ok(request) = subcar::transport::stream::of_query_string(query) {
+        assert!(request.query.len() <= query.len());
+    }
+    if let Ok(cursor) = query.parse::<subcar::bus::Cursor>() {
+        // A cursor prints back as what parses to it.
+        assert_eq!(
+            cursor.to_string().parse::<subcar::bus::Cursor>(),
+            Ok(cursor)
+        );
+    }
+}

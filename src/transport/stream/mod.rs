@@ -18,6 +18,7 @@ mod framing;
 mod request;
 mod single;
 
+pub use request::of_query_string;
 pub use single::TOKEN_HEADER;
 
 use std::convert::Infallible;

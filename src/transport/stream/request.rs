@@ -36,7 +36,7 @@ fn bad_request(message: impl AsRef<str>) -> Response<Body> {
 
 /// `?query=…&operationName=…&variables=<JSON>&extensions=<JSON>`, what an
 /// `EventSource` can send.
-fn of_query_string(q: &str) -> Result<Request, String> {
+pub fn of_query_string(q: &str) -> Result<Request, String> {
     let mut request = Request {
         query: String::new(),
         operation_name: None,
