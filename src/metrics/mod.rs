@@ -41,22 +41,22 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The name `/status` and the docs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::graphql_transport_ws => "graphql-transport-ws",
+            Self::graphql_ws => "graphql-ws",
+            Self::sse => "sse",
+            Self::multipart => "multipart",
+        }
+    }
+
     pub const ALL: &[Transport] = &[
         Transport::graphql_transport_ws,
         Transport::graphql_ws,
         Transport::sse,
         Transport::multipart,
     ];
-
-    /// The name operators read in `/status` (the protocol's own).
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::graphql_transport_ws => "graphql-transport-ws",
-            Transport::graphql_ws => "graphql-ws",
-            Transport::sse => "sse",
-            Transport::multipart => "multipart",
-        }
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
