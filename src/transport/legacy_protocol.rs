@@ -118,8 +118,8 @@ impl LegacyFrame {
     }
 
     /// `error` for operation `id`: one error object, the shape the
-    /// reference server sends (`{message}`) and the Apollo mobile clients
-    /// read; the reference client wraps it in a list.
+    /// reference server sends (`{message}`); the reference client wraps it
+    /// in a list.
     pub fn error(id: Option<&str>, error: &GraphQLError) -> Frame {
         match id {
             Some(id) => Frame::json(&json!({"id": id, "type": "error", "payload": error})),
