@@ -1,16 +1,23 @@
 //! Client transports: the WebSocket upgrade on the GraphQL path
-//! ([`upgrade`]), the graphql-transport-ws messages ([`protocol`]) and one
-//! session per socket ([`session`]), the protocol's state machine; the HTTP
-//! streams, SSE and multipart ([`stream`]). What an operation is (prepare,
-//! authorize, register, resume, execute, end) is the core's
+//! ([`upgrade`]), the frames at the edge ([`protocol`]) and the server
+//! messages sent as them ([`frame`]), one session per socket ([`session`]:
+//! timers, admission, writes, close) and each subprotocol's decisions:
+//! graphql-transport-ws ([`transport_ws`]) and the legacy `graphql-ws`
+//! ([`legacy`], its messages in [`legacy_protocol`]); the HTTP streams, SSE
+//! and multipart ([`stream`]). What an operation is (prepare, authorize,
+//! register, resume, execute, end) is the core's
 //! ([`crate::subscriptions::operation`]); a transport converts its frames
 //! to the core's typed values and the core's outputs to frames.
 
 pub mod close;
+pub mod frame;
 pub mod inbound;
+pub mod legacy;
+pub mod legacy_protocol;
 pub mod protocol;
 pub mod session;
 pub mod stream;
+pub mod transport_ws;
 pub mod upgrade;
 
 use std::future::Future;
@@ -34,6 +41,7 @@ pub use crate::auth::{AllowAll, Authenticator};
 pub use crate::subscriptions::operation::{CountLimits, ExecuteError, Executor, OperationLimits};
 pub use close::Close;
 pub use inbound::InboundStack;
+pub use legacy::LegacySession;
 pub use session::Session;
 pub use stream::StreamEndpoint;
 pub use upgrade::WsEndpoint;
