@@ -7,7 +7,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")"
-TARGETS=(ws_client_message document webhook_body config stream_request)
+TARGETS=(ws_client_message legacy_client_message document webhook_body config stream_request)
 target=${1:?usage: fuzz/run.sh <target|all> <seconds>}
 seconds=${2:?usage: fuzz/run.sh <target|all> <seconds>}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/fuzz-target}
@@ -16,7 +16,7 @@ mkdir -p "$log_dir"
 
 max_len() {
     case $1 in
-        ws_client_message | document) echo 4096 ;;
+        ws_client_message | legacy_client_message | document) echo 4096 ;;
         *) echo 8192 ;;
     esac
 }

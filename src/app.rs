@@ -36,15 +36,16 @@ use crate::layers::message_rate_limit::MessageRateLimitLayer;
 use crate::layers::origin::OriginCheckLayer;
 use crate::layers::per_second;
 use crate::layers::require_auth::RequireAuthLayer;
-use crate::log::error_chain;
+use crate::log::{Audit, error_chain};
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::schema::{self, LiveSchema, SchemaLoadError, UpstreamPart};
 use crate::proxy::{Proxy, ProxyError, Upstream, UpstreamBuildError};
 use crate::server::graphiql::Graphiql;
-use crate::server::router::{GraphqlService, PublicRouter, StreamService, UpgradeService};
+use crate::server::router::{ClientService, GraphqlService, PublicRouter};
 use crate::server::{self, tls};
 use crate::shutdown::Shutdown;
 use crate::subscriptions::crosscheck::{self, CrossCheckError};
+use crate::subscriptions::directory::Directory;
 use crate::subscriptions::filter::FilterError;
 use crate::subscriptions::operation::{Core, OperationLimits};
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
@@ -103,6 +104,9 @@ pub struct App {
     enricher: Arc<Enricher>,
     /// What the configuration/schema cross-check warns about.
     warnings: Vec<String>,
+    /// Every connected client, for `/status/connections`.
+    directory: Arc<Directory>,
+    audit: Audit,
 }
 
 impl App {
@@ -130,10 +134,12 @@ impl App {
         if schema.upstream_part() != UpstreamPart::Pending {
             metrics.schema_refreshed();
         }
+        let audit = Audit::new(config.log.audit);
         let webhook = Arc::new(
             Webhook::new(&config.webhook, routes.topics(), bus.clone())?
                 .with_rate_limit(config.rate_limits.webhook_events_per_second)
-                .with_metrics(metrics.clone()),
+                .with_metrics(metrics.clone())
+                .with_audit(audit),
         );
         let enricher = Arc::new(Enricher::new(
             Arc::new(upstream.clone()),
@@ -142,6 +148,8 @@ impl App {
         ));
         let app = Self {
             enricher,
+            directory: Arc::new(Directory::default()),
+            audit,
             count_limits: Arc::new(CountLimits::from_config(&config.limits)),
             config: Arc::new(config),
             health: Arc::new(Health::new(schema.clone(), bus.clone())),
@@ -255,6 +263,15 @@ impl App {
     ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
         let server = &self.config.server;
         let shared = self.shared();
+        let attempts = IpRateLimitLayer::new(
+            self.config
+                .rate_limits
+                .connection_attempts_per_ip
+                .and_then(per_second),
+            &server.trusted_proxies,
+            self.metrics.clone(),
+            Refusal::rate_limit_connection,
+        );
         let mut router = PublicRouter::new(
             &server.graphql_path,
             self.graphql_service(),
@@ -262,8 +279,21 @@ impl App {
             self.schema.clone(),
             self.metrics.clone(),
         )
-        .with_websocket(self.upgrade_service(shared.clone(), shutdown, sessions))
-        .with_streams(self.stream_service(shared, shutdown, sessions));
+        .with_websocket(self.admission(
+            &attempts,
+            WsEndpoint::new(shared.clone(), shutdown.clone(), sessions.clone()),
+        ))
+        // SSE and multipart: each stream request is a connection attempt;
+        // queries and mutations among them go on to the proxy stack.
+        .with_streams(self.admission(
+            &attempts,
+            StreamEndpoint::new(
+                shared,
+                self.graphql_service(),
+                shutdown.clone(),
+                sessions.clone(),
+            ),
+        ));
         if self.config.graphiql_enabled() {
             router = router.with_graphiql(Graphiql::new(&server.graphiql.assets_url));
         }
@@ -320,6 +350,8 @@ impl App {
             authenticator: self.auth.authenticator.clone(),
             metrics: self.metrics.clone(),
             limits: OperationLimits::from_config(&self.config, self.count_limits.clone()),
+            directory: self.directory.clone(),
+            audit: self.audit,
         };
         Arc::new(Shared {
             core: Arc::new(core),
@@ -330,66 +362,29 @@ impl App {
         })
     }
 
-    /// WebSocket upgrades on the GraphQL path. Upgrades stop with
-    /// `shutdown`; open sockets close with `sessions`.
-    fn upgrade_service(
-        &self,
-        shared: Arc<Shared>,
-        shutdown: &Shutdown,
-        sessions: &Shutdown,
-    ) -> UpgradeService {
-        let rate_limits = &self.config.rate_limits;
-        let endpoint = WsEndpoint::new(shared, shutdown.clone(), sessions.clone());
+    /// What every new client passes before its transport sees it, sockets
+    /// and streams alike; `attempts` is shared, so that an IP has one bucket
+    /// for all of them.
+    fn admission<S>(&self, attempts: &IpRateLimitLayer, endpoint: S) -> ClientService
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
         let service = ServiceBuilder::new()
-            // Upgrade attempts per client IP, first: a reconnect loop is
+            // Connection attempts per client IP, first: a reconnect loop is
             // refused with a map lookup, before the handshake is checked,
             // the capacity counted or a session built. Authentication comes
-            // later, at connection_init, as graphql-transport-ws wants it.
-            .layer(IpRateLimitLayer::new(
-                rate_limits.connection_attempts_per_ip.and_then(per_second),
-                &self.config.server.trusted_proxies,
-                self.metrics.clone(),
-                Refusal::rate_limit_connection,
-            ))
-            // Browser origins, before the handshake is answered: a page of
-            // another site must not get a socket that carries its visitor's
-            // cookies (cross-site WebSocket hijacking). After the rate limit,
-            // so refused attempts still count against their IP.
-            .layer(OriginCheckLayer::new(
-                &self.config.server.cors_origins,
-                &self.config.server.trusted_proxies,
-                self.metrics.clone(),
-            ))
-            .service(endpoint);
-        BoxCloneSyncService::new(service)
-    }
-
-    /// SSE and multipart requests on the GraphQL path, behind the same
-    /// admission as upgrades: each stream request is a connection attempt
-    /// of its IP, and a browser's must come from an allowed origin. Queries
-    /// and mutations among them go on to the proxy stack.
-    fn stream_service(
-        &self,
-        shared: Arc<Shared>,
-        shutdown: &Shutdown,
-        sessions: &Shutdown,
-    ) -> StreamService {
-        let endpoint = StreamEndpoint::new(
-            shared,
-            self.graphql_service(),
-            shutdown.clone(),
-            sessions.clone(),
-        );
-        let service = ServiceBuilder::new()
-            .layer(IpRateLimitLayer::new(
-                self.config
-                    .rate_limits
-                    .connection_attempts_per_ip
-                    .and_then(per_second),
-                &self.config.server.trusted_proxies,
-                self.metrics.clone(),
-                Refusal::rate_limit_connection,
-            ))
+            // later (at connection_init on a socket, as graphql-transport-ws
+            // wants it; with the request on a stream).
+            .layer(attempts.clone())
+            // Browser origins, before anything is answered: a page of another
+            // site must not get a socket or a stream that carries its
+            // visitor's cookies (cross-site WebSocket hijacking). After the
+            // rate limit, so refused attempts still count against their IP.
             .layer(OriginCheckLayer::new(
                 &self.config.server.cors_origins,
                 &self.config.server.trusted_proxies,
@@ -412,6 +407,7 @@ impl App {
             rate_limits: self.config.rate_limits.clone(),
             upstream_url: self.config.upstream.url.to_string(),
             metrics: self.metrics.clone(),
+            directory: self.directory.clone(),
         };
         AdminRouter::new(self.health.clone(), self.metrics.clone(), Arc::new(status))
     }

@@ -1,6 +1,7 @@
-//! Logging helpers: an error written with its causes on one line, and a
-//! limit for log lines that would otherwise repeat once per event (one bad
-//! expression or one down upstream must not flood the logs).
+//! Logging helpers: an error written with its causes on one line, a limit
+//! for log lines that would otherwise repeat once per event (one bad
+//! expression or one down upstream must not flood the logs), and the audit
+//! log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -54,6 +55,54 @@ impl LogLimit {
         }
         *last = Some(now);
         Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// The tracing target of audit lines: a filter directive of its own
+/// (`log.audit = true` adds `subcar::audit=info` to `log.filter`).
+pub const AUDIT_TARGET: &str = "subcar::audit";
+
+/// `log.audit`: one structured line per connection admitted or refused,
+/// per subscription started and ended, and per webhook request. Copied
+/// into whatever writes them; off, it costs one branch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Audit {
+    on: bool,
+}
+
+impl Audit {
+    pub fn new(on: bool) -> Self {
+        Self { on }
+    }
+
+    /// A client admitted (`reason` empty) or refused.
+    pub fn connection(&self, admitted: bool, transport: &str, subject: &str, reason: &str) {
+        if self.on {
+            let outcome = if admitted { "admitted" } else { "refused" };
+            tracing::info!(target: AUDIT_TARGET, audit = "connection", outcome, transport, subject, reason);
+        }
+    }
+
+    /// A subscription started (`reason` empty) or ended, and why.
+    pub fn subscription(
+        &self,
+        started: bool,
+        transport: &str,
+        subject: &str,
+        field: &str,
+        reason: &str,
+    ) {
+        if self.on {
+            let outcome = if started { "started" } else { "ended" };
+            tracing::info!(target: AUDIT_TARGET, audit = "subscription", outcome, transport, subject, field, reason);
+        }
+    }
+
+    /// A webhook request answered `status` with `events` accepted.
+    pub fn webhook(&self, subject: &str, status: u16, events: usize) {
+        if self.on {
+            tracing::info!(target: AUDIT_TARGET, audit = "webhook", subject, status, events);
+        }
     }
 }
 

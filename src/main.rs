@@ -206,8 +206,8 @@ fn init(upstream: &str, out: &std::path::Path, force: bool) -> ExitCode {
 /// Installs logging: text or JSON on stderr, filtered by `RUST_LOG` or
 /// `log.filter`. The returned handle swaps the filter on SIGHUP.
 fn init_tracing(config: &Config) -> LogFilter {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.log.directives()));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let json = config.log.format == LogFormat::Json;
     // Colours only for a terminal: log collectors get plain text.

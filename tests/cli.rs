@@ -608,3 +608,75 @@ fn check_refuses_out_of_range_durations_and_sizes() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// `log.audit = true`: one JSON line (target `subcar::audit`) per connection
+/// admitted, subscription started and ended, and webhook request, even
+/// under a `warn` filter; nothing of the token.
+#[tokio::test]
+async fn the_audit_log_names_connections_subscriptions_and_webhook_requests() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        &dir,
+        &upstream.url(),
+        "[log]\naudit = true\nformat = \"json\"\nfilter = \"warn\"",
+    );
+    let mut subcar = file.start(Stdio::piped(), Until::Listening).await;
+    let mut lines = subcar.stderr_lines();
+    let mut c = Client::ready(file.addrs.public).await;
+    c.subscribe("a1", "subscription { incidentUpdated { id } }")
+        .await;
+    // Published until the subscription has it (registration is async).
+    loop {
+        support::publish(
+            file.addrs.webhook,
+            json!({"topic": "incidentUpdated", "payload": {"id": "1"}}),
+        )
+        .await;
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), c.recv()).await {
+            assert_eq!(m["type"], "next");
+            break;
+        }
+    }
+    c.close().await;
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["target"] != "subcar::audit" {
+                continue;
+            }
+            let key = format!(
+                "{}/{}",
+                v["audit"].as_str().unwrap(),
+                v["outcome"].as_str().unwrap_or("")
+            );
+            if key == "subscription/ended" {
+                assert_eq!(v["field"], "incidentUpdated", "{v}");
+                assert_eq!(v["transport"], "graphql-transport-ws", "{v}");
+                seen.push(key);
+                break;
+            }
+            if key == "connection/admitted" {
+                assert_eq!(v["subject"], "127.0.0.1", "{v}");
+            }
+            if key == "webhook/" {
+                assert_eq!(v["status"], 202, "{v}");
+            }
+            seen.push(key);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("audit lines so far: {seen:?}"));
+    for expected in [
+        "connection/admitted",
+        "subscription/started",
+        "webhook/",
+        "subscription/ended",
+    ] {
+        assert!(seen.iter().any(|s| s == expected), "{expected} in {seen:?}");
+    }
+    subcar.child.kill().await.unwrap();
+}

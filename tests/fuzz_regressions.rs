@@ -46,6 +46,11 @@ fn ws_client_message_inputs_do_not_panic() {
 }
 
 #[test]
+fn legacy_client_message_inputs_do_not_panic() {
+    assert!(replay("legacy_client_message", harness::legacy_client_message) > 0);
+}
+
+#[test]
 fn webhook_body_inputs_do_not_panic() {
     assert!(replay("webhook_body", harness::webhook_body) > 0);
 }

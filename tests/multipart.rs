@@ -4,35 +4,31 @@
 
 mod support;
 
+use reqwest::Method;
 use serde_json::{Value, json};
-use support::stream::StreamReader;
+use support::stream::{StreamReader, error_code, open, send};
 use support::{PATIENCE, TestSubcar, TestUpstream, publish, wait_subscriptions};
 
 const INCIDENTS: &str = "subscription { incidentUpdated(severity: \"high\") { id } }";
 
 async fn subcar(extra: &str) -> (TestUpstream, TestSubcar) {
-    let upstream = TestUpstream::start().await;
-    let subcar = TestSubcar::realtime(upstream.url())
-        .extra(extra)
-        .spawn()
-        .await;
-    (upstream, subcar)
+    support::start_with_upstream("", extra).await
 }
 
 async fn subscribe(subcar: &TestSubcar, accept: &str, query: &str) -> StreamReader {
-    let res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header("accept", accept)
-        .json(&json!({"query": query}))
-        .send()
-        .await
-        .unwrap();
-    StreamReader::new(res).await
+    open(
+        Method::POST,
+        &subcar.graphql_url(),
+        &[("accept", accept)],
+        Some(&json!({"query": query})),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn every_accept_form_apollo_clients_send_opens_a_stream() {
-    let (_upstream, subcar) = subcar("").await;
+    // Short heartbeats: each closed stream is noticed at the next one.
+    let (_upstream, subcar) = subcar("[heartbeat]\ninterval = \"200ms\"").await;
     for (i, accept) in [
         "multipart/mixed;subscriptionSpec=1.0",
         "multipart/mixed;boundary=\"graphql\";subscriptionSpec=1.0,application/json",
@@ -69,13 +65,13 @@ async fn every_accept_form_apollo_clients_send_opens_a_stream() {
 #[tokio::test]
 async fn the_bytes_are_what_apollo_clients_split() {
     let (_upstream, subcar) = subcar("").await;
-    let res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header("accept", "multipart/mixed;subscriptionSpec=1.0")
-        .json(&json!({"query": "subscription { counter }"}))
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        Method::POST,
+        &subcar.graphql_url(),
+        &[("accept", "multipart/mixed;subscriptionSpec=1.0")],
+        Some(&json!({"query": "subscription { counter }"})),
+    )
+    .await;
     let mut res = res;
     let first = tokio::time::timeout(PATIENCE, res.chunk())
         .await
@@ -147,16 +143,15 @@ async fn shutdown_is_a_fatal_part_then_the_close_delimiter() {
 #[tokio::test]
 async fn queries_with_the_multipart_accept_go_to_the_upstream_unchanged() {
     let (upstream, subcar) = subcar("").await;
-    let res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header(
-            "accept",
-            "multipart/mixed;subscriptionSpec=1.0,application/json",
-        )
-        .json(&json!({"query": "{ hello }"}))
-        .send()
-        .await
-        .unwrap();
+    let accept = "multipart/mixed;subscriptionSpec=1.0,application/json";
+    let query = json!({"query": "{ hello }"});
+    let res = send(
+        Method::POST,
+        &subcar.graphql_url(),
+        &[("accept", accept)],
+        Some(&query),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert!(body["data"]["hello"].is_string(), "{body}");
@@ -168,19 +163,16 @@ async fn a_refused_credential_is_an_http_error() {
     let (_upstream, subcar) =
         subcar("[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"0123456789abcdef0123456789abcdef\"")
             .await;
-    let res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header("accept", "multipart/mixed;subscriptionSpec=1.0")
-        .header("authorization", "Bearer nope")
-        .json(&json!({"query": INCIDENTS}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
-        "{body}"
-    );
+    let res = send(
+        Method::POST,
+        &subcar.graphql_url(),
+        &[
+            ("accept", "multipart/mixed;subscriptionSpec=1.0"),
+            ("authorization", "Bearer nope"),
+        ],
+        Some(&json!({"query": INCIDENTS})),
+    )
+    .await;
+    assert_eq!(error_code(res).await, (401, "UNAUTHENTICATED".into()));
     assert_eq!(subcar.registry.sizes().subscriptions, 0);
 }

@@ -108,12 +108,35 @@ async fn two_hundred_subscribers_in_six_groups_get_exactly_their_filtered_events
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_and_never_holds_up_the_others() {
+    slow_consumer(false).await;
+}
+
+/// The same on the legacy `graphql-ws` subprotocol: `connection_error`,
+/// then the same close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_legacy_consumer_is_closed_and_never_holds_up_the_others() {
+    slow_consumer(true).await;
+}
+
+async fn slow_consumer(legacy: bool) {
     // The queue holds more than one webhook batch (20): a reader that keeps
     // up never overflows it.
     let rt = spawn("[limits]\noutbound_queue = 64").await;
-    let mut slow = Client::ready(rt.addr).await;
     let query = "subscription { incidentUpdated { id title } }";
-    slow.subscribe("slow", query).await;
+    let mut slow = if legacy {
+        let mut c = Client::connect_with(rt.addr, Some("graphql-ws"), &[])
+            .await
+            .unwrap();
+        c.send(json!({"type": "connection_init"})).await;
+        assert_eq!(c.recv().await["type"], "connection_ack");
+        c.send(json!({"id": "slow", "type": "start", "payload": {"query": query}}))
+            .await;
+        c
+    } else {
+        let mut c = Client::ready(rt.addr).await;
+        c.subscribe("slow", query).await;
+        c
+    };
     let mut reader = Client::ready(rt.addr).await;
     reader.subscribe("fast", query).await;
     wait_subscriptions(&rt, 2).await;

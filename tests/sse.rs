@@ -7,8 +7,9 @@ mod support;
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
-use support::stream::{Sse, StreamReader};
+use support::stream::{Sse, StreamReader, error_code, open, send};
 use support::{
     PATIENCE, TestSubcar, TestUpstream, publish, still_serving, wait_subscriptions, watcher,
 };
@@ -16,12 +17,7 @@ use support::{
 const INCIDENTS: &str = "subscription { incidentUpdated(severity: \"high\") { id severity } }";
 
 async fn subcar(extra: &str) -> (TestUpstream, TestSubcar) {
-    let upstream = TestUpstream::start().await;
-    let subcar = TestSubcar::realtime(upstream.url())
-        .extra(extra)
-        .spawn()
-        .await;
-    (upstream, subcar)
+    support::start_with_upstream("", extra).await
 }
 
 fn get_url(subcar: &TestSubcar, query: &str) -> String {
@@ -37,13 +33,9 @@ async fn event_source(
     query: &str,
     last_event_id: Option<&str>,
 ) -> StreamReader {
-    let mut req = reqwest::Client::new()
-        .get(get_url(subcar, query))
-        .header("accept", "text/event-stream");
-    if let Some(id) = last_event_id {
-        req = req.header("last-event-id", id);
-    }
-    StreamReader::new(req.send().await.unwrap()).await
+    let mut headers = vec![("accept", "text/event-stream")];
+    headers.extend(last_event_id.map(|id| ("last-event-id", id)));
+    open(Method::GET, &get_url(subcar, query), &headers, None).await
 }
 
 async fn incident(subcar: &TestSubcar, id: &str, severity: &str) {
@@ -91,13 +83,7 @@ async fn get_stream_delivers_filtered_events_with_cursors() {
 #[tokio::test]
 async fn post_with_several_media_ranges_is_a_stream() {
     let (_upstream, subcar) = subcar("").await;
-    let res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header("accept", "text/event-stream, application/json")
-        .json(&json!({"query": "subscription($s: String) { incidentUpdated(severity: $s) { id } }", "variables": {"s": "high"}}))
-        .send()
-        .await
-        .unwrap();
+    let res = send(Method::POST, &subcar.graphql_url(), &[("accept", "text/event-stream, application/json")], Some(&json!({"query": "subscription($s: String) { incidentUpdated(severity: $s) { id } }", "variables": {"s": "high"}}))).await;
     let mut s = StreamReader::new(res).await;
     assert_eq!(s.response_status, 200);
     wait_subscriptions(&subcar, 1).await;
@@ -129,18 +115,14 @@ async fn validation_errors_are_a_next_then_complete() {
 async fn unparseable_documents_and_bad_requests_are_http_errors() {
     let (_upstream, subcar) = subcar("").await;
     let mut w = watcher(&subcar).await;
-    let res = reqwest::Client::new()
-        .get(get_url(&subcar, "subscription {"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let json: Value = res.json().await.unwrap();
-    assert_eq!(
-        json["errors"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED",
-        "{json}"
-    );
+    let res = send(
+        Method::GET,
+        &get_url(&subcar, "subscription {"),
+        &[("accept", "text/event-stream")],
+        None,
+    )
+    .await;
+    assert_eq!(error_code(res).await, (400, "GRAPHQL_PARSE_FAILED".into()));
     for body in ["{not json", r#"{"query": 5}"#, "[]"] {
         let res = reqwest::Client::new()
             .post(subcar.graphql_url())
@@ -150,19 +132,15 @@ async fn unparseable_documents_and_bad_requests_are_http_errors() {
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 400, "{body}");
-        let json: Value = res.json().await.unwrap();
-        assert_eq!(
-            json["errors"][0]["extensions"]["code"], "BAD_REQUEST",
-            "{json}"
-        );
+        assert_eq!(error_code(res).await, (400, "BAD_REQUEST".into()), "{body}");
     }
-    let res = reqwest::Client::new()
-        .get(format!("{}?variables=%7B%7D", subcar.graphql_url()))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        Method::GET,
+        &format!("{}?variables=%7B%7D", subcar.graphql_url()),
+        &[("accept", "text/event-stream")],
+        None,
+    )
+    .await;
     assert_eq!(res.status(), 400);
     still_serving(&subcar, &mut w, 1).await;
 }
@@ -170,14 +148,16 @@ async fn unparseable_documents_and_bad_requests_are_http_errors() {
 #[tokio::test]
 async fn queries_are_one_next_and_complete() {
     let (upstream, subcar) = subcar("").await;
-    let res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header("accept", "text/event-stream")
-        .header("authorization", "Bearer abc")
-        .json(&json!({"query": "{ hello }"}))
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        Method::POST,
+        &subcar.graphql_url(),
+        &[
+            ("accept", "text/event-stream"),
+            ("authorization", "Bearer abc"),
+        ],
+        Some(&json!({"query": "{ hello }"})),
+    )
+    .await;
     let mut s = StreamReader::new(res).await;
     assert_eq!(s.response_status, 200);
     assert!(
@@ -269,37 +249,33 @@ async fn heartbeats_keep_coming_and_a_closed_stream_is_noticed() {
 #[tokio::test]
 async fn a_subscription_that_accepts_no_stream_is_406() {
     let (_upstream, subcar) = subcar("").await;
-    let res = reqwest::Client::new()
-        .post(subcar.graphql_url())
-        .header("accept", "application/json")
-        .json(&json!({"query": INCIDENTS}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 406);
-    let json: Value = res.json().await.unwrap();
+    let res = send(
+        Method::POST,
+        &subcar.graphql_url(),
+        &[("accept", "application/json")],
+        Some(&json!({"query": INCIDENTS})),
+    )
+    .await;
     assert_eq!(
-        json["errors"][0]["extensions"]["code"],
-        "SUBSCRIPTION_BAD_HEADER"
+        error_code(res).await,
+        (406, "SUBSCRIPTION_BAD_HEADER".into())
     );
 }
 
 #[tokio::test]
 async fn a_foreign_origin_is_refused() {
     let (_upstream, subcar) = subcar("").await;
-    let res = reqwest::Client::new()
-        .get(get_url(&subcar, INCIDENTS))
-        .header("accept", "text/event-stream")
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 403);
-    let json: Value = res.json().await.unwrap();
-    assert_eq!(
-        json["errors"][0]["extensions"]["code"],
-        "ORIGIN_NOT_ALLOWED"
-    );
+    let res = send(
+        Method::GET,
+        &get_url(&subcar, INCIDENTS),
+        &[
+            ("accept", "text/event-stream"),
+            ("origin", "https://evil.example"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(error_code(res).await, (403, "ORIGIN_NOT_ALLOWED".into()));
     assert_eq!(subcar.registry.sizes().subscriptions, 0);
 }
 
@@ -331,35 +307,31 @@ mod single_connection {
     const TOKEN: &str = "x-graphql-event-stream-token";
 
     async fn reserve(subcar: &TestSubcar) -> String {
-        let res = reqwest::Client::new()
-            .put(subcar.graphql_url())
-            .send()
-            .await
-            .unwrap();
+        let res = send(Method::PUT, &subcar.graphql_url(), &[], None).await;
         assert_eq!(res.status(), 201);
         assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
         res.text().await.unwrap()
     }
 
     async fn open(subcar: &TestSubcar, token: &str) -> StreamReader {
-        let res = reqwest::Client::new()
-            .get(subcar.graphql_url())
-            .header("accept", "text/event-stream")
-            .header(TOKEN, token)
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            Method::GET,
+            &subcar.graphql_url(),
+            &[("accept", "text/event-stream"), (TOKEN, token)],
+            None,
+        )
+        .await;
         StreamReader::new(res).await
     }
 
     async fn operation(subcar: &TestSubcar, token: &str, body: Value) -> (u16, String) {
-        let res = reqwest::Client::new()
-            .post(subcar.graphql_url())
-            .header(TOKEN, token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            Method::POST,
+            &subcar.graphql_url(),
+            &[(TOKEN, token)],
+            Some(&body),
+        )
+        .await;
         (res.status().as_u16(), res.text().await.unwrap())
     }
 
@@ -395,12 +367,13 @@ mod single_connection {
             next.json(),
             json!({"id": "s1", "payload": {"data": {"incidentUpdated": {"id": "9", "severity": "high"}}}})
         );
-        let res = reqwest::Client::new()
-            .delete(format!("{}?operationId=s1", subcar.graphql_url()))
-            .header(TOKEN, &token)
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            Method::DELETE,
+            &format!("{}?operationId=s1", subcar.graphql_url()),
+            &[(TOKEN, token.as_str())],
+            None,
+        )
+        .await;
         assert_eq!(res.status(), 200);
         wait_subscriptions(&subcar, 0).await;
         // The stream stays open for more operations.
@@ -427,27 +400,12 @@ mod single_connection {
         )
         .await;
         assert_eq!(status, 400, "{body}");
-        let client = reqwest::Client::new();
-        let res = client
-            .delete(subcar.graphql_url())
-            .header(TOKEN, &token)
-            .send()
-            .await
-            .unwrap();
+        let url = subcar.graphql_url();
+        let res = send(Method::DELETE, &url, &[(TOKEN, token.as_str())], None).await;
         assert_eq!(res.status(), 400);
-        let res = client
-            .put(subcar.graphql_url())
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap();
+        let res = send(Method::PUT, &url, &[("accept", "application/json")], None).await;
         assert_eq!(res.status(), 406);
-        let res = client
-            .patch(subcar.graphql_url())
-            .header(TOKEN, &token)
-            .send()
-            .await
-            .unwrap();
+        let res = send(Method::PATCH, &url, &[(TOKEN, token.as_str())], None).await;
         assert_eq!(res.status(), 405);
         assert_eq!(res.headers()["allow"], "GET, POST, PUT, DELETE");
     }
@@ -456,12 +414,13 @@ mod single_connection {
     async fn the_token_may_come_in_the_query_string() {
         let (_upstream, subcar) = subcar("").await;
         let token = reserve(&subcar).await;
-        let res = reqwest::Client::new()
-            .get(format!("{}?token={token}", subcar.graphql_url()))
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            Method::GET,
+            &format!("{}?token={token}", subcar.graphql_url()),
+            &[("accept", "text/event-stream")],
+            None,
+        )
+        .await;
         let mut s = StreamReader::new(res).await;
         assert_eq!(s.response_status, 200);
         assert_eq!(s.sse().await, Some(Sse::Comment));
@@ -561,13 +520,14 @@ async fn an_expiring_token_ends_the_stream_with_forbidden() {
         &EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap();
-    let res = reqwest::Client::new()
-        .get(get_url(&subcar, INCIDENTS))
-        .header("accept", "text/event-stream")
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
+    let bearer = format!("Bearer {token}");
+    let res = send(
+        Method::GET,
+        &get_url(&subcar, INCIDENTS),
+        &[("accept", "text/event-stream"), ("authorization", &bearer)],
+        None,
+    )
+    .await;
     let mut s = StreamReader::new(res).await;
     assert_eq!(s.response_status, 200);
     let next = tokio::time::timeout(Duration::from_secs(8), s.event())

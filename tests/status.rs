@@ -1,5 +1,6 @@
 //! `/status` on the admin listener, as an operator reads it.
 
+mod auth_support;
 mod support;
 
 use support::{Client, spawn, wait_subscriptions};
@@ -69,4 +70,66 @@ async fn status_redacts_the_upstream_password() {
             .starts_with("http://admin:****@127.0.0.1:"),
         "{status}"
     );
+}
+
+/// `/status/connections`: every client of every transport with its subject
+/// (the `sub` claim, never the token), fields and queue, page by page.
+#[tokio::test]
+async fn connections_are_listed_with_subjects_and_fields_never_tokens() {
+    use serde_json::{Value, json};
+    use support::stream::{Sse, open};
+    let rt = spawn(&auth_support::jwt_auth("")).await;
+    let token = auth_support::hs256(json!({"sub": "alice"}), 600);
+    let bearer = format!("Bearer {token}");
+    let (mut ws, ack) = Client::init(rt.addr, &[], json!({"Authorization": bearer})).await;
+    assert!(support::ws::acked(&ack));
+    ws.subscribe("w1", "subscription { counter }").await;
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", "subscription { incidentUpdated { id } }")
+        .finish();
+    let mut sse = open(
+        reqwest::Method::GET,
+        &format!("{}?{query}", rt.graphql_url()),
+        &[("accept", "text/event-stream"), ("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(sse.sse().await, Some(Sse::Comment));
+    wait_subscriptions(&rt, 2).await;
+    let page = |q: &str| {
+        let url = format!("http://{}/status/connections{q}", rt.admin);
+        async move {
+            let res = reqwest::get(url).await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.text().await.unwrap()
+        }
+    };
+    let all = page("").await;
+    assert!(!all.contains(&token), "no token in {all}");
+    let all: Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(all["total"], 2, "{all}");
+    let conns = all["connections"].as_array().unwrap();
+    assert_eq!(conns[0]["transport"], "graphql-transport-ws");
+    assert_eq!(conns[0]["subject"], "alice");
+    assert_eq!(conns[0]["ip"], "127.0.0.1");
+    assert_eq!(
+        conns[0]["subscriptions"],
+        json!([{"id": "w1", "field": "counter"}])
+    );
+    assert_eq!(conns[0]["queue_depth"], 0);
+    assert_eq!(conns[1]["transport"], "sse");
+    assert_eq!(conns[1]["subscriptions"][0]["field"], "incidentUpdated");
+    // One per page: the first names where the second starts.
+    let first: Value = serde_json::from_str(&page("?limit=1").await).unwrap();
+    assert_eq!(first["connections"].as_array().unwrap().len(), 1);
+    let next = first["next"].as_u64().expect("a next page");
+    let second: Value =
+        serde_json::from_str(&page(&format!("?limit=1&after={next}")).await).unwrap();
+    assert_eq!(second["connections"][0]["transport"], "sse");
+    assert!(second["next"].is_null());
+    drop(sse);
+    ws.close().await;
+    wait_subscriptions(&rt, 0).await;
+    let empty: Value = serde_json::from_str(&page("").await).unwrap();
+    assert_eq!(empty["total"], 0, "{empty}");
 }

@@ -111,6 +111,8 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
             max_inflight: 16,
             counts: Arc::new(CountLimits::new(10, 2)),
         },
+        directory: Default::default(),
+        audit: Default::default(),
     };
     let shared = Arc::new(Shared {
         core: Arc::new(core),

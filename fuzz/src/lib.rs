@@ -10,7 +10,10 @@ use subcar::graphql::GraphQLError;
 use subcar::graphql::{Prepared, Schema};
 use subcar::ingest::parse::{self, Format};
 use subcar::ingest::signature::Verifier;
-use subcar::transport::protocol::{ClientMessage, CloseCode, Frame, MAX_CLOSE_REASON, Outbound};
+use subcar::transport::legacy_protocol::{LegacyFrame, LegacyMessage, MAX_REASON};
+use subcar::transport::protocol::{
+    ClientMessage, CloseCode, Frame, MAX_CLOSE_REASON, Outbound, TextMessage,
+};
 
 static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
     Schema::build(
@@ -63,6 +66,39 @@ pub fn ws_client_message(data: &[u8]) {
                 .expect("pong frame is JSON");
         }
         ClientMessage::ConnectionInit { .. } => {}
+    }
+}
+
+/// Fuzzes the parsing of legacy `graphql-ws` text frames into
+/// `LegacyMessage`, and the frames answered: every reason said back is
+/// bounded, every frame is JSON.
+pub fn legacy_client_message(data: &[u8]) {
+    let json = |f: &Frame| {
+        serde_json::from_slice::<Value>(f.as_bytes()).expect("a legacy frame is JSON");
+    };
+    match LegacyMessage::parse(data) {
+        Err(reason) => {
+            assert!(reason.len() <= MAX_REASON);
+            json(&LegacyFrame::connection_error(&reason));
+        }
+        Ok(LegacyMessage::Start { id, payload }) => {
+            assert!(!id.is_empty());
+            json(&LegacyFrame::data(&id, b"{\"data\":null}"));
+            json(&LegacyFrame::error(
+                Some(&id),
+                &GraphQLError::new(payload.query),
+            ));
+            json(&Frame::complete(&id));
+        }
+        Ok(LegacyMessage::Refused { id, reason }) => {
+            assert!(reason.len() <= MAX_REASON);
+            json(&LegacyFrame::error(
+                id.as_deref(),
+                &GraphQLError::new(reason),
+            ));
+        }
+        Ok(LegacyMessage::Stop { id }) => assert!(!id.is_empty()),
+        Ok(LegacyMessage::ConnectionInit { .. } | LegacyMessage::ConnectionTerminate) => {}
     }
 }
 

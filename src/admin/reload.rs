@@ -47,7 +47,10 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
     }
     let mut plan = ReloadPlan::default();
     if running.log.filter != new.log.filter {
-        plan.log_filter = Some(new.log.filter.clone());
+        // The running process's audit switch stays as it started.
+        let mut log = new.log.clone();
+        log.audit = running.log.audit;
+        plan.log_filter = Some(log.directives());
     }
     plan.subscriptions = differs(&running.subscriptions, &new.subscriptions);
     let counts =
@@ -62,7 +65,7 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
         new_limits.max_connections,
         new_limits.max_subscriptions_per_connection,
     ) = counts(&running.limits);
-    let sections: [(&'static str, bool); 9] = [
+    let sections: [(&'static str, bool); 10] = [
         ("server", differs(&running.server, &new.server)),
         ("admin", differs(&running.admin, &new.admin)),
         ("upstream", differs(&running.upstream, &new.upstream)),
@@ -72,6 +75,7 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
         ("limits", differs(&running.limits, &new_limits)),
         ("bus", differs(&running.bus, &new.bus)),
         ("log.format", running.log.format != new.log.format),
+        ("log.audit", running.log.audit != new.log.audit),
     ];
     plan.needs_restart = sections
         .into_iter()

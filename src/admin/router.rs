@@ -1,4 +1,5 @@
-//! Path routing of the admin listener: probes, `/metrics` and `/status`.
+//! Path routing of the admin listener: probes, `/metrics`, `/status` and
+//! `/status/connections`.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -47,6 +48,10 @@ impl<B> Service<Request<B>> for AdminRouter {
             (&Method::GET | &Method::HEAD, "/readyz") => probes::readyz(&self.health),
             (&Method::GET, "/metrics") => metrics_response(&request, &self.metrics, &self.health),
             (&Method::GET, "/status") => probes::json(StatusCode::OK, &self.status.snapshot()),
+            (&Method::GET, "/status/connections") => probes::json(
+                StatusCode::OK,
+                &self.status.connections(request.uri().query()),
+            ),
             _ => probes::not_found(),
         };
         ready(Ok(response))

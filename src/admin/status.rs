@@ -27,6 +27,8 @@ pub struct StatusSource {
     pub upstream_url: String,
     /// The connections gauges, by transport.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Every connected client.
+    pub directory: Arc<crate::subscriptions::directory::Directory>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,7 +69,25 @@ pub struct UpstreamReport {
     pub status: UpstreamStatus,
 }
 
+/// Clients per page of `/status/connections` by default, and at most.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
 impl StatusSource {
+    /// `GET /status/connections?limit=&after=`: a page of the connected
+    /// clients, oldest first.
+    pub fn connections(&self, query: Option<&str>) -> crate::subscriptions::directory::Page {
+        let (mut limit, mut after) = (PAGE, None);
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*k {
+                "limit" => limit = v.parse().unwrap_or(PAGE).clamp(1, MAX_PAGE),
+                "after" => after = v.parse().ok(),
+                _ => {}
+            }
+        }
+        self.directory.page(after, limit)
+    }
+
     pub fn snapshot(&self) -> Status {
         let sizes = self.registry.sizes();
         Status {

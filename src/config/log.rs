@@ -10,6 +10,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `RUST_LOG`-style directives; the `RUST_LOG` variable wins when set.
     pub filter: String,
+    /// Audit lines (target `subcar::audit`) for connections, subscriptions
+    /// and webhook requests.
+    pub audit: bool,
 }
 
 impl Default for LogConfig {
@@ -17,6 +20,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             filter: "info".into(),
+            audit: false,
         }
     }
 }
@@ -29,6 +33,16 @@ pub enum LogFormat {
 }
 
 impl LogConfig {
+    /// The filter in force: `log.filter`, and the audit target at `info`
+    /// when `log.audit` is on, whatever the rest says.
+    pub fn directives(&self) -> String {
+        if self.audit {
+            format!("{},{}=info", self.filter, crate::log::AUDIT_TARGET)
+        } else {
+            self.filter.clone()
+        }
+    }
+
     pub(super) fn check(&self, p: &mut Problems) {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
             p.push(format!(

@@ -115,6 +115,7 @@ pub struct Webhook {
     rate: Option<EventRate>,
     pub stats: WebhookStats,
     metrics: Option<Arc<Metrics>>,
+    audit: crate::log::Audit,
 }
 
 impl Webhook {
@@ -139,6 +140,7 @@ impl Webhook {
             rate: None,
             stats: WebhookStats::default(),
             metrics: None,
+            audit: crate::log::Audit::default(),
         })
     }
 
@@ -154,14 +156,29 @@ impl Webhook {
         self
     }
 
+    /// Writes an audit line per request.
+    pub fn with_audit(mut self, audit: crate::log::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
     /// Answers one request; never fails (refusals are responses).
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: http_body::Body,
         B::Error: Into<BoxError>,
     {
+        let sender = req
+            .extensions()
+            .get::<crate::proxy::ClientConnection>()
+            .map(|c| c.remote.ip().to_string())
+            .unwrap_or_default();
+        let mut accepted_events = 0;
         let resp = match self.try_handle(req).await {
-            Ok(accepted) => crate::error::json_response(StatusCode::ACCEPTED, &accepted),
+            Ok(accepted) => {
+                accepted_events = accepted["accepted"].as_u64().unwrap_or(0) as usize;
+                crate::error::json_response(StatusCode::ACCEPTED, &accepted)
+            }
             Err(e) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "webhook request refused");
@@ -174,6 +191,8 @@ impl Webhook {
                 .get_or_create(&StatusLabel { status })
                 .inc();
         }
+        self.audit
+            .webhook(&sender, resp.status().as_u16(), accepted_events);
         resp
     }
 

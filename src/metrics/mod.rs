@@ -32,6 +32,8 @@ pub struct TransportLabel {
 #[allow(non_camel_case_types)]
 pub enum Transport {
     graphql_transport_ws,
+    /// The legacy subscriptions-transport-ws subprotocol.
+    graphql_ws,
     /// GraphQL over SSE, both modes.
     sse,
     /// Apollo multipart HTTP subscriptions.
@@ -43,6 +45,7 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Self::graphql_transport_ws => "graphql-transport-ws",
+            Self::graphql_ws => "graphql-ws",
             Self::sse => "sse",
             Self::multipart => "multipart",
         }
@@ -50,6 +53,7 @@ impl Transport {
 
     pub const ALL: &[Transport] = &[
         Transport::graphql_transport_ws,
+        Transport::graphql_ws,
         Transport::sse,
         Transport::multipart,
     ];
@@ -474,6 +478,7 @@ mod tests {
         let text = m.render_as(Format::Text);
         for line in [
             "subcar_connections{transport=\"graphql_transport_ws\"} 0",
+            "subcar_connections{transport=\"graphql_ws\"} 0",
             "subcar_refusals_total{reason=\"draining\"} 0",
             "subcar_webhook_requests_total{status=\"503\"} 0",
             "subcar_subscriptions{field=\"incidentUpdated\"} 0",

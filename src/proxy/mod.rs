@@ -129,14 +129,8 @@ impl Inner {
                         || operation::may_need_parsing(q.as_bytes()))
                 {
                     let (schema, q) = (schema.clone(), q.to_owned());
-                    // Parsing a large document runs off the async workers.
-                    let answer = crate::graphql::offload::run(q.len(), move || {
-                        inspect_query_string(&schema, &q)
-                    })
-                    .await
-                    .map_err(|_| {
-                        ProxyError::InvalidRequest("the document could not be inspected")
-                    })??;
+                    let answer =
+                        offloaded(q.len(), move || inspect_query_string(&schema, &q)).await?;
                     if let Some(answer) = answer {
                         return Ok(answer);
                     }
@@ -147,14 +141,8 @@ impl Inner {
                 let bytes = body::read_whole(body).await?;
                 if !schema.introspection_enabled() || operation::may_need_parsing(&bytes) {
                     let (schema, inspected) = (schema.clone(), bytes.clone());
-                    // Parsing a large document runs off the async workers.
-                    let answer = crate::graphql::offload::run(bytes.len(), move || {
-                        inspect(&schema, &inspected, json)
-                    })
-                    .await
-                    .map_err(|_| {
-                        ProxyError::InvalidRequest("the document could not be inspected")
-                    })??;
+                    let answer =
+                        offloaded(bytes.len(), move || inspect(&schema, &inspected, json)).await?;
                     if let Some(answer) = answer {
                         return Ok(answer);
                     }
@@ -178,6 +166,17 @@ impl Inner {
         headers::remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::boxed(body)))
     }
+}
+
+/// Runs an inspection of `size` bytes of document: a large one is parsed
+/// off the async workers.
+async fn offloaded<F>(size: usize, inspect: F) -> Result<Option<Response<Body>>, ProxyError>
+where
+    F: FnOnce() -> Result<Option<Response<Body>>, ProxyError> + Send + 'static,
+{
+    crate::graphql::offload::run(size, inspect)
+        .await
+        .map_err(|_| ProxyError::InvalidRequest("the document could not be inspected"))?
 }
 
 /// The GET form of [`inspect`]: refuses a document that is a subscription,

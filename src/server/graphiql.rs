@@ -2,7 +2,7 @@
 //! it: one static page, rendered once at start, that loads the GraphiQL
 //! bundle from `server.graphiql.assets_url` and talks to subcar itself —
 //! queries and mutations over HTTP, subscriptions over graphql-ws on the
-//! same path.
+//! same path; with `?transport=sse`, every operation over GraphQL over SSE.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, header};
@@ -15,6 +15,7 @@ const GRAPHIQL: &str = "graphiql@3.8.3";
 const REACT: &str = "react@18.3.1";
 const REACT_DOM: &str = "react-dom@18.3.1";
 const GRAPHQL_WS: &str = "graphql-ws@5.16.2";
+const GRAPHQL_SSE: &str = "graphql-sse@2.6.1";
 
 /// The rendered page.
 #[derive(Debug, Clone)]
@@ -31,7 +32,8 @@ impl Graphiql {
             .replace("{graphiql}", &format!("{base}/{GRAPHIQL}"))
             .replace("{react}", &format!("{base}/{REACT}"))
             .replace("{react_dom}", &format!("{base}/{REACT_DOM}"))
-            .replace("{graphql_ws}", &format!("{base}/{GRAPHQL_WS}"));
+            .replace("{graphql_ws}", &format!("{base}/{GRAPHQL_WS}"))
+            .replace("{graphql_sse}", &format!("{base}/{GRAPHQL_SSE}"));
         Self {
             page: Bytes::from(page),
         }
@@ -82,17 +84,23 @@ const PAGE: &str = r#"<!doctype html>
 <script src="{react}/umd/react.production.min.js"></script>
 <script src="{react_dom}/umd/react-dom.production.min.js"></script>
 <script src="{graphql_ws}/umd/graphql-ws.min.js"></script>
+<script src="{graphql_sse}/umd/graphql-sse.min.js"></script>
 <script src="{graphiql}/graphiql.min.js"></script>
 <script>
   // subcar itself: HTTP for queries and mutations, graphql-ws on the same path for subscriptions.
   const url = new URL(location.pathname, location.href);
   const ws = new URL(url);
   ws.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  const fetcher = GraphiQL.createFetcher({
-    url: url.href,
-    wsClient: graphqlWs.createClient({ url: ws.href, lazy: true }),
-  });
   const params = new URLSearchParams(location.search);
+  // ?transport=sse: everything over GraphQL over SSE (subcar answers
+  // queries and mutations on a stream too).
+  const sse = params.get('transport') === 'sse' && graphqlSse.createClient({ url: url.href });
+  const fetcher = sse
+    ? (request) => sse.iterate(request)
+    : GraphiQL.createFetcher({
+        url: url.href,
+        wsClient: graphqlWs.createClient({ url: ws.href, lazy: true }),
+      });
   const root = ReactDOM.createRoot(document.getElementById('graphiql'));
   root.render(React.createElement(GraphiQL, {
     fetcher,
@@ -139,7 +147,13 @@ mod tests {
         assert!(
             page.contains(r#"href="http://127.0.0.1:9/assets/graphiql@3.8.3/graphiql.min.css""#)
         );
-        for placeholder in ["{graphiql}", "{react}", "{react_dom}", "{graphql_ws}"] {
+        for placeholder in [
+            "{graphiql}",
+            "{react}",
+            "{react_dom}",
+            "{graphql_ws}",
+            "{graphql_sse}",
+        ] {
             assert!(
                 !page.contains(placeholder),
                 "{placeholder} left in the page"

@@ -26,11 +26,9 @@ use crate::transport::WsEndpoint;
 /// The GraphQL path's handler for queries and mutations (the proxy stack).
 pub type GraphqlService = BoxCloneSyncService<Request<Body>, Response<Body>, tower::BoxError>;
 
-/// The GraphQL path's handler for WebSocket upgrades (the upgrade stack).
-pub type UpgradeService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
-
-/// The GraphQL path's handler for SSE and multipart requests (the stream stack).
-pub type StreamService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+/// The GraphQL path's handler for subscription clients: WebSocket upgrades,
+/// SSE and multipart requests (an admission stack and its transport).
+pub type ClientService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// Routes of the public listener.
 #[derive(Clone)]
@@ -46,9 +44,9 @@ struct PublicRoutes {
     schema: LiveSchema,
     metrics: Arc<Metrics>,
     /// WebSocket upgrades on the GraphQL path (subscriptions).
-    websocket: Option<UpgradeService>,
+    websocket: Option<ClientService>,
     /// SSE and multipart requests on the GraphQL path.
-    streams: Option<StreamService>,
+    streams: Option<ClientService>,
     /// The IDE page for browsers on the GraphQL path, when enabled.
     graphiql: Option<Graphiql>,
 }
@@ -86,7 +84,7 @@ impl PublicRouter {
     }
 
     /// Serves SSE and multipart requests on the GraphQL path with `endpoint`.
-    pub fn with_streams(mut self, endpoint: StreamService) -> Self {
+    pub fn with_streams(mut self, endpoint: ClientService) -> Self {
         if let Some(routes) = Arc::get_mut(&mut self.routes) {
             routes.streams = Some(endpoint);
         }
@@ -94,7 +92,7 @@ impl PublicRouter {
     }
 
     /// Serves WebSocket upgrades on the GraphQL path with `endpoint`.
-    pub fn with_websocket(mut self, endpoint: UpgradeService) -> Self {
+    pub fn with_websocket(mut self, endpoint: ClientService) -> Self {
         if let Some(routes) = Arc::get_mut(&mut self.routes) {
             routes.websocket = Some(endpoint);
         }

@@ -6,6 +6,7 @@
 //! payloads, which its transport frames.
 
 pub mod crosscheck;
+pub mod directory;
 pub mod dispatcher;
 pub mod enrich;
 pub mod filter;

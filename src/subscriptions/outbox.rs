@@ -118,6 +118,11 @@ pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
 }
 
 impl Outbox {
+    /// Payloads offered and not yet taken by the connection.
+    pub fn depth(&self) -> usize {
+        self.queue.pending.load(Ordering::Relaxed)
+    }
+
     /// Queues a frame without waiting.
     pub fn offer(&self, delivery: Delivery) -> Offer {
         self.offer_all(1, std::iter::once(delivery))

@@ -1,6 +1,7 @@
-//! [`Close`]: why a graphql-transport-ws session closes its socket, as a
-//! typed value; its close code, reason text and metrics reason are read
-//! from it here, never matched back out of the text.
+//! [`Close`]: why a WebSocket session closes its socket, as a typed value;
+//! its close code, reason text and metrics reason are read from it here,
+//! never matched back out of the text. The legacy `graphql-ws` protocol
+//! says the same reason in a `connection_error` first.
 
 use std::borrow::Cow;
 
@@ -33,6 +34,8 @@ pub enum Close {
     Internal,
     /// The core ended the client (slow consumer, token expiry, credentials).
     Ended(Ending),
+    /// The client asked for it (legacy `connection_terminate`): `1000`.
+    Terminated,
 }
 
 impl From<Ending> for Close {
@@ -66,6 +69,7 @@ impl Close {
             Self::Invalid(reason) => (CloseCode::BadRequest, Cow::Borrowed(reason)),
             Self::TooBig => fixed(CloseCode::MessageTooBig, "message too big"),
             Self::Internal => fixed(CloseCode::InternalServerError, "Internal server error"),
+            Self::Terminated => fixed(CloseCode::Normal, "connection_terminate"),
             Self::Ended(e @ (Ending::SlowConsumer | Ending::WritesStalled)) => {
                 (CloseCode::TryAgainLater, e.to_string().into())
             }
@@ -89,7 +93,7 @@ impl Close {
             | Self::Duplicate(_)
             | Self::Invalid(_)
             | Self::TooBig => Some(Refusal::invalid_message),
-            Self::ShuttingDown | Self::Internal => None,
+            Self::ShuttingDown | Self::Internal | Self::Terminated => None,
             Self::Ended(e) => e.refusal(),
         }
     }

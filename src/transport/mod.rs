@@ -1,16 +1,23 @@
 //! Client transports: the WebSocket upgrade on the GraphQL path
-//! ([`upgrade`]), the graphql-transport-ws messages ([`protocol`]) and one
-//! session per socket ([`session`]), the protocol's state machine; the HTTP
-//! streams, SSE and multipart ([`stream`]). What an operation is (prepare,
-//! authorize, register, resume, execute, end) is the core's
+//! ([`upgrade`]), the frames at the edge ([`protocol`]) and the server
+//! messages sent as them ([`frame`]), one session per socket ([`session`]:
+//! timers, admission, writes, close) and each subprotocol's decisions:
+//! graphql-transport-ws ([`transport_ws`]) and the legacy `graphql-ws`
+//! ([`legacy`], its messages in [`legacy_protocol`]); the HTTP streams, SSE
+//! and multipart ([`stream`]). What an operation is (prepare, authorize,
+//! register, resume, execute, end) is the core's
 //! ([`crate::subscriptions::operation`]); a transport converts its frames
 //! to the core's typed values and the core's outputs to frames.
 
 pub mod close;
+pub mod frame;
 pub mod inbound;
+pub mod legacy;
+pub mod legacy_protocol;
 pub mod protocol;
 pub mod session;
 pub mod stream;
+pub mod transport_ws;
 pub mod upgrade;
 
 use std::future::Future;
@@ -26,6 +33,7 @@ use crate::config::Config;
 use crate::http::body::Body;
 use crate::metrics::{GaugeGuard, Refusal, Transport, TransportLabel};
 use crate::shutdown::Shutdown;
+use crate::subscriptions::directory::ClientInfo;
 use crate::subscriptions::latch::Latch;
 use crate::subscriptions::operation::Core;
 
@@ -33,6 +41,7 @@ pub use crate::auth::{AllowAll, Authenticator};
 pub use crate::subscriptions::operation::{CountLimits, ExecuteError, Executor, OperationLimits};
 pub use close::Close;
 pub use inbound::InboundStack;
+pub use legacy::LegacySession;
 pub use session::Session;
 pub use stream::StreamEndpoint;
 pub use upgrade::WsEndpoint;
@@ -105,28 +114,35 @@ impl Shared {
         headers.remove(stream::TOKEN_HEADER);
         Some(headers)
     }
+
+    /// Who a client is for the directory and the audit log: its IP (a
+    /// trusted proxy's forwarded one) and transport.
+    pub fn client_info(&self, request: &http::request::Parts, transport: Transport) -> ClientInfo {
+        let ip = request
+            .extensions
+            .get::<crate::proxy::ClientConnection>()
+            .map(|c| crate::proxy::client_ip(&request.headers, *c, &self.trusted_proxies))
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        ClientInfo { ip, transport }
+    }
 }
 
 /// Why a new client may not connect, if it may not: `503` at
 /// `limits.max_connections` and while draining.
-fn refusal(core: &Core, drain: &Shutdown) -> Option<Response<Body>> {
-    if core.registry.stats.connections.load(Ordering::Relaxed)
+fn refusal(core: &Core, drain: &Shutdown, client: ClientInfo) -> Option<Response<Body>> {
+    let (refusal, why) = if core.registry.stats.connections.load(Ordering::Relaxed)
         >= core.limits.counts.max_connections()
     {
-        core.metrics.refused(Refusal::capacity);
-        return Some(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections",
-        ));
-    }
-    if drain.is_triggered() {
-        core.metrics.refused(Refusal::draining);
-        return Some(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server shutting down",
-        ));
-    }
-    None
+        (Refusal::capacity, "too many connections")
+    } else if drain.is_triggered() {
+        (Refusal::draining, "server shutting down")
+    } else {
+        return None;
+    };
+    core.metrics.refused(refusal);
+    core.audit
+        .connection(false, client.transport.name(), &client.ip.to_string(), why);
+    Some(refuse(StatusCode::SERVICE_UNAVAILABLE, why))
 }
 
 fn no_client_connection() -> Response<Body> {

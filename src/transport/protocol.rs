@@ -1,13 +1,15 @@
-//! The graphql-transport-ws protocol at the edge: WebSocket frames become
-//! [`ClientMessage`]s and [`Outbound`] values become frames. This is the only
-//! file that sees `tungstenite::Message`.
+//! The WebSocket edge: frames become typed client messages ([`ClientMessage`]
+//! for graphql-transport-ws, [`super::legacy_protocol::LegacyMessage`] for the
+//! legacy `graphql-ws`) and [`Outbound`] values become frames. This is the
+//! only file that sees `tungstenite::Message`.
 //!
 //! Protocol: <https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md>.
 
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -17,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-use crate::graphql::GraphQLError;
+pub use super::frame::{Frame, NextEnvelope};
 
 /// The subprotocol this module speaks.
 pub const SUBPROTOCOL: &str = "graphql-transport-ws";
@@ -54,6 +56,18 @@ pub enum ClientMessage {
 /// reads.
 pub use crate::subscriptions::operation::Request as SubscribePayload;
 
+/// A subprotocol's client messages, read from one text (or binary) frame.
+pub trait TextMessage: Sized {
+    /// The message in `text`; the error is the parser's reason.
+    fn parse(text: &[u8]) -> Result<Self, String>;
+}
+
+impl TextMessage for ClientMessage {
+    fn parse(text: &[u8]) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
 impl ClientMessage {
     /// Parses one text frame; the error is the reason for a `4400` close.
     pub fn parse(text: &[u8]) -> Result<Self, String> {
@@ -65,92 +79,6 @@ impl ClientMessage {
             }
             _ => Ok(msg),
         }
-    }
-}
-
-/// A serialised server message: valid UTF-8 JSON text, ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame(Bytes);
-
-impl Frame {
-    /// Wraps bytes that the caller guarantees to be UTF-8 JSON (the
-    /// dispatcher validates each shared payload once).
-    pub fn from_trusted(bytes: Bytes) -> Self {
-        Self(bytes)
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    fn json(value: &Value) -> Self {
-        Self(Bytes::from(value.to_string()))
-    }
-
-    pub fn connection_ack(payload: Option<&Value>) -> Self {
-        match payload {
-            Some(p) => Self::json(&serde_json::json!({"type": "connection_ack", "payload": p})),
-            None => Self(Bytes::from_static(br#"{"type":"connection_ack"}"#)),
-        }
-    }
-
-    pub fn pong(payload: Option<&Value>) -> Self {
-        match payload {
-            Some(p) => Self::json(&serde_json::json!({"type": "pong", "payload": p})),
-            None => Self(Bytes::from_static(br#"{"type":"pong"}"#)),
-        }
-    }
-
-    /// `next` around an already serialised execution result.
-    pub fn next(id: &str, result: &[u8]) -> Self {
-        let envelope = NextEnvelope::new(id);
-        let mut buf = BytesMut::with_capacity(envelope.prefix.len() + result.len() + 1);
-        envelope.frame(result, &mut buf)
-    }
-
-    pub fn error(id: &str, errors: &[GraphQLError]) -> Self {
-        Self::json(&serde_json::json!({"id": id, "type": "error", "payload": errors}))
-    }
-
-    pub fn complete(id: &str) -> Self {
-        Self::json(&serde_json::json!({"id": id, "type": "complete"}))
-    }
-}
-
-/// The `next` envelope of one subscription, built once at `subscribe`
-/// (`{"id":<id>,"type":"next","payload":` … `}`) and spliced around each
-/// shared execution result: the one place `next` frames are made.
-#[derive(Debug, Clone)]
-pub struct NextEnvelope {
-    prefix: Bytes,
-}
-
-/// Frames of one write share allocations of about this size.
-const FRAME_CHUNK: usize = 16 * 1024;
-
-impl NextEnvelope {
-    pub fn new(id: &str) -> Self {
-        let id = Value::from(id).to_string();
-        let mut prefix = Vec::with_capacity(id.len() + 28);
-        prefix.extend_from_slice(br#"{"id":"#);
-        prefix.extend_from_slice(id.as_bytes());
-        prefix.extend_from_slice(br#","type":"next","payload":"#);
-        Self {
-            prefix: Bytes::from(prefix),
-        }
-    }
-
-    /// The frame for `result` (UTF-8 JSON), written into `buf`: frames made
-    /// one after another into the same buffer share its allocations.
-    pub fn frame(&self, result: &[u8], buf: &mut BytesMut) -> Frame {
-        let n = self.prefix.len() + result.len() + 1;
-        if buf.capacity() < n {
-            buf.reserve(n.max(FRAME_CHUNK));
-        }
-        buf.put_slice(&self.prefix);
-        buf.put_slice(result);
-        buf.put_u8(b'}');
-        Frame(buf.split().freeze())
     }
 }
 
@@ -189,23 +117,28 @@ pub enum Outbound {
 
 impl Outbound {
     pub fn close(code: CloseCode, reason: impl Into<String>) -> Self {
-        let mut reason = reason.into();
-        if reason.len() > MAX_CLOSE_REASON {
-            let mut cut = MAX_CLOSE_REASON;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
-        Self::Close(code, reason)
+        Self::Close(code, cut_reason(reason.into(), MAX_CLOSE_REASON))
     }
 }
 
-/// What the session receives.
+/// `reason` cut to at most `max` bytes on a char boundary: parser reasons
+/// may quote client input, and what is sent back about it stays small.
+pub fn cut_reason(mut reason: String, max: usize) -> String {
+    if reason.len() > max {
+        let mut cut = max;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+/// What the session receives; `M` is the subprotocol's client message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Inbound {
-    Message(ClientMessage),
-    /// Not a protocol message: close `4400` with this reason.
+pub enum Inbound<M = ClientMessage> {
+    Message(M),
+    /// Not a protocol message, with the parser's reason.
     Invalid(String),
     /// A frame over the size limit: close `1009`.
     TooBig,
@@ -237,8 +170,10 @@ pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
 /// oversized frame the input is no longer frames (the rest of the refused
 /// payload follows): it is then read raw and discarded, after our side of
 /// the TCP connection is shut down. The caller bounds the whole in time.
-pub struct WsTransport<S> {
+pub struct WsTransport<S, M = ClientMessage> {
     inner: WebSocketStream<S>,
+    /// Reads `M`s (`fn` so the transport is `Send`/`Sync` whatever `M` is).
+    message: PhantomData<fn() -> M>,
     /// A frame header announced more than the limit: tungstenite would
     /// go on buffering the payload, so the frames are not read again.
     oversized: bool,
@@ -262,20 +197,21 @@ enum Closing {
 /// sending cannot hold a worker.
 const DRAIN_READS_PER_POLL: usize = 16;
 
-impl<S> WsTransport<S> {
+impl<S, M> WsTransport<S, M> {
     pub fn new(inner: WebSocketStream<S>) -> Self {
         Self {
             inner,
+            message: PhantomData,
             oversized: false,
             closing: Closing::Flush,
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsTransport<S> {
-    type Item = Inbound;
+impl<S: AsyncRead + AsyncWrite + Unpin, M: TextMessage> Stream for WsTransport<S, M> {
+    type Item = Inbound<M>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound<M>>> {
         loop {
             let item = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 None => return Poll::Ready(None),
@@ -298,16 +234,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsTransport<S> {
     }
 }
 
-impl Inbound {
+impl<M: TextMessage> Inbound<M> {
     fn from_text(text: &[u8]) -> Self {
-        match ClientMessage::parse(text) {
+        match M::parse(text) {
             Ok(m) => Self::Message(m),
             Err(reason) => Self::Invalid(reason),
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Outbound> for WsTransport<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin, M> Sink<Outbound> for WsTransport<S, M> {
     type Error = tungstenite::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -318,7 +254,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Outbound> for WsTransport<S> {
         let msg = match item {
             // SAFETY: a Frame is UTF-8 by construction (serde_json output, or
             // bytes the dispatcher validated once per group).
-            Outbound::Text(Frame(b)) => {
+            Outbound::Text(f) => {
+                let b = f.into_bytes();
                 Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(b) })
             }
             Outbound::Ping => Message::Ping(Bytes::new()),
@@ -413,28 +350,5 @@ mod tests {
             unreachable!()
         };
         assert!(r.len() <= MAX_CLOSE_REASON);
-    }
-
-    #[test]
-    fn frames_are_json() {
-        let f = Frame::next("a\"b", br#"{"data":{"x":1}}"#);
-        let v: Value = serde_json::from_slice(f.as_bytes()).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"id": "a\"b", "type": "next", "payload": {"data": {"x": 1}}})
-        );
-        // Frames made into one buffer stay whole.
-        let envelope = NextEnvelope::new("7");
-        let mut buf = BytesMut::new();
-        let frames: Vec<Frame> = (0..3)
-            .map(|n| envelope.frame(format!(r#"{{"data":{n}}}"#).as_bytes(), &mut buf))
-            .collect();
-        for (n, f) in frames.iter().enumerate() {
-            let v: Value = serde_json::from_slice(f.as_bytes()).unwrap();
-            assert_eq!(
-                v,
-                serde_json::json!({"id": "7", "type": "next", "payload": {"data": n}})
-            );
-        }
     }
 }

@@ -1,9 +1,13 @@
-//! One graphql-transport-ws session: the protocol state machine of a socket.
-//! What its operations do is the core's ([`Operations`]); this file reads
-//! client messages into the core's calls and writes the core's outputs as
-//! protocol frames.
+//! One WebSocket session, whatever its subprotocol: the timers (init
+//! timeout, heartbeat and its deadline), per-message admission, writes that
+//! a slow client cannot pin, and the close. What a subprotocol's messages
+//! mean is its [`Protocol`] ([`super::transport_ws::TransportWs`],
+//! [`super::legacy::Legacy`]): pure decisions this loop carries out. What
+//! operations do is the core's ([`Operations`]).
 //!
-//! Generic over any `Stream<Item = Inbound> + Sink<Outbound>`, so tests
+//! [`Socket`] is the loop; [`Session`] its graphql-transport-ws instance.
+//!
+//! Generic over any `Stream<Item = Inbound<M>> + Sink<Outbound>`, so tests
 //! drive it with channels. The loop is a `select!` whose arms await only
 //! cancel-safe futures (`next`, `wake`, `raised`, `tick`, a pinned
 //! `Sleep`); writes happen in arm bodies, guarded so that a client that
@@ -22,7 +26,8 @@ use tower::{Service, ServiceExt};
 use super::Shared;
 use super::close::Close;
 use super::inbound::{Admission, InboundService, MessageKind};
-use super::protocol::{ClientMessage, Frame, Inbound, NextEnvelope, Outbound, SubscribePayload};
+use super::protocol::{Inbound, Outbound, SubscribePayload};
+use super::transport_ws::TransportWs;
 use crate::metrics::Refusal;
 use crate::subscriptions::latch::Latch;
 use crate::subscriptions::operation::{Ending, OperationError, Operations, Output, Resume, Wake};
@@ -37,12 +42,72 @@ pub const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3
 /// yields to its own inbound messages.
 const MAX_WRITE_BATCH: usize = 512;
 
+/// What a subprotocol decides; [`Session`] carries it out. Stateless: the
+/// session's state is the session's.
+pub trait Protocol: Send + 'static {
+    /// A client message, as the edge parsed it.
+    type Message: Send;
+    /// The per-operation value handed back with each output (its envelope).
+    type Tag: Send;
+
+    /// What `message` is for the inbound policies.
+    fn kind(message: &Self::Message) -> MessageKind;
+    /// What to do with an admitted message; `acked` once `connection_init`
+    /// succeeded, `ops` to look up running ids.
+    fn on_message(
+        message: Self::Message,
+        acked: bool,
+        ops: &Operations<Self::Tag>,
+    ) -> Action<Self::Tag>;
+    /// The operation id a message refused by the rate limit would have
+    /// started: it is told `RATE_LIMITED`; other refused messages go unanswered.
+    fn refused_start(message: Self::Message) -> Option<String>;
+    /// A frame that is not one of the protocol's messages.
+    fn on_invalid(reason: String) -> Action<Self::Tag>;
+    /// Frames of a successful `connection_init`.
+    fn acked() -> Vec<Outbound>;
+    /// Frames of one heartbeat tick (a WebSocket ping at least, answered by
+    /// every RFC 6455 client: its pong is what the deadline waits for).
+    fn heartbeat() -> Vec<Outbound>;
+    /// One output of the core as frames, made into `buf`.
+    fn output(out: Output<'_, Self::Tag>, buf: &mut BytesMut, frames: &mut Vec<Outbound>);
+    /// Frames of an operation that did not start, or ended with `error`.
+    fn error(id: &str, error: &OperationError, frames: &mut Vec<Outbound>);
+    /// What is said before the close frame, if anything.
+    fn farewell(close: &Close) -> Option<Outbound>;
+}
+
+/// One decision of a [`Protocol`].
+pub enum Action<T> {
+    Nothing,
+    Reply(Outbound),
+    /// Answers a message the protocol cannot act on; counted as an
+    /// invalid message, the connection goes on.
+    Refuse(Outbound),
+    /// Authenticate with the credentials of a `connection_init` payload,
+    /// then send [`Protocol::acked`].
+    Init(Option<Map<String, Value>>),
+    /// Prepare and start an operation (one already running as `id` is
+    /// stopped first).
+    Start {
+        id: String,
+        request: SubscribePayload,
+        tag: T,
+    },
+    /// Stop operation `id`, then send `reply`.
+    Stop {
+        id: String,
+        reply: Option<Outbound>,
+    },
+    Close(Close),
+}
+
 /// Where the protocol is.
 enum State {
     /// Until `connection_init`; `deadline` is the init timeout.
     AwaitingInit,
-    /// `connection_ack` sent: operations may start, `heartbeat` pings, and
-    /// with `pong_due` the `deadline` is the ping's.
+    /// `connection_init` accepted: operations may start, `heartbeat`
+    /// ticks, and with `pong_due` the `deadline` is the ping's.
     Acked { heartbeat: Interval, pong_due: bool },
 }
 
@@ -79,22 +144,26 @@ impl From<Ending> for Flow {
     }
 }
 
-/// The state of one connection.
-pub struct Session<T> {
+/// A graphql-transport-ws session.
+pub type Session<T> = Socket<TransportWs, T>;
+
+/// The state of one connection speaking protocol `P`.
+pub struct Socket<P: Protocol, T> {
     io: T,
     shared: Arc<Shared>,
     cancel: Latch,
-    /// Each operation tagged with its `next` envelope.
-    ops: Operations<NextEnvelope>,
+    /// Each operation tagged with its result envelope.
+    ops: Operations<P::Tag>,
     state: State,
     deadline: Pin<Box<Sleep>>,
     /// This connection's inbound-message policies.
     inbound: InboundService,
 }
 
-impl<T, E> Session<T>
+impl<P, T, E> Socket<P, T>
 where
-    T: Stream<Item = Inbound> + Sink<Outbound, Error = E> + Unpin,
+    P: Protocol,
+    T: Stream<Item = Inbound<P::Message>> + Sink<Outbound, Error = E> + Unpin,
     E: std::fmt::Display,
 {
     /// A session for a socket just upgraded; `headers` are those of its
@@ -110,6 +179,12 @@ where
             inbound: shared.inbound.service(),
             shared,
         }
+    }
+
+    /// Who the client is, for `/status/connections` and the audit log.
+    pub fn describe(mut self, client: crate::subscriptions::directory::ClientInfo) -> Self {
+        self.ops.describe(client);
+        self
     }
 
     /// Runs until either side closes; everything the session held is
@@ -131,26 +206,35 @@ where
             }
         };
         if let Flow::Close(close) = end {
-            if let Some(r) = close.refusal() {
-                self.shared.core.metrics.refused(r);
-            }
-            let (code, reason) = close.frame();
-            tracing::debug!(code = code as u16, %reason, "closing websocket");
-            let frame = Outbound::close(code, reason);
-            // Nothing more is queued for a socket that is closing.
-            self.ops.stop_all();
-            let io = &mut self.io;
-            let close = async move {
-                io.send(frame).await?;
-                // The transport's close ends our side and reads what the
-                // client still sends: closing a socket with unread input
-                // resets it, and the reset can cost the client the frame.
-                io.close().await
-            };
-            // The client may not read at all (slow consumer): bounded.
-            let _ = tokio::time::timeout(CLOSE_DEADLINE, close).await;
+            self.close(close).await;
         }
         // Dropping `ops` here unsubscribes everything this socket held.
+    }
+
+    /// The protocol's farewell, if any, then the close frame.
+    async fn close(&mut self, close: Close) {
+        if let Some(r) = close.refusal() {
+            self.shared.core.metrics.refused(r);
+        }
+        let farewell = P::farewell(&close);
+        let (code, reason) = close.frame();
+        tracing::debug!(code = code as u16, %reason, "closing websocket");
+        let frame = Outbound::close(code, reason);
+        // Nothing more is queued for a socket that is closing.
+        self.ops.stop_all();
+        let io = &mut self.io;
+        let close = async move {
+            if let Some(f) = farewell {
+                io.feed(f).await?;
+            }
+            io.send(frame).await?;
+            // The transport's close ends our side and reads what the
+            // client still sends: closing a socket with unread input
+            // resets it, and the reset can cost the client the frame.
+            io.close().await
+        };
+        // The client may not read at all (slow consumer): bounded.
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, close).await;
     }
 
     fn on_deadline(&mut self) -> Flow {
@@ -168,7 +252,7 @@ where
             self.deadline.as_mut().reset(at);
             *pong_due = true;
         }
-        self.write([Outbound::Ping]).await
+        self.write(P::heartbeat()).await
     }
 
     fn alive(&mut self) {
@@ -177,17 +261,13 @@ where
         }
     }
 
-    /// The core's outputs as frames: `next` frames of one wake share their
+    /// The core's outputs as frames: result frames of one wake share their
     /// buffer's allocations.
     async fn on_wake(&mut self, wake: Wake) -> Flow {
         let mut frames = Vec::with_capacity(16);
         let mut buf = BytesMut::new();
         let taken = self.ops.take(wake, MAX_WRITE_BATCH, |out| {
-            frames.push(Outbound::Text(match out {
-                Output::Next { tag, payload, .. } => tag.frame(payload, &mut buf),
-                Output::Complete { id, .. } => Frame::complete(id),
-                Output::Error { id, error, .. } => Frame::error(id, &error.errors()),
-            }))
+            P::output(out, &mut buf, &mut frames)
         });
         match taken {
             Ok(()) => self.write(frames).await,
@@ -195,7 +275,7 @@ where
         }
     }
 
-    async fn on_inbound(&mut self, inbound: Option<Inbound>) -> Flow {
+    async fn on_inbound(&mut self, inbound: Option<Inbound<P::Message>>) -> Flow {
         let msg = match inbound {
             None => return Flow::Stop,
             Some(Inbound::Closed) => {
@@ -205,7 +285,19 @@ where
                 return Flow::Stop;
             }
             Some(Inbound::TooBig) => return Flow::Close(Close::TooBig),
-            Some(Inbound::Invalid(reason)) => return Flow::Close(Close::Invalid(reason)),
+            Some(Inbound::Invalid(reason)) => {
+                let action = P::on_invalid(reason);
+                if matches!(action, Action::Close(_)) {
+                    return self.act(action).await;
+                }
+                // One that is answered counts like a ping: a client sending
+                // garbage in a loop meets the same rate limit.
+                return match self.admission(MessageKind::Ping).await {
+                    Admission::Admit => self.act(action).await,
+                    Admission::Limited { .. } => Flow::Continue,
+                    Admission::Flooding => Flow::Close(Close::Flooding),
+                };
+            }
             Some(Inbound::Alive) => {
                 self.alive();
                 return Flow::Continue;
@@ -213,50 +305,61 @@ where
             Some(Inbound::Message(m)) => m,
         };
         self.alive();
-        let admission = match self.inbound.ready().await {
-            Ok(svc) => svc.call(MessageKind::of(&msg)).await,
-            Err(never) => match never {},
-        };
-        match admission {
-            Ok(Admission::Admit) => {}
-            Ok(Admission::Limited { retry_after }) => {
-                return self.on_limited(msg, retry_after).await;
-            }
-            Ok(Admission::Flooding) => return Flow::Close(Close::Flooding),
-            Err(never) => match never {},
-        }
-        match msg {
-            ClientMessage::ConnectionInit { payload } => self.on_init(payload).await,
-            // Answered in any state, like the reference server does.
-            ClientMessage::Ping { payload } => {
-                self.write([Outbound::Text(Frame::pong(payload.as_ref()))])
-                    .await
-            }
-            ClientMessage::Pong { .. } => Flow::Continue,
-            ClientMessage::Subscribe { id, payload } => self.on_subscribe(id, payload).await,
-            ClientMessage::Complete { id } => {
-                // Not echoed; unknown or finished ids are ignored.
-                self.ops.stop(&id);
-                Flow::Continue
-            }
-        }
-    }
-
-    /// A message refused by the inbound stack's rate limit: an `error` for
-    /// a `subscribe`; a `ping` goes unanswered (there is no operation).
-    async fn on_limited(&mut self, msg: ClientMessage, retry_after: std::time::Duration) -> Flow {
-        self.shared
-            .core
-            .metrics
-            .refused(Refusal::rate_limit_message);
-        match msg {
-            ClientMessage::Subscribe { id, .. } => {
+        match self.admission(P::kind(&msg)).await {
+            Admission::Admit => {}
+            // An operation refused is told so; anything else goes unanswered.
+            Admission::Limited { retry_after } => {
+                let Some(id) = P::refused_start(msg) else {
+                    return Flow::Continue;
+                };
                 let e = OperationError::RateLimited {
                     retry_after_ms: retry_after.as_millis().max(1),
                 };
-                self.error(&id, &e).await
+                return self.error(&id, &e).await;
             }
-            _ => Flow::Continue,
+            Admission::Flooding => return Flow::Close(Close::Flooding),
+        }
+        let acked = matches!(self.state, State::Acked { .. });
+        let action = P::on_message(msg, acked, &self.ops);
+        self.act(action).await
+    }
+
+    /// The inbound stack's verdict on a message of `kind`; refusals counted.
+    async fn admission(&mut self, kind: MessageKind) -> Admission {
+        let admission = match self.inbound.ready().await {
+            Ok(svc) => match svc.call(kind).await {
+                Ok(a) => a,
+                Err(never) => match never {},
+            },
+            Err(never) => match never {},
+        };
+        if let Admission::Limited { .. } = admission {
+            self.shared
+                .core
+                .metrics
+                .refused(Refusal::rate_limit_message);
+        }
+        admission
+    }
+
+    async fn act(&mut self, action: Action<P::Tag>) -> Flow {
+        match action {
+            Action::Nothing => Flow::Continue,
+            Action::Reply(frame) => self.write([frame]).await,
+            Action::Refuse(frame) => {
+                self.shared.core.metrics.refused(Refusal::invalid_message);
+                self.write([frame]).await
+            }
+            Action::Init(payload) => self.on_init(payload).await,
+            Action::Start { id, request, tag } => self.on_start(id, request, tag).await,
+            Action::Stop { id, reply } => {
+                self.ops.stop(&id);
+                match reply {
+                    Some(frame) => self.write([frame]).await,
+                    None => Flow::Continue,
+                }
+            }
+            Action::Close(close) => Flow::Close(close),
         }
     }
 
@@ -276,7 +379,7 @@ where
         if let Err(ending) = auth {
             return ending.into();
         }
-        // Acknowledged before the ack is written: a subscribe right behind
+        // Acknowledged before the ack is written: an operation right behind
         // the ack is valid.
         let period = self.shared.limits.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
@@ -285,23 +388,16 @@ where
             heartbeat,
             pong_due: false,
         };
-        self.write([Outbound::Text(Frame::connection_ack(None))])
-            .await
+        self.write(P::acked()).await
     }
 
-    async fn on_subscribe(&mut self, id: String, payload: SubscribePayload) -> Flow {
-        if let State::AwaitingInit = self.state {
-            return Flow::Close(Close::Unauthorized);
-        }
-        if self.ops.contains(&id) {
-            return Flow::Close(Close::Duplicate(id));
-        }
+    async fn on_start(&mut self, id: String, request: SubscribePayload, tag: P::Tag) -> Flow {
         // Read now, reported after the document's own errors.
-        let resume = Resume::from_extensions(payload.extensions.as_ref());
-        let started = match self.ops.prepare(payload).await {
+        let resume = Resume::from_extensions(request.extensions.as_ref());
+        let started = match self.ops.prepare(request).await {
             Ok(op) => resume
                 .map_err(OperationError::from)
-                .and_then(|resume| self.ops.start(&id, op, resume, NextEnvelope::new(&id))),
+                .and_then(|resume| self.ops.start(&id, op, resume, tag)),
             Err(e) => Err(e),
         };
         match started {
@@ -311,10 +407,11 @@ where
         }
     }
 
-    /// An `error` message: operation `id` is over.
+    /// Operation `id` is over with `error`.
     async fn error(&mut self, id: &str, error: &OperationError) -> Flow {
-        self.write([Outbound::Text(Frame::error(id, &error.errors()))])
-            .await
+        let mut frames = Vec::with_capacity(2);
+        P::error(id, error, &mut frames);
+        self.write(frames).await
     }
 
     /// Writes frames with one flush. A client that does not take them

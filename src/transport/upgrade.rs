@@ -3,8 +3,8 @@
 //! a tokio-tungstenite stream with deliberately small buffers and a
 //! [`Session`] runs on it as a tracked task.
 //!
-//! Only `graphql-transport-ws` is spoken; the subprotocol choice is one
-//! match so the legacy `graphql-ws` can be added beside it.
+//! The subprotocol is `graphql-transport-ws`, or the legacy `graphql-ws`
+//! when a client offers only that ([`Subprotocol::negotiate`]).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -16,15 +16,51 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::legacy_protocol::LEGACY_SUBPROTOCOL;
 use super::protocol::{SUBPROTOCOL, WsTransport, websocket_config};
-use super::{Session, Shared, refuse};
+use super::{LegacySession, Session, Shared, refuse};
 use crate::http::body::{self, Body};
 use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
 use crate::subscriptions::latch::Latch;
 
-/// The legacy subscriptions-transport-ws subprotocol (not served yet).
-const LEGACY_SUBPROTOCOL: &str = "graphql-ws";
+/// The subprotocol a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subprotocol {
+    /// `graphql-transport-ws`.
+    TransportWs,
+    /// The legacy `graphql-ws` (subscriptions-transport-ws).
+    Legacy,
+}
+
+impl Subprotocol {
+    /// The choice among the client's offers: `graphql-transport-ws` wins
+    /// when both are offered, whatever their order.
+    pub fn negotiate(offered: &[&str]) -> Option<Self> {
+        if offered.contains(&SUBPROTOCOL) {
+            Some(Self::TransportWs)
+        } else if offered.contains(&LEGACY_SUBPROTOCOL) {
+            Some(Self::Legacy)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TransportWs => SUBPROTOCOL,
+            Self::Legacy => LEGACY_SUBPROTOCOL,
+        }
+    }
+
+    /// Its metrics label.
+    pub fn transport(self) -> Transport {
+        match self {
+            Self::TransportWs => Transport::graphql_transport_ws,
+            Self::Legacy => Transport::graphql_ws,
+        }
+    }
+}
 
 /// At the end of a drain, open sockets are closed over this window rather
 /// than all at once, so their clients do not reconnect in the same instant.
@@ -107,20 +143,19 @@ impl WsEndpoint {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .collect();
-        if !offered.contains(&SUBPROTOCOL) {
-            let message = if offered.contains(&LEGACY_SUBPROTOCOL) {
-                "the legacy graphql-ws subprotocol is not supported: use graphql-transport-ws"
-            } else {
-                "the WebSocket subprotocol graphql-transport-ws is required"
-            };
-            return refuse(StatusCode::BAD_REQUEST, message);
-        }
-        if let Some(refused) = super::refusal(&self.shared.core, &self.drain) {
-            return refused;
-        }
+        let Some(subprotocol) = Subprotocol::negotiate(&offered) else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "the WebSocket subprotocol graphql-transport-ws (or the legacy graphql-ws) is required",
+            );
+        };
         let accept = derive_accept_key(key.as_bytes());
         let on_upgrade = hyper::upgrade::on(&mut request);
         let (parts, _) = request.into_parts();
+        let client = self.shared.client_info(&parts, subprotocol.transport());
+        if let Some(refused) = super::refusal(&self.shared.core, &self.drain, client) {
+            return refused;
+        }
         let Some(headers) = self.shared.headers_for_upstream(&parts) else {
             return super::no_client_connection();
         };
@@ -141,17 +176,28 @@ impl WsEndpoint {
                 Some(config),
             )
             .await;
-            tracing::debug!("websocket connected");
-            Session::new(WsTransport::new(ws), shared, headers, closing)
-                .run()
-                .await;
+            tracing::debug!(subprotocol = subprotocol.name(), "websocket connected");
+            match subprotocol {
+                Subprotocol::TransportWs => {
+                    Session::new(WsTransport::new(ws), shared, headers, closing)
+                        .describe(client)
+                        .run()
+                        .await
+                }
+                Subprotocol::Legacy => {
+                    LegacySession::new(WsTransport::new(ws), shared, headers, closing)
+                        .describe(client)
+                        .run()
+                        .await
+                }
+            }
             tracing::debug!("websocket session ended");
         };
         super::spawn_client(
             &self.shared,
             &self.sessions,
             &self.accepted,
-            Transport::graphql_transport_ws,
+            subprotocol.transport(),
             cancel,
             run,
         );
@@ -166,7 +212,7 @@ impl WsEndpoint {
         );
         h.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
+            HeaderValue::from_static(subprotocol.name()),
         );
         res
     }
@@ -202,6 +248,24 @@ pub(super) fn close_delay(n: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graphql_transport_ws_wins_when_both_are_offered() {
+        use Subprotocol::*;
+        for (offered, chosen) in [
+            (
+                &["graphql-ws", "graphql-transport-ws"][..],
+                Some(TransportWs),
+            ),
+            (&["graphql-transport-ws", "graphql-ws"], Some(TransportWs)),
+            (&["graphql-ws"], Some(Legacy)),
+            (&["chat", "graphql-ws"], Some(Legacy)),
+            (&["chat"], None),
+            (&[], None),
+        ] {
+            assert_eq!(Subprotocol::negotiate(offered), chosen, "{offered:?}");
+        }
+    }
 
     #[test]
     fn close_delays_cover_the_window_evenly() {

@@ -26,6 +26,7 @@ let subcar;
 let assets;
 let publicPort;
 let webhookPort;
+let adminPort;
 
 /** `/<package>@<version>/<file>` from node_modules, the way unpkg lays it out. */
 function serveAssets() {
@@ -53,6 +54,7 @@ before(async () => {
   const ports = await freePorts();
   publicPort = ports.public;
   webhookPort = ports.webhook;
+  adminPort = ports.admin;
   const dir = mkdtempSync(join(tmpdir(), 'subcar-graphiql-'));
   writeFileSync(join(dir, 'schema.graphql'), INCIDENT_SCHEMA);
   subcar = startSubcar(
@@ -72,7 +74,12 @@ after(() => {
   assets?.close();
 });
 
-test('GraphiQL runs a subscription and shows the event', { skip: !haveBrowser && 'no Chromium' }, async () => {
+/**
+ * Opens GraphiQL (`search` added to its URL), runs a subscription, waits
+ * for a posted event in the result pane, and checks that it came over
+ * `transport` (as `/status` names it).
+ */
+async function subscribeInGraphiql(search, marker, transport) {
   const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({
     executablePath: chromiumPath,
@@ -91,7 +98,7 @@ test('GraphiQL runs a subscription and shows the event', { skip: !haveBrowser &&
     const problems = [];
     page.on('pageerror', (e) => problems.push(String(e)));
     const query = 'subscription { incidentUpdated { id title } }';
-    await page.goto(`http://127.0.0.1:${publicPort}/graphql?query=${encodeURIComponent(query)}`);
+    await page.goto(`http://127.0.0.1:${publicPort}/graphql?query=${encodeURIComponent(query)}${search}`);
     await page.waitForSelector('.graphiql-execute-button', { timeout: 20000 });
     await page.click('.graphiql-execute-button');
     // Events posted before the subscription is registered reach nobody;
@@ -99,13 +106,15 @@ test('GraphiQL runs a subscription and shows the event', { skip: !haveBrowser &&
     for (let i = 0; ; i++) {
       const res = await fetch(`http://127.0.0.1:${webhookPort}/webhook`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'webhook-id': `evt_${i}` },
-        body: JSON.stringify({ topic: 'incident.updated', payload: { id: `42-${i}`, title: 'seen in the browser' } }),
+        headers: { 'content-type': 'application/json', 'webhook-id': `evt_${marker}_${i}` },
+        body: JSON.stringify({ topic: 'incident.updated', payload: { id: `42-${i}`, title: marker } }),
       });
       assert.equal(res.status, 202);
       const text = await page.locator('.result-window').innerText();
-      if (text.includes('seen in the browser')) {
+      if (text.includes(marker)) {
         assert.match(text, /"incidentUpdated"/);
+        const status = await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json();
+        assert.ok(status.connections[transport] >= 1, JSON.stringify(status.connections));
         break;
       }
       assert.ok(i < 50, `the event never showed in the result pane: ${text} ${problems.join('; ')}`);
@@ -115,6 +124,14 @@ test('GraphiQL runs a subscription and shows the event', { skip: !haveBrowser &&
   } finally {
     await browser.close();
   }
+}
+
+test('GraphiQL runs a subscription and shows the event', { skip: !haveBrowser && 'no Chromium' }, async () => {
+  await subscribeInGraphiql('', 'seen in the browser', 'graphql-transport-ws');
+});
+
+test('GraphiQL with ?transport=sse runs it over GraphQL over SSE', { skip: !haveBrowser && 'no Chromium' }, async () => {
+  await subscribeInGraphiql('&transport=sse', 'seen over SSE', 'sse');
 });
 
 test('GraphiQL is not what API clients get', { skip: !haveBrowser && 'no Chromium' }, async () => {

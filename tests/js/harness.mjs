@@ -3,9 +3,11 @@
 // waited for. Not a test file: node --test runs only `*.test.mjs` here.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
+import { buildSchema, graphql } from 'graphql';
 
 /** The subscription schema the browser and recipe tests subscribe to. */
 export const INCIDENT_SCHEMA = `
@@ -13,6 +15,49 @@ type Query { hello: String }
 type Incident { id: ID! title: String severity: String }
 type Subscription { incidentUpdated(severity: String): Incident }
 `;
+
+/** The schema of the socket clients' tests: incidents and a counter. */
+export const COUNTER_SCHEMA = `
+type Query { hello: String }
+type Incident { id: ID! title: String severity: String }
+type Subscription {
+  incidentUpdated(severity: String): Incident
+  counter: Int
+}
+`;
+
+/** An HS256 JWT for `claims` signed with `secret`, expiring in ten minutes. */
+export function jwt(claims, secret) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ exp: Math.floor(Date.now() / 1000) + 600, ...claims })}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+/**
+ * A real GraphQL server (graphql-js) answering `{ hello }` with "world",
+ * for the queries sent over a socket; resolves with the server and its URL.
+ */
+export async function startHelloUpstream() {
+  const schema = buildSchema('type Query { hello: String }');
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', async () => {
+      const { query, variables, operationName } = JSON.parse(body);
+      const result = await graphql({
+        schema,
+        source: query,
+        variableValues: variables,
+        operationName,
+        rootValue: { hello: () => 'world' },
+      });
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(result));
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, url: `http://127.0.0.1:${server.address().port}/graphql` };
+}
 
 export async function freePort() {
   const server = createServer();
@@ -54,6 +99,19 @@ listen = "127.0.0.1:${ports.webhook}"
 ${webhook}
 ${extra}
 `;
+}
+
+/**
+ * The configuration of a subcar with auth.mode = "jwt" (HS256 `secret`)
+ * where only claims with role "ops" may subscribe to `incidentUpdated`.
+ */
+export function opsOnlyConfig({ ports, upstream, secret }) {
+  return subcarConfig({
+    ports,
+    upstream,
+    subscription: `allow = "claims.role == 'ops'"`,
+    extra: `[auth]\nmode = "jwt"\n[auth.jwt]\nsecret = "${secret}"`,
+  });
 }
 
 /** Writes `config` to `dir/name.toml` and runs subcar on it. */

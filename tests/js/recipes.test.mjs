@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
-import { INCIDENT_SCHEMA, freePorts, startSubcar, subcarConfig, waitOk } from './harness.mjs';
+import { INCIDENT_SCHEMA, freePorts, publishIncident, replica, subcarConfig, until } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REDIS = process.env.SUBCAR_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -35,43 +35,14 @@ after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-/** A subcar replica on Redis; returns its ports and a stop function. */
-async function replica(dir, name, prefix, ports) {
-  const child = startSubcar(
-    dir,
-    name,
-    subcarConfig({
-      ports,
-      upstream: 'http://127.0.0.1:9/graphql',
-      extra: `[bus]\nkind = "redis"\nurl = "${REDIS}"\nprefix = "${prefix}"`,
-    }),
-  );
-  children.add(child);
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  await waitOk(ports.admin, { path: '/readyz', tries: 400, what: `subcar on ${ports.admin} became ready` });
-  return {
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-      children.delete(child);
-    },
-  };
-}
-
-async function publish(webhookPort, id, title) {
-  const res = await fetch(`http://127.0.0.1:${webhookPort}/webhook`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ topic: 'incident.updated', id, payload: { id, title, severity: 'P1' } }),
+/** A subcar replica on Redis, events on `prefix`. */
+function replicaOn(dir, name, prefix, ports) {
+  const config = subcarConfig({
+    ports,
+    upstream: 'http://127.0.0.1:9/graphql',
+    extra: `[bus]\nkind = "redis"\nurl = "${REDIS}"\nprefix = "${prefix}"`,
   });
-  assert.equal(res.status, 202, `event ${id} accepted`);
-}
-
-async function until(what, check) {
-  for (let i = 0; !check(); i++) {
-    assert.ok(i < 400, what);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  return replica(dir, name, config, ports, children);
 }
 
 test('the graphql-ws resume recipe of docs/clients.md loses no event across a restart', async () => {
@@ -93,8 +64,8 @@ test('the graphql-ws resume recipe of docs/clients.md loses no event across a re
   const prefix = `js-recipes-${process.pid}-${Date.now()}`;
   const portsA = await freePorts();
   const portsB = await freePorts();
-  let a = await replica(dir, 'a', prefix, portsA);
-  const b = await replica(dir, 'b', prefix, portsB);
+  let a = await replicaOn(dir, 'a', prefix, portsA);
+  const b = await replicaOn(dir, 'b', prefix, portsB);
 
   const seen = [];
   const errors = [];
@@ -109,17 +80,17 @@ test('the graphql-ws resume recipe of docs/clients.md loses no event across a re
     // The subscription is registered once an event published now arrives.
     for (let i = 0; seen.length === 0; i++) {
       assert.ok(i < 100, 'the first event arrived');
-      await publish(portsA.webhook, `warm-${i}`, 'warm-up');
+      await publishIncident(portsA.webhook, `warm-${i}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    await publish(portsA.webhook, 'e1', 'before the restart');
+    await publishIncident(portsA.webhook, 'e1');
     await until('e1 arrived', () => seen.includes('e1'));
 
     await a.stop();
-    await publish(portsB.webhook, 'e2', 'while replica A is down');
-    a = await replica(dir, 'a2', prefix, portsA);
+    await publishIncident(portsB.webhook, 'e2');
+    a = await replicaOn(dir, 'a2', prefix, portsA);
     await until('e2, missed while A was down, arrived after the reconnect', () => seen.includes('e2'));
-    await publish(portsA.webhook, 'e3', 'after the restart');
+    await publishIncident(portsA.webhook, 'e3');
     await until('e3 arrived', () => seen.includes('e3'));
 
     assert.deepEqual(errors, [], 'no GraphQL error ended the subscription');

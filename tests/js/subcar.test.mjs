@@ -6,28 +6,25 @@
 //
 // Needs a built subcar binary: SUBCAR_BIN=/path/to/subcar node --test
 import { test, before, after } from 'node:test';
-import { createHmac } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildSchema, graphql } from 'graphql';
 import { createClient } from 'graphql-ws';
 import { Webhook } from 'standardwebhooks';
 import WebSocket from 'ws';
-import { freePorts, startSubcar, subcarConfig, waitOk } from './harness.mjs';
+import {
+  COUNTER_SCHEMA,
+  freePorts,
+  jwt as signJwt,
+  opsOnlyConfig,
+  startHelloUpstream,
+  startSubcar,
+  subcarConfig,
+  waitOk,
+} from './harness.mjs';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
-const SCHEMA = `
-type Query { hello: String }
-type Incident { id: ID! title: String severity: String }
-type Subscription {
-  incidentUpdated(severity: String): Incident
-  counter: Int
-}
-`;
-
 const JWT_SECRET = 'js-group-jwt-secret-0123456789';
 
 let subcar;
@@ -39,9 +36,7 @@ let authedPort;
 
 /** An HS256 JWT for `claims`, expiring in ten minutes. */
 function jwt(claims, secret = JWT_SECRET) {
-  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ exp: Math.floor(Date.now() / 1000) + 600, ...claims })}`;
-  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+  return signJwt(claims, secret);
 }
 
 before(async () => {
@@ -49,43 +44,18 @@ before(async () => {
   assert.ok(bin, 'set SUBCAR_BIN to the subcar binary');
   // The upstream: a real GraphQL server (graphql-js) for queries sent over
   // the socket.
-  const upstreamSchema = buildSchema('type Query { hello: String }');
-  upstream = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', async () => {
-      const { query, variables, operationName } = JSON.parse(body);
-      const result = await graphql({
-        schema: upstreamSchema,
-        source: query,
-        variableValues: variables,
-        operationName,
-        rootValue: { hello: () => 'world' },
-      });
-      res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify(result));
-    });
-  });
-  await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-  const upstreamUrl = `http://127.0.0.1:${upstream.address().port}/graphql`;
+  let upstreamUrl;
+  ({ server: upstream, url: upstreamUrl } = await startHelloUpstream());
   const ports = await freePorts();
   publicPort = ports.public;
   webhookPort = ports.webhook;
   const dir = mkdtempSync(join(tmpdir(), 'subcar-js-'));
-  writeFileSync(join(dir, 'schema.graphql'), SCHEMA);
+  writeFileSync(join(dir, 'schema.graphql'), COUNTER_SCHEMA);
   subcar = startSubcar(dir, 'subcar', subcarConfig({ ports, upstream: upstreamUrl, webhook: `secret = "${SECRET}"` }));
   const authedPorts = await freePorts();
   authedPort = authedPorts.public;
-  authed = startSubcar(
-    dir,
-    'authed',
-    subcarConfig({
-      ports: authedPorts,
-      upstream: upstreamUrl,
-      subscription: `allow = "claims.role == 'ops'"`,
-      extra: `[auth]\nmode = "jwt"\n[auth.jwt]\nsecret = "${JWT_SECRET}"`,
-    }),
-  );
+  const opsOnly = opsOnlyConfig({ ports: authedPorts, upstream: upstreamUrl, secret: JWT_SECRET });
+  authed = startSubcar(dir, 'authed', opsOnly);
   await waitOk(publicPort);
   await waitOk(authedPort);
 });

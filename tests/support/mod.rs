@@ -139,6 +139,16 @@ listen = "127.0.0.1:0"
         self.get(path).await.json().await.unwrap()
     }
 
+    /// The JSON body of a GET of `path` on the admin listener (`/status`).
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.admin_url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Triggers the drain and waits for subcar to finish it.
     pub async fn stop(mut self) {
         self.shutdown.trigger();

@@ -208,3 +208,42 @@ fn parse_sse_block(block: &str) -> Sse {
         data: data.join("\n"),
     }
 }
+
+/// `method` to `url` with `headers` and, if given, a JSON body.
+pub async fn send(
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    json: Option<&Value>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new().request(method, url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = json {
+        req = req.json(body);
+    }
+    req.send().await.expect("request sent")
+}
+
+/// A stream opened by [`send`].
+pub async fn open(
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    json: Option<&Value>,
+) -> StreamReader {
+    StreamReader::new(send(method, url, headers, json).await).await
+}
+
+/// The status of a GraphQL-shaped error response and its first error's
+/// `extensions.code`.
+pub async fn error_code(res: reqwest::Response) -> (u16, String) {
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.expect("a JSON error body");
+    let code = body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+        .to_owned();
+    (status, code)
+}

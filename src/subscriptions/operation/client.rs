@@ -23,6 +23,7 @@ use super::{Core, Ending, ExecuteError, OperationError, Request, Resume};
 use crate::bus::{BusError, Cursor, Replay};
 use crate::graphql::{GraphQLError, Prepared};
 use crate::metrics::Refusal;
+use crate::subscriptions::directory::{ClientInfo, Listed};
 use crate::subscriptions::outbox::{Delivery, Inbox, Outbox, outbox};
 use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
 use crate::subscriptions::{FetchCredentials, SubscriptionHandle};
@@ -75,6 +76,8 @@ pub struct Operations<T> {
     next_serial: u64,
     singles: FuturesUnordered<Single>,
     replays: FuturesUnordered<ReplayDone>,
+    /// Its entry in `/status/connections`, once the transport described it.
+    listed: Option<Listed>,
 }
 
 /// What woke a client's operations: pass it to [`Operations::take`].
@@ -163,7 +166,31 @@ impl<T> Operations<T> {
             next_serial: 0,
             singles: FuturesUnordered::new(),
             replays: FuturesUnordered::new(),
+            listed: None,
             core,
+        }
+    }
+
+    /// Who the client is: it is then listed in `/status/connections` and
+    /// named in audit lines.
+    pub fn describe(&mut self, client: ClientInfo) {
+        self.listed = Some(self.core.directory.add(client, self.outbox.clone()));
+    }
+
+    /// An audit line about this client's subscription `field`.
+    fn audit_subscription(&self, started: bool, field: &str, reason: &str) {
+        if let Some(l) = &self.listed {
+            let transport = l.client().transport.name();
+            self.core
+                .audit
+                .subscription(started, transport, &l.subject(), field, reason);
+        }
+    }
+
+    /// A subscription ended: out of the listing, into the audit log.
+    fn ended(&self, id: &str, reason: &str) {
+        if let Some(field) = self.listed.as_ref().and_then(|l| l.unsubscribed(id)) {
+            self.audit_subscription(false, &field, reason);
         }
     }
 
@@ -180,12 +207,18 @@ impl<T> Operations<T> {
     /// Checks the credentials in the headers; the claims are then what
     /// `allow` and `filter` see, and the client ends when they expire.
     pub async fn authenticate(&mut self) -> Result<(), Ending> {
-        let identity = self
-            .core
-            .authenticator
-            .authenticate(&self.headers)
-            .await
-            .map_err(Ending::Auth)?;
+        let identity = match self.core.authenticator.authenticate(&self.headers).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                self.audit_connection(false, &e.to_string());
+                return Err(Ending::Auth(e));
+            }
+        };
+        if let Some(l) = &self.listed {
+            let sub = identity.claims.get("sub").and_then(Value::as_str);
+            l.set_subject(sub.map(str::to_owned));
+        }
+        self.audit_connection(true, "");
         if let Some(at) = identity.expires {
             let left = at
                 .duration_since(std::time::SystemTime::now())
@@ -194,6 +227,15 @@ impl<T> Operations<T> {
         }
         self.claims = Arc::new(identity.claims);
         Ok(())
+    }
+
+    fn audit_connection(&self, admitted: bool, reason: &str) {
+        if let Some(l) = &self.listed {
+            let transport = l.client().transport.name();
+            self.core
+                .audit
+                .connection(admitted, transport, &l.subject(), reason);
+        }
     }
 
     /// Whether an operation with this id is running.
@@ -226,7 +268,8 @@ impl<T> Operations<T> {
         let serial = self.next_serial;
         match op.prepared {
             Prepared::Subscription(p) => {
-                let route = self.core.routes.route(p.field());
+                let field = p.field().to_owned();
+                let route = self.core.routes.route(&field);
                 if resume.is_on() && p.fetch().is_some() {
                     return Err(OperationError::ResumeUnsupported);
                 }
@@ -259,6 +302,10 @@ impl<T> Operations<T> {
                     self.replays
                         .push(Box::pin(async move { (op_id, serial, fetch.await) }));
                 }
+                if let Some(l) = &self.listed {
+                    l.subscribed(id, &field);
+                }
+                self.audit_subscription(true, &field, "");
                 self.live.push(Live {
                     serial,
                     id: id.to_owned(),
@@ -302,11 +349,17 @@ impl<T> Operations<T> {
     pub fn stop(&mut self, id: &str) {
         if let Some(Entry::Subscription { serial }) = self.by_id.remove(id) {
             self.live.retain(|l| l.serial != serial);
+            self.ended(id, "stopped by the client");
         }
     }
 
     /// Ends every operation at once (the client is closing).
     pub fn stop_all(&mut self) {
+        if let Some(l) = &self.listed {
+            for field in l.take_all() {
+                self.audit_subscription(false, &field, "the client closed");
+            }
+        }
         self.by_id.clear();
         self.live.clear();
         self.singles = FuturesUnordered::new();
@@ -490,6 +543,7 @@ impl<T> Operations<T> {
         };
         let live = self.live.remove(i);
         self.by_id.remove(id);
+        self.ended(id, error.code().unwrap_or("error"));
         emit(Output::Error {
             id: &live.id,
             tag: &live.tag,
@@ -529,4 +583,12 @@ fn upstream_error(v: Value) -> GraphQLError {
         e.path = path.clone();
     }
     e
+}
+
+/// A client that goes without `stop_all` (its task ended) still says its
+/// subscriptions ended.
+impl<T> Drop for Operations<T> {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
 }

@@ -8,8 +8,10 @@
 //!
 //! # The seam
 //!
-//! A transport (graphql-transport-ws today; SSE, multipart and the legacy
-//! `graphql-ws` next) does four things and nothing else:
+//! A transport (the sockets, graphql-transport-ws and the legacy
+//! `graphql-ws`, both driven by [`crate::transport::session::Socket`]; the
+//! HTTP streams, SSE and multipart, in [`crate::transport::stream`]) does
+//! four things and nothing else:
 //!
 //! 1. **accept**: checks its handshake and builds an [`Operations`] for the
 //!    client with the headers its upstream calls carry
@@ -72,6 +74,9 @@ pub struct Core {
     /// Refusals by reason.
     pub metrics: Arc<Metrics>,
     pub limits: OperationLimits,
+    /// Who is connected (`/status/connections`).
+    pub directory: Arc<crate::subscriptions::directory::Directory>,
+    pub audit: crate::log::Audit,
 }
 
 /// The limits of one client's operations.

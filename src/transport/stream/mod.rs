@@ -222,13 +222,15 @@ impl Inner {
         req: GraphqlRequest,
     ) -> Response<Body> {
         let core = &self.shared.core;
-        if let Some(refused) = super::refusal(core, &self.drain) {
+        let client = self.shared.client_info(parts, transport_of(framing));
+        if let Some(refused) = super::refusal(core, &self.drain, client) {
             return refused;
         }
         let Some(headers) = self.shared.headers_for_upstream(parts) else {
             return super::no_client_connection();
         };
         let mut ops = Operations::new(core.clone(), headers);
+        ops.describe(client);
         if let Err(e) = ops.authenticate().await {
             return refused_credentials(&e);
         }
@@ -267,14 +269,16 @@ impl Inner {
             return refused;
         }
         let core = &self.shared.core;
-        if let Some(refused) = super::refusal(core, &self.drain) {
+        let (parts, _) = request.into_parts();
+        let client = self.shared.client_info(&parts, Transport::sse);
+        if let Some(refused) = super::refusal(core, &self.drain, client) {
             return refused;
         }
-        let (parts, _) = request.into_parts();
         let Some(headers) = self.shared.headers_for_upstream(&parts) else {
             return super::no_client_connection();
         };
         let mut ops = Operations::new(core.clone(), headers);
+        ops.describe(client);
         if let Err(e) = ops.authenticate().await {
             return refused_credentials(&e);
         }
