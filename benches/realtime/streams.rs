@@ -313,9 +313,14 @@ fn json_len(body: &[u8]) -> Option<usize> {
     None
 }
 
-/// The event number in `…{"counter":N}…`: the digits after the last `:`.
+/// The event number in `…{"counter":N}…` (subcar's SSE events also carry
+/// `"extensions":{"cursor":…}` after it).
 pub fn counter_of(json: &[u8]) -> Option<usize> {
-    let start = memchr::memrchr(b':', json)? + 1;
+    const KEY: &[u8] = br#""counter":"#;
+    // Built once: the reader thread calls this for every delivery.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    let start = FINDER.find(json)? + KEY.len();
     let digits = json[start..]
         .iter()
         .take_while(|b| b.is_ascii_digit())
@@ -331,7 +336,9 @@ pub fn counter_of(json: &[u8]) -> Option<usize> {
 pub fn self_test() {
     let chunk = |s: &str| format!("{:x}\r\n{s}\r\n", s.len());
     let event = |id: u32, n: u32| {
-        format!("id: {id}\nevent: next\ndata: {{\"data\":{{\"counter\":{n}}}}}\n\n")
+        format!(
+            "id: {id}\nevent: next\ndata: {{\"data\":{{\"counter\":{n}}},\"extensions\":{{\"cursor\":\"{id}\"}}}}\n\n"
+        )
     };
     let head = "HTTP/1.1 200 OK\r\ncontent-type: x\r\ntransfer-encoding: chunked\r\n\r\n";
     let sse = [
