@@ -249,12 +249,18 @@ fn sse_events(buf: &[u8], blocks: &mut u64, on_next: &mut impl FnMut(&[u8])) -> 
 }
 
 const DELIMITER: &[u8] = b"\r\n--graphql";
+/// A part's delimiter and headers exactly as subcar writes them.
+const PART_HEAD: &[u8] = b"\r\n--graphql\r\ncontent-type: application/json\r\n\r\n";
 
 /// Multipart as Apollo clients read it: a delimiter, part headers, a blank
-/// line, one JSON object. A part is whole when its object closes, so it
-/// counts without waiting for the next delimiter (a heartbeat's, up to
-/// seconds later). Payload parts start `{"payload"`; heartbeats are `{}`.
+/// line, one JSON object. A part ends where the next delimiter starts; the
+/// last one in the buffer is whole when its object closes, so it counts
+/// without waiting for the next delimiter (a heartbeat's, seconds later).
+/// Payload parts start `{"payload"`; heartbeats are `{}`.
 fn multipart_parts(buf: &[u8], blocks: &mut u64, on_next: &mut impl FnMut(&[u8])) -> (usize, bool) {
+    // Built once: the reader thread looks for a delimiter per delivery.
+    static NEXT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(DELIMITER));
     let mut at = 0;
     loop {
         let rest = &buf[at..];
@@ -269,18 +275,27 @@ fn multipart_parts(buf: &[u8], blocks: &mut u64, on_next: &mut impl FnMut(&[u8])
         if rest[DELIMITER.len()..].starts_with(b"--") {
             return (at, true);
         }
-        let Some(head) = memchr::memmem::find(rest, b"\r\n\r\n") else {
-            return (at, false);
+        let head = if rest.starts_with(PART_HEAD) {
+            PART_HEAD.len()
+        } else {
+            match memchr::memmem::find(rest, b"\r\n\r\n") {
+                Some(i) => i + 4,
+                None => return (at, false),
+            }
         };
-        let body = &rest[head + 4..];
-        let Some(len) = json_len(body) else {
-            return (at, false);
+        let body = &rest[head..];
+        let len = match NEXT.find(body) {
+            Some(len) => len,
+            None => match json_len(body) {
+                Some(len) => len,
+                None => return (at, false),
+            },
         };
         *blocks += 1;
         if body.starts_with(br#"{"payload""#) {
             on_next(&body[..len]);
         }
-        at += head + 4 + len;
+        at += head + len;
     }
 }
 
