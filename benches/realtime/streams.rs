@@ -191,17 +191,16 @@ impl Decoder {
     /// `false` after multipart's close delimiter.
     fn body(&mut self, data: &[u8], on_next: &mut impl FnMut(&[u8])) -> bool {
         let mut pending = std::mem::take(&mut self.partial);
-        let ended;
-        if pending.is_empty() {
+        let ended = if pending.is_empty() {
             let (used, end) = scan(self.framing, data, &mut self.blocks, on_next);
             pending.extend_from_slice(&data[used..]);
-            ended = end;
+            end
         } else {
             pending.extend_from_slice(data);
             let (used, end) = scan(self.framing, &pending, &mut self.blocks, on_next);
             pending.drain(..used);
-            ended = end;
-        }
+            end
+        };
         self.partial = pending;
         if ended {
             self.state = State::Done;
