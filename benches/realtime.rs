@@ -14,6 +14,15 @@
 //! cost shows) against subcar without them, instead of the bare broadcast,
 //! each run twice in ABBA order and averaged.
 //! Clients then send an HS256 token in `connection_init.payload`.
+//!
+//! Then, transports: (a)-(d) again for subcar alone, once per client
+//! transport, each on a fresh subcar process (so that (c) starts from the
+//! same heap) and in alternating order over `REALTIME_TRANSPORT_ROUNDS`
+//! rounds (default 3), printed as medians with ratios to WebSocket.
+//! `REALTIME_TRANSPORTS=ws,sse,multipart` picks them (the default; none
+//! in auth mode, `none` for none); `REALTIME_BENCH_BASELINE=0` skips the
+//! comparison with the bare broadcast. SSE is the distinct-connections
+//! `GET`, multipart Apollo's `POST`, both HTTP/1.1 ([`streams`]).
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -32,6 +41,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+#[path = "realtime/streams.rs"]
+mod streams;
+#[path = "realtime/transports.rs"]
+mod transports;
 
 const JWT_SECRET: &str = "realtime-bench-secret-0123456789";
 
@@ -62,6 +76,66 @@ fn init_message() -> &'static str {
         serde_json::json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})
             .to_string()
     })
+}
+
+/// How a subscriber speaks to subcar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// graphql-transport-ws (the bare broadcast's subscribers speak
+    /// WebSocket too, without GraphQL).
+    Ws,
+    Sse,
+    Multipart,
+}
+
+impl Transport {
+    const ALL: [Self; 3] = [Self::Ws, Self::Sse, Self::Multipart];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Sse => "sse",
+            Self::Multipart => "multipart",
+        }
+    }
+
+    /// Its `transport` label on `subcar_connections`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ws => "graphql_transport_ws",
+            Self::Sse => "sse",
+            Self::Multipart => "multipart",
+        }
+    }
+
+    fn framing(self) -> Option<streams::Framing> {
+        match self {
+            Self::Ws => None,
+            Self::Sse => Some(streams::Framing::Sse),
+            Self::Multipart => Some(streams::Framing::Multipart),
+        }
+    }
+}
+
+/// `REALTIME_TRANSPORTS`: the transports to compare, in order.
+fn transports() -> Vec<Transport> {
+    let list = match std::env::var("REALTIME_TRANSPORTS") {
+        Ok(list) => list,
+        Err(_) if auth_mode() => return Vec::new(),
+        Err(_) => return Transport::ALL.to_vec(),
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && *t != "none")
+        .map(|t| {
+            *Transport::ALL
+                .iter()
+                .find(|x| x.name() == t)
+                .unwrap_or_else(|| {
+                    panic!("REALTIME_TRANSPORTS: unknown {t:?} (ws, sse, multipart)")
+                })
+        })
+        .collect()
 }
 
 const SCHEMA: &str = "type Query { hello: String }\ntype Subscription { counter: Int }\n";
@@ -117,6 +191,22 @@ impl Phase {
             .map(|c| c.load(Ordering::Relaxed))
             .min()
             .unwrap_or(0)
+    }
+    /// Counts event `seq` received by `client` at `now`; `false` if it
+    /// is past the phase's events.
+    #[inline]
+    fn record(&self, client: usize, seq: usize, now: u64) -> bool {
+        if seq >= self.count.len() {
+            return false;
+        }
+        self.received[client].fetch_add(1, Ordering::Relaxed);
+        self.count[seq].fetch_add(1, Ordering::Relaxed);
+        self.last_ns[seq].fetch_max(now, Ordering::Relaxed);
+        if self.record_latency {
+            let sent = self.sent_ns[seq].load(Ordering::Acquire);
+            self.latencies[client].lock().push(now.saturating_sub(sent));
+        }
+        true
     }
     fn total(&self) -> u64 {
         self.received
@@ -188,15 +278,29 @@ async fn expect_type(ws: &mut Ws, ty: &str) {
     panic!("closed while waiting for {ty}");
 }
 
+/// A subscriber whose subscription is live: a WebSocket, or an HTTP
+/// stream with its decoder (which has read the response head).
+enum Client {
+    Ws(Ws),
+    Stream(TcpStream, streams::Decoder),
+}
+
 /// Opens `n` subscribers (bounded concurrency) and returns their sockets.
-async fn open(addr: SocketAddr, graphql: bool, n: usize) -> Vec<Ws> {
+async fn open(target: &Target, transport: Transport, n: usize) -> Vec<Client> {
+    let (addr, graphql) = (target.addr(), target.graphql());
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let sem = sem.clone();
             tokio::spawn(async move {
                 let _p = sem.acquire().await.unwrap();
-                connect(addr, graphql).await
+                match transport.framing() {
+                    None => Client::Ws(connect(addr, graphql).await),
+                    Some(framing) => {
+                        let (stream, decoder) = streams::connect(addr, framing).await;
+                        Client::Stream(stream, decoder)
+                    }
+                }
             })
         })
         .collect();
@@ -220,16 +324,20 @@ struct Readers {
 
 const WAKE: mio::Token = mio::Token(usize::MAX);
 
-fn read_all(sockets: Vec<Ws>, phase: &Arc<Phase>) -> Readers {
-    let streams: Vec<std::net::TcpStream> = sockets
+fn read_all(clients: Vec<Client>, phase: &Arc<Phase>) -> Readers {
+    let streams: Vec<(std::net::TcpStream, Option<streams::Decoder>)> = clients
         .into_iter()
-        .map(|ws| {
-            // The handshake left nothing unread (its last message was
-            // awaited), so the socket can leave tokio: keep a duplicate of
-            // its descriptor and drop the tokio side.
-            let fd = ws.get_ref().as_fd().try_clone_to_owned().unwrap();
-            drop(ws);
-            std::net::TcpStream::from(fd)
+        .map(|client| match client {
+            Client::Ws(ws) => {
+                // The handshake left nothing unread (its last message was
+                // awaited), so the socket can leave tokio: keep a duplicate of
+                // its descriptor and drop the tokio side.
+                let fd = ws.get_ref().as_fd().try_clone_to_owned().unwrap();
+                drop(ws);
+                (std::net::TcpStream::from(fd), None)
+            }
+            // What was read past the opening block is in the decoder.
+            Client::Stream(stream, decoder) => (stream.into_std().unwrap(), Some(decoder)),
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -249,19 +357,21 @@ struct Conn {
     stream: mio::net::TcpStream,
     /// The start of a frame that has not fully arrived.
     partial: Vec<u8>,
+    /// An HTTP stream's reader; `None` for a WebSocket.
+    http: Option<streams::Decoder>,
     done: bool,
 }
 
 fn read_loop(
     mut poll: mio::Poll,
-    streams: Vec<std::net::TcpStream>,
+    streams: Vec<(std::net::TcpStream, Option<streams::Decoder>)>,
     phase: &Phase,
     stop: &AtomicBool,
 ) {
     let mut conns: Vec<Conn> = streams
         .into_iter()
         .enumerate()
-        .map(|(client, stream)| {
+        .map(|(client, (stream, http))| {
             stream.set_nonblocking(true).unwrap();
             let mut stream = mio::net::TcpStream::from_std(stream);
             poll.registry()
@@ -271,6 +381,7 @@ fn read_loop(
                 client,
                 stream,
                 partial: Vec::new(),
+                http,
                 done: false,
             }
         })
@@ -316,6 +427,20 @@ impl Conn {
 
     fn receive(&mut self, data: &[u8], phase: &Phase) {
         let now = phase.now_ns();
+        if let Some(decoder) = &mut self.http {
+            let (client, mut past) = (self.client, false);
+            let open = decoder.feed(data, &mut |json| {
+                if !past && let Some(seq) = streams::counter_of(json) {
+                    past = !phase.record(client, seq, now);
+                }
+            });
+            if past {
+                self.done = true;
+            } else if !open {
+                self.close(phase);
+            }
+            return;
+        }
         let mut pending = std::mem::take(&mut self.partial);
         let data = if pending.is_empty() {
             data
@@ -329,18 +454,9 @@ impl Conn {
             match opcode {
                 OP_TEXT => {
                     let Some(seq) = seq_of(payload) else { continue };
-                    if seq >= phase.count.len() {
+                    if !phase.record(self.client, seq, now) {
                         self.done = true;
                         return;
-                    }
-                    phase.received[self.client].fetch_add(1, Ordering::Relaxed);
-                    phase.count[seq].fetch_add(1, Ordering::Relaxed);
-                    phase.last_ns[seq].fetch_max(now, Ordering::Relaxed);
-                    if phase.record_latency {
-                        let sent = phase.sent_ns[seq].load(Ordering::Acquire);
-                        phase.latencies[self.client]
-                            .lock()
-                            .push(now.saturating_sub(sent));
                     }
                 }
                 // The heartbeat: an empty pong, masked as client frames must be.
@@ -448,6 +564,7 @@ enum Target {
     Subcar {
         addr: SocketAddr,
         webhook: SocketAddr,
+        admin: SocketAddr,
         child: Child,
     },
     Baseline {
@@ -457,6 +574,13 @@ enum Target {
 }
 
 impl Target {
+    /// subcar's admin listener (`/metrics`).
+    fn admin(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Subcar { admin, .. } => Some(*admin),
+            Self::Baseline { .. } => None,
+        }
+    }
     fn addr(&self) -> SocketAddr {
         match self {
             Self::Subcar { addr, .. } | Self::Baseline { addr, .. } => *addr,
@@ -533,6 +657,7 @@ async fn start_subcar(dir: &std::path::Path, auth: bool) -> Target {
     Target::Subcar {
         addr,
         webhook,
+        admin,
         child,
     }
 }
@@ -570,7 +695,7 @@ fn stop(readers: Readers) {
     readers.thread.join().unwrap();
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Results {
     fanout_p50_ms: f64,
     fanout_p99_ms: f64,
@@ -629,15 +754,18 @@ async fn setup_rate(target: &Target, r: &mut Results) {
 }
 
 /// (a) and (c): 10,000 subscribers.
-async fn fanout(target: &Target, r: &mut Results) {
+async fn fanout(target: &Target, transport: Transport, r: &mut Results) {
     let n = scale(10_000);
     let events = 50;
     // Warm up allocators and the dispatcher before the RSS baseline.
-    let warm = open(target.addr(), target.graphql(), 10).await;
+    let warm = open(target, transport, 10).await;
     drop(warm);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    if transport != Transport::Ws {
+        transports::settle(target, transport).await;
+    }
     let rss_before = rss_kib(target.pid());
-    let sockets = open(target.addr(), target.graphql(), n).await;
+    let sockets = open(target, transport, n).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = rss_kib(target.pid());
     r.rss_per_conn_kib = (rss_after.saturating_sub(rss_before)) as f64 / n as f64;
@@ -668,14 +796,14 @@ async fn fanout(target: &Target, r: &mut Results) {
 
 /// (b): 1,000 subscribers, events published as fast as accepted, with a
 /// window so that no client can fall more than `WINDOW` events behind.
-async fn throughput(target: &Target, batch: usize) -> f64 {
+async fn throughput(target: &Target, transport: Transport, batch: usize) -> f64 {
     let n = scale(1_000);
     let total_events = scale(if batch > 1 { 20_000 } else { 5_000 });
     const WINDOW: usize = 600;
     // Concurrent publishing connections: the webhook answers each request
     // after the bus took it, so one connection measures round trips.
     const PUBLISHERS: usize = 4;
-    let sockets = open(target.addr(), target.graphql(), n).await;
+    let sockets = open(target, transport, n).await;
     let phase = Phase::new(total_events, n, false);
     let readers = read_all(sockets, &phase);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -721,10 +849,10 @@ async fn throughput(target: &Target, batch: usize) -> f64 {
 }
 
 /// (d): 100 subscribers, 1,000 events/s, one event per request.
-async fn latency(target: &Target, r: &mut Results) {
+async fn latency(target: &Target, transport: Transport, r: &mut Results) {
     let n = scale(100);
     let events = scale(3_000);
-    let sockets = open(target.addr(), target.graphql(), n).await;
+    let sockets = open(target, transport, n).await;
     let phase = Phase::new(events, n, true);
     let readers = read_all(sockets, &phase);
     let mut publisher = Publisher::new(target).await;
@@ -757,20 +885,20 @@ async fn run(target: Target) -> Results {
         target.name(),
         scale(10_000)
     );
-    fanout(&target, &mut r).await;
+    fanout(&target, Transport::Ws, &mut r).await;
     eprintln!(
         "[{}] (b) sustained throughput to {} subscribers",
         target.name(),
         scale(1_000)
     );
-    r.batched_per_s = throughput(&target, 100).await;
-    r.unbatched_per_s = throughput(&target, 1).await;
+    r.batched_per_s = throughput(&target, Transport::Ws, 100).await;
+    r.unbatched_per_s = throughput(&target, Transport::Ws, 1).await;
     eprintln!(
         "[{}] (d) latency at 1,000 events/s to {} subscribers",
         target.name(),
         scale(100)
     );
-    latency(&target, &mut r).await;
+    latency(&target, Transport::Ws, &mut r).await;
     eprintln!(
         "[{}] (e) connection setup rate, {} connections",
         target.name(),
@@ -780,10 +908,89 @@ async fn run(target: Target) -> Results {
     r
 }
 
+/// subcar against the bare broadcast (or, in auth mode, against itself
+/// without auth and limits): the first table.
+async fn compare_baseline(dir: &std::path::Path) {
+    let auth = auth_mode();
+    let (sub, base, columns) = if auth {
+        // ABBA order, each metric averaged per configuration: the load
+        // generator's state drifts over a run (TIME_WAIT sockets pile
+        // up), which a single plain-then-auth pass would charge to auth.
+        let authed = tempfile::tempdir().unwrap();
+        let p1 = run(start_subcar(dir, false).await).await;
+        let a1 = run(start_subcar(authed.path(), true).await).await;
+        let a2 = run(start_subcar(authed.path(), true).await).await;
+        let p2 = run(start_subcar(dir, false).await).await;
+        (
+            a1.mean(&a2),
+            p1.mean(&p2),
+            ("subcar jwt+limits", "subcar plain"),
+        )
+    } else {
+        let base = run(start_baseline().await).await;
+        let sub = run(start_subcar(dir, false).await).await;
+        (sub, base, ("subcar", "bare tungstenite"))
+    };
+    println!(
+        "\nrealtime benchmark (loopback, load generator in-process; cores: {})",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<58} {:>17} {:>17} {:>8}",
+        "metric", columns.0, columns.1, "ratio"
+    );
+    let row =
+        |name: String, s: f64, b: f64| println!("{name:<58} {s:>17.2} {b:>17.2} {:>8.2}", s / b);
+    let (a, b, d) = (scale(10_000), scale(1_000), scale(100));
+    row(
+        format!("(a) fan-out 1 event -> {a} subscribers, p50 ms"),
+        sub.fanout_p50_ms,
+        base.fanout_p50_ms,
+    );
+    row(
+        format!("(a) fan-out 1 event -> {a} subscribers, p99 ms"),
+        sub.fanout_p99_ms,
+        base.fanout_p99_ms,
+    );
+    row(
+        format!("(b) deliveries/s, {b} subscribers, batches of 100"),
+        sub.batched_per_s,
+        base.batched_per_s,
+    );
+    row(
+        format!("(b) deliveries/s, {b} subscribers, one event per publish"),
+        sub.unbatched_per_s,
+        base.unbatched_per_s,
+    );
+    row(
+        format!("(c) RSS per idle connection at {a}, KiB"),
+        sub.rss_per_conn_kib,
+        base.rss_per_conn_kib,
+    );
+    row(
+        format!("(d) latency p50 us (1k events/s, {d} subscribers)"),
+        sub.lat_p50_us,
+        base.lat_p50_us,
+    );
+    row(
+        format!("(d) latency p99 us (1k events/s, {d} subscribers)"),
+        sub.lat_p99_us,
+        base.lat_p99_us,
+    );
+    row(
+        format!("(e) connections/s to ack, {} connections", scale(5_000)),
+        sub.setup_per_s,
+        base.setup_per_s,
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--baseline-server") {
         return baseline::serve(args[i + 1].parse().unwrap());
+    }
+    if args.iter().any(|a| a == "--self-test") {
+        return streams::self_test();
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -792,78 +999,14 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let auth = auth_mode();
-        let (sub, base, columns) = if auth {
-            // ABBA order, each metric averaged per configuration: the load
-            // generator's state drifts over a run (TIME_WAIT sockets pile
-            // up), which a single plain-then-auth pass would charge to auth.
-            let authed = tempfile::tempdir().unwrap();
-            let p1 = run(start_subcar(dir.path(), false).await).await;
-            let a1 = run(start_subcar(authed.path(), true).await).await;
-            let a2 = run(start_subcar(authed.path(), true).await).await;
-            let p2 = run(start_subcar(dir.path(), false).await).await;
-            (
-                a1.mean(&a2),
-                p1.mean(&p2),
-                ("subcar jwt+limits", "subcar plain"),
-            )
-        } else {
-            let base = run(start_baseline().await).await;
-            let sub = run(start_subcar(dir.path(), false).await).await;
-            (sub, base, ("subcar", "bare tungstenite"))
-        };
-        println!(
-            "\nrealtime benchmark (loopback, load generator in-process; cores: {})",
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        );
-        println!(
-            "{:<58} {:>17} {:>17} {:>8}",
-            "metric", columns.0, columns.1, "ratio"
-        );
-        let row = |name: String, s: f64, b: f64| {
-            println!("{name:<58} {s:>17.2} {b:>17.2} {:>8.2}", s / b)
-        };
-        let (a, b, d) = (scale(10_000), scale(1_000), scale(100));
-        row(
-            format!("(a) fan-out 1 event -> {a} subscribers, p50 ms"),
-            sub.fanout_p50_ms,
-            base.fanout_p50_ms,
-        );
-        row(
-            format!("(a) fan-out 1 event -> {a} subscribers, p99 ms"),
-            sub.fanout_p99_ms,
-            base.fanout_p99_ms,
-        );
-        row(
-            format!("(b) deliveries/s, {b} subscribers, batches of 100"),
-            sub.batched_per_s,
-            base.batched_per_s,
-        );
-        row(
-            format!("(b) deliveries/s, {b} subscribers, one event per publish"),
-            sub.unbatched_per_s,
-            base.unbatched_per_s,
-        );
-        row(
-            format!("(c) RSS per idle connection at {a}, KiB"),
-            sub.rss_per_conn_kib,
-            base.rss_per_conn_kib,
-        );
-        row(
-            format!("(d) latency p50 us (1k events/s, {d} subscribers)"),
-            sub.lat_p50_us,
-            base.lat_p50_us,
-        );
-        row(
-            format!("(d) latency p99 us (1k events/s, {d} subscribers)"),
-            sub.lat_p99_us,
-            base.lat_p99_us,
-        );
-        row(
-            format!("(e) connections/s to ack, {} connections", scale(5_000)),
-            sub.setup_per_s,
-            base.setup_per_s,
-        );
+        if std::env::var("REALTIME_BENCH_BASELINE").map_or(true, |v| v != "0") {
+            compare_baseline(dir.path()).await;
+        }
+        let transports = transports();
+        if !transports.is_empty() {
+            streams::self_test();
+            transports::compare(dir.path(), &transports).await;
+        }
     });
 }
 
