@@ -75,6 +75,11 @@ impl Audit {
         Self { on }
     }
 
+    /// Whether lines are written: callers skip building their fields when not.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
     /// A client admitted (`reason` empty) or refused.
     pub fn connection(&self, admitted: bool, transport: &str, subject: &str, reason: &str) {
         if self.on {

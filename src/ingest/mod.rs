@@ -171,6 +171,7 @@ impl Webhook {
         let sender = req
             .extensions()
             .get::<crate::proxy::ClientConnection>()
+            .filter(|_| self.audit.is_on())
             .map(|c| c.remote.ip().to_string())
             .unwrap_or_default();
         let mut accepted_events = 0;

@@ -179,7 +179,7 @@ impl<T> Operations<T> {
 
     /// An audit line about this client's subscription `field`.
     fn audit_subscription(&self, started: bool, field: &str, reason: &str) {
-        if let Some(l) = &self.listed {
+        if let Some(l) = self.listed.as_ref().filter(|_| self.core.audit.is_on()) {
             let transport = l.client().transport.name();
             self.core
                 .audit
@@ -230,7 +230,7 @@ impl<T> Operations<T> {
     }
 
     fn audit_connection(&self, admitted: bool, reason: &str) {
-        if let Some(l) = &self.listed {
+        if let Some(l) = self.listed.as_ref().filter(|_| self.core.audit.is_on()) {
             let transport = l.client().transport.name();
             self.core
                 .audit
@@ -355,15 +355,20 @@ impl<T> Operations<T> {
 
     /// Ends every operation at once (the client is closing).
     pub fn stop_all(&mut self) {
+        self.unlist_all();
+        self.by_id.clear();
+        self.live.clear();
+        self.singles = FuturesUnordered::new();
+        self.replays = FuturesUnordered::new();
+    }
+
+    /// Every subscription out of the listing, into the audit log.
+    fn unlist_all(&self) {
         if let Some(l) = &self.listed {
             for field in l.take_all() {
                 self.audit_subscription(false, &field, "the client closed");
             }
         }
-        self.by_id.clear();
-        self.live.clear();
-        self.singles = FuturesUnordered::new();
-        self.replays = FuturesUnordered::new();
     }
 
     /// Counts a client whose writes stalled as a slow consumer.
@@ -589,6 +594,6 @@ fn upstream_error(v: Value) -> GraphQLError {
 /// subscriptions ended.
 impl<T> Drop for Operations<T> {
     fn drop(&mut self) {
-        self.stop_all();
+        self.unlist_all();
     }
 }

@@ -29,7 +29,6 @@ pub enum Framing {
 /// so that each delivery is one splice.
 #[derive(Debug)]
 pub struct Envelope {
-    pub id: String,
     prefix: Bytes,
     suffix: &'static [u8],
     /// `complete` for this operation (SSE only).
@@ -82,7 +81,6 @@ impl Framing {
             }
         };
         Envelope {
-            id: id.to_owned(),
             prefix,
             suffix,
             complete,
