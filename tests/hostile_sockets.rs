@@ -247,16 +247,7 @@ async fn a_slow_consumer_receives_its_1013_close_when_it_reads_again() {
     slow.send(json!({"type": "ping"})).await;
     assert_eq!(slow.recv().await["type"], "pong");
     // The client stops reading; large events fill its socket, then its queue.
-    let big = "x".repeat(32 * 1024);
-    let mut published = 0;
-    while rt.registry.stats.slow_consumers.load(Ordering::Relaxed) == 0 {
-        assert!(published < 2000, "never detected as a slow consumer");
-        let batch: Vec<Value> = (0..10)
-            .map(|i| json!({"topic": "incidentUpdated", "payload": {"id": (published + i).to_string(), "title": big}}))
-            .collect();
-        publish(rt.webhook, Value::Array(batch)).await;
-        published += 10;
-    }
+    let published = support::flood_until_slow_consumer(&rt).await;
     // Reading again some time later, yet within the close deadline
     // (CLOSE_DEADLINE, 3 s): everything queued before the close, then the
     // close itself with its retryable code.

@@ -450,7 +450,6 @@ mod single_connection {
 /// it is counted, and nobody else waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_stops_reading_is_a_slow_consumer() {
-    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_upstream, subcar) = subcar("[limits]\noutbound_queue = 8").await;
     let mut w = watcher(&subcar).await;
@@ -468,16 +467,7 @@ async fn a_stream_that_stops_reading_is_a_slow_consumer() {
     .unwrap();
     wait_subscriptions(&subcar, 2).await;
     // The client reads nothing; large events fill its socket, then its queue.
-    let big = "x".repeat(32 * 1024);
-    let mut published = 0;
-    while subcar.registry.stats.slow_consumers.load(Ordering::Relaxed) == 0 {
-        assert!(published < 2000, "never detected as a slow consumer");
-        let batch: Vec<Value> = (0..10)
-            .map(|i| json!({"topic": "incidentUpdated", "payload": {"id": (published + i).to_string(), "title": big}}))
-            .collect();
-        publish(subcar.webhook, Value::Array(batch)).await;
-        published += 10;
-    }
+    let published = support::flood_until_slow_consumer(&subcar).await;
     wait_subscriptions(&subcar, 1).await;
     // What it reads afterwards ends (the chunked body's last chunk; the
     // connection itself stays for another request), and not with `complete`.

@@ -311,6 +311,23 @@ pub async fn wait_subscriptions(subcar: &TestSubcar, n: usize) {
     });
 }
 
+/// Publishes large `incidentUpdated` events, ten per request, until the
+/// registry counts a slow consumer; returns how many were published.
+pub async fn flood_until_slow_consumer(subcar: &TestSubcar) -> usize {
+    use std::sync::atomic::Ordering;
+    let big = "x".repeat(32 * 1024);
+    let mut published = 0;
+    while subcar.registry.stats.slow_consumers.load(Ordering::Relaxed) == 0 {
+        assert!(published < 2000, "never detected as a slow consumer");
+        let batch: Vec<serde_json::Value> = (0..10)
+            .map(|i| serde_json::json!({"topic": "incidentUpdated", "payload": {"id": (published + i).to_string(), "title": big}}))
+            .collect();
+        publish(subcar.webhook, serde_json::Value::Array(batch)).await;
+        published += 10;
+    }
+    published
+}
+
 /// A free loopback port (bound then released; for child processes).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
