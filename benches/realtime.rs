@@ -8,6 +8,9 @@
 //! (c) resident memory per idle connection (one subscription each) at 10,000;
 //! (d) webhook → subscriber latency p50/p99 at 1,000 events/s to 100 subscribers.
 //! (e) connection setup rate: connections/s from TCP connect to `connection_ack`.
+//! (f) `REALTIME_BENCH_MANY=N` runs only this: N idle subscribers on one
+//! subcar ([`many`]), resident memory, time to connect them all, and
+//! events delivered to all of them.
 //! `REALTIME_BENCH_SCALE=0.1` shrinks every count for a quick run.
 //! `REALTIME_BENCH_AUTH=1` compares subcar with `auth.mode = "jwt"` and every
 //! rate limit on (set high enough not to refuse the load, so only their
@@ -42,6 +45,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+#[path = "realtime/many.rs"]
+mod many;
 #[path = "realtime/streams.rs"]
 mod streams;
 #[path = "realtime/transports.rs"]
@@ -226,7 +231,11 @@ fn seq_of(frame: &[u8]) -> Option<usize> {
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 async fn connect(addr: SocketAddr, graphql: bool) -> Ws {
-    let mut ws = handshake(addr, graphql).await;
+    subscribed(handshake(addr, graphql).await, graphql).await
+}
+
+/// Starts the one subscription (subcar) or asks to be a subscriber (bare).
+async fn subscribed(mut ws: Ws, graphql: bool) -> Ws {
     if graphql {
         ws.send(Message::text(
             r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { counter }"}}"#,
@@ -246,7 +255,16 @@ async fn connect(addr: SocketAddr, graphql: bool) -> Ws {
 /// TCP connect, WebSocket handshake and, for subcar, `connection_init`
 /// answered by `connection_ack`.
 async fn handshake(addr: SocketAddr, graphql: bool) -> Ws {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+    upgrade(
+        TcpStream::connect(addr).await.expect("connect"),
+        addr,
+        graphql,
+    )
+    .await
+}
+
+/// [`handshake`] on a connected socket.
+async fn upgrade(stream: TcpStream, addr: SocketAddr, graphql: bool) -> Ws {
     stream.set_nodelay(true).unwrap();
     let mut req = format!("ws://{addr}/graphql")
         .into_client_request()
@@ -627,6 +645,11 @@ async fn wait_listening(addr: SocketAddr) {
 }
 
 async fn start_subcar(dir: &std::path::Path, auth: bool) -> Target {
+    start_subcar_for(dir, auth, 20_000).await
+}
+
+/// [`start_subcar`] admitting up to `max_connections`.
+async fn start_subcar_for(dir: &std::path::Path, auth: bool, max_connections: usize) -> Target {
     let (addr, webhook, admin) = (free_addr(), free_addr(), free_addr());
     std::fs::write(dir.join("schema.graphql"), SCHEMA).unwrap();
     // Every limit on, each high enough for the load (all clients share
@@ -643,7 +666,7 @@ async fn start_subcar(dir: &std::path::Path, auth: bool) -> Target {
     let config = format!(
         "[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:9/graphql\"\n\
          [schema]\npath = \"schema.graphql\"\nintrospect_upstream = false\n[webhook]\nlisten = \"{webhook}\"\n\
-         [limits]\nmax_connections = 20000\n[log]\nfilter = \"error\"\n{auth}"
+         [limits]\nmax_connections = {max_connections}\n[log]\nfilter = \"error\"\n{auth}"
     );
     std::fs::write(dir.join("subcar.toml"), config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_subcar"))
@@ -999,6 +1022,9 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(n) = many::requested() {
+            return many::run(dir.path(), n).await;
+        }
         if std::env::var("REALTIME_BENCH_BASELINE").map_or(true, |v| v != "0") {
             compare_baseline(dir.path()).await;
         }
