@@ -3,6 +3,15 @@
 //! `@skip`/`@include` decided and variables substituted). Documents that
 //! differ only in whitespace, argument order or fragment naming get equal
 //! keys, and so share filter evaluation and serialised output.
+//!
+//! Beyond the document's spelling, what is left out of the key is only what
+//! the spec says cannot change the answer: argument order
+//! (<https://spec.graphql.org/October2021/#sec-Language.Arguments.Arguments-are-unordered>)
+//! and input object field order
+//! (<https://spec.graphql.org/October2021/#sec-Input-Object-Values.Input-object-fields-are-unordered>).
+//! Field order and aliases stay in: the response's keys and their order
+//! follow the selection (<https://spec.graphql.org/October2021/#sec-Objects.Field-Ordering>),
+//! so two selections differing in either serialise differently.
 
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
@@ -21,6 +30,8 @@ pub struct GroupKey {
 }
 
 impl PartialEq for GroupKey {
+    // The text is compared too: a 64-bit hash collision must never put two
+    // different subscriptions in one group.
     fn eq(&self, other: &Self) -> bool {
         self.hash == other.hash && self.text == other.text
     }
@@ -35,6 +46,8 @@ impl Hash for GroupKey {
 }
 
 impl GroupKey {
+    /// `args` are the coerced arguments, defaults filled in, so leaving out
+    /// an argument and giving its default value yield one key.
     pub(crate) fn new(root: &FieldPlan, args: &Map<String, Value>) -> Self {
         let mut text = String::with_capacity(128);
         text.push_str(&root.name);
@@ -120,6 +133,8 @@ fn write_object(out: &mut String, obj: &ObjectPlan) {
 fn write_completion(out: &mut String, c: &Completion) {
     match c {
         Completion::Object(o) => write_object(out, o),
+        // The possible types in name order: the map's own order is not
+        // stable, and it does not show in the answer.
         Completion::Abstract(a) => {
             let mut types: Vec<_> = a.by_type.iter().collect();
             types.sort_by(|x, y| x.0.cmp(y.0));

@@ -1,7 +1,22 @@
-//! Input coercion (GraphQL spec §6.1.2 and §6.4.1, graphql-js
-//! `coerceVariableValues`, `coerceInputValue`, `valueFromAST`,
-//! `getArgumentValues`): variables from JSON, arguments from literals, with
-//! graphql-js's error messages.
+//! Input coercion (graphql-js `coerceVariableValues`, `coerceInputValue`,
+//! `valueFromAST`, `getArgumentValues`): variables from JSON, arguments from
+//! literals, with graphql-js's error messages.
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Coercing-Variable-Values>,
+//! <https://spec.graphql.org/October2021/#sec-Coercing-Field-Arguments>, and the
+//! "Input Coercion" paragraph of each type:
+//! <https://spec.graphql.org/October2021/#sec-Int.Input-Coercion>,
+//! <https://spec.graphql.org/October2021/#sec-Float.Input-Coercion>,
+//! <https://spec.graphql.org/October2021/#sec-String.Input-Coercion>,
+//! <https://spec.graphql.org/October2021/#sec-Boolean.Input-Coercion>,
+//! <https://spec.graphql.org/October2021/#sec-ID.Input-Coercion>,
+//! <https://spec.graphql.org/October2021/#sec-Enums.Input-Coercion>,
+//! <https://spec.graphql.org/October2021/#sec-Input-Objects.Input-Coercion>,
+//! <https://spec.graphql.org/October2021/#sec-List.Input-Coercion>,
+//! <https://spec.graphql.org/October2021/#sec-Non-Null.Input-Coercion>.
+//!
+//! Throughout, a value that is absent and one that is explicitly `null` are
+//! different: only an absent one takes the default.
 
 use graphql_parser::Pos;
 use graphql_parser::query::{Value as AstValue, VariableDefinition};
@@ -12,7 +27,10 @@ use super::error::error;
 use super::schema::{InputValueDef, Schema, TypeKind, TypeRef};
 use super::value::{did_you_mean, inspect, js_number_of, print_ast_value, suggestion_list};
 
-/// Coerces the request's `variables` against the operation's definitions.
+/// Coerces the request's `variables` against the operation's definitions
+/// (<https://spec.graphql.org/October2021/#sec-Coercing-Variable-Values>).
+/// Every variable is checked and all errors are returned together; a
+/// variable left out of the map is one the caller treats as "not provided".
 pub(crate) fn coerce_variables(
     schema: &Schema,
     defs: &[VariableDefinition<'static, String>],
@@ -23,6 +41,8 @@ pub(crate) fn coerce_variables(
     for def in defs {
         let ty = TypeRef::from_ast(&def.var_type);
         let name = &def.name;
+        // Validation already refuses this; it is checked again, as
+        // graphql-js does, so that coercion holds on its own.
         if !schema.get(ty.named()).is_some_and(|t| t.is_input()) {
             errors.push(error(
                 format!("Variable \"${name}\" expected value of type \"{ty}\" which cannot be used as an input type."),
@@ -31,6 +51,9 @@ pub(crate) fn coerce_variables(
             continue;
         }
         let Some(value) = inputs.get(name) else {
+            // Absent: the default, written as a literal, is coerced with no
+            // variables (defaults are constant). With neither a value nor a
+            // default, a nullable variable stays absent, not null.
             if let Some(d) = &def.default_value {
                 if let Some(v) = value_from_ast(schema, d, &ty, None) {
                     out.insert(name.clone(), v);
@@ -43,6 +66,7 @@ pub(crate) fn coerce_variables(
             }
             continue;
         };
+        // An explicit null beats the default; only a non-null type refuses it.
         if value.is_null() && ty.is_non_null() {
             errors.push(error(
                 format!("Variable \"${name}\" of non-null type \"{ty}\" must not be null."),
@@ -90,7 +114,10 @@ struct Problem {
     message: String,
 }
 
-/// `coerceInputValue`: a JSON input against an input type.
+/// `coerceInputValue`: a JSON input against an input type. A failing part
+/// records a [`Problem`] and yields `None` (put as `null` in its parent) so
+/// that the walk goes on and every problem is reported; the caller drops the
+/// whole value if any was found.
 fn coerce_input(
     schema: &Schema,
     v: &Value,
@@ -126,6 +153,8 @@ fn coerce_input(
                 }
                 Some(Value::Array(out))
             }
+            // A single value where a list is expected is a list of one
+            // (<https://spec.graphql.org/October2021/#sec-List.Input-Coercion>).
             _ => Some(Value::Array(vec![
                 coerce_input(schema, v, item, path, problems).unwrap_or(Value::Null),
             ])),
@@ -137,6 +166,10 @@ fn coerce_input(
                     let Value::Object(given) = v else {
                         return fail(format!("Expected type \"{name}\" to be an object."));
                     };
+                    // <https://spec.graphql.org/October2021/#sec-Input-Objects.Input-Coercion>:
+                    // an absent field takes its default or, if non-null
+                    // without one, is an error; an explicit null is kept as
+                    // given; a field the type does not define is an error.
                     let mut out = Map::new();
                     for f in fields {
                         match given.get(&f.name) {
@@ -176,6 +209,9 @@ fn coerce_input(
                     }
                     Some(Value::Object(out))
                 }
+                // JSON has no enum token: a variable's enum value is the
+                // value's name as a string
+                // (<https://spec.graphql.org/October2021/#sec-Enums.Input-Coercion>).
                 TypeKind::Enum { values } => {
                     let hint = |s: &str| {
                         did_you_mean(
@@ -214,6 +250,19 @@ fn as_js_integer(n: &Number) -> Option<f64> {
 }
 
 /// `parseValue` of the built-in scalars; custom scalars pass through.
+///
+/// JSON numbers are read as JavaScript reads them, as graphql-js does: a
+/// number with no fraction, such as `1.0` or `1e3`, is an integer, so it is a
+/// valid `Int` (in 32-bit range,
+/// <https://spec.graphql.org/October2021/#sec-Int.Input-Coercion>) and a valid `ID`.
+/// `Float` takes any number, integers too
+/// (<https://spec.graphql.org/October2021/#sec-Float.Input-Coercion>). An `ID` given as
+/// an integer becomes its string, written as JavaScript would
+/// (<https://spec.graphql.org/October2021/#sec-ID.Input-Coercion>). `String` and
+/// `Boolean` take only their own JSON kind: no conversions.
+///
+/// Custom scalars are passed on unchanged: their rules are the upstream's,
+/// and subcar only forwards the value to it.
 fn parse_scalar_value(scalar: &str, v: &Value) -> Result<Value, String> {
     match (scalar, v) {
         ("Int", Value::Number(n)) => match as_js_integer(n) {
@@ -262,6 +311,12 @@ fn is_missing_variable(v: &AstValue<'static, String>, vars: Option<&Map<String, 
 }
 
 /// `valueFromAST`: a literal against an input type; `None` when invalid.
+///
+/// `vars` are already coerced, so a variable's value is used as it is. A
+/// variable with no runtime value makes the whole value invalid at the top,
+/// is `null` as a list item, and leaves an input object field absent, so the
+/// field's default applies
+/// (<https://spec.graphql.org/October2021/#sec-Input-Objects.Input-Coercion>).
 pub(crate) fn value_from_ast(
     schema: &Schema,
     v: &AstValue<'static, String>,
@@ -328,6 +383,8 @@ pub(crate) fn value_from_ast(
                     Some(Value::Object(out))
                 }
                 (TypeKind::InputObject { .. }, _) => None,
+                // Only an enum token is an enum literal: `"RED"` (a string)
+                // is not `RED` (<https://spec.graphql.org/October2021/#sec-Enums.Input-Coercion>).
                 (TypeKind::Enum { values }, AstValue::Enum(e)) => values
                     .iter()
                     .any(|x| &x.name == e)
@@ -342,6 +399,11 @@ pub(crate) fn value_from_ast(
 
 /// `parseLiteral` of the built-in scalars; custom scalars take the literal
 /// as plain JSON (`valueFromASTUntyped`).
+///
+/// Literals keep their token kind, unlike JSON: an `Int` must be an integer
+/// token within 32 bits, a `Float` takes an integer or float token, and an
+/// `ID` a string or integer token (made a string). See the type sections
+/// linked in the module doc.
 fn parse_scalar_literal(
     scalar: &str,
     v: &AstValue<'static, String>,
@@ -383,7 +445,11 @@ fn untyped(v: &AstValue<'static, String>, vars: Option<&Map<String, Value>>) -> 
     }
 }
 
-/// `getArgumentValues`: the coerced arguments of a field or directive.
+/// `getArgumentValues`: the coerced arguments of a field or directive
+/// (<https://spec.graphql.org/October2021/#sec-Coercing-Field-Arguments>).
+/// An argument given as a variable that has no runtime value counts as
+/// absent, so the argument's own default applies; the first problem ends
+/// the call, as in graphql-js.
 pub(crate) fn argument_values(
     schema: &Schema,
     defs: &[InputValueDef],

@@ -3,6 +3,15 @@
 //! beside the upstream's. A query whose root fields are only `__schema`,
 //! `__type` and `__typename` is validated and executed here, shaped by the
 //! client's own selection set; anything else is the upstream's business.
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Introspection>,
+//! <https://spec.graphql.org/October2021/#sec-Schema-Introspection>,
+//! <https://spec.graphql.org/October2021/#sec-Type-Name-Introspection>.
+//! The introspection types are graphql-js 16's, a little past that
+//! edition: `args` and `inputFields` take `includeDeprecated`, and
+//! `__Type.isOneOf` exists (from
+//! <https://spec.graphql.org/September2025/#sec-OneOf-Input-Objects>);
+//! subcar defines no OneOf input objects, so it is always `false`.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -86,6 +95,8 @@ pub fn execute(
     if !schema.introspection && super::document::mentions_introspection(&doc) {
         return refuse(super::document::introspection_disabled());
     }
+    // Only a query can be introspection-only; a mutation or subscription,
+    // even one selecting just `__typename`, is not answered here.
     let op = super::ast::select_operation(&doc, operation_name).ok()?;
     let view = op_view(op);
     if view.kind != "query" {
@@ -124,7 +135,9 @@ pub fn execute(
 }
 
 /// Whether every root field of `set` (through fragments, each followed
-/// once) is an introspection field.
+/// once) is an introspection field. One ordinary field sends the whole
+/// query upstream: subcar does not split a query, so the upstream then
+/// answers its introspection fields from its own schema.
 fn only_introspection<'d>(
     set: &'d Sel,
     fragments: &HashMap<&str, &'d Frag>,
@@ -168,6 +181,9 @@ struct Exec<'s, 'a> {
     vars: &'a Map<String, Value>,
     /// Bytes the response may still take, estimated as it is built; at 0
     /// the execution stops producing values (the answer is then an error).
+    /// A subcar safety bound (`limits.document.max_introspection_bytes`):
+    /// nested selections such as `types { fields { type { fields … } } }`
+    /// grow the answer multiplicatively while the query stays small.
     budget: Cell<usize>,
 }
 
@@ -279,7 +295,11 @@ impl<'s> Exec<'s, '_> {
             .map_or(Out::Value(Value::Null), |t| Out::Obj(Obj::Named(t)))
     }
 
+    /// The introspection schema's resolvers
+    /// (<https://spec.graphql.org/October2021/#sec-Schema-Introspection.Schema-Introspection-Schema>).
     fn resolve(&self, obj: Obj<'s>, field: &str, args: &Map<String, Value>) -> Out<'s> {
+        // Deprecated fields, values and arguments are listed only when asked
+        // for (<https://spec.graphql.org/October2021/#sec-Schema-Introspection.Deprecation>).
         let include_deprecated = args
             .get("includeDeprecated")
             .and_then(Value::as_bool)
@@ -296,6 +316,9 @@ impl<'s> Exec<'s, '_> {
         let null = Out::Value(Value::Null);
         match (obj, field) {
             (Obj::Root(_), "__schema") => Out::Obj(Obj::Schema),
+            // `__type` is nullable
+            // (<https://spec.graphql.org/October2021/#sec-Schema-Introspection>): an
+            // unknown name is `null`, not an error, as in graphql-js.
             (Obj::Root(_), "__type") => args
                 .get("name")
                 .and_then(Value::as_str)
@@ -342,6 +365,8 @@ impl<'s> Exec<'s, '_> {
             (Obj::Input(a), "name") => text(&a.name),
             (Obj::Input(a), "description") => opt(&a.description),
             (Obj::Input(a), "type") => self.type_ref(&a.ty),
+            // A default is given as GraphQL source text, not JSON
+            // (<https://spec.graphql.org/October2021/#sec-The-__InputValue-Type>).
             (Obj::Input(a), "defaultValue") => a
                 .default
                 .as_ref()

@@ -1,6 +1,12 @@
 //! Checking a literal value against an input type (graphql-js
 //! `ValuesOfCorrectTypeRule`), collecting the variables it uses and the
 //! type each position expects (for `VariablesInAllowedPosition`).
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Values-of-Correct-Type>,
+//! <https://spec.graphql.org/October2021/#sec-Input-Object-Field-Names>,
+//! <https://spec.graphql.org/October2021/#sec-Input-Object-Field-Uniqueness>,
+//! <https://spec.graphql.org/October2021/#sec-Input-Object-Required-Fields>; the usages feed
+//! <https://spec.graphql.org/October2021/#sec-All-Variable-Usages-are-Allowed>.
 
 use graphql_parser::Pos;
 use graphql_parser::query::Value as AstValue;
@@ -17,11 +23,17 @@ pub(crate) struct VarUsage {
     pub name: String,
     pub expected: Option<TypeRef>,
     pub at: Pos,
-    /// The argument or input field has a default value.
+    /// The argument or input field has a default value, which lets a
+    /// nullable variable stand in a non-null position (see
+    /// <https://spec.graphql.org/October2021/#sec-All-Variable-Usages-are-Allowed.Allowing-optional-variables-when-default-values-exist>).
+    /// Only the argument or field itself counts: a list item never has one.
     pub location_has_default: bool,
 }
 
 /// Records every variable in `v` (written at `at`) with no expected type.
+/// Used where the value is already wrong or has no known type: its
+/// variables still count as used (so no "never used" error follows), but
+/// with no type to check their position against.
 pub(crate) fn collect_variables(
     v: &AstValue<'static, String>,
     at: &ValueLoc,
@@ -59,6 +71,8 @@ pub(crate) fn check_literal(
     usages: &mut Vec<VarUsage>,
     location_has_default: bool,
 ) {
+    // A variable's type is checked against its definition later, per
+    // operation, once every usage is known.
     if let AstValue::Variable(name) = v {
         usages.push(VarUsage {
             name: name.clone(),
@@ -85,8 +99,11 @@ pub(crate) fn check_literal(
                 check_literal(schema, item, i, at.item(n), errors, usages, false);
             }
         }
+        // A single value is accepted where a list is expected
+        // (<https://spec.graphql.org/October2021/#sec-List.Input-Coercion>).
         (TypeRef::List(item), _) => check_literal(schema, item, v, at, errors, usages, false),
         (TypeRef::Named(name), _) => {
+            // An unknown type is reported where it is named, not here.
             let Some(t) = schema.get(name) else { return };
             match (&t.kind, v) {
                 (TypeKind::InputObject { fields }, AstValue::Object(given)) => {
@@ -176,6 +193,9 @@ pub(crate) fn check_literal(
 }
 
 /// The error graphql-js's built-in scalars' `parseLiteral` throws, if any.
+/// The same token rules as `coerce::parse_scalar_literal`, kept apart
+/// because validation needs the message and coercion the value. Custom
+/// scalars accept any literal: only the upstream knows their rules.
 fn scalar_literal_error(
     scalar: &str,
     v: &AstValue<'static, String>,

@@ -68,7 +68,8 @@ impl ValueLoc {
     }
 
     /// The `i`th item of a list value (this value itself when it is not a
-    /// list, as graphql-js coerces a single value to a list of one).
+    /// list, as graphql-js coerces a single value to a list of one:
+    /// <https://spec.graphql.org/October2021/#sec-List.Input-Coercion>).
     pub(crate) fn item(&self, i: usize) -> &ValueLoc {
         match &self.parts {
             Parts::List(items) => items.get(i).unwrap_or(self),
@@ -96,7 +97,10 @@ impl ValueLoc {
     }
 
     /// Input fields written more than once (graphql-js
-    /// `UniqueInputFieldNamesRule`): (name, first, repeated) for each repeat.
+    /// `UniqueInputFieldNamesRule`,
+    /// <https://spec.graphql.org/October2021/#sec-Input-Object-Field-Uniqueness>):
+    /// (name, first, repeated) for each repeat. Only the source shows them:
+    /// graphql-parser's object value is a map and keeps one.
     pub(crate) fn repeated_fields(&self) -> Vec<(&str, Pos, Pos)> {
         let Parts::Object(fields) = &self.parts else {
             return Vec::new();

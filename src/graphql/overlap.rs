@@ -4,6 +4,10 @@
 //! Fragments are inlined before comparing, which finds the same conflicts
 //! as graphql-js's pairwise fragment comparison.
 //!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Field-Selection-Merging>
+//! (`FieldsInSetCanMerge` and `SameResponseShape`). Directives are not
+//! compared: fields may differ in them.
+//!
 //! Cost: each pair of AST fields is compared once per (parents, mutual
 //! exclusion) and remembered, as graphql-js's `PairSet` does for fragment
 //! pairs, so a chain of fragments that each repeat a field costs linear,
@@ -63,7 +67,8 @@ type Conflict = Option<(Reason, Vec<Pos>, Vec<Pos>)>;
 /// whether the parents are already known to be mutually exclusive.
 type PairKey = (usize, usize, usize, usize, bool);
 
-/// Errors reported at most (graphql-js `validate` stops at 100 too), so
+/// Errors reported at most (graphql-js `validate` stops at 100 too; a
+/// subcar safety bound, not a spec rule), so
 /// that many conflicting repeats cannot build a huge answer.
 const MAX_ERRORS: usize = 100;
 
@@ -267,6 +272,12 @@ impl<'s, 'd> Checker<'s, 'd> {
         found
     }
 
+    /// Two fields sharing a response key. When their parents are distinct
+    /// object types they can never both apply to one result object, so only
+    /// the shape must agree; otherwise they must also be the same field with
+    /// the same arguments. Once parents are exclusive, so are all their
+    /// subfields (`mutex` carries it down), as in the spec's
+    /// `FieldsInSetCanMerge`.
     fn compare(&self, mutex: bool, a: &Entry<'d, 's>, b: &Entry<'d, 's>) -> Conflict {
         let exclusive = mutex
             || match (a.parent, b.parent) {
@@ -308,6 +319,9 @@ impl<'s, 'd> Checker<'s, 'd> {
                 here.1,
             ));
         }
+        // Subselections are merged as one and compared the same way, so a
+        // conflict deep down is reported on the top pair with the subfields
+        // as reasons.
         if a.field.selection_set.items.is_empty() || b.field.selection_set.items.is_empty() {
             return None;
         }
@@ -339,6 +353,10 @@ impl<'s, 'd> Checker<'s, 'd> {
         (!subs.is_empty()).then_some((Reason::Sub(subs), l1, l2))
     }
 
+    /// `SameResponseShape` on the types alone: list and non-null wrappers
+    /// must match one for one, and where either named type is a leaf
+    /// (scalar or enum) both must be the same type. Two composite types
+    /// never conflict here; their subfields are compared instead.
     fn types_conflict(&self, a: &TypeRef, b: &TypeRef) -> bool {
         match (a, b) {
             (TypeRef::List(x), TypeRef::List(y)) | (TypeRef::NonNull(x), TypeRef::NonNull(y)) => {
@@ -375,6 +393,10 @@ fn response_key(f: &AstField) -> &str {
     f.alias.as_deref().unwrap_or(&f.name)
 }
 
+/// Same names with the same values, in any order (arguments are unordered,
+/// <https://spec.graphql.org/October2021/#sec-Language.Arguments.Arguments-are-unordered>).
+/// Values are compared as printed: `$a` equals only `$a`, whatever value the
+/// variable holds, since validation runs before variables are known.
 fn same_arguments(a: &AstField, b: &AstField) -> bool {
     a.arguments.len() == b.arguments.len()
         && a.arguments.iter().all(|(n, v)| {

@@ -2,6 +2,13 @@
 //! plan, once per subscription: fragments inlined, `@skip`/`@include`
 //! decided with the coerced variables, fields collected per possible
 //! runtime type (graphql-js `collectFields` / `collectSubfields`).
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Field-Collection> (`CollectFields`,
+//! `DoesFragmentTypeApply`) and
+//! <https://spec.graphql.org/October2021/#sec-Value-Completion.Merging-Selection-Sets>.
+//! Doing this once per subscription, not once per event, is sound because
+//! an event changes neither the document nor the variables; only which
+//! possible type an abstract value has, and every one is planned ahead.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -135,6 +142,9 @@ impl<'a> Compiler<'a> {
                     }
                     self.collect_into(ty, &i.selection_set, out, visited);
                 }
+                // A fragment spread again in the same collection adds
+                // nothing; a skipped spread is not marked visited, so a later
+                // included spread of it still counts (spec's `CollectFields`).
                 Selection::FragmentSpread(sp) => {
                     if visited.contains(sp.fragment_name.as_str()) || !self.included(&sp.directives)
                     {
@@ -154,10 +164,15 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// The spec's `DoesFragmentTypeApply`: the condition is the type itself,
+    /// or an interface or union it belongs to.
     fn applies(&self, condition: &str, ty: &TypeDef) -> bool {
         condition == ty.name || self.schema.is_possible(condition, &ty.name)
     }
 
+    /// The `if:` of `@skip`/`@include`, literal or from a coerced variable;
+    /// `None`, which leaves the selection in, when the directive is absent
+    /// or (ruled out by validation and coercion) its `if` is no boolean.
     fn directive_if(&self, dirs: &[Directive<'static, String>], name: &str) -> Option<bool> {
         let d = dirs.iter().find(|d| d.name == name)?;
         match &d.arguments.iter().find(|(n, _)| n == "if")?.1 {
@@ -167,6 +182,10 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// Neither `@skip(if: true)` nor `@include(if: false)`: with both
+    /// present, a selection is kept only if both agree
+    /// (<https://spec.graphql.org/October2021/#sec--skip>,
+    /// <https://spec.graphql.org/October2021/#sec--include>).
     pub fn included(&self, dirs: &[Directive<'static, String>]) -> bool {
         if dirs.is_empty() {
             return true;
@@ -192,6 +211,10 @@ impl<'a> Compiler<'a> {
         key: &str,
         nodes: &[&AstField],
     ) -> Option<FieldPlan> {
+        // Every node of one response key is the same field with the same
+        // arguments (validation's field merging guarantees it), so the first
+        // speaks for all; their subselections are merged, and every node's
+        // location is kept for errors, as graphql-js reports them.
         let first = nodes[0];
         let mut key_json = Vec::with_capacity(key.len() + 3);
         write_str(&mut key_json, key);
@@ -234,6 +257,9 @@ impl<'a> Compiler<'a> {
                 values.iter().map(|v| v.name.clone()).collect(),
             ),
             TypeKind::Object { .. } => Completion::Object(self.object(t, sets)),
+            // Which fields apply depends on the runtime type (type
+            // conditions), so each possible object type gets its own plan;
+            // the event's `__typename` picks one.
             TypeKind::Interface { .. } | TypeKind::Union { .. } => {
                 let mut by_type = HashMap::new();
                 for p in self.schema.possible_types(named).into_iter().flatten() {
@@ -266,6 +292,9 @@ impl<'a> Compiler<'a> {
 
     fn canon_value(&self, v: &AstValue<'static, String>) -> String {
         match v {
+            // An unset variable leaves the argument out (its default
+            // applies), which differs from an explicit null: the two must
+            // not share a key.
             AstValue::Variable(n) => match self.vars.get(n) {
                 Some(v) => v.to_string(),
                 None => "<unset>".into(),

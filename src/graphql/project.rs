@@ -2,6 +2,14 @@
 //! `execute` returns with the payload as the root field's resolved value and
 //! default resolvers (leaf serialisation, abstract types by `__typename`,
 //! null propagation with located errors), written straight to JSON bytes.
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Value-Completion>,
+//! <https://spec.graphql.org/October2021/#sec-Handling-Field-Errors> (null propagation), and the
+//! "Result Coercion" paragraph of each type, e.g.
+//! <https://spec.graphql.org/October2021/#sec-Int.Result-Coercion>. Where the spec lets a service
+//! choose (which non-string values a `String` accepts, and so on), subcar
+//! does what graphql-js's serialisers do, so that a subscription answered
+//! by subcar reads like one answered by a graphql-js server.
 
 use serde_json::{Map, Value};
 
@@ -63,6 +71,8 @@ pub(crate) fn execute_with(
         }
     };
     run.out.push(b'}');
+    // A failure that reached the root (a non-null root field) nulls all of
+    // `data`: there is no nullable parent left to stop it.
     let data = if ok { run.out } else { b"null".to_vec() };
     if run.errors.is_empty() {
         let mut out = Vec::with_capacity(data.len() + 9);
@@ -71,6 +81,8 @@ pub(crate) fn execute_with(
         out.push(b'}');
         return out;
     }
+    // `errors` first, as <https://spec.graphql.org/October2021/#sec-Response-Format>
+    // suggests and graphql-js does.
     let mut out = Vec::with_capacity(data.len() + 128);
     out.extend_from_slice(b"{\"errors\":");
     let _ = serde_json::to_writer(&mut out, &run.errors);
@@ -99,11 +111,16 @@ impl<'p> Run<'p> {
 
     /// Completes one field (its path already pushed); a failure in a
     /// nullable position becomes `null` plus an error, in a non-null one it
-    /// propagates.
+    /// propagates
+    /// (<https://spec.graphql.org/October2021/#sec-Handling-Field-Errors>).
     fn field_value(&mut self, plan: &'p FieldPlan, value: Option<&Value>) -> Flow {
         self.position(plan, &plan.ty, value)
     }
 
+    /// One place a value can be null: the field itself, and each list item.
+    /// An error travels up to the nearest nullable one; as the answer is
+    /// written as it goes, what this position already wrote is taken back
+    /// before its `null` is written.
     fn position(&mut self, plan: &'p FieldPlan, ty: &'p TypeRef, value: Option<&Value>) -> Flow {
         let start = self.out.len();
         match self.complete(plan, ty, value) {
@@ -119,6 +136,8 @@ impl<'p> Run<'p> {
     }
 
     fn complete(&mut self, plan: &'p FieldPlan, ty: &'p TypeRef, value: Option<&Value>) -> Flow {
+        // A key missing from the payload is null, as a default resolver
+        // reading an absent property gives.
         let value = value.filter(|v| !v.is_null());
         match ty {
             TypeRef::NonNull(inner) => {
@@ -167,6 +186,10 @@ impl<'p> Run<'p> {
     fn named(&mut self, plan: &'p FieldPlan, v: &Value) -> Flow {
         match &plan.completion {
             Completion::Object(obj) => self.object(obj, v),
+            // An event has no resolvers, so its object says which type it
+            // is, by a `__typename` key, as graphql-js's default type
+            // resolver reads it
+            // (<https://spec.graphql.org/October2021/#sec-Value-Completion.Resolving-Abstract-Types>).
             Completion::Abstract(a) => {
                 let name = v.get("__typename").and_then(Value::as_str);
                 let Some(name) = name else {
@@ -198,6 +221,8 @@ impl<'p> Run<'p> {
                 write_str(&mut self.out, &plan.parent_type);
                 Ok(())
             }
+            // A custom scalar's serialisation is not known to subcar: the
+            // publisher's value is passed on unchanged.
             Completion::Custom => {
                 write_json(&mut self.out, v);
                 Ok(())
@@ -212,6 +237,9 @@ impl<'p> Run<'p> {
                     format!("Enum \"{name}\" cannot represent value: {}", inspect(v)),
                 )),
             },
+            // <https://spec.graphql.org/October2021/#sec-String.Result-Coercion> allows
+            // converting other scalars; graphql-js converts booleans and
+            // numbers (as JavaScript prints them) and nothing else.
             Completion::String => match v {
                 Value::String(s) => {
                     write_str(&mut self.out, s);
@@ -230,6 +258,8 @@ impl<'p> Run<'p> {
                     format!("String cannot represent value: {}", inspect(v)),
                 )),
             },
+            // graphql-js also takes a number: non-zero is `true`
+            // (<https://spec.graphql.org/October2021/#sec-Boolean.Result-Coercion>).
             Completion::Boolean => match v {
                 Value::Bool(b) => {
                     self.out
@@ -250,6 +280,8 @@ impl<'p> Run<'p> {
                     ),
                 )),
             },
+            // A string, or an integer written as its string
+            // (<https://spec.graphql.org/October2021/#sec-ID.Result-Coercion>).
             Completion::Id => match v {
                 Value::String(s) => {
                     write_str(&mut self.out, s);
@@ -261,6 +293,9 @@ impl<'p> Run<'p> {
                 }
                 _ => Err(self.error(plan, format!("ID cannot represent value: {}", inspect(v)))),
             },
+            // <https://spec.graphql.org/October2021/#sec-Int.Result-Coercion>: a whole
+            // number in 32-bit range. Booleans and numeric strings are
+            // converted first, as graphql-js's `serializeInt` does.
             Completion::Int => {
                 let num = js_to_number(v);
                 match num {
@@ -284,6 +319,8 @@ impl<'p> Run<'p> {
                     )),
                 }
             }
+            // <https://spec.graphql.org/October2021/#sec-Float.Result-Coercion>: any finite
+            // number; one in the payload is written as JavaScript would.
             Completion::Float => match (v, js_to_number(v)) {
                 (Value::Number(n), _) => {
                     write_number(&mut self.out, n);
@@ -310,6 +347,8 @@ impl<'p> Run<'p> {
             }
             self.out.extend_from_slice(&f.key_json);
             self.path.push(Seg::Key(&f.key));
+            // `__typename` comes from the plan, not the payload; the object
+            // itself is given only so the non-null check passes.
             let child = if matches!(f.completion, Completion::Typename) {
                 Some(v)
             } else {
@@ -329,7 +368,10 @@ impl<'p> Run<'p> {
 }
 
 /// JavaScript's `Number(x)` for the values graphql-js's Int and Float
-/// serialisers accept (booleans, numbers, non-empty strings).
+/// serialisers accept (booleans, numbers, non-empty strings). The string
+/// rules are JavaScript's: surrounding white space is ignored, white space
+/// alone is 0, `0x`/`0o`/`0b` prefixes and `Infinity` are read; anything else
+/// not a decimal number is `NaN` (here `None`).
 fn js_to_number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),

@@ -3,6 +3,11 @@
 //! subscription documents, with graphql-js's messages and locations.
 //! Literal values are checked in [`super::literal`], field merging in
 //! [`super::overlap`].
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Validation>. Each
+//! rule below names its graphql-js rule and links its spec section. The
+//! messages and the order errors come in are graphql-js's (the spec fixes
+//! neither), so a client sees what a graphql-js server would say.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -55,7 +60,9 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLE
         })
         .collect();
 
-    // UniqueOperationNames, LoneAnonymousOperation.
+    // UniqueOperationNames, LoneAnonymousOperation:
+    // <https://spec.graphql.org/October2021/#sec-Operation-Name-Uniqueness>,
+    // <https://spec.graphql.org/October2021/#sec-Lone-Anonymous-Operation>.
     let mut seen_ops: HashMap<&str, Pos> = HashMap::new();
     for op in &ops {
         if let Some(name) = op.name {
@@ -74,7 +81,7 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLE
             ));
         }
     }
-    // UniqueFragmentNames.
+    // UniqueFragmentNames: <https://spec.graphql.org/October2021/#sec-Fragment-Name-Uniqueness>.
     for f in &frags {
         if let Some(first) = v.fragments.get(f.name.as_str()) {
             v.errors.push(error(
@@ -89,6 +96,10 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLE
         }
     }
 
+    // Each fragment is walked once, on its own type condition, and its
+    // direct variable usages and spreads are kept; operations then gather
+    // them through their spreads. An error inside a fragment is so reported
+    // once, however many operations spread it (as graphql-js does).
     let mut frag_info: HashMap<&str, (Vec<VarUsage>, Vec<&str>)> = HashMap::new();
     for f in &frags {
         let TypeCondition::On(tc) = &f.type_condition;
@@ -102,6 +113,8 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLE
 
     let mut used_fragments: HashSet<&str> = HashSet::new();
     for op in &ops {
+        // <https://spec.graphql.org/October2021/#sec-Root-Operation-Types>. The
+        // subscription root always exists: subcar's own schema must define it.
         let root = match op.kind {
             "query" => schema.query.as_deref(),
             "mutation" => schema.mutation.as_deref(),
@@ -120,6 +133,11 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLE
         v.variable_definitions(op);
         v.directives(op.directives, &op.kind.to_uppercase());
         v.selection_set(root_type, op.selection_set);
+        // Variables are defined per operation, but used anywhere its
+        // fragments reach, transitively: the usages checked are the
+        // operation's own plus those of every fragment it spreads
+        // (<https://spec.graphql.org/October2021/#sec-All-Variable-Uses-Defined>,
+        // <https://spec.graphql.org/October2021/#sec-All-Variables-Used>).
         let mut usages = std::mem::take(&mut v.usages);
         let mut stack = std::mem::take(&mut v.spreads);
         let mut visited: HashSet<&str> = HashSet::new();
@@ -136,7 +154,7 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLE
         v.variables_used(op, &usages);
     }
 
-    // NoUnusedFragments.
+    // NoUnusedFragments: <https://spec.graphql.org/October2021/#sec-Fragments-Must-Be-Used>.
     for f in &frags {
         if !used_fragments.contains(f.name.as_str()) {
             v.errors.push(error(
@@ -145,7 +163,8 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLE
             ));
         }
     }
-    // NoFragmentCycles.
+    // NoFragmentCycles:
+    // <https://spec.graphql.org/October2021/#sec-Fragment-spreads-must-not-form-cycles>.
     let before = v.errors.len();
     v.fragment_cycles(&frags, &frag_info);
     if v.errors.len() > before {
@@ -153,13 +172,18 @@ pub(crate) fn validate(schema: &Schema, doc: &Doc, source: &str) -> Vec<GraphQLE
         // whose fragments are cyclic.
         return v.errors;
     }
-    // OverlappingFieldsCanBeMerged.
+    // OverlappingFieldsCanBeMerged:
+    // <https://spec.graphql.org/October2021/#sec-Field-Selection-Merging>.
     let overlap = super::overlap::check(schema, &v.fragments, doc);
     v.errors.extend(overlap);
     v.errors
 }
 
 impl<'s, 'd> Validator<'s, 'd> {
+    /// A type condition names a known type
+    /// (<https://spec.graphql.org/October2021/#sec-Fragment-Spread-Type-Existence>)
+    /// that is composite
+    /// (<https://spec.graphql.org/October2021/#sec-Fragments-On-Composite-Types>).
     fn type_condition(
         &mut self,
         name: &str,
@@ -190,6 +214,11 @@ impl<'s, 'd> Validator<'s, 'd> {
         Some(t)
     }
 
+    /// <https://spec.graphql.org/October2021/#sec-Single-root-field>: the root
+    /// selection, collected as execution would with no variables, has one
+    /// response key, and it is not an introspection field. With no
+    /// variables only a literal `@skip`/`@include` can drop a field; one
+    /// conditioned on a variable still counts.
     fn single_root_field(&mut self, op: &OpView<'d>) {
         let mut fields: Vec<(&str, &str, Pos)> = Vec::new();
         let mut visited = HashSet::new();
@@ -228,6 +257,10 @@ impl<'s, 'd> Validator<'s, 'd> {
         }
     }
 
+    /// <https://spec.graphql.org/October2021/#sec-Variable-Uniqueness>,
+    /// <https://spec.graphql.org/October2021/#sec-Variables-Are-Input-Types>,
+    /// and a default value must itself be a valid literal of the type
+    /// (<https://spec.graphql.org/October2021/#sec-Values-of-Correct-Type>).
     fn variable_definitions(&mut self, op: &OpView<'d>) {
         let names = op
             .vars
@@ -303,6 +336,11 @@ impl<'s, 'd> Validator<'s, 'd> {
                     if self.schema.get(var_ty.named()).is_none() {
                         continue;
                     }
+                    // A nullable variable may feed a non-null position if
+                    // the variable or the position has a default
+                    // (<https://spec.graphql.org/October2021/#sec-All-Variable-Usages-are-Allowed.Allowing-optional-variables-when-default-values-exist>).
+                    // An explicit `= null` default is no default here, as in
+                    // graphql-js: it would still put null in the position.
                     let has_default = def
                         .default_value
                         .as_ref()
@@ -341,7 +379,12 @@ impl<'s, 'd> Validator<'s, 'd> {
         }
     }
 
-    /// graphql-js `isTypeSubTypeOf` for input positions.
+    /// graphql-js `isTypeSubTypeOf` for input positions: the spec's
+    /// `AreTypesCompatible` in
+    /// <https://spec.graphql.org/October2021/#sec-All-Variable-Usages-are-Allowed>.
+    /// A non-null variable fits a nullable position, not the reverse; list
+    /// depth must match. Input types have no subtypes, so the last arm is
+    /// name equality in practice.
     fn is_subtype(&self, maybe_sub: &TypeRef, sup: &TypeRef) -> bool {
         match (maybe_sub, sup) {
             (TypeRef::NonNull(a), TypeRef::NonNull(b)) => self.is_subtype(a, b),
@@ -359,7 +402,9 @@ impl<'s, 'd> Validator<'s, 'd> {
         info: &HashMap<&'d str, (Vec<VarUsage>, Vec<&'d str>)>,
     ) {
         // graphql-js: depth-first from each fragment not yet visited, one
-        // error per cycle found, naming the spread path.
+        // error per cycle found, naming the spread path. `visited` is shared
+        // across starting fragments, so a cycle is not reported again from
+        // each fragment on it.
         let mut visited: HashSet<&str> = HashSet::new();
         for f in frags {
             let mut path: Vec<(&str, Pos)> = Vec::new();
@@ -442,7 +487,11 @@ fn literal_if(d: &[Directive<'static, String>], name: &str) -> Option<bool> {
     }
 }
 
-/// Excluded by a literal `@skip(if: true)` / `@include(if: false)`.
+/// Excluded by a literal `@skip(if: true)` / `@include(if: false)`
+/// (<https://spec.graphql.org/October2021/#sec--skip>,
+/// <https://spec.graphql.org/October2021/#sec--include>):
+/// what can be decided without variables, for the rules that collect fields
+/// before any variable is known.
 pub(crate) fn statically_excluded(d: &[Directive<'static, String>]) -> bool {
     literal_if(d, "skip") == Some(true) || literal_if(d, "include") == Some(false)
 }
@@ -477,6 +526,9 @@ fn collect_root_fields<'d>(
     }
 }
 
+/// Whether some object type can be both `a` and `b`: a spread is only
+/// allowed where its type condition and the parent type share a possible
+/// type (<https://spec.graphql.org/October2021/#sec-Fragment-spread-is-possible>).
 pub(crate) fn types_overlap(schema: &Schema, a: &TypeDef, b: &TypeDef) -> bool {
     if a.name == b.name {
         return true;
@@ -508,6 +560,10 @@ fn is_sub_type(schema: &Schema, abstract_name: &str, maybe: &TypeDef) -> bool {
 }
 
 /// graphql-js `getSuggestedTypeNames` for a field missing on an abstract type.
+/// Not a spec rule: only the "Did you mean" hint. Types that define the
+/// field are ranked by how many of the possible types they cover, an
+/// interface before its implementations, then by name, so the hint matches
+/// graphql-js word for word.
 pub(crate) fn suggested_type_names(schema: &Schema, ty: &TypeDef, field: &str) -> Vec<String> {
     if !ty.is_abstract() {
         return Vec::new();

@@ -2,6 +2,10 @@
 //! to match graphql-js byte for byte: `print` of literals, `inspect` of
 //! JSON values in error messages, and JavaScript's number-to-string rules
 //! (so a payload's `1.0` serialises as `1`, as `JSON.stringify` does).
+//!
+//! Nothing here is a spec rule: the spec fixes neither error messages nor
+//! number layout. It is here so that subcar's answers and errors are the
+//! bytes a graphql-js server would send.
 
 use std::fmt::Write;
 
@@ -73,7 +77,9 @@ pub(crate) fn js_number(f: f64) -> String {
             "-Infinity".into()
         };
     }
-    // Shortest round-trip digits and exponent, then JavaScript's layout.
+    // Shortest round-trip digits and exponent, then JavaScript's layout
+    // (ECMA-262 `Number::toString`): up to 21 integer digits written out,
+    // down to 1e-6 as a plain decimal, exponent form beyond either.
     let sci = format!("{:e}", f.abs());
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
@@ -107,7 +113,8 @@ pub(crate) fn js_number(f: f64) -> String {
     out
 }
 
-/// The number as JavaScript would print it.
+/// The number as JavaScript would print it. A `u64` past `i64` goes
+/// through a double, as it would in JavaScript, and may lose digits.
 pub(crate) fn js_number_of(n: &serde_json::Number) -> String {
     if let Some(i) = n.as_i64() {
         return i.to_string();
@@ -118,7 +125,10 @@ pub(crate) fn js_number_of(n: &serde_json::Number) -> String {
     js_number(n.as_f64().unwrap_or_default())
 }
 
-/// graphql-js `inspect()` of a JSON value, used in error messages.
+/// graphql-js `inspect()` of a JSON value, used in error messages. Its
+/// bounds are graphql-js's: nesting past depth 2 is shown as `[Array]` or
+/// `[Object]`, and a list shows its first 10 items; they also keep a
+/// message short whatever value the client sent.
 pub(crate) fn inspect(v: &Value) -> String {
     let mut s = String::new();
     inspect_into(&mut s, v, 0);
@@ -211,6 +221,9 @@ pub(crate) fn write_json(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// A double is written as JavaScript would (`1.0` as `1`, below 1e21). An
+/// integer that serde_json read as one is written exactly as it came, where
+/// JavaScript would round one past 2^53: the digits received are kept.
 pub(crate) fn write_number(out: &mut Vec<u8>, n: &serde_json::Number) {
     if n.is_f64() {
         let f = n.as_f64().unwrap_or_default();
@@ -238,7 +251,7 @@ impl std::fmt::Write for VecWriter<'_> {
     }
 }
 
-/// graphql-js `didYouMean` suffix.
+/// graphql-js `didYouMean` suffix (at most 5 suggestions).
 pub(crate) fn did_you_mean(sub: Option<&str>, suggestions: &[String]) -> String {
     if suggestions.is_empty() {
         return String::new();
@@ -267,7 +280,9 @@ pub(crate) fn did_you_mean(sub: Option<&str>, suggestions: &[String]) -> String 
     msg
 }
 
-/// graphql-js `suggestionList`: options close to `input`, best first.
+/// graphql-js `suggestionList`: options close to `input`, best first. An
+/// option is close when its edit distance is at most 40% of the input's
+/// length, plus one; ties sort in natural order (digit runs as numbers).
 pub(crate) fn suggestion_list<'a>(
     input: &str,
     options: impl IntoIterator<Item = &'a str>,
@@ -324,6 +339,8 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Damerau-Levenshtein distance over lower-cased input, as graphql-js.
+/// A difference in case alone counts 1, not 0: the least a different name
+/// can score, without being taken for the same name.
 fn lexical_distance(a: &str, b: &str) -> usize {
     if a == b {
         return 0;

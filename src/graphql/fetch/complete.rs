@@ -1,5 +1,12 @@
 //! Completing an event from the upstream's answer: the payload reshaped to
 //! response keys, merged into the upstream's value and projected.
+//!
+//! The answer is read as a GraphQL response
+//! (<https://spec.graphql.org/October2021/#sec-Response-Format>):
+//! `data` absent means the request failed before execution, `data` present with a `null` entity
+//! means the entity is not there (or not for this subscriber). What a
+//! subscriber then gets (`on_null`, `prefer`) is subcar's policy, from
+//! `[subscriptions.resolve]`.
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -10,6 +17,9 @@ use crate::graphql::plan::{Completion, FieldPlan, ObjectPlan};
 use crate::graphql::project::{self, Lookup};
 
 /// `extensions.code`s of upstream errors that mean "not yours to see".
+/// The spec defines no error codes: these are a convention (Apollo
+/// Server's `UNAUTHENTICATED` and `FORBIDDEN`, and the common
+/// `UNAUTHORIZED`), not a rule.
 const FORBIDDEN_CODES: [&str; 3] = ["FORBIDDEN", "UNAUTHORIZED", "UNAUTHENTICATED"];
 
 /// What the upstream answered for one fetch.
@@ -70,8 +80,10 @@ pub(crate) fn complete(
         return on_null(root, policy, errors);
     }
     // No `data` at all: the upstream refused the request before running
-    // it (e.g. the query does not fit its schema). Nothing says the
-    // entity is null, so the subscriber is told instead of skipped.
+    // it (e.g. the query does not fit its schema;
+    // <https://spec.graphql.org/October2021/#sec-Errors.Request-errors>).
+    // Nothing says the entity is null, so the subscriber is told instead of
+    // skipped.
     let Some(data) = object.get("data") else {
         let first = errors.first().map_or("no data", |e| e.message.as_str());
         return Some(unavailable(
@@ -121,7 +133,9 @@ fn unavailable(root: &FieldPlan, payload: &Value, why: &str) -> Bytes {
 }
 
 /// An upstream error as the client gets it: its own query's locations mean
-/// nothing to the client and are left out.
+/// nothing to the client and are left out. Its `path` is kept: the query
+/// puts the entity under the subscription's response key and keeps the
+/// client's aliases, so the path already points into the client's answer.
 fn upstream_error(v: &Value) -> GraphQLError {
     let mut e = GraphQLError::new(
         v.get("message")

@@ -1,4 +1,13 @@
 //! The upstream query of one subscription, written from its own document.
+//!
+//! The query must be valid for the upstream, so it carries only what its
+//! selection uses: a declared but unused variable or an unused fragment
+//! would make the whole query invalid
+//! (<https://spec.graphql.org/October2021/#sec-All-Variables-Used>,
+//! <https://spec.graphql.org/October2021/#sec-Fragments-Must-Be-Used>).
+//! The root field's own arguments and the client's fragments on the
+//! Subscription type stay out: they belong to the subscription; only the
+//! root field's selection becomes the query field's.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -65,6 +74,9 @@ impl FetchQuery {
         let mut key_variables = Vec::new();
         let mut arguments = Vec::new();
         for (arg, ty) in &target.args {
+            // Named apart from every client variable, since the query
+            // declares both
+            // (<https://spec.graphql.org/October2021/#sec-Variable-Uniqueness>).
             let mut var = format!("subcar_{arg}");
             while op_vars.iter().any(|v| v.name == var) {
                 var.push('_');
@@ -200,7 +212,12 @@ impl Uses {
 }
 
 /// Adds `__typename` to every selection set with fields (a harmless extra
-/// key: projection only writes the fields the client selected).
+/// key: projection only writes the fields the client selected). It is valid
+/// on any composite type
+/// (<https://spec.graphql.org/October2021/#sec-Type-Name-Introspection>);
+/// a leaf's empty selection set is left empty, as a leaf may have none
+/// (<https://spec.graphql.org/October2021/#sec-Leaf-Field-Selections>).
+/// A spread gets it in its fragment's definition instead.
 fn with_typename(set: &mut SelectionSet<'static, String>) {
     if set.items.is_empty() {
         return;

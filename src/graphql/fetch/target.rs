@@ -1,4 +1,9 @@
 //! Checking a `[subscriptions.resolve]` against the merged schema.
+//!
+//! These checks are subcar's own. They run when a schema with the
+//! upstream's part is loaded (at start-up and on refresh) and as each
+//! subscription is prepared, so a misconfigured `resolve` is reported then,
+//! not as a failure on every event.
 
 use super::spec::ResolveConfig;
 use crate::graphql::schema::{Schema, TypeKind, TypeRef};
@@ -103,6 +108,8 @@ impl Schema {
                 known,
             }));
         };
+        // Lists and named type must agree; nullability need not, as the
+        // answer is completed against the subscription field's own type.
         if shape(&def.ty) != shape(&sub_field.ty) {
             return Err(Box::new(ResolveSchemaError::TypeMismatch {
                 field: field.to_owned(),
@@ -126,6 +133,8 @@ impl Schema {
                         .join(", "),
                 }));
             };
+            // Only a plain `event.<field>` has a type known now; any other
+            // expression is CEL, whose value is checked per event.
             if let Some(found) = self.payload_field_type(sub_field.ty.named(), expression)
                 && !accepts(a.ty.named(), found)
             {
@@ -140,6 +149,9 @@ impl Schema {
             }
             args.push((arg.clone(), a.ty.clone()));
         }
+        // Required as in
+        // <https://spec.graphql.org/October2021/#sec-Required-Arguments>:
+        // non-null and without a default.
         if let Some(a) = def.args.iter().find(|a| {
             a.ty.is_non_null() && a.default.is_none() && !resolve.args.contains_key(&a.name)
         }) {
@@ -171,7 +183,13 @@ impl Schema {
 }
 
 /// Whether an argument of named type `arg` takes values of a payload field
-/// of named type `value` (IDs are written as strings or integers).
+/// of named type `value` (IDs are written as strings or integers). The
+/// pairs follow input coercion: an `ID` takes a string or an integer
+/// (<https://spec.graphql.org/October2021/#sec-ID.Input-Coercion>),
+/// a `Float` an integer
+/// (<https://spec.graphql.org/October2021/#sec-Float.Input-Coercion>),
+/// and an `ID` value is a string on the wire
+/// (<https://spec.graphql.org/October2021/#sec-ID.Result-Coercion>).
 fn accepts(arg: &str, value: &str) -> bool {
     arg == value
         || (arg == "ID" && matches!(value, "String" | "Int"))

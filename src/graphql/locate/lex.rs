@@ -1,5 +1,10 @@
 //! The GraphQL lexer of [`super::Locator`], reduced to what locating
 //! needs: token kinds, where each token starts and its byte range.
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Language.Source-Text.Lexical-Tokens>.
+//! It runs only on documents graphql-parser has accepted, so it need not
+//! reject anything: a number is any run of digits, signs, `.` and
+//! exponents, and a token it cannot follow only costs a precise location.
 
 use graphql_parser::Pos;
 
@@ -23,6 +28,11 @@ pub(super) struct Token {
 /// The GraphQL lexer, reduced to what locating needs: token kinds and where
 /// each token starts (lines and columns from 1, columns in characters as
 /// graphql-parser counts them).
+///
+/// One known difference: graphql-parser counts a tab as 8 columns and a
+/// lone `\r` as none, where this counts each as one character. On a line
+/// with either before a token the positions disagree, the lookup misses,
+/// and the error falls back to its owner's position.
 pub(super) fn lex(source: &str) -> Vec<Token> {
     let bytes = source.as_bytes();
     let mut tokens = Vec::new();
@@ -42,6 +52,8 @@ pub(super) fn lex(source: &str) -> Vec<Token> {
                 line_start = i;
                 continue;
             }
+            // Commas are insignificant, like white space
+            // (<https://spec.graphql.org/October2021/#sec-Insignificant-Commas>).
             b' ' | b'\t' | b'\r' | b',' => {
                 i += 1;
                 continue;
@@ -56,6 +68,9 @@ pub(super) fn lex(source: &str) -> Vec<Token> {
                 i += 3;
                 Kind::Spread
             }
+            // A block string may span lines; `\"""` inside it is an
+            // escaped quote triple, not its end
+            // (<https://spec.graphql.org/October2021/#sec-String-Value.Block-Strings>).
             b'"' if bytes[i..].starts_with(b"\"\"\"") => {
                 i += 3;
                 while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {

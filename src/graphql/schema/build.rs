@@ -1,6 +1,13 @@
 //! Building the merged schema: subcar's subscription SDL merged with the
 //! upstream's SDL or introspection result, the built-ins added, and every
 //! reference checked, so that the rest of the engine reads a complete model.
+//!
+//! The merge rules are subcar's, not the spec's (which knows one schema):
+//! the subscription root is always subcar's own; the query and mutation
+//! roots are the upstream's where it names them, since the upstream
+//! executes those; a type both sides define must have the same shape, so
+//! that an event and an enrichment query mean the same thing by it;
+//! built-in types and directives cannot be redefined by either side.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -130,6 +137,8 @@ fn merge(local: Part, upstream: Option<Part>) -> Result<Schema, SchemaError> {
             source: TypeSource::Local,
         },
     );
+    // The first definition of a name wins: built-ins, then the upstream's,
+    // then subcar's own.
     let mut directives = builtin::directives();
     for d in upstream.directives.into_iter().chain(local.directives) {
         if !directives.iter().any(|e| e.name == d.name) {
@@ -154,6 +163,11 @@ fn merge(local: Part, upstream: Option<Part>) -> Result<Schema, SchemaError> {
     Ok(schema)
 }
 
+/// The object types each object, interface and union may be at runtime.
+/// An interface's set is read from what objects declare, with no
+/// transitive closure: an object must itself list every interface it
+/// implements, transitively ones too
+/// (<https://spec.graphql.org/October2021/#sec-Interfaces.Interfaces-Implementing-Interfaces>).
 fn possible_types(types: &BTreeMap<String, TypeDef>) -> HashMap<String, BTreeSet<String>> {
     let mut map: HashMap<String, BTreeSet<String>> = HashMap::new();
     for t in types.values() {
@@ -182,6 +196,9 @@ fn possible_types(types: &BTreeMap<String, TypeDef>) -> HashMap<String, BTreeSet
 
 /// Finds the types each Subscription field needs; unknown ones are a
 /// start-up error once the upstream is loaded, and park the field before.
+/// Parking is subcar's way to start before the upstream answers: a field
+/// whose types are all local serves at once, the others wait for the
+/// upstream schema instead of failing the start.
 fn check_references(schema: &mut Schema) -> Result<(), SchemaError> {
     let fields: Vec<FieldDef> = schema
         .subscription_type()

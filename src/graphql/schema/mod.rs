@@ -158,6 +158,9 @@ impl TypeDef {
         )
     }
 
+    /// Input and output kinds as in
+    /// <https://spec.graphql.org/October2021/#sec-Input-and-Output-Types>:
+    /// scalars and enums are both, input objects input only.
     pub(crate) fn is_input(&self) -> bool {
         matches!(
             self.kind,
@@ -170,7 +173,9 @@ impl TypeDef {
     }
 
     /// Structural equality, ignoring descriptions: what "defined
-    /// differently" means for a type present on both sides.
+    /// differently" means for a type present on both sides. Field,
+    /// argument and member order is ignored too, as it shapes no response;
+    /// deprecations and defaults are not compared.
     fn same_shape(&self, other: &TypeDef) -> bool {
         type Shape<'a> = (&'a str, &'a TypeRef, Vec<(&'a str, &'a TypeRef)>);
         fn strip_fields(f: &[FieldDef]) -> Vec<Shape<'_>> {

@@ -1,5 +1,10 @@
 //! SDL in and out: turns a parsed SDL document into schema parts, and prints
 //! the merged schema back as SDL (graphql-js `printSchema` layout).
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Type-System>. The
+//! same parser reads subcar's subscription SDL and an upstream SDL; which
+//! types a part may define or extend is decided when the parts are merged
+//! ([`super::build`]).
 
 use std::fmt::Write;
 
@@ -36,6 +41,9 @@ pub(crate) fn parse(
                 part.extensions
                     .push((e.name, e.fields.into_iter().map(field_def).collect()));
             }
+            // subcar's own limit: an extension can only add fields to an
+            // object type (in practice, the subscription root). Other kinds
+            // are refused rather than half-applied.
             Definition::TypeExtension(_) => {
                 return Err(SchemaError::Invalid {
                     source_name: source_name.to_owned(),
@@ -51,6 +59,11 @@ pub(crate) fn parse(
             }),
         }
     }
+    // With no `schema { … }` definition, the types named `Query`, `Mutation`
+    // and `Subscription` are the roots
+    // (<https://spec.graphql.org/October2021/#sec-Root-Operation-Types.Default-Root-Operation-Type-Names>).
+    // subcar's SDL may only extend `Subscription`, so an extension names the
+    // root too.
     if part.query.is_none() && part.types.iter().any(|t| t.name == "Query") {
         part.query = Some("Query".into());
     }
@@ -75,6 +88,8 @@ fn directive_arg<'a>(
     Some(d.arguments.iter().find(|(n, _)| n == arg).map(|(_, v)| v))
 }
 
+/// `@deprecated` with no `reason` has the spec's default reason
+/// (<https://spec.graphql.org/October2021/#sec--deprecated>).
 fn deprecation(dirs: &[ast::Directive<'static, String>]) -> Option<String> {
     directive_arg(dirs, "deprecated", "reason").map(|v| match v {
         Some(ast::Value::String(s)) => s.clone(),
@@ -159,8 +174,12 @@ fn type_def(t: TypeDefinition<'static, String>, source: TypeSource) -> TypeDef {
     }
 }
 
+/// Left out of printed SDL, as `printSchema` does: every schema has them
+/// (<https://spec.graphql.org/October2021/#sec-Type-System.Directives.Built-in-Directives>).
 const BUILTIN_DIRECTIVES: [&str; 4] = ["include", "skip", "deprecated", "specifiedBy"];
 
+/// A block string when the text would not fit a plain string well
+/// (a line break, a quote, or over 70 characters), as graphql-js chooses.
 fn description(out: &mut String, d: &Option<String>, indent: &str) {
     let Some(d) = d else { return };
     if d.contains('\n') || d.contains('"') || d.len() > 70 {
@@ -236,6 +255,8 @@ fn fields(out: &mut String, fields: &[FieldDef]) {
 /// Prints the merged schema like graphql-js `printSchema`.
 pub(crate) fn print(schema: &Schema) -> String {
     let mut blocks: Vec<String> = Vec::new();
+    // The `schema { … }` block is printed only when it says something the
+    // default root names do not (graphql-js `isSchemaOfCommonNames`).
     let standard = schema.query.as_deref().is_none_or(|q| q == "Query")
         && schema.mutation.as_deref().is_none_or(|m| m == "Mutation")
         && schema.subscription == "Subscription";

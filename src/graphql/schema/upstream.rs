@@ -1,5 +1,11 @@
 //! Reads the upstream's schema from an introspection result (the answer to
 //! [`crate::graphql::INTROSPECTION_QUERY`], as graphql-js `buildClientSchema` does).
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Schema-Introspection.Schema-Introspection-Schema>.
+//! The reader is lenient where a missing part has an obvious meaning (an
+//! absent list is empty, an unreadable default is no default) and strict
+//! where guessing would change the schema (a nameless type or reference, an
+//! unknown kind).
 
 use serde_json::Value;
 
@@ -26,6 +32,8 @@ fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or_default()
 }
 
+/// A wrapped type is nested `ofType`s, as deep as the introspection query
+/// asked for; a reference cut short has no `kind`.
 fn type_ref(v: &Value) -> Result<TypeRef, SchemaError> {
     match v.get("kind").and_then(Value::as_str) {
         Some("NON_NULL") => Ok(TypeRef::NonNull(Box::new(type_ref(
@@ -43,7 +51,11 @@ fn type_ref(v: &Value) -> Result<TypeRef, SchemaError> {
     }
 }
 
-/// Parses a printed default value back into a literal.
+/// Parses a printed default value back into a literal: introspection gives
+/// a default as GraphQL source text, not as JSON
+/// (<https://spec.graphql.org/October2021/#sec-The-__InputValue-Type>).
+/// It is parsed as the argument of a throwaway query, as graphql-parser
+/// reads whole documents only.
 fn default_value(text: &str) -> Option<ConstValue> {
     let doc = graphql_parser::parse_query::<String>(&format!("{{ f(a: {text}) }}"))
         .ok()?
@@ -110,11 +122,16 @@ pub(crate) fn from_introspection(json: &Value) -> Result<Part, SchemaError> {
     };
     for t in list(schema, "types") {
         let name = s(t, "name").ok_or_else(|| invalid("a type has no name"))?;
+        // Built-in scalars and the introspection types are subcar's own
+        // copies; the upstream's would be the same by the spec, and a
+        // different one must not replace them.
         if name.starts_with("__") || super::builtin::BUILTIN_SCALARS.contains(&name.as_str()) {
             continue;
         }
         let kind = match t.get("kind").and_then(Value::as_str) {
             Some("SCALAR") => TypeKind::Scalar {
+                // `specifiedByURL` in the spec; graphql-js 15 said
+                // `specifiedByUrl`.
                 specified_by: s(t, "specifiedByURL").or_else(|| s(t, "specifiedByUrl")),
             },
             Some("OBJECT") => TypeKind::Object {

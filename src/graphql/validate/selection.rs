@@ -2,6 +2,11 @@
 //! arguments (known, unique, required, well-typed), directives (known, in
 //! valid locations, unique), fragment spreads (known, possible) and inline
 //! fragment type conditions.
+//!
+//! Spec: <https://spec.graphql.org/October2021/#sec-Validation.Fields>,
+//! <https://spec.graphql.org/October2021/#sec-Validation.Arguments>,
+//! <https://spec.graphql.org/October2021/#sec-Validation.Fragments>,
+//! <https://spec.graphql.org/October2021/#sec-Validation.Directives>.
 
 use std::collections::HashMap;
 
@@ -25,6 +30,9 @@ impl<'s, 'd> Validator<'s, 'd> {
                 Selection::Field(f) => self.field(parent, f),
                 Selection::FragmentSpread(sp) => {
                     self.directives(&sp.directives, "FRAGMENT_SPREAD");
+                    // Not walked here: the fragment is validated once on its
+                    // own type condition; the spread is kept so the operation
+                    // can gather the fragment's variable usages later.
                     self.spreads.push(&sp.fragment_name);
                     let Some(frag) = self.fragments.get(sp.fragment_name.as_str()).copied() else {
                         self.errors.push(error(
@@ -33,6 +41,9 @@ impl<'s, 'd> Validator<'s, 'd> {
                         ));
                         continue;
                     };
+                    // <https://spec.graphql.org/October2021/#sec-Fragment-spread-is-possible>.
+                    // An unknown or non-composite condition is reported on
+                    // the fragment's definition, not again at each spread.
                     let TypeCondition::On(tc) = &frag.type_condition;
                     if let (Some(p), Some(ft)) = (parent, self.schema.get(tc))
                         && ft.is_composite()
@@ -74,6 +85,11 @@ impl<'s, 'd> Validator<'s, 'd> {
         }
     }
 
+    /// <https://spec.graphql.org/October2021/#sec-Field-Selections>,
+    /// then its arguments and directives, then
+    /// <https://spec.graphql.org/October2021/#sec-Leaf-Field-Selections>.
+    /// Under an unknown field (`parent` is `None`) only the rules that need
+    /// no type still run, so one typo gives one error, not one per subfield.
     fn field(&mut self, parent: Option<&'s TypeDef>, f: &'d Field<'static, String>) {
         let def = parent.and_then(|p| self.field_def(p, &f.name));
         if let (Some(p), None) = (parent, &def) {
@@ -143,6 +159,11 @@ impl<'s, 'd> Validator<'s, 'd> {
         self.selection_set(child, &f.selection_set);
     }
 
+    /// The meta-fields are not in any type's field list: `__typename` is on
+    /// every composite type
+    /// (<https://spec.graphql.org/October2021/#sec-Type-Name-Introspection>),
+    /// `__schema` and `__type` only on the query root
+    /// (<https://spec.graphql.org/October2021/#sec-Schema-Introspection>).
     fn field_def(&self, parent: &'s TypeDef, name: &str) -> Option<FieldRef<'s>> {
         if name == "__typename" {
             return parent.is_composite().then_some(FieldRef::Typename);
@@ -170,6 +191,10 @@ impl<'s, 'd> Validator<'s, 'd> {
         at: Pos,
         owner: &ArgOwner<'_>,
     ) {
+        // <https://spec.graphql.org/October2021/#sec-Argument-Uniqueness>,
+        // <https://spec.graphql.org/October2021/#sec-Argument-Names>,
+        // <https://spec.graphql.org/October2021/#sec-Values-of-Correct-Type>,
+        // then <https://spec.graphql.org/October2021/#sec-Required-Arguments>.
         let located = self.loc.arguments(at);
         let names = args
             .iter()
@@ -212,6 +237,8 @@ impl<'s, 'd> Validator<'s, 'd> {
                 ),
             }
         }
+        // Required means non-null with no default: a nullable argument, or
+        // one with a default, may be left out.
         for def in defs {
             if def.ty.is_non_null()
                 && def.default.is_none()
@@ -232,6 +259,11 @@ impl<'s, 'd> Validator<'s, 'd> {
         }
     }
 
+    /// <https://spec.graphql.org/October2021/#sec-Directives-Are-Defined>,
+    /// <https://spec.graphql.org/October2021/#sec-Directives-Are-In-Valid-Locations>,
+    /// <https://spec.graphql.org/October2021/#sec-Directives-Are-Unique-Per-Location>
+    /// (a `repeatable` directive is exempt), then the directive's arguments
+    /// as a field's.
     pub(super) fn directives(&mut self, dirs: &'d [Directive<'static, String>], location: &str) {
         let mut seen: HashMap<&str, Pos> = HashMap::new();
         for d in dirs {
