@@ -1,6 +1,8 @@
-//! Proxy overhead: the same upstream called directly, through subcar and
+//! Proxy overhead: the same upstream called directly, through subcar,
 //! through a bare hyper proxy (the floor any proxy built on hyper reaches
-//! here), on the same machine in the same run. Two upstreams: a trivial one
+//! here) and through nginx (what many would put there instead; Debian
+//! package `nginx`, its columns stay empty without it), on the same machine
+//! in the same run. Two upstreams: a trivial one
 //! (answers at once) and a realistic one (≈1 ms of work per request, as a
 //! database round trip would take).
 //!
@@ -42,10 +44,14 @@ fn main() {
     let trivial = upstream_rt.block_on(start_upstream(Duration::ZERO));
     let realistic = upstream_rt.block_on(start_upstream(Duration::from_millis(1)));
 
+    let nginx_found = nginx::available();
+    if !nginx_found {
+        eprintln!("nginx not found (Debian: apt-get install nginx): its columns stay empty");
+    }
     println!(
-        "| upstream | concurrency | direct req/s | via subcar req/s | ratio | bare hyper proxy req/s | ratio | direct p50 / p99 (µs) | subcar p50 / p99 (µs) | added p50 (µs) | bare proxy p50 / p99 (µs) |"
+        "| upstream | concurrency | direct req/s | via subcar req/s | ratio | bare hyper proxy req/s | ratio | subcar / bare | nginx req/s | subcar / nginx | direct p50 / p99 (µs) | subcar p50 / p99 (µs) | added p50 (µs) | bare proxy p50 / p99 (µs) | nginx p50 / p99 (µs) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let only = std::env::var("PROXY_BENCH_ONLY").ok();
     let selected = |name: &str, concurrency: usize| {
         only.as_deref().is_none_or(|o| {
@@ -73,18 +79,39 @@ fn main() {
             ])
             .spawn()
             .expect("the bare proxy starts");
+        let nginx = nginx_found.then(|| nginx::spawn(upstream));
         load_rt.block_on(wait_until_up(via));
         load_rt.block_on(wait_until_up(bare_addr));
+        let mut targets = vec![upstream, via, bare_addr];
+        if let Some(n) = &nginx {
+            load_rt.block_on(wait_until_up(n.addr));
+            targets.push(n.addr);
+        }
         for &concurrency in CONCURRENCIES.iter().filter(|&&c| selected(name, c)) {
-            let [direct, proxied, floor] =
-                load_rt.block_on(compare([upstream, via, bare_addr], concurrency, measure));
+            let mut results = load_rt
+                .block_on(compare(&targets, concurrency, measure))
+                .into_iter();
+            let (direct, proxied, floor) = (
+                results.next().unwrap(),
+                results.next().unwrap(),
+                results.next().unwrap(),
+            );
+            let (nginx_rps, nginx_ratio, nginx_lat) = match results.next() {
+                Some(n) => (
+                    format!("{:.0}", n.rps),
+                    format!("{:.2}", proxied.rps / n.rps),
+                    format!("{} / {}", n.p50, n.p99),
+                ),
+                None => Default::default(),
+            };
             println!(
-                "| {name} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {} / {} | {} / {} | {} | {} / {} |",
+                "| {name} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {nginx_rps} | {nginx_ratio} | {} / {} | {} / {} | {} | {} / {} | {nginx_lat} |",
                 direct.rps,
                 proxied.rps,
                 proxied.rps / direct.rps,
                 floor.rps,
                 floor.rps / direct.rps,
+                proxied.rps / floor.rps,
                 direct.p50,
                 direct.p99,
                 proxied.p50,
@@ -98,6 +125,7 @@ fn main() {
             child.kill().ok();
             child.wait().ok();
         }
+        drop(nginx);
     }
     drop(upstream_rt);
 }
@@ -225,18 +253,14 @@ impl Samples {
 const ROUNDS: u32 = 5;
 
 /// Measures `targets` for `measure` each, in `ROUNDS` alternating slices.
-async fn compare<const N: usize>(
-    targets: [SocketAddr; N],
-    concurrency: usize,
-    measure: Duration,
-) -> [Summary; N] {
-    let mut samples: [Samples; N] = std::array::from_fn(|_| Samples::default());
+async fn compare(targets: &[SocketAddr], concurrency: usize, measure: Duration) -> Vec<Summary> {
+    let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     for _ in 0..ROUNDS {
         for (addr, samples) in targets.iter().zip(samples.iter_mut()) {
             load(*addr, concurrency, measure / ROUNDS, samples).await;
         }
     }
-    samples.map(Samples::summary)
+    samples.into_iter().map(Samples::summary).collect()
 }
 
 /// `concurrency` keep-alive connections, each sending requests back to back
@@ -325,6 +349,72 @@ mod bare {
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
+        }
+    }
+}
+
+/// nginx as a reverse proxy with keep-alive to the upstream, two workers
+/// (one per core, as subcar's runtime has), access log off.
+mod nginx {
+    use super::*;
+
+    pub struct Nginx {
+        pub child: Child,
+        pub addr: SocketAddr,
+        _dir: tempfile::TempDir,
+    }
+
+    fn binary() -> Option<std::path::PathBuf> {
+        ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+    }
+
+    pub fn available() -> bool {
+        binary().is_some()
+    }
+
+    pub fn spawn(upstream: SocketAddr) -> Nginx {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let config = format!(
+            "daemon off;\nworker_processes 2;\nerror_log stderr warn;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               upstream api {{ server {upstream}; keepalive 128; }}\n\
+               server {{\n    listen {addr};\n    location / {{\n      proxy_pass http://api;\n\
+                   proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(binary().unwrap())
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        Nginx {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            // SIGTERM to the master stops its workers too (SIGKILL would
+            // leave them running).
+            // SAFETY: kill(2) on the pid of a child this process spawned.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            self.child.wait().ok();
         }
     }
 }

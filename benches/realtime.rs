@@ -12,6 +12,8 @@
 //! subcar ([`many`]), resident memory, time to connect them all, and
 //! events delivered to all of them.
 //! `REALTIME_BENCH_SCALE=0.1` shrinks every count for a quick run.
+//! `REALTIME_BENCH_SUBCAR=PATH` runs that subcar binary instead of this
+//! tree's (`benches/abba.sh` compares two commits that way).
 //! `REALTIME_BENCH_AUTH=1` compares subcar with `auth.mode = "jwt"` and every
 //! rate limit on (set high enough not to refuse the load, so only their
 //! cost shows) against subcar without them, instead of the bare broadcast,
@@ -645,11 +647,16 @@ async fn wait_listening(addr: SocketAddr) {
 }
 
 async fn start_subcar(dir: &std::path::Path, auth: bool) -> Target {
-    start_subcar_for(dir, auth, 20_000).await
+    start_subcar_for(dir, auth, 20_000, "").await
 }
 
-/// [`start_subcar`] admitting up to `max_connections`.
-async fn start_subcar_for(dir: &std::path::Path, auth: bool, max_connections: usize) -> Target {
+/// [`start_subcar`] admitting up to `max_connections`, with `extra` TOML.
+async fn start_subcar_for(
+    dir: &std::path::Path,
+    auth: bool,
+    max_connections: usize,
+    extra: &str,
+) -> Target {
     let (addr, webhook, admin) = (free_addr(), free_addr(), free_addr());
     std::fs::write(dir.join("schema.graphql"), SCHEMA).unwrap();
     // Every limit on, each high enough for the load (all clients share
@@ -666,10 +673,14 @@ async fn start_subcar_for(dir: &std::path::Path, auth: bool, max_connections: us
     let config = format!(
         "[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:9/graphql\"\n\
          [schema]\npath = \"schema.graphql\"\nintrospect_upstream = false\n[webhook]\nlisten = \"{webhook}\"\n\
-         [limits]\nmax_connections = {max_connections}\n[log]\nfilter = \"error\"\n{auth}"
+         [limits]\nmax_connections = {max_connections}\n[log]\nfilter = \"error\"\n{auth}{extra}"
     );
     std::fs::write(dir.join("subcar.toml"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_subcar"))
+    // Another build of subcar (e.g. an older commit's, for a before/after
+    // comparison in one sitting) can stand in for this tree's.
+    let binary = std::env::var_os("REALTIME_BENCH_SUBCAR")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_subcar").into());
+    let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(dir.join("subcar.toml"))
         .stdout(Stdio::null())

@@ -90,7 +90,17 @@ pub async fn run(dir: &std::path::Path, n: usize) {
         );
         std::process::exit(2);
     }
-    let target = start_subcar_for(dir, false, n + 100).await;
+    // The load generator answers pings only once every socket is open (its
+    // reader takes them all at once), which at this count can take longer
+    // than a heartbeat; and on a machine busy with other work its
+    // `connection_init` can come later than the default 3 s.
+    let target = start_subcar_for(
+        dir,
+        false,
+        n + 100,
+        "[heartbeat]\ninterval = \"10m\"\ninit_timeout = \"60s\"\n",
+    )
+    .await;
     // Warm-up, as in (c): the allocator's arenas and the dispatcher exist
     // before the baseline.
     drop(open_spread(target.addr(), 10).await);
@@ -120,7 +130,8 @@ pub async fn run(dir: &std::path::Path, n: usize) {
         assert_eq!(
             phase.count[e].load(Ordering::Relaxed),
             n as u32,
-            "event {e} reached every subscriber"
+            "event {e} reached every subscriber ({} connections closed by subcar)",
+            phase.closed.load(Ordering::Relaxed)
         );
         last.push(phase.last_ns[e].load(Ordering::Relaxed).saturating_sub(t0));
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -90,6 +90,27 @@ fn merge(local: Part, upstream: Option<Part>) -> Result<Schema, SchemaError> {
         }
         types.entry(t.name.clone()).or_insert(t);
     }
+    // An upstream SDL printed in pieces uses `extend type`: its extensions
+    // add fields to its own object types
+    // (<https://spec.graphql.org/October2021/#sec-Object-Extensions>).
+    for (name, fields) in upstream.extensions {
+        if upstream_sub.as_deref() == Some(name.as_str()) && name == sub_name {
+            continue;
+        }
+        match types.get_mut(&name) {
+            Some(TypeDef {
+                kind: TypeKind::Object { fields: own, .. },
+                source: TypeSource::Upstream,
+                ..
+            }) => own.extend(fields),
+            _ => {
+                return Err(SchemaError::Invalid {
+                    source_name: "the upstream SDL".into(),
+                    message: format!("extend type {name}: no object type {name} is defined in it"),
+                });
+            }
+        }
+    }
     let mut sub_fields: Vec<FieldDef> = Vec::new();
     for t in local.types {
         if t.name == sub_name
@@ -264,4 +285,30 @@ fn check_references(schema: &mut Schema) -> Result<(), SchemaError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: &str = "type Subscription { ping: Int }";
+
+    #[test]
+    fn upstream_sdl_extensions_add_fields_to_its_types() {
+        let upstream = "type Query { a: Int }\nextend type Query { b: String }";
+        let schema = Schema::build(LOCAL, Some(upstream)).unwrap();
+        let query = schema.get("Query").unwrap();
+        assert!(query.field("a").is_some());
+        assert!(query.field("b").is_some());
+    }
+
+    #[test]
+    fn an_upstream_extension_of_an_unknown_type_is_an_error() {
+        let err = Schema::build(
+            LOCAL,
+            Some("type Query { a: Int }\nextend type Mutation { m: Int }"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("extend type Mutation"), "{err}");
+    }
 }
