@@ -231,7 +231,7 @@ async fn count_deliveries(
         let (found, used) = scan(&buf, br#"{"id":"1","type":"next""#);
         buf.drain(..used);
         for _ in 0..found {
-            if (received.fetch_add(1, Ordering::Relaxed) + 1) % per_event == 0 {
+            if (received.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(per_event) {
                 all_in.notify_one();
             }
         }
