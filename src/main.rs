@@ -16,6 +16,8 @@ use tracing_subscriber::{EnvFilter, fmt};
 /// Fan-out allocates and frees a frame per subscriber per event from
 /// several threads; glibc's allocator spends a third of the dispatch time
 /// on that (`malloc_consolidate`), mimalloc's thread-local heaps do not.
+/// The `system-allocator` feature leaves it out for heap profilers.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

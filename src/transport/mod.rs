@@ -112,7 +112,7 @@ impl Shared {
         headers.remove(header::ACCEPT);
         headers.remove("last-event-id");
         headers.remove(stream::TOKEN_HEADER);
-        Some(headers)
+        Some(detached(&headers))
     }
 
     /// Who a client is for the directory and the audit log: its IP (a
@@ -125,6 +125,22 @@ impl Shared {
             .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
         ClientInfo { ip, transport }
     }
+}
+
+/// `headers` with every value in an allocation of its own. hyper parses
+/// header values as slices of the connection's read buffer (8 KiB,
+/// `INIT_BUFFER_SIZE` in its `proto/h1/io.rs`), so a single value kept (the
+/// `Host` copied into `X-Forwarded-Host`, a `User-Agent`) would keep that
+/// whole buffer for as long as the session holds its headers: its life.
+fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes())
+            .expect("the bytes of a header value are a valid header value");
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
 }
 
 /// Why a new client may not connect, if it may not: `503` at
@@ -201,4 +217,34 @@ fn spawn_client(
             () = close_later => {}
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_headers_hold_no_slice_of_the_parsed_buffer() {
+        let buffer = Bytes::from(vec![b'a'; 8192]);
+        let inside = buffer.as_ptr_range();
+        let mut headers = HeaderMap::new();
+        let agent = HeaderValue::from_maybe_shared(buffer.slice(0..10)).unwrap();
+        assert!(
+            inside.contains(&agent.as_bytes().as_ptr()),
+            "the source shares the buffer"
+        );
+        headers.append(header::USER_AGENT, agent);
+        headers.append(header::USER_AGENT, HeaderValue::from_static("second"));
+        let mut secret = HeaderValue::from_maybe_shared(buffer.slice(10..20)).unwrap();
+        secret.set_sensitive(true);
+        headers.append(header::AUTHORIZATION, secret);
+
+        let owned = detached(&headers);
+        assert_eq!(owned, headers);
+        assert_eq!(owned.get_all(header::USER_AGENT).iter().count(), 2);
+        assert!(owned[header::AUTHORIZATION].is_sensitive());
+        for value in owned.values() {
+            assert!(!inside.contains(&value.as_bytes().as_ptr()));
+        }
+    }
 }
