@@ -337,6 +337,13 @@ mod tests {
         ) -> BoxFuture<'static, Result<Replay, BusError>> {
             self.inner.replay(topic, after)
         }
+        fn replay_since(
+            &self,
+            topic: Arc<str>,
+            since: SystemTime,
+        ) -> BoxFuture<'static, Result<Replay, BusError>> {
+            self.inner.replay_since(topic, since)
+        }
         fn state(&self) -> BusState {
             BusState::Connected
         }

@@ -234,7 +234,12 @@ impl Inner {
         if let Err(e) = ops.authenticate().await {
             return refused_credentials(&e);
         }
-        let resume = request::resume(framing, &parts.headers, req.extensions.as_ref());
+        let resume = request::resume(
+            framing,
+            &parts.headers,
+            parts.uri.query(),
+            req.extensions.as_ref(),
+        );
         let started = match ops.prepare(req).await {
             Ok(op) => resume
                 .map_err(OperationError::from)
