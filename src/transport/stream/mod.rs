@@ -339,7 +339,7 @@ impl Inner {
     }
 
     fn feed_limits(&self, framing: Framing) -> FeedLimits {
-        let limits = &self.shared.limits;
+        let limits = self.shared.limits.load();
         let heartbeat = match framing {
             Framing::Multipart => limits.heartbeat_interval.min(MULTIPART_HEARTBEAT_MAX),
             Framing::Sse | Framing::SseSingle => limits.heartbeat_interval,
