@@ -236,6 +236,10 @@ pub fn apply_subscriptions(targets: &Targets, configs: &[SubscriptionConfig]) ->
     for problem in &problems {
         tracing::warn!("{problem}");
     }
+    tracing::info!(
+        not_applied = problems.len(),
+        "subscriptions filter/allow rules applied"
+    );
     let mut pending: Vec<String> = problems.iter().map(pending_key).collect();
     pending.sort();
     pending.dedup();
@@ -320,7 +324,7 @@ impl Reload {
         let new = match Config::load(&self.path, std::env::vars()) {
             Ok(new) => new,
             Err(e) => {
-                tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+                refused(&e);
                 return;
             }
         };
@@ -328,7 +332,7 @@ impl Reload {
         let prepared = match self.prepare(&new, &plan, targets) {
             Ok(prepared) => prepared,
             Err(e) => {
-                tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+                refused(&e);
                 return;
             }
         };
@@ -411,6 +415,7 @@ impl Reload {
         }
         if let Some(auth) = prepared.auth {
             targets.auth.replace(auth, shutdown);
+            tracing::info!(mode = ?new.auth.mode, "auth applied to new connections");
         }
         if plan.applies("rate_limits") {
             let r = &new.rate_limits;
@@ -424,6 +429,7 @@ impl Reload {
                 .messages
                 .set_quota(r.messages_per_connection.and_then(per_second));
             *targets.applied.rate_limits.write() = r.clone();
+            tracing::info!("rate limits applied; per-address state starts over");
         }
         if !plan.subscriptions.is_empty() {
             self.subscriptions_pending = apply_subscriptions(targets, &new.subscriptions);
@@ -442,8 +448,20 @@ impl Reload {
             running.max_subscriptions_per_connection = l.max_subscriptions_per_connection;
             running.max_message_bytes = l.max_message_bytes;
             targets.session_limits.set(SessionLimits::from_config(new));
+            tracing::info!(
+                max_connections = l.max_connections,
+                max_subscriptions_per_connection = l.max_subscriptions_per_connection,
+                max_message_bytes = l.max_message_bytes,
+                "limits applied"
+            );
         }
     }
+}
+
+/// Logs why a file is refused, on one line.
+fn refused(e: &dyn std::fmt::Display) {
+    let error = e.to_string().replace('\n', "; ");
+    tracing::error!(%error, "configuration reload refused; the running configuration stays");
 }
 
 /// Why a file that parsed is refused.
