@@ -362,7 +362,7 @@ async fn extensions_resume_carries_cursors_and_replays_what_was_missed() {
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     publish(rt.webhook, json!({"topic": "counter", "payload": 3})).await;
     c.send(resume("t", json!({"since": since}))).await;
-    let mut got = vec![c.recv().await, c.recv().await];
+    let mut got = [c.recv().await, c.recv().await];
     got.sort_by_key(|m| m["id"].to_string());
     for (m, id) in got.iter().zip(["r", "t"]) {
         assert_eq!(

@@ -171,6 +171,12 @@ pub async fn subscribe_since(c: &mut Client, id: &str, query: &str, since: &str)
         .await;
 }
 
+/// Asserts that `m` is the `error` that ended operation `id`, coded `code`.
+pub fn ended_with(m: &Value, id: &str, code: &str) {
+    assert_eq!((&m["type"], &m["id"]), (&json!("error"), &json!(id)), "{m}");
+    assert_eq!(m["payload"][0]["extensions"]["code"], code, "{m}");
+}
+
 /// A time as clients send it.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -816,20 +822,9 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     push_history_on(&rt, 1, events).await;
     let mut d = Client::ready(rt.addr).await;
     subscribe_resume(&mut d, "late", "subscription { counter }", Some(&first)).await;
-    let m = d.recv().await;
-    assert_eq!(m["type"], "error", "{m}");
-    assert_eq!(m["id"], "late");
-    assert_eq!(
-        m["payload"][0]["extensions"]["code"], "CURSOR_EXPIRED",
-        "{m}"
-    );
+    ended_with(&d.recv().await, "late", "CURSOR_EXPIRED");
     subscribe_resume(&mut d, "bad", "subscription { counter }", Some("yesterday")).await;
-    let m = d.recv().await;
-    assert_eq!(m["id"], "bad");
-    assert_eq!(
-        m["payload"][0]["extensions"]["code"], "INVALID_CURSOR",
-        "{m}"
-    );
+    ended_with(&d.recv().await, "bad", "INVALID_CURSOR");
     // Neither left a subscription behind; a fresh one works.
     wait_subscriptions(&rt, 0).await;
     subscribe_resume(&mut d, "new", "subscription { counter }", None).await;
@@ -906,10 +901,10 @@ pub async fn replay_since(bus: &Bus, events: usize) {
         );
         cursors.push(cursor_of(&m));
     }
-    for i in 2..4usize {
+    for (i, cursor) in cursors.iter().enumerate().skip(2) {
         let m = late.recv().await;
         assert_eq!(counter(&m), i, "{m}");
-        assert_eq!(cursor_of(&m), cursors[i], "the same event, the same cursor");
+        assert_eq!(&cursor_of(&m), cursor, "the same event, the same cursor");
     }
     wait_subscriptions(&rt, 3).await;
     publish(rt.webhook, json!({"topic": "counter", "payload": 4})).await;
@@ -927,13 +922,8 @@ pub async fn replay_since(bus: &Bus, events: usize) {
     let mut d = Client::ready(rt.addr).await;
     subscribe_since(&mut d, "expired", query, &t1).await;
     let m = d.recv().await;
-    assert_eq!(
-        (m["type"].clone(), m["id"].clone()),
-        (json!("error"), json!("expired")),
-        "{m}"
-    );
+    ended_with(&m, "expired", "CURSOR_EXPIRED");
     let error = &m["payload"][0];
-    assert_eq!(error["extensions"]["code"], "CURSOR_EXPIRED", "{m}");
     let oldest = error["extensions"]["oldest"]
         .as_str()
         .unwrap_or_else(|| panic!("{m}"));
@@ -941,12 +931,7 @@ pub async fn replay_since(bus: &Bus, events: usize) {
     assert!(oldest_at > humantime::parse_rfc3339(&t1).unwrap(), "{m}");
     assert!(error["message"].as_str().unwrap().contains(oldest), "{m}");
     subscribe_since(&mut d, "bad", query, "yesterday").await;
-    let m = d.recv().await;
-    assert_eq!(m["id"], "bad");
-    assert_eq!(
-        m["payload"][0]["extensions"]["code"], "INVALID_CURSOR",
-        "{m}"
-    );
+    ended_with(&d.recv().await, "bad", "INVALID_CURSOR");
     wait_subscriptions(&rt, 0).await;
 }
 
