@@ -298,3 +298,37 @@ async fn a_bad_file_is_refused_whole_and_the_running_configuration_stays() {
         assert_eq!(query(&running).await, StatusCode::OK);
     }
 }
+
+/// `auth.mode` from `none` to `jwt`: anonymous clients that connect after
+/// the reload are refused, one with a token admitted, and the anonymous
+/// connection made before keeps its subscription.
+#[tokio::test]
+async fn switching_auth_on_applies_to_new_connections() {
+    let mut running = Running::start("").await;
+    let mut before = Client::ready(running.file.addrs.public).await;
+    before
+        .subscribe("1", "subscription { incidentUpdated { id } }")
+        .await;
+    running.wait_subscriptions(1).await;
+    let lines = running.reload(&jwt(auth_support::SECRET)).await;
+    assert!(logged(&lines, "auth applied"), "{lines:#?}");
+    let (_, anonymous) = Client::init(running.file.addrs.public, &[], json!({})).await;
+    assert!(matches!(anonymous, Next::Closed(4403, _)), "{anonymous:?}");
+    let (_, admitted) = connect(&running, &token(auth_support::SECRET)).await;
+    assert!(acked(&admitted), "{admitted:?}");
+    running.wait_subscriptions(1).await;
+}
+
+/// `[heartbeat]` applies to connections that follow: a lowered
+/// `init_timeout` closes a socket that never sends `connection_init`
+/// with `4408`.
+#[tokio::test]
+async fn a_new_heartbeat_applies_to_new_connections() {
+    let mut running = Running::start("[heartbeat]\ninit_timeout = \"60s\"\n").await;
+    let lines = running
+        .reload("[heartbeat]\ninit_timeout = \"200ms\"\n")
+        .await;
+    assert!(!logged(&lines, "after a restart"), "{lines:#?}");
+    let mut silent = Client::connect(running.file.addrs.public).await;
+    assert_eq!(silent.closed().await.0, 4408);
+}

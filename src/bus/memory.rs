@@ -221,6 +221,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replay_since_serves_the_events_from_a_time_and_says_when_the_ring_lost_some() {
+        let bus = MemoryBus::new(2);
+        let t0 = SystemTime::now();
+        bus.publish(vec![event("a", 0)]).await.unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let t1 = SystemTime::now();
+        bus.publish(vec![event("a", 1), event("b", 9)])
+            .await
+            .unwrap();
+        let since = |t| bus.replay_since("a".into(), t);
+        assert_eq!(payloads(since(t0).await.unwrap()), vec![json!(0), json!(1)]);
+        assert_eq!(payloads(since(t1).await.unwrap()), vec![json!(1)]);
+        let later = SystemTime::now() + Duration::from_secs(1);
+        assert_eq!(
+            payloads(since(later).await.unwrap()),
+            Vec::<serde_json::Value>::new()
+        );
+        assert!(payloads(bus.replay_since("none".into(), t0).await.unwrap()).is_empty());
+        // 0 leaves the ring: from t0 there is a gap, from t1 there is none.
+        bus.publish(vec![event("a", 2)]).await.unwrap();
+        match since(t0).await.unwrap() {
+            Replay::TooOld {
+                oldest: Some(oldest),
+            } => assert!(oldest >= t1),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(payloads(since(t1).await.unwrap()), vec![json!(1), json!(2)]);
+    }
+
+    #[tokio::test]
     async fn replay_serves_the_ring_and_says_when_it_no_longer_reaches_back() {
         let bus = MemoryBus::new(3);
         bus.publish(
