@@ -24,7 +24,7 @@ use crate::admin::reload::{self, Reload};
 use crate::admin::status::StatusSource;
 use crate::admin::{AdminRouter, sampler};
 use crate::auth::credentials::InitHeaders;
-use crate::auth::{Auth, AuthBuildError};
+use crate::auth::{Auth, AuthBuildError, LiveAuth};
 use crate::bus::{self, Bus, BusBuildError};
 use crate::config::{Config, ProxyAuth};
 use crate::http::body::{self, Body};
@@ -50,7 +50,7 @@ use crate::subscriptions::filter::FilterError;
 use crate::subscriptions::operation::{Core, OperationLimits};
 use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
 use crate::transport::{
-    CountLimits, InboundStack, SessionLimits, Shared, StreamEndpoint, WsEndpoint,
+    CountLimits, InboundStack, LiveSessionLimits, SessionLimits, Shared, StreamEndpoint, WsEndpoint,
 };
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -99,7 +99,18 @@ pub struct App {
     webhook: Arc<Webhook>,
     /// Connection and subscription counts allowed; a reload changes them.
     count_limits: Arc<CountLimits>,
-    auth: Auth,
+    /// The authenticator in force; a reload replaces it.
+    auth: Arc<LiveAuth>,
+    /// The rate limits a reload replaces: connection attempts per IP (one
+    /// bucket per IP for sockets and streams alike), requests per IP on the
+    /// proxy path, messages per connection.
+    attempts: IpRateLimitLayer,
+    requests: IpRateLimitLayer,
+    messages: MessageRateLimitLayer,
+    /// Heartbeat timers and the frame limit; a reload replaces them.
+    session_limits: LiveSessionLimits,
+    /// What reloads applied and what waits for a restart, for `/status`.
+    applied: Arc<reload::Applied>,
     /// Completes events of `[subscriptions.resolve]` fields from the upstream.
     enricher: Arc<Enricher>,
     /// What the configuration/schema cross-check warns about.
@@ -146,7 +157,27 @@ impl App {
             config.upstream.batching,
             config.upstream.timeout,
         ));
+        let rate_limits = &config.rate_limits;
+        let attempts = IpRateLimitLayer::new(
+            rate_limits.connection_attempts_per_ip.and_then(per_second),
+            &config.server.trusted_proxies,
+            metrics.clone(),
+            Refusal::rate_limit_connection,
+        );
+        let requests = IpRateLimitLayer::new(
+            rate_limits.requests_per_ip.and_then(per_second),
+            &config.server.trusted_proxies,
+            metrics.clone(),
+            Refusal::rate_limit_request,
+        );
+        let messages =
+            MessageRateLimitLayer::new(rate_limits.messages_per_connection.and_then(per_second));
         let app = Self {
+            attempts,
+            requests,
+            messages,
+            session_limits: SessionLimits::from_config(&config).into(),
+            applied: Arc::new(reload::Applied::new(&config)),
             enricher,
             directory: Arc::new(Directory::default()),
             audit,
@@ -161,7 +192,7 @@ impl App {
             registry,
             routes,
             webhook,
-            auth,
+            auth: Arc::new(LiveAuth::new(auth)),
             warnings,
         };
         app.check_resolve()?;
@@ -263,15 +294,7 @@ impl App {
     ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
         let server = &self.config.server;
         let shared = self.shared();
-        let attempts = IpRateLimitLayer::new(
-            self.config
-                .rate_limits
-                .connection_attempts_per_ip
-                .and_then(per_second),
-            &server.trusted_proxies,
-            self.metrics.clone(),
-            Refusal::rate_limit_connection,
-        );
+        let attempts = &self.attempts;
         let mut router = PublicRouter::new(
             &server.graphql_path,
             self.graphql_service(),
@@ -280,13 +303,13 @@ impl App {
             self.metrics.clone(),
         )
         .with_websocket(self.admission(
-            &attempts,
+            attempts,
             WsEndpoint::new(shared.clone(), shutdown.clone(), sessions.clone()),
         ))
         // SSE and multipart: each stream request is a connection attempt;
         // queries and mutations among them go on to the proxy stack.
         .with_streams(self.admission(
-            &attempts,
+            attempts,
             StreamEndpoint::new(
                 shared,
                 self.graphql_service(),
@@ -332,13 +355,10 @@ impl App {
     /// (schema, registry, authenticator, the upstream client for queries
     /// over a socket or stream), the per-message policies and the timers.
     fn shared(&self) -> Arc<Shared> {
-        let rate_limits = &self.config.rate_limits;
         let inbound = ServiceBuilder::new()
             // Applied per connection by the session (each socket gets its
             // own bucket); refused messages never reach the protocol code.
-            .layer(MessageRateLimitLayer::new(
-                rate_limits.messages_per_connection.and_then(per_second),
-            ))
+            .layer(self.messages.clone())
             .into_inner();
         // The operation core every transport calls.
         let core = Core {
@@ -347,7 +367,7 @@ impl App {
             routes: self.routes.clone(),
             registry: self.registry.clone(),
             executor: Arc::new(self.upstream.clone()),
-            authenticator: self.auth.authenticator.clone(),
+            authenticator: self.auth.clone(),
             metrics: self.metrics.clone(),
             limits: OperationLimits::from_config(&self.config, self.count_limits.clone()),
             directory: self.directory.clone(),
@@ -358,7 +378,7 @@ impl App {
             inbound: InboundStack::new(inbound),
             init_headers: InitHeaders::from_config(&self.config.auth),
             trusted_proxies: self.config.server.trusted_proxies.clone(),
-            limits: SessionLimits::from_config(&self.config),
+            limits: self.session_limits.clone(),
         })
     }
 
@@ -402,9 +422,8 @@ impl App {
             bus: self.bus.clone(),
             health: self.health.clone(),
             schema: self.schema.clone(),
-            limits: self.config.limits.clone(),
             count_limits: self.count_limits.clone(),
-            rate_limits: self.config.rate_limits.clone(),
+            applied: self.applied.clone(),
             upstream_url: self.config.upstream.url.to_string(),
             metrics: self.metrics.clone(),
             directory: self.directory.clone(),
@@ -459,17 +478,12 @@ impl App {
             self.schema.clone(),
             self.config.server.trusted_proxies.clone(),
         );
-        let require =
-            (self.config.auth.proxy == ProxyAuth::Require).then(|| self.auth.authenticator.clone());
+        let require = (self.config.auth.proxy == ProxyAuth::Require)
+            .then(|| self.auth.clone() as Arc<dyn crate::auth::Authenticator>);
         let service = ServiceBuilder::new()
             // Requests per client IP, outermost: a flood is refused before
             // it costs a token check or an upstream call.
-            .layer(IpRateLimitLayer::new(
-                self.config.rate_limits.requests_per_ip.and_then(per_second),
-                &self.config.server.trusted_proxies,
-                self.metrics.clone(),
-                Refusal::rate_limit_request,
-            ))
+            .layer(self.requests.clone())
             // auth.proxy = "require": the sockets' check, before anything
             // reaches the upstream; outside the timeout, which is the
             // upstream's (upstream-mode auth has its own).
@@ -588,9 +602,7 @@ impl Bound {
         // schema.refresh_interval and on SIGHUP.
         shutdown.spawn(app.refresher().run(shutdown.clone()));
         // JWKS from a URL: fetched now and kept fresh, one task per process.
-        if let Some(jwks) = app.auth.jwks.clone().filter(|j| j.is_remote()) {
-            shutdown.spawn(jwks.keep_fresh(shutdown.clone()));
-        }
+        app.auth.keep_fresh(&shutdown);
         shutdown.spawn(health::probe_upstream(
             app.health.clone(),
             app.upstream.clone(),
@@ -652,6 +664,14 @@ impl Bound {
                 routes: app.routes.clone(),
                 count_limits: app.count_limits.clone(),
                 schema: app.schema.clone(),
+                upstream: app.upstream.clone(),
+                auth: app.auth.clone(),
+                webhook: app.webhook.clone(),
+                connection_attempts: app.attempts.clone(),
+                requests: app.requests.clone(),
+                messages: app.messages.clone(),
+                session_limits: app.session_limits.clone(),
+                applied: app.applied.clone(),
             };
             admin.spawn(reload.on_sighup(targets, admin.clone()));
         }

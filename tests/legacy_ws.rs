@@ -357,6 +357,24 @@ async fn extensions_resume_carries_cursors_and_replays_what_was_missed() {
         (&json!("error"), &json!("bad"))
     );
     assert_eq!(error["payload"]["extensions"]["code"], "INVALID_CURSOR");
+    // From a time: what was published since (live "r" gets it too).
+    let since = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    publish(rt.webhook, json!({"topic": "counter", "payload": 3})).await;
+    c.send(resume("t", json!({"since": since}))).await;
+    let mut got = [c.recv().await, c.recv().await];
+    got.sort_by_key(|m| m["id"].to_string());
+    for (m, id) in got.iter().zip(["r", "t"]) {
+        assert_eq!(
+            (&m["id"], &m["payload"]["data"]["counter"]),
+            (&json!(id), &json!(3)),
+            "{m}"
+        );
+    }
+    c.send(resume("badtime", json!({"since": "noon"}))).await;
+    let error = c.recv().await;
+    assert_eq!(error["id"], "badtime", "{error}");
+    assert_eq!(error["payload"]["extensions"]["code"], "INVALID_CURSOR");
 }
 
 #[tokio::test]

@@ -15,3 +15,8 @@ async fn resume_gets_every_missed_event_once() {
 async fn expired_cursor_is_refused() {
     bus_support::expired_cursor_is_refused(&Bus::new(Kind::Memory, "").history(5), 20).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_since_a_time() {
+    bus_support::replay_since(&Bus::new(Kind::Memory, "").history(5), 20).await;
+}

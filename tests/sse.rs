@@ -214,6 +214,57 @@ async fn last_event_id_resumes_without_loss_or_repeats() {
     assert_eq!(e.json()["data"]["incidentUpdated"]["id"], "live", "{e:?}");
 }
 
+/// `?since=` in the URL: the retained events published from that time on
+/// that pass the filter, then live ones; a bad time is `INVALID_CURSOR` in
+/// the stream, and one before a trimmed history `CURSOR_EXPIRED` with the
+/// oldest time still available.
+#[tokio::test]
+async fn since_in_the_url_replays_from_that_time() {
+    let (_upstream, subcar) = subcar("[bus]\nhistory = 3\n").await;
+    let at = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    let since_url = |since: &str| {
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("since", since)
+            .finish();
+        format!("{}&{q}", get_url(&subcar, INCIDENTS))
+    };
+    let sse = [("accept", "text/event-stream")];
+    let before = at(std::time::SystemTime::now() - Duration::from_secs(1));
+    incident(&subcar, "old", "high").await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let from = at(std::time::SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    incident(&subcar, "a", "high").await;
+    incident(&subcar, "b", "low").await;
+    let mut s = open(Method::GET, &since_url(&from), &sse, None).await;
+    assert_eq!(s.response_status, 200);
+    let e = s.event().await.unwrap();
+    assert_eq!(e.json()["data"]["incidentUpdated"]["id"], "a", "{e:?}");
+    assert!(e.id().is_some(), "{e:?}");
+    wait_subscriptions(&subcar, 1).await;
+    incident(&subcar, "live", "high").await;
+    let e = s.event().await.unwrap();
+    assert_eq!(e.json()["data"]["incidentUpdated"]["id"], "live", "{e:?}");
+    drop(s);
+    wait_subscriptions(&subcar, 0).await;
+    // "old" leaves the history of 3.
+    incident(&subcar, "c", "high").await;
+    let mut s = open(Method::GET, &since_url(&before), &sse, None).await;
+    let e = s.event().await.unwrap();
+    let error = &e.json()["errors"][0];
+    assert_eq!(error["extensions"]["code"], "CURSOR_EXPIRED", "{e:?}");
+    let oldest = error["extensions"]["oldest"].as_str().unwrap();
+    assert!(oldest > from.as_str(), "{oldest} {from}");
+    assert!(error["message"].as_str().unwrap().contains(oldest), "{e:?}");
+    let mut s = open(Method::GET, &since_url("last tuesday"), &sse, None).await;
+    let e = s.event().await.unwrap();
+    assert_eq!(
+        e.json()["errors"][0]["extensions"]["code"],
+        "INVALID_CURSOR",
+        "{e:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_bad_last_event_id_is_invalid_cursor_in_the_stream() {
     let (_upstream, subcar) = subcar("").await;

@@ -124,7 +124,8 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(10),
             max_message_bytes: 65536,
-        },
+        }
+        .into(),
     });
     let (to_session, rx) = unbounded_channel();
     let (tx, from_session) = unbounded_channel();

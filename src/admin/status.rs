@@ -20,10 +20,10 @@ pub struct StatusSource {
     pub bus: Arc<dyn Bus>,
     pub health: Arc<Health>,
     pub schema: LiveSchema,
-    pub limits: LimitsConfig,
     /// The count limits in force (a reload may have changed them).
     pub count_limits: Arc<crate::transport::CountLimits>,
-    pub rate_limits: RateLimitsConfig,
+    /// The configuration reloads applied, and what waits for a restart.
+    pub applied: Arc<crate::admin::reload::Applied>,
     pub upstream_url: String,
     /// The connections gauges, by transport.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -45,6 +45,9 @@ pub struct Status {
     pub limits: LimitsConfig,
     /// Events per second; `null` is off.
     pub rate_limits: RateLimitsConfig,
+    /// Keys changed in the file that take effect after a restart (empty
+    /// when the running process is the file).
+    pub pending_restart: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,9 +127,10 @@ impl StatusSource {
             limits: LimitsConfig {
                 max_connections: self.count_limits.max_connections(),
                 max_subscriptions_per_connection: self.count_limits.max_subscriptions(),
-                ..self.limits.clone()
+                ..self.applied.limits()
             },
-            rate_limits: self.rate_limits.clone(),
+            rate_limits: self.applied.rate_limits(),
+            pending_restart: self.applied.pending_restart(),
         }
     }
 }

@@ -145,6 +145,8 @@ fn algorithms(jwk: &Jwk) -> Option<&'static [Algorithm]> {
 pub struct Jwks {
     keys: RwLock<Arc<KeySet>>,
     remote: Option<Remote>,
+    /// Cancelled when a reload replaced this key source: its refresh stops.
+    retired: tokio_util::sync::CancellationToken,
 }
 
 struct Remote {
@@ -168,6 +170,7 @@ impl Jwks {
         Ok(Self {
             keys: RwLock::new(Arc::new(keys)),
             remote: None,
+            retired: Default::default(),
         })
     }
 
@@ -182,7 +185,13 @@ impl Jwks {
                 client,
                 last_on_demand: tokio::sync::Mutex::new(None),
             }),
+            retired: Default::default(),
         }
+    }
+
+    /// Stops [`Self::keep_fresh`]: a reload replaced this key source.
+    pub fn retire(&self) {
+        self.retired.cancel();
     }
 
     pub fn is_remote(&self) -> bool {
@@ -269,8 +278,8 @@ impl Jwks {
         Ok(())
     }
 
-    /// Fetches now and then every [`REFRESH_PERIOD`] until shutdown; one
-    /// task per process, tracked by `shutdown`.
+    /// Fetches now and then every [`REFRESH_PERIOD`] until shutdown or
+    /// [`Self::retire`]; one task per key source, tracked by `shutdown`.
     pub async fn keep_fresh(self: Arc<Self>, shutdown: Shutdown) {
         if self.remote.is_none() {
             return;
@@ -285,6 +294,7 @@ impl Jwks {
             };
             tokio::select! {
                 _ = shutdown.triggered() => return,
+                _ = self.retired.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
         }

@@ -18,12 +18,14 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use crate::config::{AuthConfig, AuthMode};
 use crate::proxy::Upstream;
+use crate::shutdown::Shutdown;
 use credentials::Credentials;
 
 /// Who a client is once admitted.
@@ -150,6 +152,50 @@ impl Auth {
                 jwks: None,
             },
         })
+    }
+}
+
+/// The authenticator in force, which a configuration reload replaces: the
+/// connections that follow are checked by the new one, and those already
+/// admitted keep the identity they were admitted with (a JWT still ends
+/// its connection at `exp`).
+pub struct LiveAuth {
+    current: ArcSwap<Arc<dyn Authenticator>>,
+    /// The JWKS of the current authenticator, when it fetches from a URL:
+    /// its refresh task stops when it is replaced.
+    jwks: parking_lot::Mutex<Option<Arc<jwks::Jwks>>>,
+}
+
+impl LiveAuth {
+    pub fn new(auth: Auth) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(auth.authenticator),
+            jwks: parking_lot::Mutex::new(auth.jwks),
+        }
+    }
+
+    /// Keeps a JWKS URL's keys fresh under `shutdown`.
+    pub fn keep_fresh(&self, shutdown: &Shutdown) {
+        if let Some(jwks) = self.jwks.lock().clone().filter(|j| j.is_remote()) {
+            shutdown.spawn(jwks.keep_fresh(shutdown.clone()));
+        }
+    }
+
+    /// Checks new clients with `auth` from now on; a JWKS URL's refresh
+    /// moves to the new key source.
+    pub fn replace(&self, auth: Auth, shutdown: &Shutdown) {
+        self.current.store(Arc::new(auth.authenticator));
+        let old = std::mem::replace(&mut *self.jwks.lock(), auth.jwks);
+        if let Some(old) = old {
+            old.retire();
+        }
+        self.keep_fresh(shutdown);
+    }
+}
+
+impl Authenticator for LiveAuth {
+    fn authenticate(&self, headers: &HeaderMap) -> BoxFuture<'static, Result<Identity, AuthError>> {
+        self.current.load().authenticate(headers)
     }
 }
 

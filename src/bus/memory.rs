@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
@@ -32,9 +32,11 @@ struct Inner {
 
 #[derive(Default)]
 struct Topic {
-    ring: VecDeque<(Cursor, Arc<Event>)>,
-    /// The newest event that left the ring: a cursor before it has a gap.
-    trimmed: Option<Cursor>,
+    /// Each event with its cursor and when it was published.
+    ring: VecDeque<(Cursor, SystemTime, Arc<Event>)>,
+    /// The newest event that left the ring and when it was published: a
+    /// cursor or a time before it has a gap.
+    trimmed: Option<(Cursor, SystemTime)>,
 }
 
 impl MemoryBus {
@@ -60,7 +62,7 @@ impl MemoryBus {
             .lock()
             .history
             .get(topic)
-            .map(|h| h.ring.iter().map(|(_, e)| e.clone()).collect())
+            .map(|h| h.ring.iter().map(|(_, _, e)| e.clone()).collect())
             .unwrap_or_default()
     }
 }
@@ -83,6 +85,7 @@ impl Bus for MemoryBus {
             }
             None => vec![false; events.len()],
         };
+        let now = SystemTime::now();
         let mut inner = self.inner.lock();
         for (event, dup) in events.into_iter().zip(&duplicate) {
             if *dup {
@@ -93,12 +96,12 @@ impl Bus for MemoryBus {
             let event = Arc::new(event);
             let topic = inner.history.entry(event.topic.clone()).or_default();
             if self.history_len == 0 {
-                topic.trimmed = Some(cursor);
+                topic.trimmed = Some((cursor, now));
             } else {
                 if topic.ring.len() == self.history_len {
-                    topic.trimmed = topic.ring.pop_front().map(|(c, _)| c);
+                    topic.trimmed = topic.ring.pop_front().map(|(c, t, _)| (c, t));
                 }
-                topic.ring.push_back((cursor, event.clone()));
+                topic.ring.push_back((cursor, now, event.clone()));
             }
             self.feed.send(event, cursor);
         }
@@ -118,8 +121,38 @@ impl Bus for MemoryBus {
         let inner = self.inner.lock();
         let replay = match inner.history.get(&topic) {
             None => Replay::Events(Vec::new()),
-            Some(t) if t.trimmed.is_some_and(|c| c > after) => Replay::Expired,
-            Some(t) => Replay::Events(t.ring.iter().filter(|(c, _)| *c > after).cloned().collect()),
+            Some(t) if t.trimmed.is_some_and(|(c, _)| c > after) => Replay::Expired,
+            Some(t) => Replay::Events(
+                t.ring
+                    .iter()
+                    .filter(|(c, _, _)| *c > after)
+                    .map(|(c, _, e)| (*c, e.clone()))
+                    .collect(),
+            ),
+        };
+        drop(inner);
+        Box::pin(std::future::ready(Ok(replay)))
+    }
+
+    fn replay_since(
+        &self,
+        topic: Arc<str>,
+        since: SystemTime,
+    ) -> BoxFuture<'static, Result<Replay, BusError>> {
+        let inner = self.inner.lock();
+        let replay = match inner.history.get(&topic) {
+            None => Replay::Events(Vec::new()),
+            // An event published at or after `since` left the ring.
+            Some(t) if t.trimmed.is_some_and(|(_, at)| at >= since) => Replay::TooOld {
+                oldest: t.ring.front().map(|(_, at, _)| *at),
+            },
+            Some(t) => Replay::Events(
+                t.ring
+                    .iter()
+                    .filter(|(_, at, _)| *at >= since)
+                    .map(|(c, _, e)| (*c, e.clone()))
+                    .collect(),
+            ),
         };
         drop(inner);
         Box::pin(std::future::ready(Ok(replay)))
@@ -183,8 +216,38 @@ mod tests {
     fn payloads(r: Replay) -> Vec<serde_json::Value> {
         match r {
             Replay::Events(v) => v.iter().map(|(_, e)| e.payload.clone()).collect(),
-            Replay::Expired => panic!("expired"),
+            other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn replay_since_serves_the_events_from_a_time_and_says_when_the_ring_lost_some() {
+        let bus = MemoryBus::new(2);
+        let t0 = SystemTime::now();
+        bus.publish(vec![event("a", 0)]).await.unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let t1 = SystemTime::now();
+        bus.publish(vec![event("a", 1), event("b", 9)])
+            .await
+            .unwrap();
+        let since = |t| bus.replay_since("a".into(), t);
+        assert_eq!(payloads(since(t0).await.unwrap()), vec![json!(0), json!(1)]);
+        assert_eq!(payloads(since(t1).await.unwrap()), vec![json!(1)]);
+        let later = SystemTime::now() + Duration::from_secs(1);
+        assert_eq!(
+            payloads(since(later).await.unwrap()),
+            Vec::<serde_json::Value>::new()
+        );
+        assert!(payloads(bus.replay_since("none".into(), t0).await.unwrap()).is_empty());
+        // 0 leaves the ring: from t0 there is a gap, from t1 there is none.
+        bus.publish(vec![event("a", 2)]).await.unwrap();
+        match since(t0).await.unwrap() {
+            Replay::TooOld {
+                oldest: Some(oldest),
+            } => assert!(oldest >= t1),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(payloads(since(t1).await.unwrap()), vec![json!(1), json!(2)]);
     }
 
     #[tokio::test]

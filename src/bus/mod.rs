@@ -168,14 +168,19 @@ impl Published {
     }
 }
 
-/// The retained events of one topic after a cursor.
+/// The retained events of one topic after a cursor or from a time.
 #[derive(Debug, Clone)]
 pub enum Replay {
-    /// Every event of the topic after the cursor, oldest first.
+    /// Every event of the topic after the cursor (published at or after
+    /// the time), oldest first.
     Events(Vec<(Cursor, Arc<Event>)>),
     /// The history no longer reaches back to the cursor: events after it
     /// may have been trimmed, so a replay would have a gap.
     Expired,
+    /// [`Bus::replay_since`]: events published at or after the time may
+    /// have been trimmed; `oldest` is when the oldest event still retained
+    /// was published (`None` when none is).
+    TooOld { oldest: Option<SystemTime> },
 }
 
 /// A publish/subscribe backend.
@@ -201,6 +206,16 @@ pub trait Bus: Send + Sync + 'static {
         &self,
         topic: Arc<str>,
         after: Cursor,
+    ) -> BoxFuture<'static, Result<Replay, BusError>>;
+
+    /// The retained events of `topic` published at or after `since`, at the
+    /// backend's resolution (milliseconds on Redis, the server's clock on
+    /// Redis and NATS); [`Replay::TooOld`] when the history may have lost
+    /// some of them.
+    fn replay_since(
+        &self,
+        topic: Arc<str>,
+        since: SystemTime,
     ) -> BoxFuture<'static, Result<Replay, BusError>>;
 
     /// Starts the backend's background tasks (connections, readers) under

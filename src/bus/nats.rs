@@ -554,40 +554,109 @@ impl Shared {
             .await
             .map_err(BusError::unavailable)?
             .sequence;
-        let mut events = Vec::new();
         if end <= after.major {
-            return Ok(Replay::Events(events));
+            return Ok(Replay::Events(Vec::new()));
         }
-        let consumer = link
+        let from = consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: after.major + 1,
+        };
+        Ok(Replay::Events(
+            read(&link, &self.stream, subject, from, end).await?,
+        ))
+    }
+
+    /// The messages of the topic stored at or after `since`. The history
+    /// reaches back to it when its oldest message is older, or when the
+    /// topic holds fewer than `bus.history` messages (nothing was trimmed).
+    async fn replay_since(&self, topic: Arc<str>, since: SystemTime) -> Result<Replay, BusError> {
+        let link = self.link()?;
+        let subject = subject(&self.stream, &topic);
+        let oldest = match link
             .stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject,
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after.major + 1,
-                },
-                ..Default::default()
-            })
+            .get_first_raw_message_by_subject(&subject, 1)
+            .await
+        {
+            Ok(m) => SystemTime::from(m.time),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                return Ok(Replay::Events(Vec::new()));
+            }
+            Err(e) => return Err(BusError::unavailable(e)),
+        };
+        if oldest >= since && self.retained(&link, &subject).await? >= self.history {
+            return Ok(Replay::TooOld {
+                oldest: Some(oldest),
+            });
+        }
+        let last = link
+            .stream
+            .get_last_raw_message_by_subject(&subject)
             .await
             .map_err(BusError::unavailable)?;
-        let mut messages = consumer.messages().await.map_err(BusError::unavailable)?;
-        loop {
-            let m = match tokio::time::timeout(TIMEOUT, messages.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(BusError::unavailable(e)),
-                Ok(None) => return Err(BusError::Closed),
-                Err(_) => return Err(BusError::unavailable("replay timed out")),
-            };
-            let Ok(info) = m.info() else { continue };
-            let seq = info.stream_sequence;
-            if !late(m.headers.as_ref(), info.published)
-                && let Some(event) =
-                    decode(&self.stream, &m.subject, m.headers.as_ref(), &m.payload)
-            {
-                events.push((Cursor::seq(seq), Arc::new(event)));
+        if SystemTime::from(last.time) < since {
+            return Ok(Replay::Events(Vec::new()));
+        }
+        let from = consumer::DeliverPolicy::ByStartTime {
+            start_time: async_nats::datetime::DateTime::from(since),
+        };
+        Ok(Replay::Events(
+            read(&link, &self.stream, subject, from, last.sequence).await?,
+        ))
+    }
+
+    /// How many messages the stream holds on `subject`.
+    async fn retained(&self, link: &Link, subject: &str) -> Result<usize, BusError> {
+        let mut subjects = link
+            .stream
+            .info_with_subjects(subject)
+            .await
+            .map_err(BusError::unavailable)?;
+        let mut count = 0;
+        while let Some(entry) = subjects.next().await {
+            let (name, n) = entry.map_err(BusError::unavailable)?;
+            if name == subject {
+                count += n;
             }
-            if seq >= end {
-                return Ok(Replay::Events(events));
-            }
+        }
+        Ok(count)
+    }
+}
+
+/// The events on `subject` from `from` through stream sequence `end`,
+/// read with an ordered consumer; late messages are left out.
+async fn read(
+    link: &Link,
+    stream: &str,
+    subject: String,
+    from: consumer::DeliverPolicy,
+    end: u64,
+) -> Result<Vec<(Cursor, Arc<Event>)>, BusError> {
+    let consumer = link
+        .stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: from,
+            ..Default::default()
+        })
+        .await
+        .map_err(BusError::unavailable)?;
+    let mut messages = consumer.messages().await.map_err(BusError::unavailable)?;
+    let mut events = Vec::new();
+    loop {
+        let m = match tokio::time::timeout(TIMEOUT, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(BusError::unavailable(e)),
+            Ok(None) => return Err(BusError::Closed),
+            Err(_) => return Err(BusError::unavailable("replay timed out")),
+        };
+        let Ok(info) = m.info() else { continue };
+        let seq = info.stream_sequence;
+        if !late(m.headers.as_ref(), info.published)
+            && let Some(event) = decode(stream, &m.subject, m.headers.as_ref(), &m.payload)
+        {
+            events.push((Cursor::seq(seq), Arc::new(event)));
+        }
+        if seq >= end {
+            return Ok(events);
         }
     }
 }
@@ -659,6 +728,15 @@ impl Bus for NatsBus {
     ) -> BoxFuture<'static, Result<Replay, BusError>> {
         let shared = self.shared.clone();
         Box::pin(async move { shared.replay(topic, after).await })
+    }
+
+    fn replay_since(
+        &self,
+        topic: Arc<str>,
+        since: SystemTime,
+    ) -> BoxFuture<'static, Result<Replay, BusError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.replay_since(topic, since).await })
     }
 
     fn start(&self, shutdown: &Shutdown) {

@@ -536,27 +536,7 @@ impl Shared {
     async fn replay(&self, topic: Arc<str>, after: Cursor) -> Result<Replay, BusError> {
         let mut conn = self.publish_conn()?;
         let key = format!("{}:topic:{topic}", self.tag);
-        let (first, newest): (StreamRangeReply, StreamRangeReply) = redis::pipe()
-            .atomic()
-            .cmd("XRANGE")
-            .arg(&key)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XREVRANGE")
-            .arg(&key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await
-            .map_err(BusError::unavailable)?;
-        let (Some(first), Some(newest)) = (first.ids.first(), newest.ids.first()) else {
-            return Ok(Replay::Events(Vec::new()));
-        };
-        let (Some(first), Some(end)) = (parse_id(&first.id), parse_id(&newest.id)) else {
+        let Some((first, end)) = ends(&mut conn, &key).await? else {
             return Ok(Replay::Events(Vec::new()));
         };
         // Trimming removes the oldest entries: the history reaches back to
@@ -564,29 +544,110 @@ impl Shared {
         if first > after {
             return Ok(Replay::Expired);
         }
-        let mut events = Vec::new();
-        let mut from = after;
-        while from < end {
-            let page: StreamRangeReply = redis::cmd("XRANGE")
+        let events = range(
+            &mut conn,
+            &key,
+            &topic,
+            format!("({}-{}", after.major, after.minor),
+            end,
+        )
+        .await?;
+        Ok(Replay::Events(events))
+    }
+
+    /// Stream ids are milliseconds: the entries from `<ms>-0` on. The
+    /// history reaches back to `since` when nothing was ever trimmed
+    /// (`entries-added` is the length) or its oldest entry is older.
+    async fn replay_since(&self, topic: Arc<str>, since: SystemTime) -> Result<Replay, BusError> {
+        let mut conn = self.publish_conn()?;
+        let key = format!("{}:topic:{topic}", self.tag);
+        let Some((first, end)) = ends(&mut conn, &key).await? else {
+            return Ok(Replay::Events(Vec::new()));
+        };
+        let ms = unix_ms(since);
+        if first.major >= ms {
+            let info: std::collections::HashMap<String, Value> = redis::cmd("XINFO")
+                .arg("STREAM")
                 .arg(&key)
-                .arg(format!("({}-{}", from.major, from.minor))
-                .arg(format!("{}-{}", end.major, end.minor))
-                .arg("COUNT")
-                .arg(PAGE)
                 .query_async(&mut conn)
                 .await
                 .map_err(BusError::unavailable)?;
-            let Some(tail) = page.ids.last().and_then(|e| parse_id(&e.id)) else {
-                break;
+            let number = |k: &str| match info.get(k) {
+                Some(Value::Int(n)) => Some(*n),
+                _ => None,
             };
-            for entry in &page.ids {
-                if let Some((event, cursor)) = decode(&topic, entry) {
-                    events.push((cursor, Arc::new(event)));
-                }
+            if number("entries-added") != number("length") {
+                return Ok(Replay::TooOld {
+                    oldest: Some(std::time::UNIX_EPOCH + Duration::from_millis(first.major)),
+                });
             }
-            from = tail;
         }
+        if end.major < ms {
+            return Ok(Replay::Events(Vec::new()));
+        }
+        let events = range(&mut conn, &key, &topic, format!("{ms}-0"), end).await?;
         Ok(Replay::Events(events))
+    }
+}
+
+/// The oldest and the newest entry id of `key`, `None` when it is empty.
+async fn ends(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> Result<Option<(Cursor, Cursor)>, BusError> {
+    let (first, newest): (StreamRangeReply, StreamRangeReply) = redis::pipe()
+        .atomic()
+        .cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await
+        .map_err(BusError::unavailable)?;
+    let id = |r: &StreamRangeReply| r.ids.first().and_then(|e| parse_id(&e.id));
+    Ok(id(&first).zip(id(&newest)))
+}
+
+/// The entries of `key` from `start` (an XRANGE bound) to `end`, in pages.
+async fn range(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    topic: &Arc<str>,
+    start: String,
+    end: Cursor,
+) -> Result<Vec<(Cursor, Arc<Event>)>, BusError> {
+    let mut events = Vec::new();
+    let mut start = start;
+    loop {
+        let page: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg(format!("{}-{}", end.major, end.minor))
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(conn)
+            .await
+            .map_err(BusError::unavailable)?;
+        let Some(tail) = page.ids.last().and_then(|e| parse_id(&e.id)) else {
+            return Ok(events);
+        };
+        for entry in &page.ids {
+            if let Some((event, cursor)) = decode(topic, entry) {
+                events.push((cursor, Arc::new(event)));
+            }
+        }
+        if tail >= end {
+            return Ok(events);
+        }
+        start = format!("({}-{}", tail.major, tail.minor);
     }
 }
 
@@ -640,6 +701,15 @@ impl Bus for RedisBus {
     ) -> BoxFuture<'static, Result<Replay, BusError>> {
         let shared = self.shared.clone();
         Box::pin(async move { shared.replay(topic, after).await })
+    }
+
+    fn replay_since(
+        &self,
+        topic: Arc<str>,
+        since: SystemTime,
+    ) -> BoxFuture<'static, Result<Replay, BusError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.replay_since(topic, since).await })
     }
 
     fn start(&self, shutdown: &Shutdown) {

@@ -13,7 +13,7 @@ use super::values::{DAY, MS, Problems, Secret, duration, one_or_many, read_secre
 
 /// `[auth]`: who may open a subscription socket (and, with
 /// `proxy = "require"`, send queries and mutations).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub mode: AuthMode,
@@ -41,7 +41,7 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Everyone is admitted with empty claims.
@@ -52,7 +52,7 @@ pub enum AuthMode {
     Upstream,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyAuth {
     /// Queries and mutations go to the upstream with credentials untouched.
@@ -61,7 +61,7 @@ pub enum ProxyAuth {
     Require,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
     /// HS256 shared secret.
@@ -121,7 +121,7 @@ impl JwtAlgorithm {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamAuthConfig {
     /// Sent to the upstream with the client's credentials, e.g. `"{ me { id roles } }"`.

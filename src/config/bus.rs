@@ -8,12 +8,13 @@ use serde::Deserialize;
 use super::redact::redact_url;
 use super::values::Problems;
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
     pub kind: BusKind,
     /// `redis://[user:pass@]host:port[/db]` (or `rediss://`) for Redis,
     /// `nats://host:port[,nats://…]` for NATS; required by both.
+    #[serde(serialize_with = "super::values::fingerprinted")]
     pub url: Option<String>,
     /// Namespace on the shared backend: Redis keys `{prefix}:…`, the
     /// JetStream stream `prefix` with subjects `prefix.…`. Replicas that
@@ -35,7 +36,7 @@ impl Default for BusConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BusKind {
     Memory,

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::values::{DAY, MS, Problems, duration};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeartbeatConfig {
     #[serde(deserialize_with = "duration")]

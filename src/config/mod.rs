@@ -54,7 +54,7 @@ pub use webhook::{UnknownTopics, WebhookConfig};
 use values::Problems;
 
 /// The whole configuration, defaults filled in.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Format version of the file; only `1` exists.

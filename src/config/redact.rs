@@ -36,6 +36,13 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
     }
 }
 
+/// As a fingerprint: it may hold a password (see [`super::Secret`]).
+impl serde::Serialize for UpstreamUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::values::fingerprint(&self.expose()))
+    }
+}
+
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         Redacted(&self.0.to_string()).fmt(f)

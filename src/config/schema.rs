@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::values::{DAY, Problems, duration, resolve, show};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaConfig {
     /// SDL file holding `type Subscription` (or `extend type Subscription`).

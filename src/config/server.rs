@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::values::{DAY, HOUR, IpNet, MAX_BODY_BYTES, Problems, duration, resolve, socket_addr};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Public listener: GraphQL proxy, WebSocket subscriptions, probes.
@@ -62,7 +62,7 @@ impl Default for ServerConfig {
 }
 
 /// `[server.graphiql]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphiqlConfig {
     /// Unset: on unless `schema.introspection = false` (the IDE needs the schema).
@@ -82,7 +82,7 @@ impl Default for GraphiqlConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -91,7 +91,7 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     #[serde(deserialize_with = "socket_addr")]

@@ -9,7 +9,7 @@ use super::ResolveConfig;
 use super::schema::SchemaConfig;
 use super::values::Problems;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
     /// A field of the `Subscription` root type.

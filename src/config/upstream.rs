@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::redact::UpstreamUrl;
 use super::values::{DAY, MS, Problems, duration};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The upstream GraphQL endpoint (`http://` or `https://`).

@@ -35,6 +35,36 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Serialized as its [`fingerprint`], so that comparing two configurations
+/// (a reload, [`crate::admin::reload`]) sees a changed secret without the
+/// secret being anywhere but here.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&fingerprint(&self.0))
+    }
+}
+
+/// A value that must not be shown, as a digest: equal for equal values,
+/// telling nothing about them.
+pub fn fingerprint(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// `serialize_with` for an optional string that holds secrets (a URL with
+/// a password): its [`fingerprint`].
+pub(super) fn fingerprinted<S: serde::Serializer>(
+    value: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.serialize_some(&fingerprint(v)),
+        None => s.serialize_none(),
+    }
+}
+
 /// Reads a `*secret_file` key's file: its content, trimmed, is the secret.
 pub(super) fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
     let secret = std::fs::read_to_string(path).map_err(|e| {
@@ -84,6 +114,12 @@ impl std::str::FromStr for IpNet {
         ipnet::IpNet::new(addr, prefix)
             .map(Self)
             .map_err(|_| expected())
+    }
+}
+
+impl serde::Serialize for IpNet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 

@@ -11,7 +11,7 @@ use super::values::{
     DAY, HOUR, MAX_BODY_BYTES, Problems, Secret, duration, read_secret, resolve, socket_addr,
 };
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// Internal listener for events; loopback because the upstream shares the pod.
@@ -45,7 +45,7 @@ impl Default for WebhookConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownTopics {
     /// `422 UNKNOWN_TOPIC`.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use serde_json::json;
 
@@ -105,6 +106,16 @@ pub struct Webhook {
     /// Deduplicates ids too: the window is the bus's (`webhook.dedup_window`),
     /// so it holds across replicas that share a bus.
     bus: Arc<dyn Bus>,
+    /// What a reload changes; each request reads it once.
+    policy: ArcSwap<WebhookPolicy>,
+    pub stats: WebhookStats,
+    metrics: Option<Arc<Metrics>>,
+    audit: crate::log::Audit,
+}
+
+/// The parts of the webhook a configuration reload replaces: the secret,
+/// the known topics, `webhook.unknown_topics` and the events per second.
+pub struct WebhookPolicy {
     verifier: Option<Verifier>,
     /// Topics some subscription field maps to.
     topics: HashSet<String>,
@@ -112,10 +123,33 @@ pub struct Webhook {
     /// `rate_limits.webhook_events_per_second`, all senders together.
     /// Counted here rather than in a layer: only the parsed body says how
     /// many events a request carries.
-    rate: Option<EventRate>,
-    pub stats: WebhookStats,
-    metrics: Option<Arc<Metrics>>,
-    audit: crate::log::Audit,
+    rate: Option<Arc<EventRate>>,
+}
+
+impl WebhookPolicy {
+    /// Fails on a secret that is not one (not base64, empty).
+    pub fn new(
+        config: &WebhookConfig,
+        topics: impl IntoIterator<Item = String>,
+        per_second: Option<u32>,
+    ) -> Result<Self, BadSecret> {
+        Ok(Self {
+            verifier: config
+                .secret
+                .as_ref()
+                .map(|s| Verifier::new(&s.0))
+                .transpose()?,
+            topics: topics.into_iter().collect(),
+            unknown_topics: config.unknown_topics,
+            rate: per_second.and_then(EventRate::new).map(Arc::new),
+        })
+    }
+
+    /// The same policy for `topics`.
+    pub fn with_topics(mut self, topics: impl IntoIterator<Item = String>) -> Self {
+        self.topics = topics.into_iter().collect();
+        self
+    }
 }
 
 impl Webhook {
@@ -130,14 +164,7 @@ impl Webhook {
         Ok(Self {
             path: config.path.clone(),
             bus,
-            verifier: config
-                .secret
-                .as_ref()
-                .map(|s| Verifier::new(&s.0))
-                .transpose()?,
-            topics: topics.into_iter().collect(),
-            unknown_topics: config.unknown_topics,
-            rate: None,
+            policy: ArcSwap::from_pointee(WebhookPolicy::new(config, topics, None)?),
             stats: WebhookStats::default(),
             metrics: None,
             audit: crate::log::Audit::default(),
@@ -145,9 +172,29 @@ impl Webhook {
     }
 
     /// Accepts at most `per_second` events per second (a burst of as many).
-    pub fn with_rate_limit(mut self, per_second: Option<u32>) -> Self {
-        self.rate = per_second.and_then(EventRate::new);
+    pub fn with_rate_limit(self, per_second: Option<u32>) -> Self {
+        let policy = self.policy.load();
+        self.policy.store(Arc::new(WebhookPolicy {
+            verifier: policy.verifier.clone(),
+            topics: policy.topics.clone(),
+            unknown_topics: policy.unknown_topics,
+            rate: per_second.and_then(EventRate::new).map(Arc::new),
+        }));
+        drop(policy);
         self
+    }
+
+    /// Applies a reloaded policy to the requests that follow; an unchanged
+    /// rate keeps its bucket.
+    pub fn apply(&self, mut policy: WebhookPolicy) {
+        let running = self.policy.load();
+        if let (Some(old), Some(new)) = (&running.rate, &policy.rate)
+            && old.per_second() == new.per_second()
+        {
+            policy.rate = Some(old.clone());
+        }
+        drop(running);
+        self.policy.store(Arc::new(policy));
     }
 
     /// Counts requests by status and events by topic in `metrics`.
@@ -206,15 +253,16 @@ impl Webhook {
         let format = self.route(&req)?;
         let (parts, body) = req.into_parts();
         let body = body::read_whole(body).await?;
-        self.verify(&parts.headers, &body)?;
+        let policy = self.policy.load_full();
+        policy.verify(&parts.headers, &body)?;
         let request_id = request_id(&parts.headers)?;
         let mut events = parse::parse(&body, format, request_id)?;
         let accepted = events.len();
         let batch = accepted > 1
             || body.trim_ascii_start().first() == Some(&b'[')
             || format == Format::Ndjson;
-        self.keep_known_topics(&mut events, batch)?;
-        self.check_rate(events.len())?;
+        policy.keep_known_topics(&mut events, batch, &self.stats)?;
+        self.check_rate(&policy, events.len())?;
         let duplicates = self.publish(events, request_id).await?;
         Ok(json!({ "accepted": accepted, "duplicates": duplicates }))
     }
@@ -234,6 +282,20 @@ impl Webhook {
             .ok_or(WebhookError::UnsupportedMediaType)
     }
 
+    /// `rate_limits.webhook_events_per_second` for `events` more events.
+    fn check_rate(&self, policy: &WebhookPolicy, events: usize) -> Result<(), WebhookError> {
+        let Some(rate) = &policy.rate else {
+            return Ok(());
+        };
+        let checked = rate.check(events);
+        if let (Err(WebhookError::RateLimited { .. }), Some(m)) = (&checked, &self.metrics) {
+            m.refused(crate::metrics::Refusal::rate_limit_webhook);
+        }
+        checked
+    }
+}
+
+impl WebhookPolicy {
     /// The Standard Webhooks signature, when `webhook.secret` is set.
     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), WebhookError> {
         match &self.verifier {
@@ -244,7 +306,12 @@ impl Webhook {
 
     /// Drops or refuses (`webhook.unknown_topics`) events no subscription
     /// field is fed by; `batch` says whether a refusal names an index.
-    fn keep_known_topics(&self, events: &mut Vec<Event>, batch: bool) -> Result<(), WebhookError> {
+    fn keep_known_topics(
+        &self,
+        events: &mut Vec<Event>,
+        batch: bool,
+        stats: &WebhookStats,
+    ) -> Result<(), WebhookError> {
         let known = |t: &str| self.topics.contains(t);
         if self.unknown_topics == UnknownTopics::Reject {
             if let Some(i) = events.iter().position(|e| !known(&e.topic)) {
@@ -256,23 +323,11 @@ impl Webhook {
         } else {
             let before = events.len();
             events.retain(|e| known(&e.topic));
-            self.stats
+            stats
                 .dropped_unknown_topic
                 .fetch_add((before - events.len()) as u64, Ordering::Relaxed);
         }
         Ok(())
-    }
-
-    /// `rate_limits.webhook_events_per_second` for `events` more events.
-    fn check_rate(&self, events: usize) -> Result<(), WebhookError> {
-        let Some(rate) = &self.rate else {
-            return Ok(());
-        };
-        let checked = rate.check(events);
-        if let (Err(WebhookError::RateLimited { .. }), Some(m)) = (&checked, &self.metrics) {
-            m.refused(crate::metrics::Refusal::rate_limit_webhook);
-        }
-        checked
     }
 }
 
@@ -336,6 +391,13 @@ mod tests {
             after: Cursor,
         ) -> BoxFuture<'static, Result<Replay, BusError>> {
             self.inner.replay(topic, after)
+        }
+        fn replay_since(
+            &self,
+            topic: Arc<str>,
+            since: SystemTime,
+        ) -> BoxFuture<'static, Result<Replay, BusError>> {
+            self.inner.replay_since(topic, since)
         }
         fn state(&self) -> BusState {
             BusState::Connected

@@ -24,6 +24,11 @@ impl EventRate {
         })
     }
 
+    /// The events per second it allows.
+    pub(super) fn per_second(&self) -> u32 {
+        self.burst
+    }
+
     /// Takes `events` from the bucket, all or none: `RateLimited` with the
     /// wait when they do not fit now, `BatchOverRate` when they never can.
     pub(super) fn check(&self, events: usize) -> Result<(), WebhookError> {

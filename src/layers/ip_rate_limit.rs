@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwapOption;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
@@ -108,9 +109,11 @@ impl<C: Clock + Clone> IpLimiter<C> {
     }
 }
 
-/// Applies an [`IpLimiter`]; off (a pass-through) without a quota.
+/// Applies an [`IpLimiter`]; off (a pass-through) without a quota. Every
+/// clone shares one slot, which [`IpRateLimitLayer::set_quota`] refills on
+/// a reload (the addresses' state starts over then).
 pub struct IpRateLimitLayer<C: Clock + Clone = DefaultClock> {
-    limiter: Option<Arc<IpLimiter<C>>>,
+    limiter: Arc<ArcSwapOption<IpLimiter<C>>>,
     trusted: Arc<[IpNet]>,
     metrics: Arc<Metrics>,
     reason: Refusal,
@@ -142,6 +145,16 @@ impl IpRateLimitLayer {
             reason,
         )
     }
+
+    /// A new limiter of `quota` (or none) for every clone of this layer,
+    /// when the quota differs from the one in force.
+    pub fn set_quota(&self, quota: Option<Quota>) {
+        let running = self.limiter.load().as_ref().map(|l| l.quota);
+        if running != quota {
+            self.limiter
+                .store(quota.map(|q| Arc::new(IpLimiter::new(q))));
+        }
+    }
 }
 
 impl<C: Clock + Clone> IpRateLimitLayer<C> {
@@ -152,7 +165,7 @@ impl<C: Clock + Clone> IpRateLimitLayer<C> {
         reason: Refusal,
     ) -> Self {
         Self {
-            limiter,
+            limiter: Arc::new(ArcSwapOption::new(limiter)),
             trusted: trusted.into(),
             metrics,
             reason,
@@ -200,7 +213,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(limiter) = &self.layer.limiter
+        if let Some(limiter) = &*self.layer.limiter.load()
             && let Some(client) = request.extensions().get::<ClientConnection>()
         {
             let ip = client_ip(request.headers(), *client, &self.layer.trusted);

@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use either::Either;
@@ -24,10 +25,12 @@ use crate::transport::inbound::{Admission, MessageKind};
 /// Refused messages in a row after which a client counts as flooding.
 pub const FLOOD_STRIKES: u32 = 10;
 
-/// Gives each connection its own bucket of `quota`; off without one.
+/// Gives each connection its own bucket of `quota`; off without one. The
+/// quota is shared by the clones and read when a connection starts, so a
+/// reload ([`Self::set_quota`]) applies to the connections that follow.
 #[derive(Debug, Clone)]
 pub struct MessageRateLimitLayer {
-    quota: Option<Quota>,
+    quota: Arc<parking_lot::RwLock<Option<Quota>>>,
     /// One clock for every connection's bucket: creating a clock probes the
     /// CPU (CPUID, a VM exit under virtualisation), too slow per connection.
     clock: DefaultClock,
@@ -36,9 +39,13 @@ pub struct MessageRateLimitLayer {
 impl MessageRateLimitLayer {
     pub fn new(quota: Option<Quota>) -> Self {
         Self {
-            quota,
+            quota: Arc::new(parking_lot::RwLock::new(quota)),
             clock: DefaultClock::default(),
         }
+    }
+
+    pub fn set_quota(&self, quota: Option<Quota>) {
+        *self.quota.write() = quota;
     }
 }
 
@@ -50,6 +57,7 @@ impl<S> Layer<S> for MessageRateLimitLayer {
             inner,
             limiter: self
                 .quota
+                .read()
                 .map(|q| RateLimiter::direct_with_clock(q, self.clock.clone())),
             strikes: 0,
         }

@@ -65,7 +65,7 @@ impl Executor for crate::proxy::Upstream {
 }
 
 /// A socket's timers and frame limit, from `heartbeat` and `limits`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionLimits {
     pub init_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -84,6 +84,28 @@ impl SessionLimits {
     }
 }
 
+/// The [`SessionLimits`] in force, shared by every session; a reload
+/// replaces them and each session reads them when it needs one (new
+/// connections get all of them, open ones the new heartbeat timers).
+#[derive(Clone)]
+pub struct LiveSessionLimits(Arc<arc_swap::ArcSwap<SessionLimits>>);
+
+impl LiveSessionLimits {
+    pub fn load(&self) -> arc_swap::Guard<Arc<SessionLimits>> {
+        self.0.load()
+    }
+
+    pub fn set(&self, limits: SessionLimits) {
+        self.0.store(Arc::new(limits));
+    }
+}
+
+impl From<SessionLimits> for LiveSessionLimits {
+    fn from(limits: SessionLimits) -> Self {
+        Self(Arc::new(arc_swap::ArcSwap::from_pointee(limits)))
+    }
+}
+
 /// What every session of the process shares; built once by the composition root.
 pub struct Shared {
     /// The operation core every transport calls.
@@ -94,7 +116,7 @@ pub struct Shared {
     pub init_headers: crate::auth::credentials::InitHeaders,
     /// Peers whose forwarding headers are believed (`server.trusted_proxies`).
     pub trusted_proxies: Vec<crate::config::IpNet>,
-    pub limits: SessionLimits,
+    pub limits: LiveSessionLimits,
 }
 
 impl Shared {

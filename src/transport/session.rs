@@ -175,7 +175,7 @@ where
             cancel,
             ops: Operations::new(shared.core.clone(), headers),
             state: State::AwaitingInit,
-            deadline: Box::pin(tokio::time::sleep(shared.limits.init_timeout)),
+            deadline: Box::pin(tokio::time::sleep(shared.limits.load().init_timeout)),
             inbound: shared.inbound.service(),
             shared,
         }
@@ -248,7 +248,7 @@ where
         if let State::Acked { pong_due, .. } = &mut self.state
             && !*pong_due
         {
-            let at = Instant::now() + self.shared.limits.heartbeat_timeout;
+            let at = Instant::now() + self.shared.limits.load().heartbeat_timeout;
             self.deadline.as_mut().reset(at);
             *pong_due = true;
         }
@@ -381,7 +381,7 @@ where
         }
         // Acknowledged before the ack is written: an operation right behind
         // the ack is valid.
-        let period = self.shared.limits.heartbeat_interval;
+        let period = self.shared.limits.load().heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Skip);
         self.state = State::Acked {
@@ -428,7 +428,7 @@ where
         tokio::select! {
             // The write first: the other arms only matter when it is stuck.
             biased;
-            r = tokio::time::timeout(self.shared.limits.heartbeat_timeout, send) => match r {
+            r = tokio::time::timeout(self.shared.limits.load().heartbeat_timeout, send) => match r {
                 Ok(Ok(())) => Flow::Continue,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "websocket write failed");

@@ -81,7 +81,7 @@ pub struct WsEndpoint {
 
 impl WsEndpoint {
     pub fn new(shared: Arc<Shared>, drain: Shutdown, sessions: Shutdown) -> Self {
-        let config = websocket_config(shared.limits.max_message_bytes);
+        let config = websocket_config(shared.limits.load().max_message_bytes);
         Self {
             shared,
             config,

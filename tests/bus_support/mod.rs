@@ -164,6 +164,24 @@ pub async fn subscribe_resume(c: &mut Client, id: &str, query: &str, after: Opti
         .await;
 }
 
+/// Subscribes with `extensions.resume.since`.
+pub async fn subscribe_since(c: &mut Client, id: &str, query: &str, since: &str) {
+    c.send(json!({"id": id, "type": "subscribe",
+        "payload": {"query": query, "extensions": {"resume": {"since": since}}}}))
+        .await;
+}
+
+/// Asserts that `m` is the `error` that ended operation `id`, coded `code`.
+pub fn ended_with(m: &Value, id: &str, code: &str) {
+    assert_eq!((&m["type"], &m["id"]), (&json!("error"), &json!(id)), "{m}");
+    assert_eq!(m["payload"][0]["extensions"]["code"], code, "{m}");
+}
+
+/// A time as clients send it.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 /// Sends a ping and returns every message before the pong: what arrived
 /// that was not read yet.
 pub async fn drain(c: &mut Client) -> Vec<Value> {
@@ -800,12 +818,34 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     let first = cursor_of(&c.recv().await);
     c.close().await;
     wait_subscriptions(&rt, 0).await;
-    // Only a probe listens while the history moves past the cursor. Once it
-    // has the last event, the dispatcher has taken everything published so
-    // far from the bus, so the fresh subscription below can only get newer
-    // events (under load, the tail of the batch could otherwise reach it).
+    // Only a probe listens while the history moves past the cursor.
+    push_history_on(&rt, 1, events).await;
+    let mut d = Client::ready(rt.addr).await;
+    subscribe_resume(&mut d, "late", "subscription { counter }", Some(&first)).await;
+    ended_with(&d.recv().await, "late", "CURSOR_EXPIRED");
+    subscribe_resume(&mut d, "bad", "subscription { counter }", Some("yesterday")).await;
+    ended_with(&d.recv().await, "bad", "INVALID_CURSOR");
+    // Neither left a subscription behind; a fresh one works.
+    wait_subscriptions(&rt, 0).await;
+    subscribe_resume(&mut d, "new", "subscription { counter }", None).await;
+    wait_subscriptions(&rt, 1).await;
+    publish(rt.webhook, json!({"topic": "counter", "payload": -1})).await;
+    let m = d.recv().await;
+    assert_eq!(
+        (m["id"].clone(), m["payload"]["data"]["counter"].clone()),
+        (json!("new"), json!(-1))
+    );
+    assert_eq!(drain(&mut d).await, Vec::<Value>::new());
+}
+
+/// Pushes `events` counter events through a replica, with only a probe
+/// listening, so that a history of 5 moves past what came before. Once the
+/// probe has the last one, the dispatcher has taken everything published
+/// so far from the bus, so a fresh subscription can only get newer events
+/// (under load, the tail of the batch could otherwise reach it).
+async fn push_history_on(rt: &TestSubcar, from: usize, events: usize) {
     let mut probe = rt.subscriber("probe", "subscription { counter }").await;
-    let mut n = 1;
+    let mut n = from;
     while n < events {
         let size = 200.min(events - n);
         let batch: Vec<Value> = (n..n + size)
@@ -818,34 +858,81 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     // batch to lag (counted as lagged); the last event still arrives.
     while probe.recv().await["payload"]["data"]["counter"] != json!(events - 1) {}
     probe.close().await;
+    wait_subscriptions(rt, 0).await;
+}
+
+/// Replay from a time (`extensions.resume.since`) on a history of 5: the
+/// events published at or after it, then live ones, each once, with
+/// cursors; a time in the future waits for live ones; once the history was
+/// trimmed past a time, `CURSOR_EXPIRED` with `extensions.oldest`; a bad
+/// time is `INVALID_CURSOR`.
+pub async fn replay_since(bus: &Bus, events: usize) {
+    let rt = bus.replica().await;
+    let query = "subscription { counter }";
+    let counter = |m: &Value| m["payload"]["data"]["counter"].clone();
+    let t0 = rfc3339(std::time::SystemTime::now() - Duration::from_secs(1));
+    publish(
+        rt.webhook,
+        json!([{"topic": "counter", "payload": 0}, {"topic": "counter", "payload": 1}]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t1 = rfc3339(std::time::SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(
+        rt.webhook,
+        json!([{"topic": "counter", "payload": 2}, {"topic": "counter", "payload": 3}]),
+    )
+    .await;
+    let mut all = Client::ready(rt.addr).await;
+    subscribe_since(&mut all, "all", query, &t0).await;
+    let mut late = Client::ready(rt.addr).await;
+    subscribe_since(&mut late, "late", query, &t1).await;
+    let mut future = Client::ready(rt.addr).await;
+    let tomorrow = rfc3339(std::time::SystemTime::now() + Duration::from_secs(86_400));
+    subscribe_since(&mut future, "future", query, &tomorrow).await;
+    let mut cursors = Vec::new();
+    for i in 0..4 {
+        let m = all.recv().await;
+        assert_eq!(
+            (m["id"].clone(), counter(&m)),
+            (json!("all"), json!(i)),
+            "{m}"
+        );
+        cursors.push(cursor_of(&m));
+    }
+    for (i, cursor) in cursors.iter().enumerate().skip(2) {
+        let m = late.recv().await;
+        assert_eq!(counter(&m), i, "{m}");
+        assert_eq!(&cursor_of(&m), cursor, "the same event, the same cursor");
+    }
+    wait_subscriptions(&rt, 3).await;
+    publish(rt.webhook, json!({"topic": "counter", "payload": 4})).await;
+    for c in [&mut all, &mut late, &mut future] {
+        let m = c.recv().await;
+        assert_eq!(counter(&m), 4, "{m}");
+        assert!(!cursors.contains(&cursor_of(&m)), "{m}");
+        assert_eq!(drain(c).await, Vec::<Value>::new());
+    }
+    for c in [all, late, future] {
+        c.close().await;
+    }
     wait_subscriptions(&rt, 0).await;
+    push_history_on(&rt, 5, events).await;
     let mut d = Client::ready(rt.addr).await;
-    subscribe_resume(&mut d, "late", "subscription { counter }", Some(&first)).await;
+    subscribe_since(&mut d, "expired", query, &t1).await;
     let m = d.recv().await;
-    assert_eq!(m["type"], "error", "{m}");
-    assert_eq!(m["id"], "late");
-    assert_eq!(
-        m["payload"][0]["extensions"]["code"], "CURSOR_EXPIRED",
-        "{m}"
-    );
-    subscribe_resume(&mut d, "bad", "subscription { counter }", Some("yesterday")).await;
-    let m = d.recv().await;
-    assert_eq!(m["id"], "bad");
-    assert_eq!(
-        m["payload"][0]["extensions"]["code"], "INVALID_CURSOR",
-        "{m}"
-    );
-    // Neither left a subscription behind; a fresh one works.
+    ended_with(&m, "expired", "CURSOR_EXPIRED");
+    let error = &m["payload"][0];
+    let oldest = error["extensions"]["oldest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{m}"));
+    let oldest_at = humantime::parse_rfc3339(oldest).unwrap();
+    assert!(oldest_at > humantime::parse_rfc3339(&t1).unwrap(), "{m}");
+    assert!(error["message"].as_str().unwrap().contains(oldest), "{m}");
+    subscribe_since(&mut d, "bad", query, "yesterday").await;
+    ended_with(&d.recv().await, "bad", "INVALID_CURSOR");
     wait_subscriptions(&rt, 0).await;
-    subscribe_resume(&mut d, "new", "subscription { counter }", None).await;
-    wait_subscriptions(&rt, 1).await;
-    publish(rt.webhook, json!({"topic": "counter", "payload": -1})).await;
-    let m = d.recv().await;
-    assert_eq!(
-        (m["id"].clone(), m["payload"]["data"]["counter"].clone()),
-        (json!("new"), json!(-1))
-    );
-    assert_eq!(drain(&mut d).await, Vec::<Value>::new());
 }
 
 /// The scenarios every shared bus runs, as the including file's tests:
@@ -868,6 +955,10 @@ macro_rules! shared_bus_tests {
             resume_on_another_replica_gets_every_missed_event_once =>
                 bus_support::resume_on_another_replica(&bus_support::Bus::new($kind, $url())),
             expired_cursor_is_refused => bus_support::expired_cursor_is_refused(
+                &bus_support::Bus::new($kind, $url()).history(5),
+                $expiring,
+            ),
+            replay_since_a_time => bus_support::replay_since(
                 &bus_support::Bus::new($kind, $url()).history(5),
                 $expiring,
             ),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 /// `[subscriptions.resolve]`: how an event is completed by querying the
 /// upstream with each subscriber's selection set and credentials.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveConfig {
     /// A field of the upstream's Query type returning the subscription
@@ -37,7 +37,7 @@ fn default_resolve_concurrency() -> usize {
 
 /// What a subscriber gets when the upstream answers `null` (or forbidden)
 /// for the entity.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnNull {
     /// Nothing: the event's existence is not revealed.
@@ -48,7 +48,7 @@ pub enum OnNull {
 }
 
 /// Which side wins when both the payload and the upstream have a field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefer {
     #[default]

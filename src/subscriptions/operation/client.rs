@@ -296,8 +296,12 @@ impl<T> Operations<T> {
                         credentials: FetchCredentials::from_headers(&self.headers),
                     },
                 );
-                if let Resume::After(after) = resume {
-                    let fetch = self.core.bus.replay(topic, after);
+                let fetch = match resume {
+                    Resume::After(after) => Some(self.core.bus.replay(topic, after)),
+                    Resume::Since(since) => Some(self.core.bus.replay_since(topic, since)),
+                    Resume::Off | Resume::Now => None,
+                };
+                if let Some(fetch) = fetch {
                     let op_id = id.to_owned();
                     self.replays
                         .push(Box::pin(async move { (op_id, serial, fetch.await) }));
@@ -532,7 +536,7 @@ impl<T> Operations<T> {
             .expect("a replay is fetched only while resuming");
         let error = match result {
             Ok(replay) => match resuming.replayed(live.handle.group(), replay) {
-                Some(events) => {
+                Ok(events) => {
                     for (payload, cursor) in &events {
                         emit(Output::Next {
                             tag: &live.tag,
@@ -542,7 +546,7 @@ impl<T> Operations<T> {
                     }
                     return;
                 }
-                None => OperationError::CursorExpired,
+                Err(e) => e,
             },
             Err(e) => OperationError::BusUnavailable(e),
         };

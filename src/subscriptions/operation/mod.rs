@@ -59,7 +59,7 @@ use crate::metrics::{Metrics, Refusal};
 use crate::proxy::schema::LiveSchema;
 
 pub use client::{Operations, Output, PreparedOperation, Wake, prepare};
-pub use resume::{Resume, ResumeError};
+pub use resume::{Resume, ResumeError, parse_since};
 
 /// What every client's operations share; built once by the composition root.
 pub struct Core {
@@ -206,6 +206,13 @@ pub enum OperationError {
         "the resume cursor is older than the retained history: events after it may be lost; subscribe again without a cursor"
     )]
     CursorExpired,
+    /// `extensions.resume.since` (SSE `?since=`) before what the history
+    /// still holds; `oldest` is the oldest retained event's time.
+    #[error(
+        "the resume time is older than the retained history{}: events after it may be lost; resume from a later time or subscribe again without one",
+        .oldest.as_ref().map(|t| format!(" (oldest retained event: {t})")).unwrap_or_default()
+    )]
+    SinceExpired { oldest: Option<String> },
     #[error("cannot resume: {0}")]
     BusUnavailable(#[source] BusError),
     /// The upstream answered a query or mutation with errors only.
@@ -229,7 +236,7 @@ impl OperationError {
             Self::TooManySubscriptions
             | Self::TooManyInFlight { .. }
             | Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::CursorExpired => "CURSOR_EXPIRED",
+            Self::CursorExpired | Self::SinceExpired { .. } => "CURSOR_EXPIRED",
             Self::BusUnavailable(_) => "BUS_UNAVAILABLE",
             Self::UpstreamInvalid | Self::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
         })
@@ -239,6 +246,13 @@ impl OperationError {
     pub fn errors(&self) -> Vec<GraphQLError> {
         match self {
             Self::Invalid(errors) | Self::Upstream(errors) => errors.clone(),
+            Self::SinceExpired { oldest } => {
+                let mut e = coded_error(&self.to_string(), "CURSOR_EXPIRED");
+                if let (Some(ext), Some(t)) = (&mut e.extensions, oldest) {
+                    ext.insert("oldest".into(), Value::from(t.as_str()));
+                }
+                vec![e]
+            }
             other => vec![coded_error(&other.to_string(), other.code().unwrap_or(""))],
         }
     }

@@ -1,7 +1,9 @@
-//! Resume from a cursor: what a client asks for ([`Resume`]) and the state
+//! Resume from a cursor or a time: what a client asks for ([`Resume`]) and the state
 //! of a subscription while its missed events are replayed ([`Resuming`]):
 //! live payloads wait until the replay is sent, and a cursor drops what
 //! both the replay and the live stream carried, so none arrives twice.
+
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -22,6 +24,9 @@ pub enum Resume {
     Now,
     /// First the missed events after this cursor, then live; with cursors.
     After(Cursor),
+    /// First the retained events published at or after this time, then
+    /// live; with cursors.
+    Since(SystemTime),
 }
 
 /// An `extensions.resume` that is not one.
@@ -35,11 +40,45 @@ pub enum ResumeError {
     Cursor(#[source] InvalidCursor),
     #[error("extensions.resume.after must be a cursor string")]
     NotAString,
+    #[error("since: {0:?} is not an RFC 3339 time (such as \"2024-05-01T12:00:00Z\")")]
+    Time(String),
+    #[error("extensions.resume takes either after or since, not both")]
+    Both,
+}
+
+/// An RFC 3339 time: `Z` or a numeric offset, fractions of a second allowed.
+pub fn parse_since(text: &str) -> Result<SystemTime, ResumeError> {
+    let bad = || ResumeError::Time(text.to_owned());
+    let text = text.trim();
+    // humantime reads UTC only: a numeric offset is taken off by hand.
+    let (utc, offset) = match text.len().checked_sub(6).map(|i| text.split_at(i)) {
+        Some((base, off))
+            if off.len() == 6
+                && (off.starts_with('+') || off.starts_with('-'))
+                && off.as_bytes()[3] == b':' =>
+        {
+            let minutes = |s: &str| s.parse::<u64>().map_err(|_| bad());
+            let secs = minutes(&off[1..3])? * 3600 + minutes(&off[4..6])? * 60;
+            (format!("{base}Z"), Some((off.starts_with('+'), secs)))
+        }
+        _ => (text.to_owned(), None),
+    };
+    if !utc.ends_with(['Z', 'z']) {
+        return Err(bad());
+    }
+    let at = humantime::parse_rfc3339(&utc.replace('z', "Z")).map_err(|_| bad())?;
+    let shift = |secs| std::time::Duration::from_secs(secs);
+    Ok(match offset {
+        Some((true, secs)) => at.checked_sub(shift(secs)).ok_or_else(bad)?,
+        Some((false, secs)) => at.checked_add(shift(secs)).ok_or_else(bad)?,
+        None => at,
+    })
 }
 
 impl Resume {
     /// `extensions.resume` of a socket's `subscribe`: absent, `{}` (start
-    /// now, send cursors) or `{"after": "<cursor>"}`.
+    /// now, send cursors), `{"after": "<cursor>"}` or `{"since": "<RFC
+    /// 3339 time>"}`.
     pub fn from_extensions(extensions: Option<&Map<String, Value>>) -> Result<Self, ResumeError> {
         let Some(resume) = extensions.and_then(|e| e.get("resume")) else {
             return Ok(Self::Off);
@@ -47,8 +86,18 @@ impl Resume {
         let Value::Object(r) = resume else {
             return Err(ResumeError::NotAnObject);
         };
-        if let Some(k) = r.keys().find(|k| *k != "after") {
+        if let Some(k) = r.keys().find(|k| *k != "after" && *k != "since") {
             return Err(ResumeError::UnknownKey(k.clone()));
+        }
+        let given = |k| r.get(k).is_some_and(|v| !v.is_null());
+        if given("since") {
+            if given("after") {
+                return Err(ResumeError::Both);
+            }
+            return match &r["since"] {
+                Value::String(t) => parse_since(t).map(Self::Since),
+                other => Err(ResumeError::Time(other.to_string())),
+            };
         }
         match r.get("after") {
             None | Some(Value::Null) => Ok(Self::Now),
@@ -86,6 +135,7 @@ impl Resuming {
     pub(super) fn new(resume: Resume) -> Self {
         let (buffer, last) = match resume {
             Resume::After(c) => (Some(Vec::new()), Some(c)),
+            Resume::Since(_) => (Some(Vec::new()), None),
             Resume::Now | Resume::Off => (None, None),
         };
         Self { buffer, last }
@@ -113,14 +163,21 @@ impl Resuming {
 
     /// The replayed events that pass `group`'s filter, then the live ones
     /// held meanwhile that are newer, in order, as `(payload, cursor)`; the
-    /// subscription is live afterwards.
+    /// subscription is live afterwards. A history that no longer reaches
+    /// back is the error that ends the subscription.
     pub(super) fn replayed(
         &mut self,
         group: &Group,
         replay: Replay,
-    ) -> Option<Vec<(Bytes, Cursor)>> {
-        let Replay::Events(events) = replay else {
-            return None;
+    ) -> Result<Vec<(Bytes, Cursor)>, super::OperationError> {
+        let events = match replay {
+            Replay::Events(events) => events,
+            Replay::Expired => return Err(super::OperationError::CursorExpired),
+            Replay::TooOld { oldest } => {
+                return Err(super::OperationError::SinceExpired {
+                    oldest: oldest.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                });
+            }
         };
         let held = self.buffer.take().unwrap_or_default();
         let mut out = Vec::with_capacity(events.len() + held.len());
@@ -141,6 +198,56 @@ impl Resuming {
                 out.push((d.payload, cursor));
             }
         }
-        Some(out)
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn resume(v: Value) -> Result<Resume, ResumeError> {
+        let ext = json!({ "resume": v });
+        Resume::from_extensions(ext.as_object())
+    }
+
+    #[test]
+    fn since_reads_rfc3339_with_any_offset() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_714_564_800);
+        for text in [
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00.000Z",
+            "2024-05-01T14:00:00+02:00",
+            "2024-05-01T09:30:00-02:30",
+        ] {
+            assert_eq!(
+                resume(json!({ "since": text })),
+                Ok(Resume::Since(at)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "yesterday",
+            "2024-05-01",
+            "2024-05-01T12:00:00",
+            "2024-05-01T12:00:00+2",
+        ] {
+            assert_eq!(
+                resume(json!({ "since": bad })),
+                Err(ResumeError::Time(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            resume(json!({ "since": 5 })),
+            Err(ResumeError::Time("5".into()))
+        );
+        assert_eq!(
+            resume(json!({ "since": "2024-05-01T12:00:00Z", "after": "3" })),
+            Err(ResumeError::Both)
+        );
+        assert_eq!(resume(json!({ "since": null })), Ok(Resume::Now));
     }
 }

@@ -234,7 +234,12 @@ impl Inner {
         if let Err(e) = ops.authenticate().await {
             return refused_credentials(&e);
         }
-        let resume = request::resume(framing, &parts.headers, req.extensions.as_ref());
+        let resume = request::resume(
+            framing,
+            &parts.headers,
+            parts.uri.query(),
+            req.extensions.as_ref(),
+        );
         let started = match ops.prepare(req).await {
             Ok(op) => resume
                 .map_err(OperationError::from)
@@ -334,7 +339,7 @@ impl Inner {
     }
 
     fn feed_limits(&self, framing: Framing) -> FeedLimits {
-        let limits = &self.shared.limits;
+        let limits = self.shared.limits.load();
         let heartbeat = match framing {
             Framing::Multipart => limits.heartbeat_interval.min(MULTIPART_HEARTBEAT_MAX),
             Framing::Sse | Framing::SseSingle => limits.heartbeat_interval,

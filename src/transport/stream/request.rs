@@ -13,7 +13,7 @@ use super::Framing;
 use crate::error;
 use crate::graphql::GraphQLError;
 use crate::http::body::{self, Body};
-use crate::subscriptions::operation::{Core, Request, Resume, ResumeError};
+use crate::subscriptions::operation::{Core, Request, Resume, ResumeError, parse_since};
 
 /// The request and, for a `POST`, the body it was read from (a query or
 /// mutation is forwarded with it).
@@ -109,23 +109,34 @@ pub fn also_accept_json(headers: &mut HeaderMap) {
 }
 
 /// Where a stream starts. SSE: after `Last-Event-ID` (what `EventSource`
-/// sends on reconnect), else as `extensions.resume` says, else now, with
-/// cursors: every `next` then carries its `id`. Multipart carries no
-/// cursors unless `extensions.resume` asks.
+/// sends on reconnect), else from the time of `?since=` in the URL (which
+/// an `EventSource` keeps sending, so a reconnect goes on from its last
+/// event), else as `extensions.resume` says, else now, with cursors: every
+/// `next` then carries its `id`. Multipart carries no cursors unless
+/// `?since=` or `extensions.resume` asks.
 pub fn resume(
     framing: Framing,
     headers: &HeaderMap,
+    query: Option<&str>,
     extensions: Option<&Map<String, Value>>,
 ) -> Result<Resume, ResumeError> {
-    if framing != Framing::Sse {
-        return Resume::from_extensions(extensions);
-    }
-    if let Some(last) = headers.get("last-event-id") {
+    if framing == Framing::Sse
+        && let Some(last) = headers.get("last-event-id")
+    {
         let text = String::from_utf8_lossy(last.as_bytes());
         let text = text.trim();
         if !text.is_empty() {
             return text.parse().map(Resume::After).map_err(ResumeError::Cursor);
         }
+    }
+    let since = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "since")
+        .map(|(_, v)| v.into_owned());
+    if let Some(since) = since {
+        return parse_since(&since).map(Resume::Since);
+    }
+    if framing != Framing::Sse {
+        return Resume::from_extensions(extensions);
     }
     match Resume::from_extensions(extensions)? {
         Resume::Off => Ok(Resume::Now),
@@ -169,16 +180,23 @@ mod tests {
     #[test]
     fn last_event_id_wins_and_sse_always_sends_cursors() {
         let mut h = HeaderMap::new();
-        assert_eq!(resume(Framing::Sse, &h, None), Ok(Resume::Now));
-        assert_eq!(resume(Framing::Multipart, &h, None), Ok(Resume::Off));
+        assert_eq!(resume(Framing::Sse, &h, None, None), Ok(Resume::Now));
+        assert_eq!(resume(Framing::Multipart, &h, None, None), Ok(Resume::Off));
+        let since = Some("query=x&since=1970-01-01T00%3A00%3A10Z");
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(10);
+        assert_eq!(resume(Framing::Sse, &h, since, None), Ok(Resume::Since(at)));
+        assert_eq!(
+            resume(Framing::Sse, &h, Some("since=soon"), None),
+            Err(ResumeError::Time("soon".into()))
+        );
         h.insert("last-event-id", HeaderValue::from_static("12"));
         assert_eq!(
-            resume(Framing::Sse, &h, None),
+            resume(Framing::Sse, &h, since, None),
             Ok(Resume::After(crate::bus::Cursor::seq(12)))
         );
         h.insert("last-event-id", HeaderValue::from_static("nope"));
         assert!(matches!(
-            resume(Framing::Sse, &h, None),
+            resume(Framing::Sse, &h, None, None),
             Err(ResumeError::Cursor(_))
         ));
     }
