@@ -212,6 +212,7 @@ impl App {
             schema: self.schema.clone(),
             upstream: self.upstream.clone(),
             routes: self.routes.clone(),
+            registry: self.registry.clone(),
             metrics: self.metrics.clone(),
             interval: self.config.schema.refresh_interval,
         }
@@ -602,6 +603,7 @@ impl Bound {
         app.bus.start(&realtime);
         Dispatcher::spawn(
             app.registry.clone(),
+            app.routes.clone(),
             app.bus.subscribe(),
             &realtime,
             app.config.limits.outbound_queue,
@@ -652,6 +654,7 @@ impl Bound {
                 routes: app.routes.clone(),
                 count_limits: app.count_limits.clone(),
                 schema: app.schema.clone(),
+                registry: app.registry.clone(),
             };
             admin.spawn(reload.on_sighup(targets, admin.clone()));
         }

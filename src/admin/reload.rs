@@ -92,6 +92,8 @@ pub struct Targets {
     /// The new `[[subscriptions]]` are checked against it, and it is
     /// re-introspected.
     pub schema: LiveSchema,
+    /// Its live subscriptions are re-checked against what was applied.
+    pub registry: Arc<crate::subscriptions::Registry>,
 }
 
 /// The running configuration and the file it came from; applies the file
@@ -191,6 +193,9 @@ impl Reload {
                 "limits applied"
             );
         }
+        targets
+            .registry
+            .recheck(&targets.routes, &targets.schema.current());
         for section in &plan.needs_restart {
             tracing::warn!(
                 section,

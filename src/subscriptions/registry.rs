@@ -1,12 +1,19 @@
-//! The registry: every live subscription, grouped by topic and then by the
-//! engine's [`GroupKey`] (plus the claims, when the field's filter reads
-//! them), so that the dispatcher filters and projects once per group.
+//! The registry: every live subscription, grouped by Subscription field and
+//! then by the engine's [`GroupKey`] (plus the claims, when the field's
+//! filter reads them), so that the dispatcher filters and projects once per
+//! group. Groups are found by field, not by topic: which topic feeds a
+//! field is the [`super::Routes`]' to say, so a reload that changes it
+//! moves every live subscription of the field at once.
 //!
 //! It is the single owner of subscription lifetime: [`Registry::register`]
 //! returns a [`SubscriptionHandle`] and dropping that handle is the one way
-//! a subscription ends. Members are split into shards by connection so that
-//! dispatch work spreads over worker threads while each connection still
-//! sees one topic's events in order.
+//! a subscription ends. When the server ends one (its document no longer
+//! fits the schema, `allow` now refuses it, events it should have had are
+//! gone) the registry queues an end marker ([`Ended`]) behind what was
+//! queued for it; its session then drops the handle and tells the client.
+//! Members are split into shards by connection so that dispatch work
+//! spreads over worker threads while each connection still sees one
+//! topic's events in order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,11 +23,11 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use super::Route;
 use super::enrich::{Credentials, FetchCredentials, Lane};
-use super::outbox::{Delivery, Offer, Outbox};
+use super::outbox::{Delivery, Ended, Offer, Outbox};
+use super::{Route, Routes};
 use crate::bus::Cursor;
-use crate::graphql::{GroupKey, PreparedSubscription};
+use crate::graphql::{GroupKey, Prepared, PreparedSubscription, Schema};
 use crate::subscriptions::filter::{GroupVars, PreparedEvent};
 
 /// Identical subscriptions: same engine key, same root response key (the
@@ -36,7 +43,7 @@ struct GroupId {
     share: Option<String>,
 }
 
-/// The groups of one topic.
+/// The groups of one field.
 type Groups = HashMap<GroupId, Arc<Group>>;
 
 /// Counters for `/metrics` and `/status`.
@@ -49,6 +56,8 @@ pub struct RegistryStats {
     pub dropped: AtomicU64,
     /// Events the dispatcher lost because it fell behind the bus.
     pub lagged: AtomicU64,
+    /// Subscriptions ended because events they should have had are gone.
+    pub events_lost: AtomicU64,
 }
 
 /// Live subscriptions, grouped for dispatch.
@@ -56,19 +65,34 @@ pub struct RegistryStats {
 pub struct Registry {
     shards: usize,
     /// Structural changes (a group appearing or disappearing) take the write
-    /// lock; dispatch only clones a topic's group list under the read lock.
-    topics: RwLock<HashMap<Arc<str>, Groups>>,
+    /// lock; dispatch only clones a field's group list under the read lock.
+    fields: RwLock<HashMap<Arc<str>, Groups>>,
     next_member: AtomicU64,
     next_connection: AtomicU64,
+    /// The schema the groups were last re-checked against: a re-check with
+    /// the same one skips re-validating every document.
+    checked: Mutex<Option<Arc<Schema>>>,
     pub stats: RegistryStats,
 }
 
-/// Identical subscriptions of one topic.
+/// The document a subscription was started with, kept per group so that a
+/// changed schema can be checked against it.
+#[derive(Debug)]
+pub struct Document {
+    pub query: String,
+    pub operation_name: Option<String>,
+    pub variables: serde_json::Map<String, Value>,
+}
+
+/// Identical subscriptions of one field.
 #[derive(Debug)]
 pub struct Group {
     id: GroupId,
-    topic: Arc<str>,
+    field: Arc<str>,
     pub(crate) prepared: Arc<PreparedSubscription>,
+    /// The document of the member that created the group (the others'
+    /// documents plan to the same projection).
+    document: Arc<Document>,
     pub(crate) route: Route,
     /// `args` and `claims` for the filter, converted once. The claims are
     /// the group's own only when the filter reads them (they are part of
@@ -80,7 +104,7 @@ pub struct Group {
     resume_members: AtomicUsize,
     /// One member table per shard; a std-style mutex because nothing async
     /// happens while it is held.
-    members: Box<[Mutex<HashMap<u64, Member>>]>,
+    members: Box<[Mutex<Shard>]>,
     /// For an enriched field: the credentials its fetches use and the order
     /// in which their results are delivered.
     pub(crate) fetching: Option<Box<GroupFetch>>,
@@ -94,12 +118,28 @@ pub(crate) struct GroupFetch {
     pub lane: Lane,
 }
 
+/// A group's members on one shard, and what was last delivered to them.
+#[derive(Debug, Default)]
+struct Shard {
+    members: HashMap<u64, Member>,
+    /// Runs of events delivered to this shard's members so far.
+    runs: u64,
+    /// The cursor of the newest event delivered (`None` for enriched
+    /// groups, whose completed payloads arrive without one).
+    last: Option<Cursor>,
+}
+
 #[derive(Debug)]
 struct Member {
     serial: u64,
     /// Wants the cursor of each event (`extensions.resume`).
     resume: bool,
     outbox: Outbox,
+    /// Its connection's identity, for `allow` when a reload changes it.
+    claims: Arc<Value>,
+    /// [`Shard::runs`] when it joined: it received [`Shard::last`] only
+    /// when runs were delivered since.
+    since: u64,
 }
 
 /// One subscription to register.
@@ -116,6 +156,8 @@ pub struct Subscriber {
     pub outbox: Outbox,
     /// What the connection authenticates with, for enrichment fetches.
     pub credentials: FetchCredentials,
+    /// What it was prepared from.
+    pub document: Arc<Document>,
 }
 
 /// Registration of one connection: which shard its subscriptions live in.
@@ -158,20 +200,23 @@ impl SubscriptionHandle {
 
 impl Drop for SubscriptionHandle {
     fn drop(&mut self) {
-        let removed = self.group.members[self.shard].lock().remove(&self.member);
+        let removed = self.group.members[self.shard]
+            .lock()
+            .members
+            .remove(&self.member);
         if removed.is_some_and(|m| m.resume) {
             self.group.resume_members.fetch_sub(1, Ordering::Relaxed);
         }
-        let mut topics = self.registry.topics.write();
+        let mut fields = self.registry.fields.write();
         if self.group.len.fetch_sub(1, Ordering::Relaxed) == 1
-            && let Some(groups) = topics.get_mut(&self.group.topic)
+            && let Some(groups) = fields.get_mut(&self.group.field)
         {
             groups.remove(&self.group.id);
             if groups.is_empty() {
-                topics.remove(&self.group.topic);
+                fields.remove(&self.group.field);
             }
         }
-        drop(topics);
+        drop(fields);
         self.registry
             .stats
             .subscriptions
@@ -182,6 +227,7 @@ impl Drop for SubscriptionHandle {
 /// Sizes, for tests and `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizes {
+    /// Fields with live subscriptions.
     pub topics: usize,
     pub groups: usize,
     pub subscriptions: usize,
@@ -193,9 +239,10 @@ impl Registry {
     pub fn new(shards: usize) -> Arc<Self> {
         Arc::new(Self {
             shards: shards.max(1),
-            topics: RwLock::new(HashMap::new()),
+            fields: RwLock::new(HashMap::new()),
             next_member: AtomicU64::new(0),
             next_connection: AtomicU64::new(0),
+            checked: Mutex::new(None),
             stats: RegistryStats::default(),
         })
     }
@@ -228,6 +275,7 @@ impl Registry {
             resume,
             outbox,
             credentials,
+            document,
         } = sub;
         let enrich = route.enrich.clone().filter(|_| prepared.fetch().is_some());
         let by_claims =
@@ -244,22 +292,26 @@ impl Registry {
             (Some(e), Some(share)) => Some(e.credentials_slot(share, credentials)),
             _ => None,
         };
-        let member = Member {
+        let mut member = Member {
             serial,
             resume,
             outbox,
+            claims: claims.clone(),
+            since: 0,
         };
         let key = self.next_member.fetch_add(1, Ordering::Relaxed);
-        let mut topics = self.topics.write();
-        let groups = topics.entry(route.topic.clone()).or_default();
+        let field: Arc<str> = Arc::from(prepared.field());
+        let mut fields = self.fields.write();
+        let groups = fields.entry(field.clone()).or_default();
         let group = groups
             .entry(id.clone())
             .or_insert_with(|| {
                 Arc::new(Group {
                     id,
-                    topic: route.topic.clone(),
+                    field,
                     vars: GroupVars::new(prepared.rule_args(), &claims),
                     prepared,
+                    document,
                     route,
                     len: AtomicUsize::new(0),
                     resume_members: AtomicUsize::new(0),
@@ -279,8 +331,12 @@ impl Registry {
             // resume member in a group it thinks has none.
             group.resume_members.fetch_add(1, Ordering::Relaxed);
         }
-        group.members[slot.shard].lock().insert(key, member);
-        drop(topics);
+        {
+            let mut shard = group.members[slot.shard].lock();
+            member.since = shard.runs;
+            shard.members.insert(key, member);
+        }
+        drop(fields);
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         SubscriptionHandle {
             registry: self.clone(),
@@ -290,20 +346,70 @@ impl Registry {
         }
     }
 
-    /// The groups listening to `topic` right now.
-    pub fn groups(&self, topic: &str) -> Vec<Arc<Group>> {
-        self.topics
+    /// The groups of `field` right now.
+    pub fn groups(&self, field: &str) -> Vec<Arc<Group>> {
+        self.fields
             .read()
-            .get(topic)
+            .get(field)
             .map(|g| g.values().cloned().collect())
             .unwrap_or_default()
     }
 
+    /// Every group of every field.
+    pub fn all_groups(&self) -> Vec<Arc<Group>> {
+        self.fields
+            .read()
+            .values()
+            .flat_map(|g| g.values().cloned())
+            .collect()
+    }
+
+    /// After a reload or a schema refresh: ends, each with its reason, the
+    /// live subscriptions the running rules and schema no longer admit. A
+    /// group whose field is gone or whose document no longer validates
+    /// against `schema` ends with [`Ended::SchemaChanged`] (checked only
+    /// when `schema` is not the one of the last re-check); a member that
+    /// the field's `allow` (already swapped in place by
+    /// [`Routes::reload`]) now refuses, with its own claims and the
+    /// group's arguments, ends with [`Ended::Forbidden`]. Everything else
+    /// goes on untouched; a changed `filter` or topic needs nothing here,
+    /// both are read at dispatch.
+    pub fn recheck(&self, routes: &Routes, schema: &Arc<Schema>) -> Rechecked {
+        let schema_changed = {
+            let mut checked = self.checked.lock();
+            let changed = checked.as_ref().is_none_or(|c| !Arc::ptr_eq(c, schema));
+            *checked = Some(schema.clone());
+            changed
+        };
+        let mut out = Rechecked::default();
+        for group in self.all_groups() {
+            if schema_changed && let Some(reason) = group.misfit(routes, schema) {
+                out.schema_changed += group.end_all(|_| true, &Ended::SchemaChanged(reason));
+                continue;
+            }
+            if group.route.rules.has_allow() {
+                let (rules, args) = (&group.route.rules, group.prepared.rule_args());
+                out.forbidden +=
+                    group.end_all(|m| !rules.allows(&m.claims, args), &Ended::Forbidden);
+            }
+        }
+        if out != Rechecked::default() {
+            tracing::warn!(
+                schema_changed = out.schema_changed,
+                forbidden = out.forbidden,
+                "live subscriptions re-checked; those that no longer fit end"
+            );
+        } else {
+            tracing::info!("live subscriptions re-checked; all go on");
+        }
+        out
+    }
+
     pub fn sizes(&self) -> Sizes {
-        let topics = self.topics.read();
+        let fields = self.fields.read();
         Sizes {
-            topics: topics.len(),
-            groups: topics.values().map(HashMap::len).sum(),
+            topics: fields.len(),
+            groups: fields.values().map(HashMap::len).sum(),
             subscriptions: self.stats.subscriptions.load(Ordering::Relaxed),
             connections: self.stats.connections.load(Ordering::Relaxed),
         }
@@ -312,7 +418,7 @@ impl Registry {
     /// Subscriptions per Subscription field, for `/status`.
     pub fn subscriptions_per_field(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
-        for groups in self.topics.read().values() {
+        for groups in self.fields.read().values() {
             for g in groups.values() {
                 *out.entry(g.prepared.field().to_owned()).or_default() +=
                     g.len.load(Ordering::Relaxed);
@@ -341,7 +447,7 @@ impl Group {
         }
         let payload = self.prepared.project(raw);
         if std::str::from_utf8(&payload).is_err() {
-            tracing::error!(topic = %self.topic, "projection is not UTF-8; event skipped");
+            tracing::error!(field = %self.field, "projection is not UTF-8; event skipped");
             return None;
         }
         Some(payload)
@@ -351,8 +457,62 @@ impl Group {
     /// enriched groups, whose payloads are completed off the planner.
     pub(crate) fn deliver_all(&self, payload: &Bytes, stats: &RegistryStats) {
         for shard in 0..self.members.len() {
-            self.deliver(shard, payload, None, stats);
+            self.deliver_run(shard, &[(payload, None)], None, stats);
         }
+    }
+
+    /// Why this group's document no longer fits `schema`, if it does not:
+    /// its field is gone, or it fails validation (the first error).
+    fn misfit(&self, routes: &Routes, schema: &Schema) -> Option<Arc<str>> {
+        let field = self.prepared.field();
+        if !schema.subscription_fields().contains(&field) {
+            return Some(Arc::from(format!(
+                "the Subscription field {field:?} is no longer in the schema"
+            )));
+        }
+        let d = &*self.document;
+        let prepared =
+            schema.prepare_with(&d.query, d.operation_name.as_deref(), &d.variables, &|f| {
+                routes.resolve_config(f)
+            });
+        match prepared {
+            Ok(Prepared::Subscription(_)) => None,
+            Ok(Prepared::Passthrough(_)) => {
+                Some(Arc::from("the document is no longer a subscription"))
+            }
+            Err(errors) => Some(Arc::from(
+                errors
+                    .first()
+                    .map_or("the document no longer validates", |e| e.message.as_str()),
+            )),
+        }
+    }
+
+    /// Queues `why` for every member `ends` picks, on every shard; how many.
+    fn end_all(&self, ends: impl Fn(&Member) -> bool, why: &Ended) -> u64 {
+        let mut n = 0;
+        for shard in &self.members {
+            for m in shard.lock().members.values().filter(|m| ends(m)) {
+                m.outbox.offer_end(m.serial, why.clone());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Events this group's members should have had are gone: each member of
+    /// `shard` is ended with [`Ended::EventsLost`] and the cursor of the
+    /// last event delivered to it (none when it joined after that one).
+    /// Called by the shard's worker, in order with its deliveries.
+    pub(crate) fn end_lost(&self, shard: usize, stats: &RegistryStats) {
+        let shard = self.members[shard].lock();
+        for m in shard.members.values() {
+            let last = shard.last.filter(|_| m.since < shard.runs);
+            m.outbox.offer_end(m.serial, Ended::EventsLost(last));
+        }
+        stats
+            .events_lost
+            .fetch_add(shard.members.len() as u64, Ordering::Relaxed);
     }
 
     /// The group's `args` and `claims` for CEL.
@@ -365,37 +525,35 @@ impl Group {
         self.resume_members.load(Ordering::Relaxed) > 0
     }
 
-    /// Queues the shared `payload` for each member of one shard; members
-    /// that want cursors get `resume`'s payload instead. Never waits.
-    pub(crate) fn deliver(
-        &self,
-        shard: usize,
-        payload: &Bytes,
-        resume: Option<&(Cursor, Bytes)>,
-        stats: &RegistryStats,
-    ) {
-        self.deliver_run(shard, &[(payload, resume)], stats);
-    }
-
-    /// [`Self::deliver`] for consecutive events of this group at once: each
+    /// Queues the shared payloads of consecutive events of this group for
+    /// each member of one shard; members that want cursors get each
+    /// event's payload with its cursor instead. Never waits. Each
     /// member's payloads are queued with one offer, so the per-subscriber
     /// cost is paid per run, not per event. A payload is shared, not
     /// copied: each member's transport wraps it in its own envelope.
+    /// `last` is the cursor of the run's last event, remembered per shard
+    /// (not per member) for [`Self::end_lost`].
     pub(crate) fn deliver_run(
         &self,
         shard: usize,
         run: &[(&Bytes, Option<&(Cursor, Bytes)>)],
+        last: Option<Cursor>,
         stats: &RegistryStats,
     ) {
-        let members = self.members[shard].lock();
+        let mut shard = self.members[shard].lock();
+        shard.runs += 1;
+        if last.is_some() {
+            shard.last = last;
+        }
         let (mut delivered, mut dropped) = (0, 0);
-        for m in members.values() {
+        for m in shard.members.values() {
             let payloads = run.iter().map(|e| {
                 let (payload, cursor) = pick(m.resume, e);
                 Delivery {
                     serial: m.serial,
                     payload: payload.clone(),
                     cursor,
+                    end: None,
                 }
             });
             match m.outbox.offer_all(run.len(), payloads) {
@@ -407,12 +565,21 @@ impl Group {
                 Offer::Dropped => dropped += run.len() as u64,
             }
         }
-        drop(members);
+        drop(shard);
         stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
         if dropped > 0 {
             stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
     }
+}
+
+/// What [`Registry::recheck`] ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rechecked {
+    /// Subscriptions ended with `SCHEMA_CHANGED`.
+    pub schema_changed: u64,
+    /// Subscriptions ended with `FORBIDDEN`.
+    pub forbidden: u64,
 }
 
 /// The payload a member gets for one event: with the cursor when it resumes.
