@@ -23,13 +23,13 @@
 //!   what was written meanwhile arrives (as long as it is still retained).
 //! - Gaps: when entries after the last id read have left a stream (an
 //!   outage longer than the history, or a reader that fell that far
-//!   behind), the feed says so for that topic ([`BusItem::Lagged`], its
+//!   behind), the feed says so for that topic ([`super::BusItem::Lagged`], its
 //!   subscriptions end with `EVENTS_LOST`). Checked after every reconnect,
 //!   and after any read that returned a history's worth of entries (only
-//!   then can unread entries have been trimmed): Redis 7 reports the
-//!   newest entry a stream deleted (`XINFO STREAM`, `max-deleted-entry-id`);
-//!   an older server, only its oldest kept entry, which also flags a trim
-//!   that lost nothing.
+//!   then can unread entries have been trimmed), by whether the oldest
+//!   entry kept is newer than the last one read. That also flags a reader
+//!   exactly at the trim edge, which may have lost nothing: it errs on the
+//!   side of telling.
 //! - Cursors are stream entry ids; per topic, which is all a subscription
 //!   needs.
 //! - Publishes go through a second connection that is dropped on any error
@@ -52,8 +52,6 @@ use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-#[allow(unused_imports)]
-use super::BusItem;
 use super::feed::Feed;
 use super::{
     Backoff, Batch, Bus, BusBuildError, BusError, BusState, BusSubscription, Cursor,
@@ -464,17 +462,17 @@ impl Shared {
         backoff: &mut Backoff,
     ) -> Result<Infallible, redis::RedisError> {
         let mut conn = self.connect("reader", None).await?;
-        let ids = match last.take() {
-            Some(ids) => {
-                // What was written while this replica was away may be gone.
-                for (slot, id) in ids.iter().enumerate() {
-                    self.check_gap(&mut conn, slot, id).await?;
-                }
-                ids
+        let reconnected = last.is_some();
+        if !reconnected {
+            *last = Some(self.tails(&mut conn).await?);
+        }
+        let ids = last.as_mut().expect("set above");
+        if reconnected {
+            // What was written while this replica was away may be gone.
+            for (slot, id) in ids.iter().enumerate() {
+                self.check_gap(&mut conn, slot, id).await?;
             }
-            None => self.tails(&mut conn).await?,
-        };
-        let ids = last.insert(ids);
+        }
         self.reader_up.store(true, Ordering::Relaxed);
         backoff.reset();
         loop {
@@ -529,7 +527,11 @@ impl Shared {
     }
 
     /// Tells the feed when entries of stream `slot` after `after` (the last
-    /// id read) were deleted before this replica read them.
+    /// id read) may have been trimmed before this replica read them: the
+    /// oldest entry kept is newer than `after`. Trimming removes the oldest
+    /// entries first, so while `after` (or anything older) is kept nothing
+    /// newer is gone. (`XINFO STREAM`'s `max-deleted-entry-id` would be
+    /// exact, but Redis moves it for `XDEL` only, not for trimming.)
     async fn check_gap(
         &self,
         conn: &mut MultiplexedConnection,
@@ -538,45 +540,21 @@ impl Shared {
     ) -> redis::RedisResult<()> {
         let (topic, key) = &self.streams[slot];
         let after = parse_id(after).unwrap_or_default();
-        let info: redis::RedisResult<std::collections::HashMap<String, Value>> =
-            redis::cmd("XINFO")
-                .arg("STREAM")
-                .arg(key)
-                .query_async(conn)
-                .await;
-        let info = match info {
-            Ok(info) => info,
-            // No such stream: nothing was ever written, or all of it is gone.
-            Err(e)
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let newest_deleted = match info.get("max-deleted-entry-id") {
-            Some(v) => redis::from_redis_value_ref::<String>(v)
-                .ok()
-                .and_then(|id| parse_id(&id)),
-            None => {
-                // Before Redis 7: the oldest entry kept.
-                let first: StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(key)
-                    .arg("-")
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(conn)
-                    .await?;
-                first
-                    .ids
-                    .first()
-                    .and_then(|e| parse_id(&e.id))
-                    .filter(|f| *f > after)
-            }
-        };
-        if newest_deleted.is_some_and(|d| d > after) {
-            tracing::warn!(%topic, after = %after, "events left the Redis stream before this replica read them; raise bus.history");
+        let oldest: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        if oldest
+            .ids
+            .first()
+            .and_then(|e| parse_id(&e.id))
+            .is_some_and(|first| first > after)
+        {
+            tracing::warn!(%topic, after = %after, "events may have left the Redis stream before this replica read them; raise bus.history");
             self.feed.lagged(0, Some(topic.clone()));
         }
         Ok(())
