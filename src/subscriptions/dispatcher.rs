@@ -310,7 +310,7 @@ mod tests {
     use super::*;
     use crate::bus::{Bus, Event, MemoryBus};
     use crate::graphql::{Prepared, Schema};
-    use crate::subscriptions::{Routes, outbox::outbox, registry::Subscriber};
+    use crate::subscriptions::{Ended, Routes, outbox::outbox, registry::Subscriber};
     use serde_json::{Map, json};
 
     struct NoUpstream;
@@ -413,6 +413,98 @@ mod tests {
             (s.topics, s.groups, s.subscriptions, s.connections),
             (0, 0, 0, 0)
         );
+        shutdown.trigger();
+    }
+
+    /// The bus as a script: the test says what the dispatcher reads.
+    struct Scripted(mpsc::UnboundedReceiver<BusItem>);
+
+    impl BusSubscription for Scripted {
+        fn recv(&mut self) -> futures_util::future::BoxFuture<'_, Option<BusItem>> {
+            Box::pin(self.0.recv())
+        }
+
+        fn try_recv(&mut self) -> Option<BusItem> {
+            self.0.try_recv().ok()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lost_events_end_each_member_behind_what_it_got_with_its_last_cursor() {
+        let schema = Schema::build("type Subscription { a: Int }", None).unwrap();
+        let routes = Arc::new(Routes::new(&[], ["a".to_string()]).unwrap());
+        // One shard: its worker has delivered what `early` received before
+        // `late` joins.
+        let registry = Registry::new(1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shutdown = Shutdown::new();
+        Dispatcher::spawn(
+            registry.clone(),
+            routes.clone(),
+            Box::new(Scripted(rx)),
+            &shutdown,
+            100,
+            Histogram::new([1.0]),
+            Arc::new(Enricher::new(
+                Arc::new(NoUpstream),
+                false,
+                std::time::Duration::from_secs(1),
+            )),
+        );
+        let p = prepare(&schema, "subscription { a }");
+        let member = |serial| {
+            let slot = registry.connect();
+            let (out, inbox) = outbox(100);
+            let h = registry.register(
+                &slot,
+                Subscriber {
+                    prepared: p.clone(),
+                    route: routes.route("a"),
+                    claims: Arc::new(json!({})),
+                    serial,
+                    resume: false,
+                    outbox: out,
+                    credentials: Default::default(),
+                    document: doc(),
+                },
+            );
+            (slot, h, inbox)
+        };
+        let event = |n: u64| {
+            let e = Event {
+                topic: "a".into(),
+                id: None,
+                payload: json!(n),
+            };
+            BusItem::Event(Arc::new(e), Cursor::seq(n))
+        };
+        let mut early = member(1);
+        for n in [1, 2] {
+            tx.send(event(n)).unwrap();
+        }
+        for _ in 0..2 {
+            assert!(early.2.rx.recv().await.unwrap().end.is_none());
+        }
+        let mut late = member(2);
+        tx.send(BusItem::Lagged {
+            missed: 3,
+            topic: None,
+        })
+        .unwrap();
+        tx.send(event(6)).unwrap();
+        let end = early.2.rx.recv().await.unwrap();
+        assert_eq!(
+            end.end.map(|e| *e),
+            Some(Ended::EventsLost(Some(Cursor::seq(2))))
+        );
+        let end = late.2.rx.recv().await.unwrap();
+        assert_eq!(
+            end.end.map(|e| *e),
+            Some(Ended::EventsLost(None)),
+            "it got nothing"
+        );
+        assert_eq!(registry.stats.events_lost.load(Ordering::Relaxed), 2);
+        assert_eq!(registry.stats.lagged.load(Ordering::Relaxed), 3);
         shutdown.trigger();
     }
 

@@ -23,12 +23,16 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
+mod recheck;
+
+use super::Route;
 use super::enrich::{Credentials, FetchCredentials, Lane};
 use super::outbox::{Delivery, Ended, Offer, Outbox};
-use super::{Route, Routes};
 use crate::bus::Cursor;
-use crate::graphql::{GroupKey, Prepared, PreparedSubscription, Schema};
+use crate::graphql::{GroupKey, PreparedSubscription, Schema};
+
 use crate::subscriptions::filter::{GroupVars, PreparedEvent};
+pub use recheck::Rechecked;
 
 /// Identical subscriptions: same engine key, same root response key (the
 /// shared bytes carry it, and the engine's key leaves the root alias out),
@@ -364,47 +368,6 @@ impl Registry {
             .collect()
     }
 
-    /// After a reload or a schema refresh: ends, each with its reason, the
-    /// live subscriptions the running rules and schema no longer admit. A
-    /// group whose field is gone or whose document no longer validates
-    /// against `schema` ends with [`Ended::SchemaChanged`] (checked only
-    /// when `schema` is not the one of the last re-check); a member that
-    /// the field's `allow` (already swapped in place by
-    /// [`Routes::reload`]) now refuses, with its own claims and the
-    /// group's arguments, ends with [`Ended::Forbidden`]. Everything else
-    /// goes on untouched; a changed `filter` or topic needs nothing here,
-    /// both are read at dispatch.
-    pub fn recheck(&self, routes: &Routes, schema: &Arc<Schema>) -> Rechecked {
-        let schema_changed = {
-            let mut checked = self.checked.lock();
-            let changed = checked.as_ref().is_none_or(|c| !Arc::ptr_eq(c, schema));
-            *checked = Some(schema.clone());
-            changed
-        };
-        let mut out = Rechecked::default();
-        for group in self.all_groups() {
-            if schema_changed && let Some(reason) = group.misfit(routes, schema) {
-                out.schema_changed += group.end_all(|_| true, &Ended::SchemaChanged(reason));
-                continue;
-            }
-            if group.route.rules.has_allow() {
-                let (rules, args) = (&group.route.rules, group.prepared.rule_args());
-                out.forbidden +=
-                    group.end_all(|m| !rules.allows(&m.claims, args), &Ended::Forbidden);
-            }
-        }
-        if out != Rechecked::default() {
-            tracing::warn!(
-                schema_changed = out.schema_changed,
-                forbidden = out.forbidden,
-                "live subscriptions re-checked; those that no longer fit end"
-            );
-        } else {
-            tracing::info!("live subscriptions re-checked; all go on");
-        }
-        out
-    }
-
     pub fn sizes(&self) -> Sizes {
         let fields = self.fields.read();
         Sizes {
@@ -459,45 +422,6 @@ impl Group {
         for shard in 0..self.members.len() {
             self.deliver_run(shard, &[(payload, None)], None, stats);
         }
-    }
-
-    /// Why this group's document no longer fits `schema`, if it does not:
-    /// its field is gone, or it fails validation (the first error).
-    fn misfit(&self, routes: &Routes, schema: &Schema) -> Option<Arc<str>> {
-        let field = self.prepared.field();
-        if !schema.subscription_fields().contains(&field) {
-            return Some(Arc::from(format!(
-                "the Subscription field {field:?} is no longer in the schema"
-            )));
-        }
-        let d = &*self.document;
-        let prepared =
-            schema.prepare_with(&d.query, d.operation_name.as_deref(), &d.variables, &|f| {
-                routes.resolve_config(f)
-            });
-        match prepared {
-            Ok(Prepared::Subscription(_)) => None,
-            Ok(Prepared::Passthrough(_)) => {
-                Some(Arc::from("the document is no longer a subscription"))
-            }
-            Err(errors) => Some(Arc::from(
-                errors
-                    .first()
-                    .map_or("the document no longer validates", |e| e.message.as_str()),
-            )),
-        }
-    }
-
-    /// Queues `why` for every member `ends` picks, on every shard; how many.
-    fn end_all(&self, ends: impl Fn(&Member) -> bool, why: &Ended) -> u64 {
-        let mut n = 0;
-        for shard in &self.members {
-            for m in shard.lock().members.values().filter(|m| ends(m)) {
-                m.outbox.offer_end(m.serial, why.clone());
-                n += 1;
-            }
-        }
-        n
     }
 
     /// Events this group's members should have had are gone: each member of
@@ -571,15 +495,6 @@ impl Group {
             stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
     }
-}
-
-/// What [`Registry::recheck`] ended.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Rechecked {
-    /// Subscriptions ended with `SCHEMA_CHANGED`.
-    pub schema_changed: u64,
-    /// Subscriptions ended with `FORBIDDEN`.
-    pub forbidden: u64,
 }
 
 /// The payload a member gets for one event: with the cursor when it resumes.
