@@ -71,6 +71,29 @@ async fn sse(addr: SocketAddr, query: &str) -> StreamReader {
     s
 }
 
+/// A legacy `graphql-ws` client with operation `id` started.
+async fn legacy(addr: SocketAddr, id: &str, query: &str) -> Client {
+    let mut c = Client::connect_with(addr, Some("graphql-ws"), &[])
+        .await
+        .expect("upgrade accepted");
+    c.send(json!({"type": "connection_init", "payload": {}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"type": "connection_ack"}));
+    c.send(json!({"id": id, "type": "start", "payload": {"query": query}}))
+        .await;
+    c
+}
+
+/// The next legacy message that is not a `ka`.
+async fn legacy_recv(c: &mut Client) -> Value {
+    loop {
+        let m = c.recv().await;
+        if m["type"] != "ka" {
+            return m;
+        }
+    }
+}
+
 /// A multipart subscription of `query`, its first heartbeat read.
 async fn multipart(addr: SocketAddr, query: &str) -> StreamReader {
     let url = format!("http://{addr}/graphql");
@@ -100,8 +123,8 @@ fn code(error: &Value) -> &str {
 
 /// The API rolls back a field (`Ticket.priority`) and the operator sends
 /// SIGHUP: every subscription selecting it ends with `SCHEMA_CHANGED` in
-/// its transport's terms (socket `error`, SSE `next` with errors and
-/// `complete`, multipart fatal part); one that does not select it gets
+/// its transport's terms (socket `error`, legacy `error`, SSE `next` with
+/// errors and `complete`, multipart fatal part); one that does not select it gets
 /// every event, before and after, with no gap.
 #[tokio::test]
 async fn a_schema_change_on_sighup_ends_the_subscriptions_it_breaks_and_keeps_the_others() {
@@ -115,7 +138,8 @@ async fn a_schema_change_on_sighup_ends_the_subscriptions_it_breaks_and_keeps_th
     let mut kept = subscribed(public, "kept", IDS).await;
     let mut stream = sse(public, WITH_PRIORITY).await;
     let mut parts = multipart(public, WITH_PRIORITY).await;
-    wait_subscriptions(file.addrs.admin, 4).await;
+    let mut old = legacy(public, "l", WITH_PRIORITY).await;
+    wait_subscriptions(file.addrs.admin, 5).await;
     ticket(webhook, json!({"id": "1", "priority": 5})).await;
     let next = gone.recv().await;
     assert_eq!(
@@ -133,10 +157,12 @@ async fn a_schema_change_on_sighup_ends_the_subscriptions_it_breaks_and_keeps_th
         part["payload"]["data"]["ticketUpdated"]["priority"], 5,
         "{part}"
     );
+    let data = legacy_recv(&mut old).await;
+    assert_eq!(data["type"], "data", "{data}");
 
     upstream.revert();
     subcar
-        .reload(&file, config, |line| line.contains("schema_changed=3"))
+        .reload(&file, config, |line| line.contains("schema_changed=4"))
         .await;
 
     let error = gone.recv().await;
@@ -161,6 +187,14 @@ async fn a_schema_change_on_sighup_ends_the_subscriptions_it_breaks_and_keeps_th
     assert_eq!(fatal["payload"], Value::Null, "{fatal}");
     assert_eq!(code(&fatal["errors"][0]), "SCHEMA_CHANGED", "{fatal}");
     assert_eq!(parts.part().await, None, "the close delimiter follows");
+
+    let error = legacy_recv(&mut old).await;
+    assert_eq!(
+        (&error["type"], &error["id"]),
+        (&json!("error"), &json!("l")),
+        "{error}"
+    );
+    assert_eq!(code(&error["payload"]), "SCHEMA_CHANGED", "{error}");
 
     // The one that still fits goes on: the next event after "1" is "2".
     wait_subscriptions(file.addrs.admin, 1).await;
