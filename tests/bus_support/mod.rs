@@ -912,6 +912,7 @@ pub async fn outage_past_the_history_ends_with_events_lost(kind: Kind, url: &str
     let b = bus.replica_via(&format!("{scheme}://{}", proxy.addr)).await;
     let mut resuming = Client::ready(b.addr).await;
     subscribe_resume(&mut resuming, "r", "subscription { counter }", None).await;
+    wait_subscriptions(&b, 1).await;
     let mut plain = b.subscriber("p", "subscription { counter }").await;
     let mut sse = support::stream::open(
         reqwest::Method::POST,
@@ -954,6 +955,7 @@ pub async fn outage_past_the_history_ends_with_events_lost(kind: Kind, url: &str
     assert_eq!(error["extensions"]["code"], "EVENTS_LOST", "{m:?}");
     assert_eq!(error["extensions"]["cursor"], json!(last), "{m:?}");
     assert_eq!(sse.event().await.unwrap().name(), "complete");
+    wait_metric(&b, "subcar_subscriptions_events_lost_total 3").await;
 
     wait_subscriptions(&b, 0).await;
     let mut fresh = b.subscriber("new", "subscription { counter }").await;
