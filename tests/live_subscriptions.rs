@@ -56,17 +56,23 @@ async fn subscribed(addr: SocketAddr, id: &str, query: &str) -> Client {
     c
 }
 
-/// A distinct-connections SSE stream of `query`, its first comment read.
-async fn sse(addr: SocketAddr, query: &str) -> StreamReader {
+/// A subscription of `query` on an HTTP stream that `accept` asks for.
+async fn stream(addr: SocketAddr, accept: &str, query: &str) -> StreamReader {
     let url = format!("http://{addr}/graphql");
-    let mut s = open(
+    let s = open(
         Method::POST,
         &url,
-        &[("accept", "text/event-stream")],
+        &[("accept", accept)],
         Some(&json!({ "query": query })),
     )
     .await;
     assert_eq!(s.response_status, 200);
+    s
+}
+
+/// A distinct-connections SSE stream of `query`, its first comment read.
+async fn sse(addr: SocketAddr, query: &str) -> StreamReader {
+    let mut s = stream(addr, "text/event-stream", query).await;
     assert_eq!(s.sse().await, Some(Sse::Comment));
     s
 }
@@ -96,15 +102,7 @@ async fn legacy_recv(c: &mut Client) -> Value {
 
 /// A multipart subscription of `query`, its first heartbeat read.
 async fn multipart(addr: SocketAddr, query: &str) -> StreamReader {
-    let url = format!("http://{addr}/graphql");
-    let mut s = open(
-        Method::POST,
-        &url,
-        &[("accept", "multipart/mixed;subscriptionSpec=\"1.0\"")],
-        Some(&json!({ "query": query })),
-    )
-    .await;
-    assert_eq!(s.response_status, 200);
+    let mut s = stream(addr, "multipart/mixed;subscriptionSpec=\"1.0\"", query).await;
     assert_eq!(s.part().await, Some(json!({})));
     s
 }

@@ -215,6 +215,19 @@ pub async fn publish_retrying(webhook: SocketAddr, body: &Value) -> Value {
     }
 }
 
+/// `counter` events carrying `range`, 200 per request.
+async fn publish_counters(webhook: SocketAddr, range: std::ops::Range<usize>) {
+    let mut n = range.start;
+    while n < range.end {
+        let size = 200.min(range.end - n);
+        let batch: Vec<Value> = (n..n + size)
+            .map(|i| json!({"topic": "counter", "payload": i}))
+            .collect();
+        publish(webhook, Value::Array(batch)).await;
+        n += size;
+    }
+}
+
 fn payload(topic: &str, i: usize) -> Value {
     match topic {
         "counter" => json!(i),
@@ -839,15 +852,7 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     // only get newer events (under load, the tail of the batch could
     // otherwise reach it).
     let mut probe = rt.subscriber("probe", "subscription { counter }").await;
-    let mut n = 1;
-    while n < events {
-        let size = 200.min(events - n);
-        let batch: Vec<Value> = (n..n + size)
-            .map(|i| json!({"topic": "counter", "payload": i}))
-            .collect();
-        publish(rt.webhook, Value::Array(batch)).await;
-        n += size;
-    }
+    publish_counters(rt.webhook, 1..events).await;
     // With a history this short the replica's reader may itself lose part
     // of a batch (the backend trimmed it first): the probe then ends with
     // EVENTS_LOST, and a new probe waits for a new marker.
@@ -930,15 +935,7 @@ pub async fn outage_past_the_history_ends_with_events_lost(kind: Kind, url: &str
 
     proxy.hold();
     wait_bus(&b, false).await;
-    let mut n = 1;
-    while n < events {
-        let size = 200.min(events - n);
-        let batch: Vec<Value> = (n..n + size)
-            .map(|i| json!({"topic": "counter", "payload": i}))
-            .collect();
-        publish(a.webhook, Value::Array(batch)).await;
-        n += size;
-    }
+    publish_counters(a.webhook, 1..events).await;
     proxy.release();
     wait_bus(&b, true).await;
 
