@@ -243,6 +243,7 @@ impl App {
             schema: self.schema.clone(),
             upstream: self.upstream.clone(),
             routes: self.routes.clone(),
+            registry: self.registry.clone(),
             metrics: self.metrics.clone(),
             interval: self.config.schema.refresh_interval,
         }
@@ -614,6 +615,7 @@ impl Bound {
         app.bus.start(&realtime);
         Dispatcher::spawn(
             app.registry.clone(),
+            app.routes.clone(),
             app.bus.subscribe(),
             &realtime,
             app.config.limits.outbound_queue,
@@ -672,6 +674,7 @@ impl Bound {
                 messages: app.messages.clone(),
                 session_limits: app.session_limits.clone(),
                 applied: app.applied.clone(),
+                registry: app.registry.clone(),
             };
             admin.spawn(reload.on_sighup(targets, admin.clone()));
         }

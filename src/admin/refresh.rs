@@ -36,6 +36,8 @@ pub struct Refresher {
     pub schema: LiveSchema,
     pub upstream: Upstream,
     pub routes: Arc<Routes>,
+    /// Its live subscriptions are re-checked against each new schema.
+    pub registry: Arc<crate::subscriptions::Registry>,
     pub metrics: Arc<Metrics>,
     /// `schema.refresh_interval`; zero: on SIGHUP only.
     pub interval: Duration,
@@ -48,6 +50,7 @@ impl Refresher {
             let schema = self.schema.fetch(&self.upstream).await?;
             self.routes.check_resolve(&schema)?;
             self.schema.install(schema);
+            self.registry.recheck(&self.routes, &self.schema.current());
             Ok(())
         }
         .await;

@@ -226,6 +226,8 @@ pub struct Targets {
     pub messages: MessageRateLimitLayer,
     pub session_limits: LiveSessionLimits,
     pub applied: Arc<Applied>,
+    /// Its live subscriptions are re-checked against what was applied.
+    pub registry: Arc<crate::subscriptions::Registry>,
 }
 
 /// Hands the new `[[subscriptions]]` to the running routes (live
@@ -455,6 +457,9 @@ impl Reload {
                 "limits applied"
             );
         }
+        targets
+            .registry
+            .recheck(&targets.routes, &targets.schema.current());
     }
 }
 

@@ -27,7 +27,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut fields: HashSet<String> = HashSet::new();
-    let (mut delivered, mut slow, mut lagged) = (0, 0, 0);
+    let (mut delivered, mut slow, mut lagged, mut lost) = (0, 0, 0, 0);
     let mut enriched = [0u64; 4];
     loop {
         tokio::select! {
@@ -58,6 +58,9 @@ pub async fn run(
         let now = stats.lagged.load(Ordering::Relaxed);
         metrics.bus_lagged_events.inc_by(now - lagged);
         lagged = now;
+        let now = stats.events_lost.load(Ordering::Relaxed);
+        metrics.subscriptions_events_lost.inc_by(now - lost);
+        lost = now;
         metrics
             .bus_up
             .set(i64::from(bus.state() == BusState::Connected));

@@ -56,6 +56,8 @@ pub struct Subscriptions {
     pub per_field: BTreeMap<String, usize>,
     /// Groups of identical subscriptions sharing filter and projection work.
     pub groups: usize,
+    /// Subscription fields with live subscriptions (each fed by one topic;
+    /// the registry groups by field, so that a topic change moves them).
     pub topics: usize,
 }
 

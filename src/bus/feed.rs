@@ -19,7 +19,7 @@ pub(crate) struct Feed {
 enum Item {
     Event(Arc<Event>, Cursor),
     /// The backend's reader knows events were lost before it read them.
-    Lagged(u64),
+    Lagged(u64, Option<Arc<str>>),
 }
 
 impl Feed {
@@ -34,9 +34,10 @@ impl Feed {
         let _ = self.tx.send(Item::Event(event, cursor));
     }
 
-    /// Tells every subscriber that `n` events were lost upstream of it.
-    pub(crate) fn lagged(&self, n: u64) {
-        let _ = self.tx.send(Item::Lagged(n));
+    /// Tells every subscriber that `n` events (0: an unknown number) of
+    /// `topic` (`None`: of any) were lost upstream of it.
+    pub(crate) fn lagged(&self, n: u64, topic: Option<Arc<str>>) {
+        let _ = self.tx.send(Item::Lagged(n, topic));
     }
 
     pub(crate) fn subscribe(&self) -> Box<dyn BusSubscription> {
@@ -54,7 +55,7 @@ impl From<Item> for BusItem {
     fn from(item: Item) -> Self {
         match item {
             Item::Event(e, c) => BusItem::Event(e, c),
-            Item::Lagged(n) => BusItem::Lagged(n),
+            Item::Lagged(missed, topic) => BusItem::Lagged { missed, topic },
         }
     }
 }
@@ -64,7 +65,10 @@ impl BusSubscription for FeedSubscription {
         Box::pin(async move {
             match self.rx.recv().await {
                 Ok(item) => Some(item.into()),
-                Err(RecvError::Lagged(n)) => Some(BusItem::Lagged(n)),
+                Err(RecvError::Lagged(n)) => Some(BusItem::Lagged {
+                    missed: n,
+                    topic: None,
+                }),
                 Err(RecvError::Closed) => None,
             }
         })
@@ -73,7 +77,10 @@ impl BusSubscription for FeedSubscription {
     fn try_recv(&mut self) -> Option<BusItem> {
         match self.rx.try_recv() {
             Ok(item) => Some(item.into()),
-            Err(TryRecvError::Lagged(n)) => Some(BusItem::Lagged(n)),
+            Err(TryRecvError::Lagged(n)) => Some(BusItem::Lagged {
+                missed: n,
+                topic: None,
+            }),
             Err(TryRecvError::Empty | TryRecvError::Closed) => None,
         }
     }

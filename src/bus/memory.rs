@@ -346,6 +346,12 @@ mod tests {
         bus.publish((0..n).map(|n| event("t", n)).collect())
             .await
             .unwrap();
-        assert!(matches!(sub.recv().await, Some(BusItem::Lagged(5))));
+        assert!(matches!(
+            sub.recv().await,
+            Some(BusItem::Lagged {
+                missed: 5,
+                topic: None
+            })
+        ));
     }
 }

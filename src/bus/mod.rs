@@ -124,8 +124,12 @@ pub enum BusItem {
     /// An event and its position in its topic's history.
     Event(Arc<Event>, Cursor),
     /// The subscriber fell behind and this many events were lost to it
-    /// (0 when the number is not known, e.g. history trimmed during an outage).
-    Lagged(u64),
+    /// (0 when the number is not known, e.g. history trimmed during an
+    /// outage), of `topic` when the backend knows which (else of any).
+    Lagged {
+        missed: u64,
+        topic: Option<Arc<str>>,
+    },
 }
 
 /// Whether the bus can take publishes right now (for `/readyz` and metrics).

@@ -514,7 +514,7 @@ impl Shared {
                     "events left the JetStream history before this replica read them; raise bus.history"
                 );
                 // Counted where every lag is (subcar_bus_lagged_events).
-                self.feed.lagged(seq - last - 1);
+                self.feed.lagged(seq - last - 1, None);
             }
             if late(m.headers.as_ref(), info.published) {
                 tracing::debug!(

@@ -21,6 +21,15 @@
 //!   event), remembering the last entry id per stream. After a lost
 //!   connection it reconnects with backoff and reads on from those ids, so
 //!   what was written meanwhile arrives (as long as it is still retained).
+//! - Gaps: when entries after the last id read have left a stream (an
+//!   outage longer than the history, or a reader that fell that far
+//!   behind), the feed says so for that topic ([`super::BusItem::Lagged`], its
+//!   subscriptions end with `EVENTS_LOST`). Checked after every reconnect,
+//!   and after any read that returned a history's worth of entries (only
+//!   then can unread entries have been trimmed), by whether the oldest
+//!   entry kept is newer than the last one read. That also flags a reader
+//!   exactly at the trim edge, which may have lost nothing: it errs on the
+//!   side of telling.
 //! - Cursors are stream entry ids; per topic, which is all a subscription
 //!   needs.
 //! - Publishes go through a second connection that is dropped on any error
@@ -453,11 +462,17 @@ impl Shared {
         backoff: &mut Backoff,
     ) -> Result<Infallible, redis::RedisError> {
         let mut conn = self.connect("reader", None).await?;
-        let ids = match last.take() {
-            Some(ids) => ids,
-            None => self.tails(&mut conn).await?,
-        };
-        let ids = last.insert(ids);
+        let reconnected = last.is_some();
+        if !reconnected {
+            *last = Some(self.tails(&mut conn).await?);
+        }
+        let ids = last.as_mut().expect("set above");
+        if reconnected {
+            // What was written while this replica was away may be gone.
+            for (slot, id) in ids.iter().enumerate() {
+                self.check_gap(&mut conn, slot, id).await?;
+            }
+        }
         self.reader_up.store(true, Ordering::Relaxed);
         backoff.reset();
         loop {
@@ -497,6 +512,10 @@ impl Shared {
                     continue;
                 };
                 let topic = &self.streams[slot].0;
+                if key.ids.len() >= self.history.min(PAGE) {
+                    let before = ids[slot].clone();
+                    self.check_gap(&mut conn, slot, &before).await?;
+                }
                 for entry in key.ids {
                     ids[slot] = entry.id.clone();
                     if let Some((event, cursor)) = decode(topic, &entry) {
@@ -505,6 +524,40 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Tells the feed when entries of stream `slot` after `after` (the last
+    /// id read) may have been trimmed before this replica read them: the
+    /// oldest entry kept is newer than `after`. Trimming removes the oldest
+    /// entries first, so while `after` (or anything older) is kept nothing
+    /// newer is gone. (`XINFO STREAM`'s `max-deleted-entry-id` would be
+    /// exact, but Redis moves it for `XDEL` only, not for trimming.)
+    async fn check_gap(
+        &self,
+        conn: &mut MultiplexedConnection,
+        slot: usize,
+        after: &str,
+    ) -> redis::RedisResult<()> {
+        let (topic, key) = &self.streams[slot];
+        let after = parse_id(after).unwrap_or_default();
+        let oldest: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        if oldest
+            .ids
+            .first()
+            .and_then(|e| parse_id(&e.id))
+            .is_some_and(|first| first > after)
+        {
+            tracing::warn!(%topic, after = %after, "events may have left the Redis stream before this replica read them; raise bus.history");
+            self.feed.lagged(0, Some(topic.clone()));
+        }
+        Ok(())
     }
 
     /// The newest id of every stream (`0-0` for an empty one): where a

@@ -151,6 +151,8 @@ pub struct Metrics {
     /// 1 while the upstream answers subcar's probe, 0 when it does not.
     pub upstream_up: Gauge,
     pub bus_lagged_events: Counter<u64, AtomicU64>,
+    /// Subscriptions ended with `EVENTS_LOST`.
+    pub subscriptions_events_lost: Counter<u64, AtomicU64>,
     pub enrichment_requests: Counter<u64, AtomicU64>,
     pub enrichment_operations: Counter<u64, AtomicU64>,
     pub enrichment_failures: Counter<u64, AtomicU64>,
@@ -189,6 +191,7 @@ impl Metrics {
             bus_up: Gauge::default(),
             upstream_up: Gauge::default(),
             bus_lagged_events: Counter::default(),
+            subscriptions_events_lost: Counter::default(),
             enrichment_requests: Counter::default(),
             enrichment_operations: Counter::default(),
             enrichment_failures: Counter::default(),
@@ -286,6 +289,11 @@ impl Metrics {
             "bus_lagged_events",
             "Events a dispatcher lost because it fell behind the bus",
             m.bus_lagged_events.clone(),
+        );
+        registry.register(
+            "subscriptions_events_lost",
+            "Subscriptions ended with EVENTS_LOST: events they should have received were gone from the bus history",
+            m.subscriptions_events_lost.clone(),
         );
         registry.register(
             "upstream_up",

@@ -7,6 +7,13 @@
 //! offers it to the member's outbox. Events of a topic therefore reach each
 //! connection in publish order, and the per-subscriber work runs on every
 //! worker thread.
+//!
+//! Which groups an event goes to is read from the [`Routes`] at each event
+//! (topic → fields), so a reload that moves a field to another topic moves
+//! its live subscriptions with it. When the bus says events were lost
+//! ([`BusItem::Lagged`]), every group that may have had one is ended
+//! through the same workers, behind what they already queued, so each
+//! member learns the cursor of the last event it got (`EVENTS_LOST`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::shutdown::Shutdown;
 use crate::subscriptions::filter::PreparedEvent;
 
+use super::Routes;
 use super::enrich::{Enricher, FieldEnrichment, Planned};
 use super::registry::{Group, Registry};
 use crate::bus::{BusItem, BusSubscription, Cursor};
@@ -29,14 +37,27 @@ const MAX_BATCH: usize = 256;
 /// Batches queued per worker before the planner waits (and the bus buffers).
 const WORKER_QUEUE: usize = 64;
 
-/// One group's share of one event.
-struct Job {
-    group: Arc<Group>,
-    payload: Bytes,
-    /// For members that asked for cursors: the same payload with
-    /// `"extensions":{"cursor":…}`, built once per group, only when the
-    /// group has such members, so that the others pay nothing for resume.
-    resume: Option<(Cursor, Bytes)>,
+/// One group's share of one event, or its end.
+enum Job {
+    Event {
+        group: Arc<Group>,
+        payload: Bytes,
+        /// For members that asked for cursors: the same payload with
+        /// `"extensions":{"cursor":…}`, built once per group, only when the
+        /// group has such members, so that the others pay nothing for resume.
+        resume: Option<(Cursor, Bytes)>,
+        cursor: Cursor,
+    },
+    /// Events the group should have had are gone: its members end.
+    Lost(Arc<Group>),
+}
+
+impl Job {
+    fn group(&self) -> &Arc<Group> {
+        match self {
+            Job::Event { group, .. } | Job::Lost(group) => group,
+        }
+    }
 }
 
 /// The jobs planned from one read of the bus, shared by every worker.
@@ -62,6 +83,7 @@ impl Dispatcher {
     /// to its last frame queued for a subscriber.
     pub fn spawn(
         registry: Arc<Registry>,
+        routes: Arc<Routes>,
         bus: Box<dyn BusSubscription>,
         shutdown: &Shutdown,
         outbound_queue: usize,
@@ -76,19 +98,31 @@ impl Dispatcher {
             let latency = latency.clone();
             shutdown.spawn(worker(shard, registry.clone(), rx, yield_every, latency));
         }
-        shutdown.spawn(plan(registry, bus, workers, enricher, shutdown.clone()));
+        let planner = Planner {
+            registry,
+            routes,
+            enricher,
+            tasks: shutdown.clone(),
+        };
+        shutdown.spawn(plan(planner, bus, workers));
         Self
     }
 }
 
-async fn plan(
+/// What the planner reads and feeds.
+struct Planner {
     registry: Arc<Registry>,
-    mut bus: Box<dyn BusSubscription>,
-    workers: Vec<mpsc::Sender<Arc<Batch>>>,
+    routes: Arc<Routes>,
     enricher: Arc<Enricher>,
     tasks: Shutdown,
+}
+
+async fn plan(
+    planner: Planner,
+    mut bus: Box<dyn BusSubscription>,
+    workers: Vec<mpsc::Sender<Arc<Batch>>>,
 ) {
-    let cancel = tasks.token().clone();
+    let cancel = planner.tasks.token().clone();
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -99,10 +133,10 @@ async fn plan(
         };
         let received = Instant::now();
         let mut jobs = Vec::new();
-        plan_item(&registry, &enricher, &tasks, first, &mut jobs);
+        planner.plan_item(first, &mut jobs);
         for _ in 1..MAX_BATCH {
             match bus.try_recv() {
-                Some(item) => plan_item(&registry, &enricher, &tasks, item, &mut jobs),
+                Some(item) => planner.plan_item(item, &mut jobs),
                 None => break,
             }
         }
@@ -121,56 +155,84 @@ async fn plan(
     }
 }
 
-fn plan_item(
-    registry: &Arc<Registry>,
-    enricher: &Enricher,
-    tasks: &Shutdown,
-    item: BusItem,
-    jobs: &mut Vec<Job>,
-) {
-    let (event, cursor) = match item {
-        BusItem::Event(e, c) => (e, c),
-        BusItem::Lagged(n) => {
-            registry
-                .stats
-                .lagged
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(missed = n, "dispatcher fell behind the bus; events lost");
-            return;
+impl Planner {
+    /// The groups `topic` feeds now; every group for `None`.
+    fn groups(&self, topic: Option<&str>) -> Vec<Arc<Group>> {
+        let Some(topic) = topic else {
+            return self.registry.all_groups();
+        };
+        match self.routes.fields_of(topic) {
+            Some(fields) if fields.len() == 1 => self.registry.groups(&fields[0]),
+            Some(fields) => fields
+                .iter()
+                .flat_map(|f| self.registry.groups(f))
+                .collect(),
+            None => Vec::new(),
         }
-    };
-    let prepared = PreparedEvent::new(&event.payload);
-    let mut enriched: Vec<(Arc<FieldEnrichment>, Vec<Planned>)> = Vec::new();
-    for group in registry.groups(&event.topic) {
-        if let (Some(field), Some(_)) = (&group.route.enrich, &group.fetching) {
-            if !group.matches(&prepared) {
+    }
+
+    fn plan_item(&self, item: BusItem, jobs: &mut Vec<Job>) {
+        let (event, cursor) = match item {
+            BusItem::Event(e, c) => (e, c),
+            BusItem::Lagged { missed, topic } => return self.lost(missed, topic.as_deref(), jobs),
+        };
+        self.plan_event(&event, cursor, jobs);
+    }
+
+    /// Events were lost to this replica: counted and logged, and every
+    /// subscription that may have had one ends (`EVENTS_LOST`).
+    fn lost(&self, missed: u64, topic: Option<&str>, jobs: &mut Vec<Job>) {
+        let registry = &self.registry;
+        registry
+            .stats
+            .lagged
+            .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
+        let groups = self.groups(topic);
+        tracing::warn!(
+            missed,
+            topic = topic.unwrap_or("(any)"),
+            groups = groups.len(),
+            "dispatcher fell behind the bus; events lost; the subscriptions that may have missed them end with EVENTS_LOST"
+        );
+        jobs.extend(groups.into_iter().map(Job::Lost));
+    }
+
+    fn plan_event(&self, event: &Arc<crate::bus::Event>, cursor: Cursor, jobs: &mut Vec<Job>) {
+        let (registry, enricher, tasks) = (&self.registry, &self.enricher, &self.tasks);
+        let prepared = PreparedEvent::new(&event.payload);
+        let mut enriched: Vec<(Arc<FieldEnrichment>, Vec<Planned>)> = Vec::new();
+        for group in self.groups(Some(&event.topic)) {
+            if let (Some(field), Some(_)) = (&group.route.enrich, &group.fetching) {
+                if !group.matches(&prepared) {
+                    continue;
+                }
+                let args = field.args(&prepared, group.vars());
+                let planned = Planned {
+                    group: group.clone(),
+                    args,
+                };
+                match enriched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, field)) {
+                    Some((_, list)) => list.push(planned),
+                    None => enriched.push((field.clone(), vec![planned])),
+                }
                 continue;
             }
-            let args = field.args(&prepared, group.vars());
-            let planned = Planned {
-                group: group.clone(),
-                args,
+            let Some(payload) = group.payload(&prepared, &event.payload) else {
+                continue;
             };
-            match enriched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, field)) {
-                Some((_, list)) => list.push(planned),
-                None => enriched.push((field.clone(), vec![planned])),
-            }
-            continue;
+            let resume = group
+                .has_resume_members()
+                .then(|| (cursor, with_cursor(&payload, cursor)));
+            jobs.push(Job::Event {
+                group,
+                payload,
+                resume,
+                cursor,
+            });
         }
-        let Some(payload) = group.payload(&prepared, &event.payload) else {
-            continue;
-        };
-        let resume = group
-            .has_resume_members()
-            .then(|| (cursor, with_cursor(&payload, cursor)));
-        jobs.push(Job {
-            group,
-            payload,
-            resume,
-        });
-    }
-    for (field, planned) in enriched {
-        enricher.submit(&field, &event, planned, registry, tasks);
+        for (field, planned) in enriched {
+            enricher.submit(&field, event, planned, registry, tasks);
+        }
     }
 }
 
@@ -200,16 +262,33 @@ async fn worker(
         let mut since_yield = 0;
         let mut i = 0;
         while i < jobs.len() {
+            let group = jobs[i].group();
+            if let Job::Lost(_) = &jobs[i] {
+                group.end_lost(shard, &registry.stats);
+                i += 1;
+                continue;
+            }
             // Consecutive events of one group go to each member at once.
-            let group = &jobs[i].group;
             let end = jobs[i..]
                 .iter()
                 .take(yield_every)
-                .position(|j| !Arc::ptr_eq(&j.group, group))
+                .position(|j| matches!(j, Job::Lost(_)) || !Arc::ptr_eq(j.group(), group))
                 .map_or((i + yield_every).min(jobs.len()), |n| i + n);
             run.clear();
-            run.extend(jobs[i..end].iter().map(|j| (&j.payload, j.resume.as_ref())));
-            group.deliver_run(shard, &run, &registry.stats);
+            let mut last = None;
+            for j in &jobs[i..end] {
+                if let Job::Event {
+                    payload,
+                    resume,
+                    cursor,
+                    ..
+                } = j
+                {
+                    run.push((payload, resume.as_ref()));
+                    last = Some(*cursor);
+                }
+            }
+            group.deliver_run(shard, &run, last, &registry.stats);
             since_yield += end - i;
             i = end;
             // Let the sessions drain what was just queued: a burst of events
@@ -231,7 +310,7 @@ mod tests {
     use super::*;
     use crate::bus::{Bus, Event, MemoryBus};
     use crate::graphql::{Prepared, Schema};
-    use crate::subscriptions::{Routes, outbox::outbox, registry::Subscriber};
+    use crate::subscriptions::{Ended, Routes, outbox::outbox, registry::Subscriber};
     use serde_json::{Map, json};
 
     struct NoUpstream;
@@ -253,6 +332,14 @@ mod tests {
         }
     }
 
+    fn doc() -> Arc<crate::subscriptions::Document> {
+        Arc::new(crate::subscriptions::Document {
+            query: String::new(),
+            operation_name: None,
+            variables: Map::new(),
+        })
+    }
+
     fn prepare(schema: &Schema, q: &str) -> Arc<crate::graphql::PreparedSubscription> {
         match schema.prepare(q, None, &Map::new()).unwrap() {
             Prepared::Subscription(p) => p,
@@ -270,6 +357,7 @@ mod tests {
         let latency = Histogram::new([0.001, 1.0]);
         Dispatcher::spawn(
             registry.clone(),
+            Arc::new(Routes::new(&[], ["a".to_string(), "b".to_string()]).unwrap()),
             bus.subscribe(),
             &shutdown,
             1000,
@@ -296,6 +384,7 @@ mod tests {
                 resume: false,
                 outbox: out,
                 credentials: Default::default(),
+                document: doc(),
             };
             let h = registry.register(&slot, sub);
             conns.push((slot, h, inbox, p.field().to_owned()));
@@ -327,6 +416,98 @@ mod tests {
         shutdown.trigger();
     }
 
+    /// The bus as a script: the test says what the dispatcher reads.
+    struct Scripted(mpsc::UnboundedReceiver<BusItem>);
+
+    impl BusSubscription for Scripted {
+        fn recv(&mut self) -> futures_util::future::BoxFuture<'_, Option<BusItem>> {
+            Box::pin(self.0.recv())
+        }
+
+        fn try_recv(&mut self) -> Option<BusItem> {
+            self.0.try_recv().ok()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lost_events_end_each_member_behind_what_it_got_with_its_last_cursor() {
+        let schema = Schema::build("type Subscription { a: Int }", None).unwrap();
+        let routes = Arc::new(Routes::new(&[], ["a".to_string()]).unwrap());
+        // One shard: its worker has delivered what `early` received before
+        // `late` joins.
+        let registry = Registry::new(1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shutdown = Shutdown::new();
+        Dispatcher::spawn(
+            registry.clone(),
+            routes.clone(),
+            Box::new(Scripted(rx)),
+            &shutdown,
+            100,
+            Histogram::new([1.0]),
+            Arc::new(Enricher::new(
+                Arc::new(NoUpstream),
+                false,
+                std::time::Duration::from_secs(1),
+            )),
+        );
+        let p = prepare(&schema, "subscription { a }");
+        let member = |serial| {
+            let slot = registry.connect();
+            let (out, inbox) = outbox(100);
+            let h = registry.register(
+                &slot,
+                Subscriber {
+                    prepared: p.clone(),
+                    route: routes.route("a"),
+                    claims: Arc::new(json!({})),
+                    serial,
+                    resume: false,
+                    outbox: out,
+                    credentials: Default::default(),
+                    document: doc(),
+                },
+            );
+            (slot, h, inbox)
+        };
+        let event = |n: u64| {
+            let e = Event {
+                topic: "a".into(),
+                id: None,
+                payload: json!(n),
+            };
+            BusItem::Event(Arc::new(e), Cursor::seq(n))
+        };
+        let mut early = member(1);
+        for n in [1, 2] {
+            tx.send(event(n)).unwrap();
+        }
+        for _ in 0..2 {
+            assert!(early.2.rx.recv().await.unwrap().end.is_none());
+        }
+        let mut late = member(2);
+        tx.send(BusItem::Lagged {
+            missed: 3,
+            topic: None,
+        })
+        .unwrap();
+        tx.send(event(6)).unwrap();
+        let end = early.2.rx.recv().await.unwrap();
+        assert_eq!(
+            end.end.map(|e| *e),
+            Some(Ended::EventsLost(Some(Cursor::seq(2))))
+        );
+        let end = late.2.rx.recv().await.unwrap();
+        assert_eq!(
+            end.end.map(|e| *e),
+            Some(Ended::EventsLost(None)),
+            "it got nothing"
+        );
+        assert_eq!(registry.stats.events_lost.load(Ordering::Relaxed), 2);
+        assert_eq!(registry.stats.lagged.load(Ordering::Relaxed), 3);
+        shutdown.trigger();
+    }
+
     #[tokio::test]
     async fn overflow_marks_slow_consumer_once() {
         let schema = Schema::build("type Subscription { a: Int }", None).unwrap();
@@ -345,11 +526,13 @@ mod tests {
                 resume: false,
                 outbox: out,
                 credentials: Default::default(),
+                document: doc(),
             },
         );
         let group = registry.groups("a").pop().unwrap();
         for _ in 0..5 {
-            group.deliver(0, &Bytes::from_static(b"{}"), None, &registry.stats);
+            let payload = Bytes::from_static(b"{}");
+            group.deliver_run(0, &[(&payload, None)], None, &registry.stats);
         }
         assert!(inbox.slow.is_raised());
         assert_eq!(

@@ -305,6 +305,11 @@ impl FieldRules {
         self.truthy("allow", rule, rule.program.execute(&ctx))
     }
 
+    /// Whether an `allow` expression is set.
+    pub fn has_allow(&self) -> bool {
+        self.compiled.load().allow.is_some()
+    }
+
     /// Whether the filter reads `claims` (then subscribers with different
     /// claims cannot share one evaluation).
     pub fn uses_claims(&self) -> bool {

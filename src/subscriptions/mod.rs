@@ -19,13 +19,15 @@ pub mod registry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use crate::config::SubscriptionConfig;
 use filter::{FieldRules, FilterError, ReplaceError};
 
 pub use dispatcher::Dispatcher;
 pub use enrich::{Enricher, FetchCredentials, FieldEnrichment};
-pub use outbox::{Delivery, Inbox, Outbox};
-pub use registry::{Registry, SubscriptionHandle};
+pub use outbox::{Delivery, Ended, Inbox, Outbox};
+pub use registry::{Document, Rechecked, Registry, SubscriptionHandle};
 
 /// Where one Subscription field's events come from and who may see them.
 #[derive(Debug, Clone)]
@@ -42,6 +44,36 @@ pub struct Route {
 pub struct Routes {
     by_field: HashMap<String, Route>,
     default_rules: Arc<FieldRules>,
+    /// Which topic feeds which field, read at every dispatch: a reload
+    /// swaps it whole and live subscriptions follow at once.
+    topics: RwLock<Arc<TopicMap>>,
+    /// The topics some field was fed by at start: the webhook accepts
+    /// them and the Redis bus reads their streams, so a field may move to
+    /// one of them while running.
+    started: Vec<String>,
+}
+
+/// Topic → fields and field → topic.
+#[derive(Debug, Default)]
+struct TopicMap {
+    of_field: HashMap<String, Arc<str>>,
+    fields: HashMap<Arc<str>, Arc<[Arc<str>]>>,
+}
+
+impl TopicMap {
+    fn new(of_field: HashMap<String, Arc<str>>) -> Self {
+        let mut fields: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
+        for (field, topic) in &of_field {
+            fields
+                .entry(topic.clone())
+                .or_default()
+                .push(Arc::from(field.as_str()));
+        }
+        Self {
+            fields: fields.into_iter().map(|(t, f)| (t, f.into())).collect(),
+            of_field,
+        }
+    }
 }
 
 impl Routes {
@@ -75,19 +107,37 @@ impl Routes {
                 },
             );
         }
+        let map = TopicMap::new(
+            by_field
+                .iter()
+                .map(|(f, r)| (f.clone(), r.topic.clone()))
+                .collect(),
+        );
+        let mut started: Vec<String> = map.fields.keys().map(|t| t.to_string()).collect();
+        started.sort();
         Ok(Self {
             by_field,
             default_rules: Arc::new(FieldRules::default()),
+            topics: RwLock::new(Arc::new(map)),
+            started,
         })
     }
 
-    /// Applies the `filter` and `allow` expressions of `configs` to the
-    /// running fields (live subscriptions included); returns what needs a
-    /// restart instead. Fields left out of `configs` lose their rules.
+    /// The fields `topic` feeds now.
+    pub fn fields_of(&self, topic: &str) -> Option<Arc<[Arc<str>]>> {
+        self.topics.read().fields.get(topic).cloned()
+    }
+
+    /// Applies the `filter`, `allow` and `topic` of `configs` to the
+    /// running fields (live subscriptions included: the registry re-checks
+    /// them against a changed `allow`, see [`Registry::recheck`]); returns
+    /// what needs a restart instead. Fields left out of `configs` lose
+    /// their rules and go back to the topic of their own name.
     pub fn reload(&self, configs: &[SubscriptionConfig]) -> Vec<RouteReloadError> {
         let mut problems = Vec::new();
         let mut fields: Vec<&String> = self.by_field.keys().collect();
         fields.sort();
+        let mut of_field = self.topics.read().of_field.clone();
         for field in fields {
             let route = &self.by_field[field];
             let config = configs
@@ -101,18 +151,24 @@ impl Routes {
                     field: field.clone(),
                 });
             }
-            if *route.topic != *config.topic() {
-                problems.push(RouteReloadError::Topic {
-                    field: field.clone(),
-                    running: route.topic.to_string(),
-                    new: config.topic().to_owned(),
-                });
-                continue;
+            let running = &of_field[field.as_str()];
+            if **running != *config.topic() {
+                if !self.started.iter().any(|t| t == config.topic()) {
+                    problems.push(RouteReloadError::Topic {
+                        field: field.clone(),
+                        running: running.to_string(),
+                        new: config.topic().to_owned(),
+                    });
+                    continue;
+                }
+                tracing::info!(field = %field, from = %running, to = config.topic(), "subscriptions topic applied");
+                of_field.insert(field.clone(), Arc::from(config.topic()));
             }
             if let Err(e) = route.rules.replace(&config) {
                 problems.push(e.into());
             }
         }
+        *self.topics.write() = Arc::new(TopicMap::new(of_field));
         for c in configs {
             if !self.by_field.contains_key(&c.field) {
                 problems.push(RouteReloadError::UnknownField {
@@ -126,11 +182,17 @@ impl Routes {
     /// The route of `field`; a field the schema has but nothing configured
     /// is fed by the topic of its own name.
     pub fn route(&self, field: &str) -> Route {
-        self.by_field.get(field).cloned().unwrap_or_else(|| Route {
-            topic: Arc::from(field),
-            rules: self.default_rules.clone(),
-            enrich: None,
-        })
+        match self.by_field.get(field) {
+            Some(route) => Route {
+                topic: self.topics.read().of_field[field].clone(),
+                ..route.clone()
+            },
+            None => Route {
+                topic: Arc::from(field),
+                rules: self.default_rules.clone(),
+                enrich: None,
+            },
+        }
     }
 
     /// The `[subscriptions.resolve]` of `field`, when it is enriched.
@@ -166,16 +228,10 @@ impl Routes {
         self.by_field.keys().map(String::as_str)
     }
 
-    /// Every topic that feeds some field (for the webhook's unknown-topic check).
+    /// Every topic that fed some field at start (for the webhook's
+    /// unknown-topic check and the streams the Redis bus reads).
     pub fn topics(&self) -> Vec<String> {
-        let mut t: Vec<String> = self
-            .by_field
-            .values()
-            .map(|r| r.topic.to_string())
-            .collect();
-        t.sort();
-        t.dedup();
-        t
+        self.started.clone()
     }
 }
 
@@ -196,7 +252,7 @@ pub enum RouteReloadError {
     #[error(transparent)]
     Rules(#[from] ReplaceError),
     #[error(
-        "subscriptions field {field:?}: topic {new:?} differs from the running {running:?}; this takes effect after a restart"
+        "subscriptions field {field:?}: topic {new:?} differs from the running {running:?} and fed no field at start (the webhook refuses it, the Redis bus does not read it); this takes effect after a restart"
     )]
     Topic {
         field: String,
@@ -279,8 +335,25 @@ mod tests {
         assert_eq!(text.len(), 2, "{text:?}");
         assert!(text[0].contains("\"y\"") && text[0].contains("elsewhere"));
         assert!(text[1].contains("\"z\""));
-        // Dropping the block removes the filter again.
+        // A topic some field was fed by at start is applied at once.
+        let joined = SubscriptionConfig {
+            topic: Some("x".into()),
+            ..unconfigured("y")
+        };
+        assert!(routes.reload(&[joined]).is_empty());
+        assert_eq!(&*routes.route("y").topic, "x");
+        let mut fed: Vec<String> = routes
+            .fields_of("x")
+            .unwrap()
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        fed.sort();
+        assert_eq!(fed, vec!["x", "y"]);
+        assert!(routes.fields_of("y").is_none());
+        // Dropping the block removes the filter again and the topic goes back.
         assert!(routes.reload(&[]).is_empty());
         assert!(live.rules.matches(&ev, &args, &serde_json::json!({})));
+        assert_eq!(&*routes.route("y").topic, "y");
     }
 }

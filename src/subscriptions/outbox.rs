@@ -34,6 +34,36 @@ pub struct Delivery {
     pub payload: Bytes,
     /// The event's cursor, for subscriptions that resume (and only them).
     pub cursor: Option<Cursor>,
+    /// Set on the last delivery of a subscription the server ends (its
+    /// payload is empty): the session ends it with this reason, after
+    /// everything queued before it.
+    pub end: Option<Box<Ended>>,
+}
+
+/// Why the server ends one subscription; its session says it as a coded
+/// error in the transport's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Its field is gone, or its document no longer validates against the
+    /// schema (the first validation error).
+    SchemaChanged(Arc<str>),
+    /// Events it should have received are gone (the bus history moved past
+    /// them): the cursor of the last event queued for it, if any.
+    EventsLost(Option<Cursor>),
+    /// A changed `allow` now refuses it.
+    Forbidden,
+}
+
+impl Delivery {
+    /// The marker that ends subscription `serial` for `why`.
+    pub fn end(serial: u64, why: Ended) -> Self {
+        Self {
+            serial,
+            payload: Bytes::new(),
+            cursor: None,
+            end: Some(Box::new(why)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -128,6 +158,27 @@ impl Outbox {
         self.offer_all(1, std::iter::once(delivery))
     }
 
+    /// Queues the marker that ends a subscription, past the capacity if
+    /// need be (one frame): a full queue must not turn a subscription's
+    /// end into a slow-consumer close. Dropped when the session is gone or
+    /// already marked slow (it closes then anyway).
+    pub fn offer_end(&self, serial: u64, why: Ended) -> Offer {
+        let q = &*self.queue;
+        if q.closed.load(Ordering::Relaxed) || self.slow.is_raised() {
+            return Offer::Dropped;
+        }
+        q.pending.fetch_add(1, Ordering::AcqRel);
+        let was_empty = {
+            let mut items = q.items.lock();
+            items.push_back(Delivery::end(serial, why));
+            items.len() == 1
+        };
+        if was_empty {
+            q.ready.wake();
+        }
+        Offer::Queued
+    }
+
     /// Queues `n` frames, in order, without waiting: all of them, or none
     /// when they do not all fit (the connection is then a slow consumer).
     /// `frames` is only consumed when they fit.
@@ -216,6 +267,7 @@ mod tests {
             serial,
             payload: Bytes::from_static(b"{}"),
             cursor: None,
+            end: None,
         }
     }
 
@@ -248,6 +300,18 @@ mod tests {
             .map(|d| d.serial)
             .collect();
         assert_eq!(got, vec![0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn an_end_marker_fits_a_full_queue_and_comes_after_what_was_queued() {
+        let (out, mut inbox) = outbox(2);
+        assert_eq!(out.offer_all(2, (0..2).map(d)), Offer::Queued);
+        assert_eq!(out.offer_end(1, Ended::Forbidden), Offer::Queued);
+        assert!(!inbox.slow.is_raised());
+        let got: Vec<(u64, Option<Ended>)> = std::iter::from_fn(|| inbox.rx.try_recv().ok())
+            .map(|d| (d.serial, d.end.map(|e| *e)))
+            .collect();
+        assert_eq!(got, vec![(0, None), (1, None), (1, Some(Ended::Forbidden))]);
     }
 
     #[tokio::test]

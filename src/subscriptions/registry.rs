@@ -1,12 +1,19 @@
-//! The registry: every live subscription, grouped by topic and then by the
-//! engine's [`GroupKey`] (plus the claims, when the field's filter reads
-//! them), so that the dispatcher filters and projects once per group.
+//! The registry: every live subscription, grouped by Subscription field and
+//! then by the engine's [`GroupKey`] (plus the claims, when the field's
+//! filter reads them), so that the dispatcher filters and projects once per
+//! group. Groups are found by field, not by topic: which topic feeds a
+//! field is the [`super::Routes`]' to say, so a reload that changes it
+//! moves every live subscription of the field at once.
 //!
 //! It is the single owner of subscription lifetime: [`Registry::register`]
 //! returns a [`SubscriptionHandle`] and dropping that handle is the one way
-//! a subscription ends. Members are split into shards by connection so that
-//! dispatch work spreads over worker threads while each connection still
-//! sees one topic's events in order.
+//! a subscription ends. When the server ends one (its document no longer
+//! fits the schema, `allow` now refuses it, events it should have had are
+//! gone) the registry queues an end marker ([`Ended`]) behind what was
+//! queued for it; its session then drops the handle and tells the client.
+//! Members are split into shards by connection so that dispatch work
+//! spreads over worker threads while each connection still sees one
+//! topic's events in order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +23,16 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
+mod recheck;
+
 use super::Route;
 use super::enrich::{Credentials, FetchCredentials, Lane};
-use super::outbox::{Delivery, Offer, Outbox};
+use super::outbox::{Delivery, Ended, Offer, Outbox};
 use crate::bus::Cursor;
-use crate::graphql::{GroupKey, PreparedSubscription};
+use crate::graphql::{GroupKey, PreparedSubscription, Schema};
+
 use crate::subscriptions::filter::{GroupVars, PreparedEvent};
+pub use recheck::Rechecked;
 
 /// Identical subscriptions: same engine key, same root response key (the
 /// shared bytes carry it, and the engine's key leaves the root alias out),
@@ -36,7 +47,7 @@ struct GroupId {
     share: Option<String>,
 }
 
-/// The groups of one topic.
+/// The groups of one field.
 type Groups = HashMap<GroupId, Arc<Group>>;
 
 /// Counters for `/metrics` and `/status`.
@@ -49,6 +60,8 @@ pub struct RegistryStats {
     pub dropped: AtomicU64,
     /// Events the dispatcher lost because it fell behind the bus.
     pub lagged: AtomicU64,
+    /// Subscriptions ended because events they should have had are gone.
+    pub events_lost: AtomicU64,
 }
 
 /// Live subscriptions, grouped for dispatch.
@@ -56,19 +69,34 @@ pub struct RegistryStats {
 pub struct Registry {
     shards: usize,
     /// Structural changes (a group appearing or disappearing) take the write
-    /// lock; dispatch only clones a topic's group list under the read lock.
-    topics: RwLock<HashMap<Arc<str>, Groups>>,
+    /// lock; dispatch only clones a field's group list under the read lock.
+    fields: RwLock<HashMap<Arc<str>, Groups>>,
     next_member: AtomicU64,
     next_connection: AtomicU64,
+    /// The schema the groups were last re-checked against: a re-check with
+    /// the same one skips re-validating every document.
+    checked: Mutex<Option<Arc<Schema>>>,
     pub stats: RegistryStats,
 }
 
-/// Identical subscriptions of one topic.
+/// The document a subscription was started with, kept per group so that a
+/// changed schema can be checked against it.
+#[derive(Debug)]
+pub struct Document {
+    pub query: String,
+    pub operation_name: Option<String>,
+    pub variables: serde_json::Map<String, Value>,
+}
+
+/// Identical subscriptions of one field.
 #[derive(Debug)]
 pub struct Group {
     id: GroupId,
-    topic: Arc<str>,
+    field: Arc<str>,
     pub(crate) prepared: Arc<PreparedSubscription>,
+    /// The document of the member that created the group (the others'
+    /// documents plan to the same projection).
+    document: Arc<Document>,
     pub(crate) route: Route,
     /// `args` and `claims` for the filter, converted once. The claims are
     /// the group's own only when the filter reads them (they are part of
@@ -80,7 +108,7 @@ pub struct Group {
     resume_members: AtomicUsize,
     /// One member table per shard; a std-style mutex because nothing async
     /// happens while it is held.
-    members: Box<[Mutex<HashMap<u64, Member>>]>,
+    members: Box<[Mutex<Shard>]>,
     /// For an enriched field: the credentials its fetches use and the order
     /// in which their results are delivered.
     pub(crate) fetching: Option<Box<GroupFetch>>,
@@ -94,12 +122,28 @@ pub(crate) struct GroupFetch {
     pub lane: Lane,
 }
 
+/// A group's members on one shard, and what was last delivered to them.
+#[derive(Debug, Default)]
+struct Shard {
+    members: HashMap<u64, Member>,
+    /// Runs of events delivered to this shard's members so far.
+    runs: u64,
+    /// The cursor of the newest event delivered (`None` for enriched
+    /// groups, whose completed payloads arrive without one).
+    last: Option<Cursor>,
+}
+
 #[derive(Debug)]
 struct Member {
     serial: u64,
     /// Wants the cursor of each event (`extensions.resume`).
     resume: bool,
     outbox: Outbox,
+    /// Its connection's identity, for `allow` when a reload changes it.
+    claims: Arc<Value>,
+    /// [`Shard::runs`] when it joined: it received [`Shard::last`] only
+    /// when runs were delivered since.
+    since: u64,
 }
 
 /// One subscription to register.
@@ -116,6 +160,8 @@ pub struct Subscriber {
     pub outbox: Outbox,
     /// What the connection authenticates with, for enrichment fetches.
     pub credentials: FetchCredentials,
+    /// What it was prepared from.
+    pub document: Arc<Document>,
 }
 
 /// Registration of one connection: which shard its subscriptions live in.
@@ -158,20 +204,23 @@ impl SubscriptionHandle {
 
 impl Drop for SubscriptionHandle {
     fn drop(&mut self) {
-        let removed = self.group.members[self.shard].lock().remove(&self.member);
+        let removed = self.group.members[self.shard]
+            .lock()
+            .members
+            .remove(&self.member);
         if removed.is_some_and(|m| m.resume) {
             self.group.resume_members.fetch_sub(1, Ordering::Relaxed);
         }
-        let mut topics = self.registry.topics.write();
+        let mut fields = self.registry.fields.write();
         if self.group.len.fetch_sub(1, Ordering::Relaxed) == 1
-            && let Some(groups) = topics.get_mut(&self.group.topic)
+            && let Some(groups) = fields.get_mut(&self.group.field)
         {
             groups.remove(&self.group.id);
             if groups.is_empty() {
-                topics.remove(&self.group.topic);
+                fields.remove(&self.group.field);
             }
         }
-        drop(topics);
+        drop(fields);
         self.registry
             .stats
             .subscriptions
@@ -182,6 +231,7 @@ impl Drop for SubscriptionHandle {
 /// Sizes, for tests and `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizes {
+    /// Fields with live subscriptions.
     pub topics: usize,
     pub groups: usize,
     pub subscriptions: usize,
@@ -193,9 +243,10 @@ impl Registry {
     pub fn new(shards: usize) -> Arc<Self> {
         Arc::new(Self {
             shards: shards.max(1),
-            topics: RwLock::new(HashMap::new()),
+            fields: RwLock::new(HashMap::new()),
             next_member: AtomicU64::new(0),
             next_connection: AtomicU64::new(0),
+            checked: Mutex::new(None),
             stats: RegistryStats::default(),
         })
     }
@@ -228,6 +279,7 @@ impl Registry {
             resume,
             outbox,
             credentials,
+            document,
         } = sub;
         let enrich = route.enrich.clone().filter(|_| prepared.fetch().is_some());
         let by_claims =
@@ -244,22 +296,26 @@ impl Registry {
             (Some(e), Some(share)) => Some(e.credentials_slot(share, credentials)),
             _ => None,
         };
-        let member = Member {
+        let mut member = Member {
             serial,
             resume,
             outbox,
+            claims: claims.clone(),
+            since: 0,
         };
         let key = self.next_member.fetch_add(1, Ordering::Relaxed);
-        let mut topics = self.topics.write();
-        let groups = topics.entry(route.topic.clone()).or_default();
+        let field: Arc<str> = Arc::from(prepared.field());
+        let mut fields = self.fields.write();
+        let groups = fields.entry(field.clone()).or_default();
         let group = groups
             .entry(id.clone())
             .or_insert_with(|| {
                 Arc::new(Group {
                     id,
-                    topic: route.topic.clone(),
+                    field,
                     vars: GroupVars::new(prepared.rule_args(), &claims),
                     prepared,
+                    document,
                     route,
                     len: AtomicUsize::new(0),
                     resume_members: AtomicUsize::new(0),
@@ -279,8 +335,12 @@ impl Registry {
             // resume member in a group it thinks has none.
             group.resume_members.fetch_add(1, Ordering::Relaxed);
         }
-        group.members[slot.shard].lock().insert(key, member);
-        drop(topics);
+        {
+            let mut shard = group.members[slot.shard].lock();
+            member.since = shard.runs;
+            shard.members.insert(key, member);
+        }
+        drop(fields);
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         SubscriptionHandle {
             registry: self.clone(),
@@ -290,20 +350,29 @@ impl Registry {
         }
     }
 
-    /// The groups listening to `topic` right now.
-    pub fn groups(&self, topic: &str) -> Vec<Arc<Group>> {
-        self.topics
+    /// The groups of `field` right now.
+    pub fn groups(&self, field: &str) -> Vec<Arc<Group>> {
+        self.fields
             .read()
-            .get(topic)
+            .get(field)
             .map(|g| g.values().cloned().collect())
             .unwrap_or_default()
     }
 
+    /// Every group of every field.
+    pub fn all_groups(&self) -> Vec<Arc<Group>> {
+        self.fields
+            .read()
+            .values()
+            .flat_map(|g| g.values().cloned())
+            .collect()
+    }
+
     pub fn sizes(&self) -> Sizes {
-        let topics = self.topics.read();
+        let fields = self.fields.read();
         Sizes {
-            topics: topics.len(),
-            groups: topics.values().map(HashMap::len).sum(),
+            topics: fields.len(),
+            groups: fields.values().map(HashMap::len).sum(),
             subscriptions: self.stats.subscriptions.load(Ordering::Relaxed),
             connections: self.stats.connections.load(Ordering::Relaxed),
         }
@@ -312,7 +381,7 @@ impl Registry {
     /// Subscriptions per Subscription field, for `/status`.
     pub fn subscriptions_per_field(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
-        for groups in self.topics.read().values() {
+        for groups in self.fields.read().values() {
             for g in groups.values() {
                 *out.entry(g.prepared.field().to_owned()).or_default() +=
                     g.len.load(Ordering::Relaxed);
@@ -341,7 +410,7 @@ impl Group {
         }
         let payload = self.prepared.project(raw);
         if std::str::from_utf8(&payload).is_err() {
-            tracing::error!(topic = %self.topic, "projection is not UTF-8; event skipped");
+            tracing::error!(field = %self.field, "projection is not UTF-8; event skipped");
             return None;
         }
         Some(payload)
@@ -351,8 +420,23 @@ impl Group {
     /// enriched groups, whose payloads are completed off the planner.
     pub(crate) fn deliver_all(&self, payload: &Bytes, stats: &RegistryStats) {
         for shard in 0..self.members.len() {
-            self.deliver(shard, payload, None, stats);
+            self.deliver_run(shard, &[(payload, None)], None, stats);
         }
+    }
+
+    /// Events this group's members should have had are gone: each member of
+    /// `shard` is ended with [`Ended::EventsLost`] and the cursor of the
+    /// last event delivered to it (none when it joined after that one).
+    /// Called by the shard's worker, in order with its deliveries.
+    pub(crate) fn end_lost(&self, shard: usize, stats: &RegistryStats) {
+        let shard = self.members[shard].lock();
+        for m in shard.members.values() {
+            let last = shard.last.filter(|_| m.since < shard.runs);
+            m.outbox.offer_end(m.serial, Ended::EventsLost(last));
+        }
+        stats
+            .events_lost
+            .fetch_add(shard.members.len() as u64, Ordering::Relaxed);
     }
 
     /// The group's `args` and `claims` for CEL.
@@ -365,37 +449,35 @@ impl Group {
         self.resume_members.load(Ordering::Relaxed) > 0
     }
 
-    /// Queues the shared `payload` for each member of one shard; members
-    /// that want cursors get `resume`'s payload instead. Never waits.
-    pub(crate) fn deliver(
-        &self,
-        shard: usize,
-        payload: &Bytes,
-        resume: Option<&(Cursor, Bytes)>,
-        stats: &RegistryStats,
-    ) {
-        self.deliver_run(shard, &[(payload, resume)], stats);
-    }
-
-    /// [`Self::deliver`] for consecutive events of this group at once: each
+    /// Queues the shared payloads of consecutive events of this group for
+    /// each member of one shard; members that want cursors get each
+    /// event's payload with its cursor instead. Never waits. Each
     /// member's payloads are queued with one offer, so the per-subscriber
     /// cost is paid per run, not per event. A payload is shared, not
     /// copied: each member's transport wraps it in its own envelope.
+    /// `last` is the cursor of the run's last event, remembered per shard
+    /// (not per member) for [`Self::end_lost`].
     pub(crate) fn deliver_run(
         &self,
         shard: usize,
         run: &[(&Bytes, Option<&(Cursor, Bytes)>)],
+        last: Option<Cursor>,
         stats: &RegistryStats,
     ) {
-        let members = self.members[shard].lock();
+        let mut shard = self.members[shard].lock();
+        shard.runs += 1;
+        if last.is_some() {
+            shard.last = last;
+        }
         let (mut delivered, mut dropped) = (0, 0);
-        for m in members.values() {
+        for m in shard.members.values() {
             let payloads = run.iter().map(|e| {
                 let (payload, cursor) = pick(m.resume, e);
                 Delivery {
                     serial: m.serial,
                     payload: payload.clone(),
                     cursor,
+                    end: None,
                 }
             });
             match m.outbox.offer_all(run.len(), payloads) {
@@ -407,7 +489,7 @@ impl Group {
                 Offer::Dropped => dropped += run.len() as u64,
             }
         }
-        drop(members);
+        drop(shard);
         stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
         if dropped > 0 {
             stats.dropped.fetch_add(dropped, Ordering::Relaxed);

@@ -90,6 +90,21 @@ impl Bus {
         wait_bus(&rt, true).await;
         rt
     }
+
+    /// A replica of this bus that reaches its server at `url` (a proxy).
+    pub async fn replica_via(&self, url: &str) -> TestSubcar {
+        let other = Self {
+            kind: self.kind,
+            url: url.to_owned(),
+            prefix: self.prefix.clone(),
+            history: self.history,
+            server: self.server.clone(),
+        };
+        let rt = other.replica().await;
+        // The namespace is `self`'s to remove, when it goes.
+        std::mem::forget(other);
+        rt
+    }
 }
 
 impl Drop for Bus {
@@ -215,6 +230,19 @@ pub async fn publish_retrying(webhook: SocketAddr, body: &Value) -> Value {
             }
             s => panic!("webhook answered {s}: {json}"),
         }
+    }
+}
+
+/// `counter` events carrying `range`, 200 per request.
+async fn publish_counters(webhook: SocketAddr, range: std::ops::Range<usize>) {
+    let mut n = range.start;
+    while n < range.end {
+        let size = 200.min(range.end - n);
+        let batch: Vec<Value> = (n..n + size)
+            .map(|i| json!({"topic": "counter", "payload": i}))
+            .collect();
+        publish(webhook, Value::Array(batch)).await;
+        n += size;
     }
 }
 
@@ -436,11 +464,13 @@ impl Cutter {
     }
 }
 
-/// A TCP proxy to `upstream` that can drop every connection it carries.
+/// A TCP proxy to `upstream` that can drop every connection it carries,
+/// and refuse new ones for a while (an outage of one replica's bus).
 pub struct Proxy {
     pub addr: SocketAddr,
     generation: Arc<parking_lot::Mutex<CancellationToken>>,
     stop: CancellationToken,
+    held: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -449,13 +479,18 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let generation = Arc::new(parking_lot::Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
-        let (g, s) = (generation.clone(), stop.clone());
+        let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, s, h) = (generation.clone(), stop.clone(), held.clone());
         tokio::spawn(async move {
             loop {
                 let (mut inbound, _) = tokio::select! {
                     _ = s.cancelled() => return,
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => return },
                 };
+                if h.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
                 let cut = g.lock().clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
@@ -472,7 +507,18 @@ impl Proxy {
             addr,
             generation,
             stop,
+            held,
         }
+    }
+
+    /// Drops every connection and refuses new ones until [`Self::release`].
+    pub fn hold(&self) {
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+    }
+
+    pub fn release(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Drops every connection open now; new ones are carried again.
@@ -838,25 +884,34 @@ pub async fn expired_cursor_is_refused(bus: &Bus, events: usize) {
     assert_eq!(drain(&mut d).await, Vec::<Value>::new());
 }
 
-/// Pushes `events` counter events through a replica, with only a probe
-/// listening, so that a history of 5 moves past what came before. Once the
-/// probe has the last one, the dispatcher has taken everything published
-/// so far from the bus, so a fresh subscription can only get newer events
-/// (under load, the tail of the batch could otherwise reach it).
+/// Pushes counter events `from..events` through a replica, with only a
+/// probe listening, so that a history of 5 moves past what came before.
+/// Once the probe has a marker published last, the dispatcher has taken
+/// everything published so far from the bus, so a fresh subscription can
+/// only get newer events (under load, the tail of the batch could
+/// otherwise reach it).
 async fn push_history_on(rt: &TestSubcar, from: usize, events: usize) {
     let mut probe = rt.subscriber("probe", "subscription { counter }").await;
-    let mut n = from;
-    while n < events {
-        let size = 200.min(events - n);
-        let batch: Vec<Value> = (n..n + size)
-            .map(|i| json!({"topic": "counter", "payload": i}))
-            .collect();
-        publish(rt.webhook, Value::Array(batch)).await;
-        n += size;
+    publish_counters(rt.webhook, from..events).await;
+    // With a history this short the replica's reader may itself lose part
+    // of a batch (the backend trimmed it first): the probe then ends with
+    // EVENTS_LOST, and a new probe waits for a new marker.
+    for marker in events.. {
+        publish(rt.webhook, json!({"topic": "counter", "payload": marker})).await;
+        let m = loop {
+            let m = probe.recv().await;
+            if m["type"] == "error" || m["payload"]["data"]["counter"] == json!(marker) {
+                break m;
+            }
+        };
+        if m["type"] == "next" {
+            break;
+        }
+        assert_eq!(m["payload"][0]["extensions"]["code"], "EVENTS_LOST", "{m}");
+        probe.close().await;
+        wait_subscriptions(rt, 0).await;
+        probe = rt.subscriber("probe", "subscription { counter }").await;
     }
-    // With a history this short the dispatcher itself loses most of the
-    // batch to lag (counted as lagged); the last event still arrives.
-    while probe.recv().await["payload"]["data"]["counter"] != json!(events - 1) {}
     probe.close().await;
     wait_subscriptions(rt, 0).await;
 }
@@ -935,6 +990,63 @@ pub async fn replay_since(bus: &Bus, events: usize) {
     wait_subscriptions(&rt, 0).await;
 }
 
+/// Replica B loses its bus (a proxy that refuses it) while more events
+/// than the history holds are published through A: when B is back, each
+/// of its subscriptions ends with `EVENTS_LOST` carrying the cursor of the
+/// last event it got (a resuming socket, a plain one, an SSE stream), and a
+/// new subscription receives events again.
+pub async fn outage_past_the_history_ends_with_events_lost(kind: Kind, url: &str, events: usize) {
+    let host = url.split("://").nth(1).unwrap().trim_end_matches('/');
+    let proxy = Proxy::start(host.parse().unwrap()).await;
+    let scheme = url.split("://").next().unwrap();
+    let bus = Bus::new(kind, url).history(5);
+    let a = bus.replica().await;
+    let b = bus.replica_via(&format!("{scheme}://{}", proxy.addr)).await;
+    let mut resuming = Client::ready(b.addr).await;
+    subscribe_resume(&mut resuming, "r", "subscription { counter }", None).await;
+    wait_subscriptions(&b, 1).await;
+    let mut plain = b.subscriber("p", "subscription { counter }").await;
+    let mut sse = support::stream::open(
+        reqwest::Method::POST,
+        &b.graphql_url(),
+        &[("accept", "text/event-stream")],
+        Some(&json!({"query": "subscription { counter }"})),
+    )
+    .await;
+    wait_subscriptions(&b, 3).await;
+    publish(a.webhook, json!({"topic": "counter", "payload": 0})).await;
+    let last = cursor_of(&resuming.recv().await);
+    assert_eq!(plain.recv().await["payload"]["data"]["counter"], 0);
+    let first = sse.event().await.unwrap();
+    assert_eq!(first.id(), Some(last.as_str()), "{first:?}");
+
+    proxy.hold();
+    wait_bus(&b, false).await;
+    publish_counters(a.webhook, 1..events).await;
+    proxy.release();
+    wait_bus(&b, true).await;
+
+    for (c, id) in [(&mut resuming, "r"), (&mut plain, "p")] {
+        let m = c.recv().await;
+        assert_eq!((&m["type"], &m["id"]), (&json!("error"), &json!(id)), "{m}");
+        let error = &m["payload"][0];
+        assert_eq!(error["extensions"]["code"], "EVENTS_LOST", "{m}");
+        assert_eq!(error["extensions"]["cursor"], json!(last), "{m}");
+    }
+    let m = sse.event().await.unwrap();
+    assert_eq!(m.name(), "next");
+    let error = &m.json()["errors"][0];
+    assert_eq!(error["extensions"]["code"], "EVENTS_LOST", "{m:?}");
+    assert_eq!(error["extensions"]["cursor"], json!(last), "{m:?}");
+    assert_eq!(sse.event().await.unwrap().name(), "complete");
+    wait_metric(&b, "subcar_subscriptions_events_lost_total 3").await;
+
+    wait_subscriptions(&b, 0).await;
+    let mut fresh = b.subscriber("new", "subscription { counter }").await;
+    publish(a.webhook, json!({"topic": "counter", "payload": -1})).await;
+    assert_eq!(fresh.recv().await["payload"]["data"]["counter"], -1);
+}
+
 /// The scenarios every shared bus runs, as the including file's tests:
 /// `$kind` at `$url()`, and `$expiring` events that push the first out of a
 /// history of 5 (the backends trim differently). The connection-drop test
@@ -962,6 +1074,8 @@ macro_rules! shared_bus_tests {
                 &bus_support::Bus::new($kind, $url()).history(5),
                 $expiring,
             ),
+            a_bus_outage_past_the_history_ends_subscriptions_with_events_lost =>
+                bus_support::outage_past_the_history_ends_with_events_lost($kind, $url(), $expiring),
         );
     };
     (@tests $($name:ident => $scenario:expr),* $(,)?) => {

@@ -9,7 +9,8 @@
 //! rights per caller (see [`QueryRoot::ticket`]); request bodies naming an id
 //! `http-<code>` or `http-garbage` are answered with that HTTP status or with
 //! bytes that are not JSON. Its schema can change as a redeployed API's does:
-//! [`TestUpstream::evolve`] adds `Ticket.priority`, and
+//! [`TestUpstream::evolve`] adds `Ticket.priority` ([`TestUpstream::revert`]
+//! takes it away again), and
 //! [`TestUpstream::refuse_introspection`] makes introspection fail.
 
 use std::borrow::Cow;
@@ -474,6 +475,12 @@ impl TestUpstream {
     /// From now on the schema has `Ticket.priority`, as after a redeploy.
     pub fn evolve(&self) {
         self.state.evolved.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on the schema is the first one again (no `Ticket.priority`),
+    /// as after a rollback.
+    pub fn revert(&self) {
+        self.state.evolved.store(false, Ordering::SeqCst);
     }
 
     /// Whether introspection queries are answered `503` from now on.

@@ -25,7 +25,7 @@ use crate::graphql::{GraphQLError, Prepared};
 use crate::metrics::Refusal;
 use crate::subscriptions::directory::{ClientInfo, Listed};
 use crate::subscriptions::outbox::{Delivery, Inbox, Outbox, outbox};
-use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
+use crate::subscriptions::registry::{ConnectionSlot, Document, Subscriber};
 use crate::subscriptions::{FetchCredentials, SubscriptionHandle};
 
 /// Live payloads a resuming subscription holds while its replay is
@@ -281,6 +281,12 @@ impl<T> Operations<T> {
                     return Err(OperationError::TooManySubscriptions);
                 }
                 let topic = route.topic.clone();
+                let r = op.request;
+                let document = Arc::new(Document {
+                    query: r.query,
+                    operation_name: r.operation_name,
+                    variables: r.variables.unwrap_or_default(),
+                });
                 // Registered before the replay is fetched: an event published
                 // meanwhile is in the replay, or live, or both (then the
                 // cursor drops the second copy), never in neither.
@@ -294,6 +300,7 @@ impl<T> Operations<T> {
                         resume: resume.is_on(),
                         outbox: self.outbox.clone(),
                         credentials: FetchCredentials::from_headers(&self.headers),
+                        document,
                     },
                 );
                 let fetch = match resume {
@@ -481,9 +488,12 @@ impl<T> Operations<T> {
         let limit = self.core.limits.outbound_queue * RESUME_BUFFER_FACTOR;
         let mut next = Some(first);
         let mut emitted = 0;
-        while let Some(d) = next.take() {
+        while let Some(mut d) = next.take() {
+            if let Some(why) = d.end.take() {
+                self.end(d.serial, *why, &mut emit);
+                emitted += 1;
             // Not found: stopped by the client after it was queued.
-            if let Some(live) = self.live.iter_mut().find(|l| l.serial == d.serial) {
+            } else if let Some(live) = self.live.iter_mut().find(|l| l.serial == d.serial) {
                 let d = match &mut live.resume {
                     None => Some(d),
                     Some(r) => match r.admit(d, limit) {
@@ -513,6 +523,30 @@ impl<T> Operations<T> {
             }
         }
         Ok(())
+    }
+
+    /// The server ended subscription `serial` (see [`crate::subscriptions::Ended`]):
+    /// it is unsubscribed and told why. Gone already: nothing to say.
+    fn end(
+        &mut self,
+        serial: u64,
+        why: crate::subscriptions::Ended,
+        emit: &mut impl FnMut(Output<'_, T>),
+    ) {
+        let Some(i) = self.live.iter().position(|l| l.serial == serial) else {
+            return;
+        };
+        let live = self.live.remove(i);
+        self.by_id.remove(&live.id);
+        let last = live.resume.as_ref().and_then(Resuming::last);
+        let error = OperationError::ended(why, last);
+        self.ended(&live.id, error.code().unwrap_or("error"));
+        drop(live.handle);
+        emit(Output::Error {
+            id: &live.id,
+            tag: &live.tag,
+            error: &error,
+        });
     }
 
     /// The missed events of a resuming subscription arrived: those that

@@ -53,7 +53,7 @@ use serde_json::{Map, Value};
 
 use super::{Registry, Routes};
 use crate::auth::{AuthError, Authenticator};
-use crate::bus::BusError;
+use crate::bus::{BusError, Cursor};
 use crate::graphql::GraphQLError;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::schema::LiveSchema;
@@ -222,6 +222,28 @@ pub enum OperationError {
     UpstreamInvalid,
     #[error("{0}")]
     UpstreamUnavailable(#[source] ExecuteError),
+    /// A running subscription whose field is gone, or whose document no
+    /// longer validates against the refreshed schema.
+    #[error(
+        "the schema changed and this subscription no longer fits it ({reason}): subscribe again"
+    )]
+    SchemaChanged { reason: Arc<str> },
+    /// A running subscription missed events that are gone from the bus
+    /// history; `last` is the cursor of the last event it was sent.
+    #[error("{}", events_lost_message(.last))]
+    EventsLost { last: Option<Cursor> },
+    /// A running subscription that a changed `allow` now refuses.
+    #[error("Forbidden: no longer allowed to subscribe (the allow rule changed)")]
+    NoLongerAllowed,
+}
+
+fn events_lost_message(last: &Option<Cursor>) -> String {
+    match last {
+        Some(c) => format!(
+            "events this subscription should have received are gone from the bus history: resubscribe from extensions.cursor ({c}) or refetch"
+        ),
+        None => "events this subscription should have received are gone from the bus history, and it had received none: there is no cursor to resume from, subscribe again and refetch".to_owned(),
+    }
 }
 
 impl OperationError {
@@ -239,7 +261,20 @@ impl OperationError {
             Self::CursorExpired | Self::SinceExpired { .. } => "CURSOR_EXPIRED",
             Self::BusUnavailable(_) => "BUS_UNAVAILABLE",
             Self::UpstreamInvalid | Self::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            Self::SchemaChanged { .. } => "SCHEMA_CHANGED",
+            Self::EventsLost { .. } => "EVENTS_LOST",
+            Self::NoLongerAllowed => "FORBIDDEN",
         })
+    }
+
+    /// Whether the server ended a subscription that was running (rather
+    /// than refusing an operation): a multipart stream says it with a
+    /// fatal part.
+    pub fn ends_running(&self) -> bool {
+        matches!(
+            self,
+            Self::SchemaChanged { .. } | Self::EventsLost { .. } | Self::NoLongerAllowed
+        )
     }
 
     /// The GraphQL errors a client is sent for it.
@@ -253,7 +288,28 @@ impl OperationError {
                 }
                 vec![e]
             }
+            Self::EventsLost { last } => {
+                let mut e = coded_error(&self.to_string(), "EVENTS_LOST");
+                let cursor = last.map_or(Value::Null, |c| Value::from(c.to_string()));
+                e.extensions
+                    .get_or_insert_with(Map::new)
+                    .insert("cursor".into(), cursor);
+                vec![e]
+            }
             other => vec![coded_error(&other.to_string(), other.code().unwrap_or(""))],
+        }
+    }
+
+    /// How the server ends a running subscription for `why`; `last` is
+    /// the newest cursor its session sent, when it tracks them (resume).
+    pub fn ended(why: crate::subscriptions::Ended, last: Option<Cursor>) -> Self {
+        use crate::subscriptions::Ended;
+        match why {
+            Ended::SchemaChanged(reason) => Self::SchemaChanged { reason },
+            Ended::EventsLost(queued) => Self::EventsLost {
+                last: last.or(queued),
+            },
+            Ended::Forbidden => Self::NoLongerAllowed,
         }
     }
 }

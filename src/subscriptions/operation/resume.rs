@@ -141,6 +141,11 @@ impl Resuming {
         Self { buffer, last }
     }
 
+    /// The newest cursor sent (or the client's own, before any).
+    pub(super) fn last(&self) -> Option<Cursor> {
+        self.last
+    }
+
     /// `limit`: live deliveries held while the replay is fetched, at most.
     pub(super) fn admit(&mut self, d: Delivery, limit: usize) -> Admit {
         // Planned before this member was registered: the replay covers it.

@@ -246,7 +246,11 @@ impl Feed {
                 done = true;
             }
             Output::Error { tag, error, .. } => {
-                framing.errors(tag, &error.errors(), buf);
+                if error.ends_running() {
+                    framing.ended(tag, &error.errors(), buf);
+                } else {
+                    framing.errors(tag, &error.errors(), buf);
+                }
                 done = true;
             }
         });

@@ -119,15 +119,30 @@ impl Framing {
         self.complete(envelope, buf);
     }
 
+    /// The server ended a running operation (`SCHEMA_CHANGED`,
+    /// `EVENTS_LOST`, `FORBIDDEN` after a reload): on SSE like
+    /// [`Self::errors`], on multipart a fatal part, as Apollo's protocol
+    /// says a subscription ends for a reason other than its own result.
+    pub fn ended(self, envelope: &Envelope, errors: &[GraphQLError], buf: &mut BytesMut) {
+        match self {
+            Self::Multipart => self.fatal_errors(errors, buf),
+            Self::Sse | Self::SseSingle => self.errors(envelope, errors, buf),
+        }
+    }
+
     /// The whole stream ends for a reason that is not one operation's
     /// (token expiry, slow consumer, shutdown): a multipart fatal part.
     /// SSE says it per operation ([`Self::errors`]) or not at all.
     pub fn fatal(self, error: &GraphQLError, buf: &mut BytesMut) {
+        self.fatal_errors(std::slice::from_ref(error), buf);
+    }
+
+    fn fatal_errors(self, errors: &[GraphQLError], buf: &mut BytesMut) {
         if self == Self::Multipart {
             // Written in the order Apollo's docs show it.
             buf.put_slice(PART);
             buf.put_slice(b"{\"payload\":null,\"errors\":");
-            buf.put_slice(&serde_json::to_vec(&[error]).expect("errors serialise"));
+            buf.put_slice(&serde_json::to_vec(errors).expect("errors serialise"));
             buf.put_slice(b"}");
         }
     }
@@ -191,6 +206,23 @@ mod tests {
              \r\n--graphql\r\ncontent-type: application/json\r\n\r\n{\"payload\":{\"data\":{\"a\":1}}}\
              \r\n--graphql\r\ncontent-type: application/json\r\n\r\n{\"payload\":null,\"errors\":[{\"message\":\"bye\",\"extensions\":{\"code\":\"SHUTTING_DOWN\"}}]}\
              \r\n--graphql--\r\n"
+        );
+    }
+
+    #[test]
+    fn an_ended_operation_is_a_fatal_part_on_multipart_and_errors_on_sse() {
+        let error = [GraphQLError::new("gone").with_code("SCHEMA_CHANGED")];
+        let f = Framing::Multipart;
+        let e = f.envelope("");
+        assert_eq!(
+            written(|b| f.ended(&e, &error, b)),
+            "\r\n--graphql\r\ncontent-type: application/json\r\n\r\n{\"payload\":null,\"errors\":[{\"message\":\"gone\",\"extensions\":{\"code\":\"SCHEMA_CHANGED\"}}]}"
+        );
+        let f = Framing::SseSingle;
+        let e = f.envelope("s");
+        assert_eq!(
+            written(|b| f.ended(&e, &error, b)),
+            written(|b| f.errors(&e, &error, b))
         );
     }
 
