@@ -934,11 +934,17 @@ pub async fn replay_since(bus: &Bus, events: usize) {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t1 = rfc3339(std::time::SystemTime::now());
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // Once a live probe has 3, the dispatcher is past every event published
+    // so far: none of them can reach the subscriptions below live.
+    let mut probe = rt.subscriber("probe", query).await;
     publish(
         rt.webhook,
         json!([{"topic": "counter", "payload": 2}, {"topic": "counter", "payload": 3}]),
     )
     .await;
+    while counter(&probe.recv().await) != json!(3) {}
+    probe.close().await;
+    wait_subscriptions(&rt, 0).await;
     let mut all = Client::ready(rt.addr).await;
     subscribe_since(&mut all, "all", query, &t0).await;
     let mut late = Client::ready(rt.addr).await;
