@@ -318,7 +318,7 @@ pub async fn flood_until_slow_consumer(subcar: &TestSubcar) -> usize {
     let big = "x".repeat(32 * 1024);
     let mut published = 0;
     while subcar.registry.stats.slow_consumers.load(Ordering::Relaxed) == 0 {
-        assert!(published < 2000, "never detected as a slow consumer");
+        assert!(published < 6000, "never detected as a slow consumer");
         let batch: Vec<serde_json::Value> = (0..10)
             .map(|i| serde_json::json!({"topic": "incidentUpdated", "payload": {"id": (published + i).to_string(), "title": big}}))
             .collect();
