@@ -65,7 +65,7 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
         new_limits.max_connections,
         new_limits.max_subscriptions_per_connection,
     ) = counts(&running.limits);
-    let sections: [(&'static str, bool); 10] = [
+    let sections: [(&'static str, bool); 11] = [
         ("server", differs(&running.server, &new.server)),
         ("admin", differs(&running.admin, &new.admin)),
         ("upstream", differs(&running.upstream, &new.upstream)),
@@ -74,6 +74,7 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
         ("heartbeat", differs(&running.heartbeat, &new.heartbeat)),
         ("limits", differs(&running.limits, &new_limits)),
         ("bus", differs(&running.bus, &new.bus)),
+        ("triggers", differs(&running.triggers, &new.triggers)),
         ("log.format", running.log.format != new.log.format),
         ("log.audit", running.log.audit != new.log.audit),
     ];

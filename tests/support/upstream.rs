@@ -5,6 +5,7 @@
 //! for [`TestUpstream::release`]), `status:<code>`, `sleep:<ms>`.
 //! `me` is an authentication query: it answers the caller's identity for an
 //! `Authorization: Bearer user:<id>:<tenant>` header and an error otherwise.
+//! `updateIncident(id, severity)` is the mutation of the trigger tests.
 //! `ticket(id)` is the entity the enrichment tests complete events with, with
 //! rights per caller (see [`QueryRoot::ticket`]); request bodies naming an id
 //! `http-<code>` or `http-garbage` are answered with that HTTP status or with
@@ -372,10 +373,75 @@ pub struct Me {
     pub tenant: String,
 }
 
+/// What `updateIncident` answers: the incident as changed.
+pub struct IncidentChange {
+    id: ID,
+    severity: Severity,
+}
+
+#[Object]
+impl IncidentChange {
+    async fn id(&self) -> &ID {
+        &self.id
+    }
+
+    async fn severity(&self) -> Severity {
+        self.severity
+    }
+
+    /// Fails for incident `flaky` (the change itself is answered).
+    async fn notes(&self) -> Option<Notes> {
+        Some(if self.id.as_str() == "flaky" {
+            Notes::Unavailable
+        } else {
+            Notes::Text(format!("now {:?}", self.severity))
+        })
+    }
+}
+
+/// `updateIncident`'s answer, or a failure of the field itself: inside an
+/// `Option`, the failure nulls only the field (see [`Notes`]).
+pub enum Change {
+    Done(IncidentChange),
+    Missing,
+}
+
+impl OutputType for Change {
+    fn type_name() -> Cow<'static, str> {
+        <IncidentChange as OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <IncidentChange as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<async_graphql::Value> {
+        match self {
+            Self::Done(change) => OutputType::resolve(change, ctx, field).await,
+            Self::Missing => {
+                Err(ctx.set_error_path(ServerError::new("no such incident", Some(field.pos))))
+            }
+        }
+    }
+}
+
 pub struct MutationRoot;
 
 #[Object]
 impl MutationRoot {
+    /// The mutation of the trigger tests: answers the change, or an error
+    /// on the field (its value `null`) for incident `missing`.
+    async fn update_incident(&self, id: ID, severity: Severity) -> Option<Change> {
+        Some(match id.as_str() {
+            "missing" => Change::Missing,
+            _ => Change::Done(IncidentChange { id, severity }),
+        })
+    }
+
     async fn increment(&self, ctx: &Context<'_>, #[graphql(default = 1)] by: i64) -> i64 {
         ctx.data::<Arc<AtomicI64>>()
             .unwrap()
