@@ -187,6 +187,32 @@ async fn a_mutation_over_a_socket_is_published_with_the_callers_claims() {
 }
 
 #[tokio::test]
+async fn a_mutation_sent_as_an_sse_request_is_published_too() {
+    let upstream = TestUpstream::start().await;
+    let subcar = builder(&upstream, &trigger("incident.updated", PAYLOAD))
+        .spawn()
+        .await;
+    let mut c = subcar.subscriber("s", SUBSCRIBE).await;
+    let mut stream = support::stream::open(
+        reqwest::Method::POST,
+        &subcar.graphql_url(),
+        &[("accept", "text/event-stream")],
+        Some(&change("3", "P3")),
+    )
+    .await;
+    let next = stream.event().await.expect("the answer as an SSE event");
+    assert_eq!(next.name(), "next");
+    assert_eq!(
+        next.json(),
+        json!({"data": {"changed": {"id": "3", "severity": "P3"}}})
+    );
+    assert_eq!(
+        next_incident(&mut c).await,
+        json!({"id": "3", "severity": "P3", "title": "changed by nobody"})
+    );
+}
+
+#[tokio::test]
 async fn a_key_only_payload_is_completed_per_subscriber_by_enrichment() {
     let upstream = TestUpstream::start().await;
     let subcar = TestSubcar::builder(upstream.url())

@@ -43,9 +43,8 @@ impl Triggers {
             Ok(body) => body,
             Err(why) => return self.unreadable(&plan, why),
         };
-        let parsed: Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(_) => return self.unreadable(&plan, "the answer is not JSON"),
+        let Some(parsed) = parse_answer(&body) else {
+            return self.unreadable(&plan, "the answer is neither JSON nor an SSE stream of it");
         };
         let (mut claims, headers) = match caller {
             Caller::Claims(c) => (Some(c), None),
@@ -206,6 +205,31 @@ async fn read(answer: Answer) -> Result<Bytes, &'static str> {
     }
 }
 
+/// The execution result in an answer: a JSON body (one result, or a
+/// batch's array of them), or the first `next` event of an upstream that
+/// answered a mutation as GraphQL over SSE.
+fn parse_answer(body: &[u8]) -> Option<Value> {
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Some(v);
+    }
+    let text = std::str::from_utf8(body).ok()?.replace("\r\n", "\n");
+    text.split("\n\n").find_map(|event| {
+        let mut name = None;
+        let mut data = Vec::new();
+        for line in event.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if !matches!(name, None | Some("next")) || data.is_empty() {
+            return None;
+        }
+        serde_json::from_str(&data.join("\n")).ok()
+    })
+}
+
 /// The field's value when the upstream answered it: non-null, and no error
 /// whose path starts at it.
 fn succeeded<'a>(answer: &'a Value, key: &str) -> Option<&'a Value> {
@@ -266,6 +290,17 @@ mod tests {
         assert_eq!(succeeded(&answer, "c"), None);
         assert_eq!(succeeded(&answer, "d"), None);
         assert_eq!(succeeded(&json!({"errors": []}), "a"), None);
+    }
+
+    #[test]
+    fn an_answer_is_json_or_the_first_next_of_an_sse_stream() {
+        assert_eq!(
+            parse_answer(br#"[{"data":{}}]"#),
+            Some(json!([{"data": {}}]))
+        );
+        let sse = b": hi\r\n\r\nevent: next\r\ndata: {\"data\":\r\ndata: {\"a\":1}}\r\n\r\nevent: complete\r\ndata:\r\n\r\n";
+        assert_eq!(parse_answer(sse), Some(json!({"data": {"a": 1}})));
+        assert_eq!(parse_answer(b"<html>"), None);
     }
 
     fn rule() -> Rule {
