@@ -80,6 +80,15 @@ fn series(metrics: &str, name: &str, labels: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Asserts that `/metrics` text has `name{labels}` at `value`.
+fn expect_series(text: &str, name: &str, labels: &str, value: f64) {
+    assert_eq!(
+        series(text, name, labels),
+        Some(value),
+        "{name}{{{labels}}} in\n{text}"
+    );
+}
+
 const LABEL: &str = "trigger=\"updateIncident:incident.updated\"";
 
 #[tokio::test]
@@ -122,11 +131,7 @@ async fn a_mutation_over_http_is_published_to_socket_subscribers() {
     }
     nothing_else_before_a_marker(&subcar, &mut c).await;
     let text = metrics(subcar.admin).await;
-    assert_eq!(
-        series(&text, "subcar_trigger_events_total", LABEL),
-        Some(3.0),
-        "{text}"
-    );
+    expect_series(&text, "subcar_trigger_events_total", LABEL, 3.0);
 }
 
 #[tokio::test]
@@ -290,21 +295,9 @@ async fn a_failing_payload_changes_nothing_of_the_answer_and_is_counted() {
     // Both payloads are evaluated before the request's one publish.
     let text = metrics(subcar.admin).await;
     let failures = "subcar_trigger_failures_total";
-    assert_eq!(
-        series(&text, failures, &format!("{LABEL},reason=\"cel\"")),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        series(&text, failures, &format!("{LABEL},reason=\"publish\"")),
-        Some(0.0),
-        "{text}"
-    );
-    assert_eq!(
-        series(&text, "subcar_trigger_events_total", LABEL),
-        Some(1.0),
-        "{text}"
-    );
+    expect_series(&text, failures, &format!("{LABEL},reason=\"cel\""), 1.0);
+    expect_series(&text, failures, &format!("{LABEL},reason=\"publish\""), 0.0);
+    expect_series(&text, "subcar_trigger_events_total", LABEL, 1.0);
 }
 
 #[tokio::test]
@@ -375,11 +368,7 @@ async fn a_mutation_retried_on_another_replica_is_delivered_once() {
         wait_series(r, counted, LABEL, 1.0).await;
     }
     let text = metrics(b.admin).await;
-    assert_eq!(
-        series(&text, "subcar_trigger_events_total", LABEL),
-        Some(0.0),
-        "{text}"
-    );
+    expect_series(&text, "subcar_trigger_events_total", LABEL, 0.0);
     // Another change of the same incident is another event.
     let (status, _) = post_json(&b.graphql_url(), change("99", "P2")).await;
     assert_eq!(status, 200);

@@ -273,22 +273,23 @@ pub fn ticket_data(key: &str) -> Option<TicketData> {
     })
 }
 
-/// The `String` of `Ticket.notes`, or a failure to produce it. A failure
-/// inside an `Option` nulls only this field, as the GraphQL spec says; an
-/// error returned by the resolver itself would make async-graphql null the
-/// nearest nullable value above it (the whole ticket).
-pub enum Notes {
-    Text(String),
-    Unavailable,
+/// A field's value, or a failure to produce it (`Ticket.notes`,
+/// `updateIncident`). A failure inside an `Option` nulls only this field,
+/// as the GraphQL spec says; an error returned by the resolver itself would
+/// make async-graphql null the nearest nullable value above it (the whole
+/// ticket, or the mutation's whole `data`).
+pub enum Fallible<T> {
+    Value(T),
+    Fails(&'static str),
 }
 
-impl OutputType for Notes {
+impl<T: OutputType> OutputType for Fallible<T> {
     fn type_name() -> Cow<'static, str> {
-        <String as OutputType>::type_name()
+        T::type_name()
     }
 
     fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
-        <String as OutputType>::create_type_info(registry)
+        T::create_type_info(registry)
     }
 
     async fn resolve(
@@ -297,10 +298,8 @@ impl OutputType for Notes {
         field: &Positioned<Field>,
     ) -> ServerResult<async_graphql::Value> {
         match self {
-            Self::Text(text) => Ok(async_graphql::Value::String(text.clone())),
-            Self::Unavailable => {
-                Err(ctx.set_error_path(ServerError::new("notes are unavailable", Some(field.pos))))
-            }
+            Self::Value(v) => v.resolve(ctx, field).await,
+            Self::Fails(why) => Err(ctx.set_error_path(ServerError::new(*why, Some(field.pos)))),
         }
     }
 }
@@ -336,11 +335,11 @@ impl Ticket {
     }
 
     /// Tenant `ops` only; fails for the `broken` ticket.
-    async fn notes(&self) -> Option<Notes> {
+    async fn notes(&self) -> Option<Fallible<String>> {
         if self.broken {
-            return Some(Notes::Unavailable);
+            return Some(Fallible::Fails("notes are unavailable"));
         }
-        (self.caller_tenant == "ops").then(|| Notes::Text(self.data.notes.clone()))
+        (self.caller_tenant == "ops").then(|| Fallible::Value(self.data.notes.clone()))
     }
 
     async fn last_activity(&self) -> Option<&Activity> {
@@ -390,42 +389,12 @@ impl IncidentChange {
     }
 
     /// Fails for incident `flaky` (the change itself is answered).
-    async fn notes(&self) -> Option<Notes> {
+    async fn notes(&self) -> Option<Fallible<String>> {
         Some(if self.id.as_str() == "flaky" {
-            Notes::Unavailable
+            Fallible::Fails("notes are unavailable")
         } else {
-            Notes::Text(format!("now {:?}", self.severity))
+            Fallible::Value(format!("now {:?}", self.severity))
         })
-    }
-}
-
-/// `updateIncident`'s answer, or a failure of the field itself: inside an
-/// `Option`, the failure nulls only the field (see [`Notes`]).
-pub enum Change {
-    Done(IncidentChange),
-    Missing,
-}
-
-impl OutputType for Change {
-    fn type_name() -> Cow<'static, str> {
-        <IncidentChange as OutputType>::type_name()
-    }
-
-    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
-        <IncidentChange as OutputType>::create_type_info(registry)
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ContextSelectionSet<'_>,
-        field: &Positioned<Field>,
-    ) -> ServerResult<async_graphql::Value> {
-        match self {
-            Self::Done(change) => OutputType::resolve(change, ctx, field).await,
-            Self::Missing => {
-                Err(ctx.set_error_path(ServerError::new("no such incident", Some(field.pos))))
-            }
-        }
     }
 }
 
@@ -435,10 +404,14 @@ pub struct MutationRoot;
 impl MutationRoot {
     /// The mutation of the trigger tests: answers the change, or an error
     /// on the field (its value `null`) for incident `missing`.
-    async fn update_incident(&self, id: ID, severity: Severity) -> Option<Change> {
+    async fn update_incident(
+        &self,
+        id: ID,
+        severity: Severity,
+    ) -> Option<Fallible<IncidentChange>> {
         Some(match id.as_str() {
-            "missing" => Change::Missing,
-            _ => Change::Done(IncidentChange { id, severity }),
+            "missing" => Fallible::Fails("no such incident"),
+            _ => Fallible::Value(IncidentChange { id, severity }),
         })
     }
 
