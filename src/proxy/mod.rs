@@ -26,7 +26,7 @@ pub use upstream::{PROBE_USER_AGENT, Upstream, UpstreamBuildError};
 use crate::config::IpNet;
 use crate::http::body::{self, Body, BoxError};
 use crate::proxy::schema::LiveSchema;
-use crate::triggers::{Caller, Plan, Tee, Triggers};
+use crate::triggers::{Caller, Sent, Tee, Triggers};
 
 /// Why a request could not be proxied; [`crate::error::rescue_proxy`] turns
 /// each into the response the client sees.
@@ -132,9 +132,10 @@ impl Inner {
     async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let schema = self.schema.current();
-        // What the mutation may trigger; mutations are POSTs (GraphQL over
+        // A body that may hold a mutation a trigger names (a byte scan; it
+        // is parsed after the answer). Mutations are POSTs (GraphQL over
         // HTTP), so a GET never does.
-        let mut plan: Option<Plan> = None;
+        let mut sent: Option<Sent> = None;
         let body = match (&parts.method, body_kind(&parts.headers)) {
             (&Method::GET, _) => {
                 if let Some(q) = parts.uri.query()
@@ -161,14 +162,10 @@ impl Inner {
                     }
                 }
                 if self.triggers.may_trigger(&bytes) {
-                    let (triggers, planned) = (self.triggers.clone(), bytes.clone());
-                    let schema = schema.clone();
-                    plan = crate::graphql::offload::run(bytes.len(), move || {
-                        triggers.plan_http(&schema, &planned, json)
-                    })
-                    .await
-                    .ok()
-                    .flatten();
+                    sent = Some(Sent::Http {
+                        body: bytes.clone(),
+                        json,
+                    });
                 }
                 body::full(bytes)
             }
@@ -179,7 +176,7 @@ impl Inner {
             ProxyError::InvalidRequest("no client connection information"),
         )?;
         headers::for_upstream(&mut parts.headers, client, &self.trusted_proxies);
-        let triggered = plan.map(|plan| {
+        let triggered = sent.map(|sent| {
             // The copy is read as JSON: the answer must come unencoded
             // (between containers of one pod compression buys nothing).
             parts.headers.remove(header::ACCEPT_ENCODING);
@@ -196,7 +193,7 @@ impl Inner {
                 .get("idempotency-key")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            (plan, caller, key)
+            ((schema, sent), caller, key)
         });
         let mut upstream_request = Request::new(body);
         *upstream_request.method_mut() = parts.method;
@@ -207,10 +204,10 @@ impl Inner {
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         let body = match triggered {
-            Some((plan, caller, key)) => body::boxed(Tee::new(
+            Some((request, caller, key)) => body::boxed(Tee::new(
                 body::boxed(body),
                 self.triggers.clone(),
-                plan,
+                request,
                 caller,
                 key,
             )),

@@ -5,14 +5,15 @@
 //! value and no error on its path.
 //!
 //! ```text
-//! request ─▶ plan (which root fields, their coerced args) ─▶ upstream
-//!                                                            │ answer: to the client as it is
-//!                                                            └ copy ─▶ (task) judge ─▶ payload (CEL) ─▶ bus
+//! request ─▶ byte scan ─▶ upstream ─▶ answer: to the client as it is
+//!                                    └ copy ─▶ (task) plan (root fields, coerced args)
+//!                                                     ─▶ judge ─▶ payload (CEL) ─▶ bus
 //! ```
 //!
 //! Nothing here can change the mutation's answer: the client gets the
 //! upstream's bytes as they arrive, a copy is judged afterwards in a task of
-//! the realtime drain group, and every failure (an unreadable answer, a CEL
+//! the realtime drain group (the request's document is parsed there too,
+//! not before the upstream call), and every failure (an unreadable answer, a CEL
 //! error, a bus refusal) is logged and counted in
 //! `subcar_trigger_failures_total{trigger,reason}`. A request whose
 //! operation is not a mutation with a trigger costs a byte scan.
@@ -108,13 +109,34 @@ pub struct Operation {
     identity: String,
 }
 
-/// What one request's mutations may trigger: pass it with the answer to
-/// [`Triggers::judge`].
+/// What one request's mutations may trigger.
 #[derive(Debug)]
 pub struct Plan {
     operations: Vec<Operation>,
     /// The answer is a JSON array (a batched request).
     batched: bool,
+}
+
+/// The request as sent, planned only once it has been answered.
+pub enum Sent {
+    /// An HTTP request body: a JSON request or batch (`json`), or an
+    /// `application/graphql` document.
+    Http { body: bytes::Bytes, json: bool },
+    /// One operation of a socket or a stream.
+    Operation {
+        query: String,
+        operation_name: Option<String>,
+        variables: Map<String, Value>,
+    },
+}
+
+impl Sent {
+    fn size(&self) -> usize {
+        match self {
+            Self::Http { body, .. } => body.len(),
+            Self::Operation { query, .. } => query.len(),
+        }
+    }
 }
 
 /// Who sent the mutation, for `claims` and event ids.
@@ -262,12 +284,25 @@ impl Triggers {
         })
     }
 
-    /// Judges the upstream's `answer` to a planned request in a task of its
-    /// own and publishes what fires. `idempotency_key` is the client's
-    /// `Idempotency-Key` header, when it sent one.
+    /// What `sent` may trigger, against `schema`.
+    fn plan(&self, schema: &Schema, sent: &Sent) -> Option<Plan> {
+        match sent {
+            Sent::Http { body, json } => self.plan_http(schema, body, *json),
+            Sent::Operation {
+                query,
+                operation_name,
+                variables,
+            } => self.plan_operation(schema, query, operation_name.as_deref(), variables),
+        }
+    }
+
+    /// Plans `sent` and judges the upstream's `answer` to it in a task of
+    /// its own, and publishes what fires. `idempotency_key` is the
+    /// client's `Idempotency-Key` header, when it sent one.
     pub fn judge(
         self: &Arc<Self>,
-        plan: Plan,
+        schema: Arc<Schema>,
+        sent: Sent,
         answer: Answer,
         caller: Caller,
         idempotency_key: Option<String>,
@@ -278,8 +313,16 @@ impl Triggers {
             return;
         }
         let triggers = self.clone();
-        self.tasks
-            .spawn(async move { triggers.fire(plan, answer, caller, idempotency_key).await });
+        self.tasks.spawn(async move {
+            let planner = triggers.clone();
+            // A large document is parsed off the async workers.
+            let plan =
+                crate::graphql::offload::run(sent.size(), move || planner.plan(&schema, &sent))
+                    .await;
+            if let Ok(Some(plan)) = plan {
+                triggers.fire(plan, answer, caller, idempotency_key).await
+            }
+        });
     }
 }
 

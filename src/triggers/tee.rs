@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Answer, Caller, MAX_RESPONSE_BYTES, Plan, Triggers};
+use super::{Answer, Caller, MAX_RESPONSE_BYTES, Sent, Triggers};
+use crate::graphql::Schema;
 use crate::http::body::{self, Body, BoxError};
 
 /// The response body of a mutation with triggers.
@@ -24,7 +25,8 @@ pub struct Tee {
 /// What the trigger task gets when the body ends.
 struct Pending {
     triggers: Arc<Triggers>,
-    plan: Plan,
+    schema: Arc<Schema>,
+    sent: Sent,
     caller: Caller,
     idempotency_key: Option<String>,
     chunks: Vec<Bytes>,
@@ -35,7 +37,7 @@ impl Tee {
     pub fn new(
         inner: Body,
         triggers: Arc<Triggers>,
-        plan: Plan,
+        (schema, sent): (Arc<Schema>, Sent),
         caller: Caller,
         idempotency_key: Option<String>,
     ) -> Self {
@@ -43,7 +45,8 @@ impl Tee {
             inner,
             pending: Some(Pending {
                 triggers,
-                plan,
+                schema,
+                sent,
                 caller,
                 idempotency_key,
                 chunks: Vec::new(),
@@ -56,7 +59,7 @@ impl Tee {
         if let Some(p) = self.pending.take() {
             let answer = answer(p.chunks);
             p.triggers
-                .judge(p.plan, answer, p.caller, p.idempotency_key);
+                .judge(p.schema, p.sent, answer, p.caller, p.idempotency_key);
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::subscriptions::directory::{ClientInfo, Listed};
 use crate::subscriptions::outbox::{Delivery, Inbox, Outbox, outbox};
 use crate::subscriptions::registry::{ConnectionSlot, Subscriber};
 use crate::subscriptions::{FetchCredentials, SubscriptionHandle};
-use crate::triggers::{Answer, Caller, Plan};
+use crate::triggers::{Answer, Caller, Sent};
 
 /// Live payloads a resuming subscription holds while its replay is
 /// fetched, as a multiple of `limits.outbound_queue`; past it the client is
@@ -116,8 +116,8 @@ pub enum Output<'a, T> {
 pub struct PreparedOperation {
     request: Request,
     prepared: Prepared,
-    /// What a mutation may trigger once answered.
-    triggers: Option<Plan>,
+    /// A mutation that may trigger, judged once answered.
+    triggers: bool,
 }
 
 impl PreparedOperation {
@@ -140,15 +140,8 @@ pub async fn prepare(
         let prepared = schema.prepare_with(&query, name.as_deref(), &variables, &|field| {
             core.routes.resolve_config(field)
         })?;
-        let triggers = match prepared {
-            Prepared::Passthrough(OperationKind::Mutation)
-                if core.triggers.may_trigger(query.as_bytes()) =>
-            {
-                core.triggers
-                    .plan_operation(&schema, &query, name.as_deref(), &variables)
-            }
-            _ => None,
-        };
+        let triggers = matches!(prepared, Prepared::Passthrough(OperationKind::Mutation))
+            && core.triggers.may_trigger(query.as_bytes());
         Ok((prepared, triggers))
     })
     .await;
@@ -340,6 +333,11 @@ impl<T> Operations<T> {
                     return Err(OperationError::TooManyInFlight { max });
                 }
                 let r = op.request;
+                let sent = op.triggers.then(|| Sent::Operation {
+                    query: r.query.clone(),
+                    operation_name: r.operation_name.clone(),
+                    variables: r.variables.clone().unwrap_or_default(),
+                });
                 let body = json!({
                     "query": r.query,
                     "operationName": r.operation_name,
@@ -351,15 +349,22 @@ impl<T> Operations<T> {
                     .executor
                     .execute(Bytes::from(body.to_string()), self.headers.clone());
                 let op_id = id.to_owned();
-                let triggers = op
-                    .triggers
-                    .map(|plan| (self.core.triggers.clone(), plan, self.claims.clone()));
+                let triggers = sent.map(|sent| {
+                    let schema = self.core.schema.current();
+                    (
+                        self.core.triggers.clone(),
+                        schema,
+                        sent,
+                        self.claims.clone(),
+                    )
+                });
                 self.singles.push(Box::pin(async move {
                     let result = run.await;
                     // Judged on a copy: the answer goes to the client as is.
-                    if let (Some((triggers, plan, claims)), Ok(body)) = (triggers, &result) {
+                    if let (Some((triggers, schema, sent, claims)), Ok(body)) = (triggers, &result)
+                    {
                         let answer = Answer::Complete(body.clone());
-                        triggers.judge(plan, answer, Caller::Claims(claims), None);
+                        triggers.judge(schema, sent, answer, Caller::Claims(claims), None);
                     }
                     (op_id, serial, result)
                 }));
