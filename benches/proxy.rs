@@ -6,9 +6,15 @@
 //! (answers at once) and a realistic one (≈1 ms of work per request, as a
 //! database round trip would take).
 //!
+//! A second table measures what a `[[triggers]]` entry costs a mutation:
+//! the same mutations (a distinct one per request, so every answer
+//! publishes a new event) sent directly, through subcar without triggers,
+//! and through subcar with a trigger on the mutation's field.
+//!
 //! Run: `cargo bench --bench proxy` (env `BENCH_SECONDS`, default 5, sets the
 //! measuring time per target and cell; `PROXY_BENCH_ONLY=trivial:64` runs
-//! one cell, for profiling). subcar and the bare proxy run as child
+//! one cell, for profiling; `PROXY_BENCH_TABLE=queries` or `=triggers` one
+//! of the two tables). subcar and the bare proxy run as child
 //! processes (release builds); the upstream and the load generator share
 //! this process, on separate single-threaded runtimes.
 
@@ -29,6 +35,30 @@ const CONCURRENCIES: [usize; 3] = [1, 16, 64];
 const QUERY: &str = r#"{"query":"{ incident(id: \"42\") { id title severity } }"}"#;
 const ANSWER: &str =
     r#"{"data":{"incident":{"id":"42","title":"Database latency","severity":"P1"}}}"#;
+const MUTATION_ANSWER: &str = r#"{"data":{"updateIncident":{"id":"42","severity":"P1"}}}"#;
+/// The trigger of the second table, and the subscription field its topic feeds.
+const TRIGGER: &str = "[[subscriptions]]\nfield = \"incidentUpdated\"\ntopic = \"incident.updated\"\n\
+     [[triggers]]\nmutation = \"updateIncident\"\ntopic = \"incident.updated\"\n\
+     payload = \"{'id': args.id, 'severity': result.severity}\"\n";
+
+/// What the load generator sends: request `n` of a connection.
+#[derive(Clone, Copy)]
+enum Sent {
+    Query,
+    /// A mutation of incident `n`: a distinct request, so a distinct event.
+    Mutation,
+}
+
+impl Sent {
+    fn body(self, n: u64) -> Bytes {
+        match self {
+            Self::Query => Bytes::from_static(QUERY.as_bytes()),
+            Self::Mutation => Bytes::from(format!(
+                r#"{{"query":"mutation {{ updateIncident(id: \"{n}\", severity: P1) {{ id severity }} }}"}}"#
+            )),
+        }
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -60,11 +90,16 @@ fn main() {
         })
     };
     let load_rt = runtime();
-    for (name, upstream) in [("trivial", trivial), ("realistic (1 ms)", realistic)] {
+    let table = std::env::var("PROXY_BENCH_TABLE").ok();
+    let upstreams = [("trivial", trivial), ("realistic (1 ms)", realistic)];
+    for (name, upstream) in upstreams {
+        if table.as_deref().is_some_and(|t| t != "queries") {
+            break;
+        }
         if !CONCURRENCIES.iter().any(|&c| selected(name, c)) {
             continue;
         }
-        let mut subcar = spawn_subcar(upstream);
+        let mut subcar = spawn_subcar(upstream, "");
         let via = subcar.addr;
         eprintln!("subcar pid {} (for `perf record -p`)", subcar.child.id());
         let bare_addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -89,7 +124,7 @@ fn main() {
         }
         for &concurrency in CONCURRENCIES.iter().filter(|&&c| selected(name, c)) {
             let mut results = load_rt
-                .block_on(compare(&targets, concurrency, measure))
+                .block_on(compare(&targets, Sent::Query, concurrency, measure))
                 .into_iter();
             let (direct, proxied, floor) = (
                 results.next().unwrap(),
@@ -127,7 +162,62 @@ fn main() {
         }
         drop(nginx);
     }
+    if table.as_deref().is_none_or(|t| t == "triggers") {
+        triggers(&load_rt, upstreams, &selected, measure);
+    }
     drop(upstream_rt);
+}
+
+/// The second table: mutations without and with a trigger.
+fn triggers(
+    load_rt: &tokio::runtime::Runtime,
+    upstreams: [(&str, SocketAddr); 2],
+    selected: &dyn Fn(&str, usize) -> bool,
+    measure: Duration,
+) {
+    println!();
+    println!(
+        "| upstream | concurrency | direct req/s | subcar req/s | subcar + trigger req/s | ratio | direct p50 / p99 (µs) | subcar p50 / p99 (µs) | subcar + trigger p50 / p99 (µs) | trigger added p50 (µs) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (name, upstream) in upstreams {
+        if !CONCURRENCIES.iter().any(|&c| selected(name, c)) {
+            continue;
+        }
+        let mut plain = spawn_subcar(upstream, "");
+        let mut triggered = spawn_subcar(upstream, TRIGGER);
+        load_rt.block_on(wait_until_up(plain.addr));
+        load_rt.block_on(wait_until_up(triggered.addr));
+        for &concurrency in CONCURRENCIES.iter().filter(|&&c| selected(name, c)) {
+            let [direct, without, with]: [Summary; 3] = load_rt
+                .block_on(compare(
+                    &[upstream, plain.addr, triggered.addr],
+                    Sent::Mutation,
+                    concurrency,
+                    measure,
+                ))
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("one summary per target"));
+            println!(
+                "| {name} | {concurrency} | {:.0} | {:.0} | {:.0} | {:.2} | {} / {} | {} / {} | {} / {} | {} |",
+                direct.rps,
+                without.rps,
+                with.rps,
+                with.rps / without.rps,
+                direct.p50,
+                direct.p99,
+                without.p50,
+                without.p99,
+                with.p50,
+                with.p99,
+                with.p50 as i64 - without.p50 as i64,
+            );
+        }
+        for s in [&mut plain, &mut triggered] {
+            s.child.kill().ok();
+            s.child.wait().ok();
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -150,14 +240,16 @@ async fn start_upstream(work: Duration) -> SocketAddr {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |req: Request<hyper::body::Incoming>| async move {
-                        let _ = req.into_body().collect().await;
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        let mutation = body.is_ok_and(|b| b.starts_with(b"{\"query\":\"mutation"));
                         if !work.is_zero() {
                             tokio::time::sleep(work).await;
                         }
+                        let answer = if mutation { MUTATION_ANSWER } else { ANSWER };
                         Ok::<_, Infallible>(
                             Response::builder()
                                 .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from_static(ANSWER.as_bytes())))
+                                .body(Full::new(Bytes::from_static(answer.as_bytes())))
                                 .unwrap(),
                         )
                     },
@@ -177,7 +269,8 @@ struct Subcar {
     _dir: std::path::PathBuf,
 }
 
-fn spawn_subcar(upstream: SocketAddr) -> Subcar {
+/// A subcar process in front of `upstream` with `extra` configuration.
+fn spawn_subcar(upstream: SocketAddr, extra: &str) -> Subcar {
     let port = |_| {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -195,7 +288,7 @@ fn spawn_subcar(upstream: SocketAddr) -> Subcar {
         format!(
             "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
              [webhook]\nlisten = \"127.0.0.1:{webhook}\"\n[upstream]\nurl = \"http://{upstream}/graphql\"\n\
-             [schema]\npath = \"{schema}\"\nintrospect_upstream = false\n[log]\nfilter = \"warn\"\n"
+             [schema]\npath = \"{schema}\"\nintrospect_upstream = false\n[log]\nfilter = \"warn\"\n{extra}"
         ),
     )
     .unwrap();
@@ -253,11 +346,16 @@ impl Samples {
 const ROUNDS: u32 = 5;
 
 /// Measures `targets` for `measure` each, in `ROUNDS` alternating slices.
-async fn compare(targets: &[SocketAddr], concurrency: usize, measure: Duration) -> Vec<Summary> {
+async fn compare(
+    targets: &[SocketAddr],
+    sent: Sent,
+    concurrency: usize,
+    measure: Duration,
+) -> Vec<Summary> {
     let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     for _ in 0..ROUNDS {
         for (addr, samples) in targets.iter().zip(samples.iter_mut()) {
-            load(*addr, concurrency, measure / ROUNDS, samples).await;
+            load(*addr, sent, concurrency, measure / ROUNDS, samples).await;
         }
     }
     samples.into_iter().map(Samples::summary).collect()
@@ -265,11 +363,17 @@ async fn compare(targets: &[SocketAddr], concurrency: usize, measure: Duration) 
 
 /// `concurrency` keep-alive connections, each sending requests back to back
 /// for a short warm-up and then for `measure`.
-async fn load(addr: SocketAddr, concurrency: usize, measure: Duration, samples: &mut Samples) {
+async fn load(
+    addr: SocketAddr,
+    sent: Sent,
+    concurrency: usize,
+    measure: Duration,
+    samples: &mut Samples,
+) {
     let recording = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
-    for _ in 0..concurrency {
+    for worker in 0..concurrency as u64 {
         let (recording, stop) = (recording.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             let stream = TcpStream::connect(addr).await.unwrap();
@@ -279,11 +383,14 @@ async fn load(addr: SocketAddr, concurrency: usize, measure: Duration, samples: 
                 .unwrap();
             tokio::spawn(conn);
             let mut latencies = Vec::with_capacity(100_000);
+            // Distinct across workers and slices of the run.
+            let mut n = nanos().wrapping_add(worker << 48);
             while !stop.load(Ordering::Relaxed) {
+                n = n.wrapping_add(1);
                 let request = Request::post(format!("http://{addr}/graphql"))
                     .header("host", addr.to_string())
                     .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(QUERY.as_bytes())))
+                    .body(Full::new(sent.body(n)))
                     .unwrap();
                 let started = Instant::now();
                 let response = sender
@@ -310,6 +417,12 @@ async fn load(addr: SocketAddr, concurrency: usize, measure: Duration, samples: 
         samples.latencies.extend(w.await.unwrap());
     }
     samples.elapsed += elapsed;
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The floor a proxy on hyper can reach: a hyper server whose every request

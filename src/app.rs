@@ -26,7 +26,7 @@ use crate::admin::{AdminRouter, sampler};
 use crate::auth::credentials::InitHeaders;
 use crate::auth::{Auth, AuthBuildError, LiveAuth};
 use crate::bus::{self, Bus, BusBuildError};
-use crate::config::{Config, ProxyAuth};
+use crate::config::{Config, ProxyAuth, UnknownTopics};
 use crate::http::body::{self, Body};
 use crate::ingest::signature::BadSecret;
 use crate::ingest::{Webhook, WebhookError};
@@ -52,6 +52,7 @@ use crate::subscriptions::{Dispatcher, Enricher, Registry, Routes};
 use crate::transport::{
     CountLimits, InboundStack, LiveSessionLimits, SessionLimits, Shared, StreamEndpoint, WsEndpoint,
 };
+use crate::triggers::{TriggerRules, Triggers};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -118,6 +119,8 @@ pub struct App {
     /// Every connected client, for `/status/connections`.
     directory: Arc<Directory>,
     audit: Audit,
+    /// `[[triggers]]`, compiled; they fire once running ([`Triggers`]).
+    trigger_rules: Arc<TriggerRules>,
 }
 
 impl App {
@@ -134,6 +137,12 @@ impl App {
             .collect();
         let fields = crate::subscriptions::subscription_fields(&schema.current().sdl());
         let routes = Arc::new(Routes::new(&config.subscriptions, fields)?);
+        crosscheck::check_triggers(
+            &config.triggers,
+            &schema.current(),
+            trigger_topics(&config, &routes).as_deref(),
+        )?;
+        let trigger_rules = Arc::new(TriggerRules::compile(&config.triggers)?);
         // Shared by the webhook (publish, dedup), the dispatcher (live
         // events) and the sessions (resume); connects once running.
         let bus = bus::build(&config.bus, config.webhook.dedup_window, &routes.topics())?;
@@ -194,6 +203,7 @@ impl App {
             webhook,
             auth: Arc::new(LiveAuth::new(auth)),
             warnings,
+            trigger_rules,
         };
         app.check_resolve()?;
         Ok(app)
@@ -206,7 +216,14 @@ impl App {
         if !schema.upstream_loaded() {
             return Ok(());
         }
-        Ok(self.routes.check_resolve(&schema)?)
+        self.routes.check_resolve(&schema)?;
+        // Each `[[triggers]].mutation` on the upstream's Mutation type.
+        crosscheck::check_triggers(
+            &self.config.triggers,
+            &schema,
+            trigger_topics(&self.config, &self.routes).as_deref(),
+        )?;
+        Ok(())
     }
 
     /// What the configuration/schema cross-check warns about (`subcar
@@ -224,7 +241,7 @@ impl App {
             return Ok(());
         }
         match self.refresher().once().await {
-            Ok(()) => Ok(()),
+            Ok(()) => self.check_resolve(),
             Err(RefreshError::Load(e @ SchemaLoadError::Invalid(_))) => Err(e.into()),
             Err(RefreshError::Resolve(e)) => Err(e.into()),
             Err(e) => {
@@ -294,11 +311,21 @@ impl App {
         sessions: &Shutdown,
     ) -> BoxCloneSyncService<Request<hyper::body::Incoming>, Response<Body>, Infallible> {
         let server = &self.config.server;
-        let shared = self.shared();
+        // One for the proxy and the operation core; their judging tasks run
+        // in the realtime group, which outlives the requests. They check
+        // credentials with the authenticator in force (reloads swap it).
+        let triggers = Arc::new(Triggers::new(
+            self.trigger_rules.clone(),
+            self.bus.clone(),
+            self.metrics.clone(),
+            self.auth.clone(),
+            sessions.clone(),
+        ));
+        let shared = self.shared(&triggers);
         let attempts = &self.attempts;
         let mut router = PublicRouter::new(
             &server.graphql_path,
-            self.graphql_service(),
+            self.graphql_service(&triggers),
             self.health.clone(),
             self.schema.clone(),
             self.metrics.clone(),
@@ -313,7 +340,7 @@ impl App {
             attempts,
             StreamEndpoint::new(
                 shared,
-                self.graphql_service(),
+                self.graphql_service(&triggers),
                 shutdown.clone(),
                 sessions.clone(),
             ),
@@ -355,7 +382,7 @@ impl App {
     /// What every client of every transport shares: the operation core
     /// (schema, registry, authenticator, the upstream client for queries
     /// over a socket or stream), the per-message policies and the timers.
-    fn shared(&self) -> Arc<Shared> {
+    fn shared(&self, triggers: &Arc<Triggers>) -> Arc<Shared> {
         let inbound = ServiceBuilder::new()
             // Applied per connection by the session (each socket gets its
             // own bucket); refused messages never reach the protocol code.
@@ -373,6 +400,7 @@ impl App {
             limits: OperationLimits::from_config(&self.config, self.count_limits.clone()),
             directory: self.directory.clone(),
             audit: self.audit,
+            triggers: triggers.clone(),
         };
         Arc::new(Shared {
             core: Arc::new(core),
@@ -473,11 +501,12 @@ impl App {
 
     /// Queries and mutations: the proxy with the upstream timeout. The router
     /// rescues its errors into GraphQL-shaped responses.
-    fn graphql_service(&self) -> GraphqlService {
+    fn graphql_service(&self, triggers: &Arc<Triggers>) -> GraphqlService {
         let proxy = Proxy::new(
             self.upstream.clone(),
             self.schema.clone(),
             self.config.server.trusted_proxies.clone(),
+            triggers.clone(),
         );
         let require = (self.config.auth.proxy == ProxyAuth::Require)
             .then(|| self.auth.clone() as Arc<dyn crate::auth::Authenticator>);
@@ -499,6 +528,13 @@ impl App {
             .service(proxy);
         BoxCloneSyncService::new(service)
     }
+}
+
+/// The topics a trigger may publish on: those some subscription field is
+/// fed by, or any (`None`) with `webhook.unknown_topics = "accept"`, as for
+/// the webhook.
+fn trigger_topics(config: &Config, routes: &Routes) -> Option<Vec<String>> {
+    (config.webhook.unknown_topics == UnknownTopics::Reject).then(|| routes.topics())
 }
 
 fn cors_layer(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {

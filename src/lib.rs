@@ -6,6 +6,7 @@
 //! upstream ─POST─▶ ingest/ ─▶ bus/ ─▶ subscriptions/dispatcher ─▶ subscriptions/registry ─────────────┘
 //!                                         ├── graphql/ (validate, project, filter; pure)
 //!                                         └── subscriptions/enrich ─▶ upstream (key-only events completed per group)
+//! proxy/ and the operation core ── a mutation's answer (a copy) ─▶ triggers/ ─▶ bus/ (as a webhook event)
 //! ```
 //!
 //! [`app`] is the composition root; everything else is one stage of the flow,
@@ -33,3 +34,4 @@ pub mod server;
 pub mod shutdown;
 pub mod subscriptions;
 pub mod transport;
+pub mod triggers;

@@ -113,6 +113,10 @@ fn start(authenticator: Arc<dyn Authenticator>) -> Harness {
         },
         directory: Default::default(),
         audit: Default::default(),
+        triggers: Arc::new(subcar::triggers::Triggers::none(
+            Arc::new(subcar::bus::MemoryBus::new(0)),
+            Arc::new(subcar::metrics::Metrics::new()),
+        )),
     };
     let shared = Arc::new(Shared {
         core: Arc::new(core),

@@ -38,6 +38,11 @@ pub struct Identity {
     pub expires: Option<SystemTime>,
 }
 
+/// The claims of a request some layer authenticated (`auth.proxy =
+/// "require"`), in its extensions for the stages after it (triggers).
+#[derive(Debug, Clone)]
+pub struct ClientClaims(pub std::sync::Arc<Value>);
+
 impl Identity {
     pub fn anonymous() -> Self {
         Self {

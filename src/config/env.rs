@@ -28,10 +28,10 @@ pub(super) fn apply_env_overrides(
         let value = parse_env_value(&raw);
         if let Err(key) = insert_at(table, &path, value) {
             problems.push(format!(
-                "{name}: {key} is not a section: expected SUBCAR_<SECTION>__<KEY>"
+                "{name}: {key} is not a section: expected SUBCAR_<SECTION>__<KEY> (or SUBCAR_<SECTION>__<INDEX>__<KEY> for an entry of an array of tables that the file has)"
             ));
         } else {
-            overridden.push((path.join("."), name));
+            overridden.push((dotted(&path), name));
         }
     }
     if problems.is_empty() {
@@ -75,9 +75,34 @@ fn insert_at(table: &mut toml::Table, path: &[String], value: toml::Value) -> Re
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
         {
             toml::Value::Table(t) => insert_at(t, rest, value),
+            // An array of tables (`[[triggers]]`): the next part is the
+            // index of an entry the file has.
+            toml::Value::Array(items) => {
+                let (index, rest) = rest.split_first().ok_or_else(|| section.clone())?;
+                match index.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(toml::Value::Table(t)) if !rest.is_empty() => insert_at(t, rest, value),
+                    _ => Err(format!("{section}[{index}]")),
+                }
+            }
             _ => Err(section.clone()),
         },
     }
+}
+
+/// `triggers.0.topic` as problems name it: `triggers[0].topic`.
+fn dotted(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {

@@ -26,6 +26,7 @@ mod server;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
+mod triggers;
 mod upstream;
 mod values;
 mod webhook;
@@ -47,6 +48,7 @@ pub use redact::{Redacted, UpstreamUrl, redact_url};
 pub use schema::SchemaConfig;
 pub use server::{AdminConfig, GraphiqlConfig, ServerConfig, TlsConfig};
 pub use subscriptions::SubscriptionConfig;
+pub use triggers::TriggerConfig;
 pub use upstream::UpstreamConfig;
 pub use values::{DAY, IpNet, MAX_BODY_BYTES, MAX_DURATION, MAX_MESSAGE_BYTES, MS, Secret};
 pub use webhook::{UnknownTopics, WebhookConfig};
@@ -68,6 +70,9 @@ pub struct Config {
     pub schema: SchemaConfig,
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// Events published for mutations subcar proxies.
+    #[serde(default)]
+    pub triggers: Vec<TriggerConfig>,
     #[serde(default)]
     pub webhook: WebhookConfig,
     #[serde(default)]
@@ -181,6 +186,7 @@ impl Config {
         self.upstream.check(&mut p);
         self.schema.check(&mut p);
         subscriptions::check(&self.subscriptions, &self.schema, &mut p);
+        triggers::check(&self.triggers, &mut p);
         self.webhook.check(&mut p);
         self.auth.check(&mut p);
         self.heartbeat.check(&mut p);

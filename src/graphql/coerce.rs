@@ -425,7 +425,7 @@ fn parse_scalar_literal(
     }
 }
 
-fn untyped(v: &AstValue<'static, String>, vars: Option<&Map<String, Value>>) -> Value {
+pub(crate) fn untyped(v: &AstValue<'static, String>, vars: Option<&Map<String, Value>>) -> Value {
     match v {
         AstValue::Variable(n) => vars.and_then(|m| m.get(n)).cloned().unwrap_or(Value::Null),
         AstValue::Int(n) => n.as_i64().map(Value::from).unwrap_or(Value::Null),

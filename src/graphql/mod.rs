@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod introspection;
 mod literal;
 mod locate;
+mod mutation;
 pub mod offload;
 mod overlap;
 mod plan;
@@ -39,6 +40,7 @@ pub use canonical::GroupKey;
 pub use document::{DOCUMENT_TOO_COMPLEX, INTROSPECTION_DISABLED};
 pub use error::{GraphQLError, Location};
 pub use introspection::INTROSPECTION_QUERY;
+pub use mutation::RootField;
 pub use schema::{Schema, SchemaError, TypeSource, UpstreamSchema};
 
 use ast::{Doc, fragments, op_view};

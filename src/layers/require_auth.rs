@@ -74,7 +74,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let Some(authenticator) = &self.layer.authenticator else {
             let future = self.inner.call(request);
             return ResponseFuture(Box::pin(future));
@@ -94,7 +94,12 @@ where
         let metrics = self.layer.metrics.clone();
         ResponseFuture(Box::pin(async move {
             match check.await {
-                Ok(_) => inner.call(request).await,
+                Ok(identity) => {
+                    // The claims go on with the request (triggers read them).
+                    let claims = crate::auth::ClientClaims(Arc::new(identity.claims));
+                    request.extensions_mut().insert(claims);
+                    inner.call(request).await
+                }
                 Err(e) => {
                     metrics.refused(Refusal::auth);
                     Ok(crate::error::rescue_auth_http(&e))

@@ -129,6 +129,34 @@ const WEBHOOK_STATUSES: &[u16] = &[202, 400, 401, 408, 413, 415, 422, 429, 503];
 const PROXY_STATUSES: &[u16] = &[200, 400, 413, 429, 502, 504];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    /// `mutation:topic` of a `[[triggers]]` entry.
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerFailureLabel {
+    pub trigger: String,
+    pub reason: TriggerFailure,
+}
+
+/// Why a trigger published nothing for a mutation it matched.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum TriggerFailure {
+    /// The upstream's answer could not be read as JSON (or was too large).
+    response,
+    /// The `payload` expression failed.
+    cel,
+    /// The bus refused the event or did not answer in time.
+    publish,
+}
+
+impl TriggerFailure {
+    pub const ALL: &[TriggerFailure] = &[Self::response, Self::cel, Self::publish];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: &'static str,
 }
@@ -161,6 +189,11 @@ pub struct Metrics {
     pub schema_refresh_failures: Counter<u64, AtomicU64>,
     /// Unix time the schema in use was loaded or last refreshed.
     pub schema_last_refresh_success: Gauge,
+    /// Events published by `[[triggers]]` (duplicates not counted).
+    pub trigger_events: Family<TriggerLabel, Counter>,
+    /// Trigger events the bus already had (a retried request).
+    pub trigger_duplicates: Family<TriggerLabel, Counter>,
+    pub trigger_failures: Family<TriggerFailureLabel, Counter>,
 }
 
 /// Latency buckets from 100 µs to ~13 s.
@@ -198,6 +231,9 @@ impl Metrics {
             enrichment_skipped: Counter::default(),
             schema_refresh_failures: Counter::default(),
             schema_last_refresh_success: Gauge::default(),
+            trigger_events: Family::default(),
+            trigger_duplicates: Family::default(),
+            trigger_failures: Family::default(),
             registry: Registry::default(),
             process: Registry::default(),
         };
@@ -311,6 +347,21 @@ impl Metrics {
             Unit::Seconds,
             m.schema_last_refresh_success.clone(),
         );
+        registry.register(
+            "trigger_events",
+            "Events published for mutations by [[triggers]] (duplicates of a retried request not counted)",
+            m.trigger_events.clone(),
+        );
+        registry.register(
+            "trigger_duplicates",
+            "Trigger events not published again: a retried request's, already on the bus within webhook.dedup_window",
+            m.trigger_duplicates.clone(),
+        );
+        registry.register(
+            "trigger_failures",
+            "Mutations a trigger matched that published nothing, by reason (response, cel, publish); the mutation's answer is unaffected",
+            m.trigger_failures.clone(),
+        );
         // `process_*` is a convention without the subcar prefix.
         let mut process = Registry::default();
         process.register_collector(Box::new(process::ProcessCollector));
@@ -349,6 +400,45 @@ impl Metrics {
                 topic: topic.to_owned(),
             });
         }
+    }
+
+    /// Creates the series of a trigger at zero.
+    pub fn seed_trigger(&self, trigger: &str) {
+        let label = TriggerLabel {
+            trigger: trigger.to_owned(),
+        };
+        let _ = self.trigger_events.get_or_create(&label);
+        let _ = self.trigger_duplicates.get_or_create(&label);
+        for &reason in TriggerFailure::ALL {
+            let _ = self.trigger_failures.get_or_create(&TriggerFailureLabel {
+                trigger: trigger.to_owned(),
+                reason,
+            });
+        }
+    }
+
+    /// A trigger published an event, or found it already published
+    /// (`duplicate`).
+    pub fn trigger_event(&self, trigger: &str, duplicate: bool) {
+        let family = match duplicate {
+            true => &self.trigger_duplicates,
+            false => &self.trigger_events,
+        };
+        family
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A trigger published nothing for a mutation it matched.
+    pub fn trigger_failed(&self, trigger: &str, reason: TriggerFailure) {
+        self.trigger_failures
+            .get_or_create(&TriggerFailureLabel {
+                trigger: trigger.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     /// The schema in use was loaded or refreshed now.

@@ -2,6 +2,8 @@
 //! subscription goes to the upstream with method, query string, body and
 //! end-to-end headers kept, and its response streams back as it arrives.
 //! The schema learned from the upstream lives here too ([`schema`]).
+//! A mutation some `[[triggers]]` entry names gets its response body
+//! copied on its way to the client, for [`crate::triggers`].
 
 mod headers;
 pub mod operation;
@@ -24,6 +26,7 @@ pub use upstream::{PROBE_USER_AGENT, Upstream, UpstreamBuildError};
 use crate::config::IpNet;
 use crate::http::body::{self, Body, BoxError};
 use crate::proxy::schema::LiveSchema;
+use crate::triggers::{Caller, Sent, Tee, Triggers};
 
 /// Why a request could not be proxied; [`crate::error::rescue_proxy`] turns
 /// each into the response the client sees.
@@ -77,15 +80,22 @@ struct Inner {
     upstream: Upstream,
     schema: LiveSchema,
     trusted_proxies: Vec<IpNet>,
+    triggers: Arc<Triggers>,
 }
 
 impl Proxy {
-    pub fn new(upstream: Upstream, schema: LiveSchema, trusted_proxies: Vec<IpNet>) -> Self {
+    pub fn new(
+        upstream: Upstream,
+        schema: LiveSchema,
+        trusted_proxies: Vec<IpNet>,
+        triggers: Arc<Triggers>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
                 schema,
                 trusted_proxies,
+                triggers,
             }),
         }
     }
@@ -122,6 +132,10 @@ impl Inner {
     async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let schema = self.schema.current();
+        // A body that may hold a mutation a trigger names (a byte scan; it
+        // is parsed after the answer). Mutations are POSTs (GraphQL over
+        // HTTP), so a GET never does.
+        let mut sent: Option<Sent> = None;
         let body = match (&parts.method, body_kind(&parts.headers)) {
             (&Method::GET, _) => {
                 if let Some(q) = parts.uri.query()
@@ -147,6 +161,12 @@ impl Inner {
                         return Ok(answer);
                     }
                 }
+                if self.triggers.may_trigger(&bytes) {
+                    sent = Some(Sent::Http {
+                        body: bytes.clone(),
+                        json,
+                    });
+                }
                 body::full(bytes)
             }
             (_, BodyKind::Stream) => body,
@@ -156,6 +176,25 @@ impl Inner {
             ProxyError::InvalidRequest("no client connection information"),
         )?;
         headers::for_upstream(&mut parts.headers, client, &self.trusted_proxies);
+        let triggered = sent.map(|sent| {
+            // The copy is read as JSON: the answer must come unencoded
+            // (between containers of one pod compression buys nothing).
+            parts.headers.remove(header::ACCEPT_ENCODING);
+            let caller = match parts.extensions.get::<crate::auth::ClientClaims>() {
+                Some(c) => Caller::Claims(c.0.clone()),
+                None => {
+                    let mut headers = parts.headers.clone();
+                    headers.remove(header::CONTENT_LENGTH);
+                    Caller::Headers(headers)
+                }
+            };
+            let key = parts
+                .headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            ((schema, sent), caller, key)
+        });
         let mut upstream_request = Request::new(body);
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = self.upstream.url_with_query(parts.uri.query());
@@ -164,7 +203,17 @@ impl Inner {
         let response = self.upstream.send(upstream_request).await?;
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body::boxed(body)))
+        let body = match triggered {
+            Some((request, caller, key)) => body::boxed(Tee::new(
+                body::boxed(body),
+                self.triggers.clone(),
+                request,
+                caller,
+                key,
+            )),
+            None => body::boxed(body),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 }
 

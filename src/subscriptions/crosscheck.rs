@@ -5,10 +5,15 @@
 //! `subcar check`, at start-up and on every reload, against the schema known
 //! then; the Subscription type is subcar's own (`schema.path`), so none of
 //! this waits for the upstream.
+//!
+//! `[[triggers]]` are checked here too ([`check_triggers`]): the `payload`
+//! reads only `args`, `result` and `claims`, the `topic` feeds some
+//! subscription field (unless `webhook.unknown_topics = "accept"`), and the
+//! `mutation` is a field of the upstream's Mutation type, once that is known.
 
 use std::fmt;
 
-use crate::config::SubscriptionConfig;
+use crate::config::{SubscriptionConfig, TriggerConfig};
 use crate::graphql::Schema;
 use crate::subscriptions::filter::{Expression, FilterError};
 
@@ -18,6 +23,8 @@ const PER_EVENT: &[&str] = &["event", "args", "claims"];
 /// `allow` and `resolve.share_by` are evaluated when a client subscribes,
 /// before any event.
 const AT_SUBSCRIBE: &[&str] = &["args", "claims"];
+/// A trigger's `payload` is evaluated on a mutation's answer.
+const ON_MUTATION: &[&str] = &["args", "result", "claims"];
 
 /// A `[[subscriptions]]` block that does not fit the schema.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,39 @@ pub enum Mismatch {
     Invalid {
         index: usize,
         rule: String,
+        line: isize,
+        column: isize,
+        message: String,
+    },
+    #[error(
+        "triggers[{index}].mutation: {mutation:?} is not a field of the {type_name} type (fields: {})",
+        known.join(", ")
+    )]
+    UnknownMutation {
+        index: usize,
+        mutation: String,
+        type_name: String,
+        known: Vec<String>,
+    },
+    #[error(
+        "triggers[{index}].topic: {topic:?} feeds no subscription field (topics: {}): expected one of them, or webhook.unknown_topics = \"accept\"",
+        known.join(", ")
+    )]
+    UnknownTopic {
+        index: usize,
+        topic: String,
+        known: Vec<String>,
+    },
+    #[error(
+        "triggers[{index}].payload: {variable:?} is not a variable of this rule: expected {}",
+        ON_MUTATION.join(", ")
+    )]
+    UnknownPayloadVariable { index: usize, variable: String },
+    #[error(
+        "triggers[{index}].payload: not a valid CEL expression (line {line}, column {column}): {message}"
+    )]
+    InvalidPayload {
+        index: usize,
         line: isize,
         column: isize,
         message: String,
@@ -171,6 +211,65 @@ pub fn check(
     }
 }
 
+/// Checks `[[triggers]]` against `schema` and the `topics` subscription
+/// fields are fed by (`None`: any topic is accepted). The mutation field is
+/// checked only once the upstream's part of the schema is loaded: call it
+/// again then.
+pub fn check_triggers(
+    triggers: &[TriggerConfig],
+    schema: &Schema,
+    topics: Option<&[String]>,
+) -> Result<(), CrossCheckError> {
+    let mutations = schema.mutation_fields();
+    let mut errors = Vec::new();
+    for (index, t) in triggers.iter().enumerate() {
+        if let Some((type_name, known)) = &mutations
+            && !known.contains(&t.mutation.as_str())
+        {
+            errors.push(Mismatch::UnknownMutation {
+                index,
+                mutation: t.mutation.clone(),
+                type_name: (*type_name).to_owned(),
+                known: known.iter().map(|f| (*f).to_owned()).collect(),
+            });
+        }
+        if let Some(known) = topics
+            && !known.contains(&t.topic)
+        {
+            errors.push(Mismatch::UnknownTopic {
+                index,
+                topic: t.topic.clone(),
+                known: known.to_vec(),
+            });
+        }
+        match Expression::compile(&t.mutation, "payload", &t.payload) {
+            Ok(e) => errors.extend(
+                e.reads()
+                    .variables
+                    .into_iter()
+                    .filter(|v| !ON_MUTATION.contains(&v.as_str()))
+                    .map(|variable| Mismatch::UnknownPayloadVariable { index, variable }),
+            ),
+            Err(FilterError::Compile {
+                line,
+                column,
+                message,
+                ..
+            }) => errors.push(Mismatch::InvalidPayload {
+                index,
+                line,
+                column,
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CrossCheckError(errors))
+    }
+}
+
 /// Every CEL rule of one block: its key, its source, the variables it has.
 fn rules(config: &SubscriptionConfig) -> Vec<(String, &str, &'static [&'static str])> {
     let mut rules = Vec::new();
@@ -274,6 +373,47 @@ mod tests {
             err.contains("subscriptions[0].filter: not a valid CEL expression (line 1, column"),
             "{err}"
         );
+    }
+
+    fn trigger(mutation: &str, topic: &str, payload: &str) -> TriggerConfig {
+        TriggerConfig {
+            mutation: mutation.into(),
+            topic: topic.into(),
+            payload: payload.into(),
+        }
+    }
+
+    #[test]
+    fn triggers_name_their_mutation_topic_and_payload_problems() {
+        let upstream = "type Query { a: Int } type Mutation { updateIncident(id: ID!): Int }";
+        let schema = Schema::build(SDL, Some(upstream)).unwrap();
+        let topics = ["counter".to_owned(), "incidentUpdated".to_owned()];
+        let triggers = [
+            trigger(
+                "updateIncident",
+                "incidentUpdated",
+                "{'id': args.id, 'by': claims.sub, 'n': result}",
+            ),
+            trigger("updateIncidnt", "incident.updated", "event.id"),
+            trigger("updateIncident", "counter", "args.id +"),
+        ];
+        let err = check_triggers(&triggers, &schema, Some(&topics))
+            .unwrap_err()
+            .to_string();
+        for line in [
+            "triggers[1].mutation: \"updateIncidnt\" is not a field of the Mutation type (fields: updateIncident)",
+            "triggers[1].topic: \"incident.updated\" feeds no subscription field (topics: counter, incidentUpdated)",
+            "triggers[1].payload: \"event\" is not a variable of this rule: expected args, result, claims",
+            "triggers[2].payload: not a valid CEL expression (line 1, column",
+        ] {
+            assert!(err.contains(line), "{line} in\n{err}");
+        }
+        assert_eq!(err.lines().count(), 5, "{err}");
+        // Any topic with unknown_topics = "accept"; the mutation waits for
+        // the upstream's schema.
+        let offline = Schema::build(SDL, None).unwrap();
+        assert!(check_triggers(&triggers[1..2], &offline, None).is_err());
+        assert!(check_triggers(&[trigger("x", "y", "args")], &offline, None).is_ok());
     }
 
     #[test]

@@ -155,6 +155,16 @@ impl Expression {
         json(self.0.program.execute(&ctx))
     }
 
+    /// The value over the given variables (a trigger's `args`, `result`
+    /// and `claims`).
+    pub fn eval_with(&self, vars: &[(&str, &Value)]) -> Result<Value, String> {
+        let mut ctx = Context::with_env(env());
+        for (name, value) in vars {
+            ctx.add_variable_from_value(*name, to_cel(value));
+        }
+        json(self.0.program.execute(&ctx))
+    }
+
     /// The value over one subscriber's `claims` and `args`.
     pub fn eval(&self, claims: &Value, args: &Map<String, Value>) -> Result<Value, String> {
         let mut ctx = Context::with_env(env());

@@ -5,6 +5,7 @@
 //! for [`TestUpstream::release`]), `status:<code>`, `sleep:<ms>`.
 //! `me` is an authentication query: it answers the caller's identity for an
 //! `Authorization: Bearer user:<id>:<tenant>` header and an error otherwise.
+//! `updateIncident(id, severity)` is the mutation of the trigger tests.
 //! `ticket(id)` is the entity the enrichment tests complete events with, with
 //! rights per caller (see [`QueryRoot::ticket`]); request bodies naming an id
 //! `http-<code>` or `http-garbage` are answered with that HTTP status or with
@@ -273,22 +274,23 @@ pub fn ticket_data(key: &str) -> Option<TicketData> {
     })
 }
 
-/// The `String` of `Ticket.notes`, or a failure to produce it. A failure
-/// inside an `Option` nulls only this field, as the GraphQL spec says; an
-/// error returned by the resolver itself would make async-graphql null the
-/// nearest nullable value above it (the whole ticket).
-pub enum Notes {
-    Text(String),
-    Unavailable,
+/// A field's value, or a failure to produce it (`Ticket.notes`,
+/// `updateIncident`). A failure inside an `Option` nulls only this field,
+/// as the GraphQL spec says; an error returned by the resolver itself would
+/// make async-graphql null the nearest nullable value above it (the whole
+/// ticket, or the mutation's whole `data`).
+pub enum Fallible<T> {
+    Value(T),
+    Fails(&'static str),
 }
 
-impl OutputType for Notes {
+impl<T: OutputType> OutputType for Fallible<T> {
     fn type_name() -> Cow<'static, str> {
-        <String as OutputType>::type_name()
+        T::type_name()
     }
 
     fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
-        <String as OutputType>::create_type_info(registry)
+        T::create_type_info(registry)
     }
 
     async fn resolve(
@@ -297,10 +299,8 @@ impl OutputType for Notes {
         field: &Positioned<Field>,
     ) -> ServerResult<async_graphql::Value> {
         match self {
-            Self::Text(text) => Ok(async_graphql::Value::String(text.clone())),
-            Self::Unavailable => {
-                Err(ctx.set_error_path(ServerError::new("notes are unavailable", Some(field.pos))))
-            }
+            Self::Value(v) => v.resolve(ctx, field).await,
+            Self::Fails(why) => Err(ctx.set_error_path(ServerError::new(*why, Some(field.pos)))),
         }
     }
 }
@@ -336,11 +336,11 @@ impl Ticket {
     }
 
     /// Tenant `ops` only; fails for the `broken` ticket.
-    async fn notes(&self) -> Option<Notes> {
+    async fn notes(&self) -> Option<Fallible<String>> {
         if self.broken {
-            return Some(Notes::Unavailable);
+            return Some(Fallible::Fails("notes are unavailable"));
         }
-        (self.caller_tenant == "ops").then(|| Notes::Text(self.data.notes.clone()))
+        (self.caller_tenant == "ops").then(|| Fallible::Value(self.data.notes.clone()))
     }
 
     async fn last_activity(&self) -> Option<&Activity> {
@@ -373,10 +373,49 @@ pub struct Me {
     pub tenant: String,
 }
 
+/// What `updateIncident` answers: the incident as changed.
+pub struct IncidentChange {
+    id: ID,
+    severity: Severity,
+}
+
+#[Object]
+impl IncidentChange {
+    async fn id(&self) -> &ID {
+        &self.id
+    }
+
+    async fn severity(&self) -> Severity {
+        self.severity
+    }
+
+    /// Fails for incident `flaky` (the change itself is answered).
+    async fn notes(&self) -> Option<Fallible<String>> {
+        Some(if self.id.as_str() == "flaky" {
+            Fallible::Fails("notes are unavailable")
+        } else {
+            Fallible::Value(format!("now {:?}", self.severity))
+        })
+    }
+}
+
 pub struct MutationRoot;
 
 #[Object]
 impl MutationRoot {
+    /// The mutation of the trigger tests: answers the change, or an error
+    /// on the field (its value `null`) for incident `missing`.
+    async fn update_incident(
+        &self,
+        id: ID,
+        severity: Severity,
+    ) -> Option<Fallible<IncidentChange>> {
+        Some(match id.as_str() {
+            "missing" => Fallible::Fails("no such incident"),
+            _ => Fallible::Value(IncidentChange { id, severity }),
+        })
+    }
+
     async fn increment(&self, ctx: &Context<'_>, #[graphql(default = 1)] by: i64) -> i64 {
         ctx.data::<Arc<AtomicI64>>()
             .unwrap()

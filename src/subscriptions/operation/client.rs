@@ -21,12 +21,13 @@ use tokio::time::Sleep;
 use super::resume::{Admit, Resuming};
 use super::{Core, Ending, ExecuteError, OperationError, Request, Resume};
 use crate::bus::{BusError, Cursor, Replay};
-use crate::graphql::{GraphQLError, Prepared};
+use crate::graphql::{GraphQLError, OperationKind, Prepared};
 use crate::metrics::Refusal;
 use crate::subscriptions::directory::{ClientInfo, Listed};
 use crate::subscriptions::outbox::{Delivery, Inbox, Outbox, outbox};
 use crate::subscriptions::registry::{ConnectionSlot, Document, Subscriber};
 use crate::subscriptions::{FetchCredentials, SubscriptionHandle};
+use crate::triggers::{Answer, Caller, Sent};
 
 /// Live payloads a resuming subscription holds while its replay is
 /// fetched, as a multiple of `limits.outbound_queue`; past it the client is
@@ -115,6 +116,8 @@ pub enum Output<'a, T> {
 pub struct PreparedOperation {
     request: Request,
     prepared: Prepared,
+    /// A mutation that may trigger, judged once answered.
+    triggers: bool,
 }
 
 impl PreparedOperation {
@@ -134,13 +137,20 @@ pub async fn prepare(
     let (query, name) = (request.query.clone(), request.operation_name.clone());
     let variables = request.variables.clone().unwrap_or_default();
     let prepared = crate::graphql::offload::run(query.len(), move || {
-        schema.prepare_with(&query, name.as_deref(), &variables, &|field| {
+        let prepared = schema.prepare_with(&query, name.as_deref(), &variables, &|field| {
             core.routes.resolve_config(field)
-        })
+        })?;
+        let triggers = matches!(prepared, Prepared::Passthrough(OperationKind::Mutation))
+            && core.triggers.may_trigger(query.as_bytes());
+        Ok((prepared, triggers))
     })
     .await;
     match prepared {
-        Ok(Ok(prepared)) => Ok(PreparedOperation { request, prepared }),
+        Ok(Ok((prepared, triggers))) => Ok(PreparedOperation {
+            request,
+            prepared,
+            triggers,
+        }),
         Ok(Err(errors)) => Err(OperationError::Invalid(errors)),
         Err(_) => {
             tracing::error!("the engine panicked preparing an operation");
@@ -334,6 +344,11 @@ impl<T> Operations<T> {
                     return Err(OperationError::TooManyInFlight { max });
                 }
                 let r = op.request;
+                let sent = op.triggers.then(|| Sent::Operation {
+                    query: r.query.clone(),
+                    operation_name: r.operation_name.clone(),
+                    variables: r.variables.clone().unwrap_or_default(),
+                });
                 let body = json!({
                     "query": r.query,
                     "operationName": r.operation_name,
@@ -345,8 +360,25 @@ impl<T> Operations<T> {
                     .executor
                     .execute(Bytes::from(body.to_string()), self.headers.clone());
                 let op_id = id.to_owned();
-                self.singles
-                    .push(Box::pin(async move { (op_id, serial, run.await) }));
+                let triggers = sent.map(|sent| {
+                    let schema = self.core.schema.current();
+                    (
+                        self.core.triggers.clone(),
+                        schema,
+                        sent,
+                        self.claims.clone(),
+                    )
+                });
+                self.singles.push(Box::pin(async move {
+                    let result = run.await;
+                    // Judged on a copy: the answer goes to the client as is.
+                    if let (Some((triggers, schema, sent, claims)), Ok(body)) = (triggers, &result)
+                    {
+                        let answer = Answer::Complete(body.clone());
+                        triggers.judge(schema, sent, answer, Caller::Claims(claims), None);
+                    }
+                    (op_id, serial, result)
+                }));
                 self.by_id
                     .insert(id.to_owned(), Entry::Single { serial, tag });
             }

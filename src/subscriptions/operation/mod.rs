@@ -4,6 +4,7 @@
 //! ```text
 //! prepare ─▶ start ─┬─ subscription: authorize (allow) ─▶ limit ─▶ register ─▶ resume? ─▶ Next… ─▶ (client stops)
 //!                   └─ query/mutation: limit ─▶ execute at the upstream ─▶ Next + Complete | Error
+//!                                                          └─ a mutation's answer ─▶ triggers
 //! ```
 //!
 //! # The seam
@@ -77,6 +78,8 @@ pub struct Core {
     /// Who is connected (`/status/connections`).
     pub directory: Arc<crate::subscriptions::directory::Directory>,
     pub audit: crate::log::Audit,
+    /// Events from the mutations clients send over sockets and streams.
+    pub triggers: Arc<crate::triggers::Triggers>,
 }
 
 /// The limits of one client's operations.
