@@ -467,7 +467,9 @@ mod bare {
 }
 
 /// nginx as a reverse proxy with keep-alive to the upstream, two workers
-/// (one per core, as subcar's runtime has), access log off.
+/// (one per core, as subcar's runtime has), access log off. Its default
+/// `keepalive_requests` (1,000) would close the load generator's
+/// connections mid-run; the bench's clients keep theirs for the whole run.
 mod nginx {
     use super::*;
 
@@ -500,7 +502,8 @@ mod nginx {
              events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               upstream api {{ server {upstream}; keepalive 128; }}\n\
+               upstream api {{ server {upstream}; keepalive 128; keepalive_requests 100000000; }}\n\
+               keepalive_requests 100000000;\n  keepalive_timeout 600s;\n\
                server {{\n    listen {addr};\n    location / {{\n      proxy_pass http://api;\n\
                    proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
         );
