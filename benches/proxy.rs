@@ -269,6 +269,14 @@ struct Subcar {
     _dir: std::path::PathBuf,
 }
 
+/// A bench that panics mid-run still stops its subcar.
+impl Drop for Subcar {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
 /// A subcar process in front of `upstream` with `extra` configuration.
 fn spawn_subcar(upstream: SocketAddr, extra: &str) -> Subcar {
     let port = |_| {
