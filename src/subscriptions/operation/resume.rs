@@ -51,7 +51,12 @@ pub fn parse_since(text: &str) -> Result<SystemTime, ResumeError> {
     let bad = || ResumeError::Time(text.to_owned());
     let text = text.trim();
     // humantime reads UTC only: a numeric offset is taken off by hand.
-    let (utc, offset) = match text.len().checked_sub(6).map(|i| text.split_at(i)) {
+    // `split_at_checked`: six bytes from the end may fall inside a character.
+    let (utc, offset) = match text
+        .len()
+        .checked_sub(6)
+        .and_then(|i| text.split_at_checked(i))
+    {
         Some((base, off))
             if off.len() == 6
                 && (off.starts_with('+') || off.starts_with('-'))
@@ -238,6 +243,10 @@ mod tests {
             "2024-05-01",
             "2024-05-01T12:00:00",
             "2024-05-01T12:00:00+2",
+            // Six bytes from the end fall inside a character (this
+            // panicked) or a multi-byte character stands in the offset.
+            "\u{e9}\u{e9}\u{e9}x",
+            "2024-05-01T12:00:00+0\u{e9}00",
         ] {
             assert_eq!(
                 resume(json!({ "since": bad })),
