@@ -33,6 +33,7 @@ use crate::bus::Bus;
 use crate::config::TriggerConfig;
 use crate::graphql::{RootField, Schema};
 use crate::metrics::Metrics;
+use crate::proxy::operation::contains;
 use crate::shutdown::Shutdown;
 use crate::subscriptions::filter::{Expression, FilterError};
 
@@ -335,10 +336,6 @@ pub enum Answer {
     Partial(Vec<bytes::Bytes>, crate::http::body::Body),
     /// It could not be read (the reason is logged and counted).
     Unreadable(&'static str),
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn hex(bytes: &[u8]) -> String {
